@@ -1,0 +1,194 @@
+//! Checks that need more than types: addresses parse, folders exist, the
+//! virtualenv matches our Python, names are well-formed. Every failure
+//! becomes a [`Problem`] pointing at its key.
+
+use super::diagnostics::{Problem, Source};
+use super::schema::Config;
+use super::{AccessLog, AppSpec, Site};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// The Python minor version corral was built against (from build.rs).
+pub const PYTHON_VERSION: &str = env!("CORRAL_PYTHON_VERSION");
+
+pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) -> Option<Site> {
+    let base = source
+        .file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base.join(p)
+        }
+    };
+    let mut bad = |key: &str, msg: String| problems.push(source.at_key(key, msg));
+
+    // [server]
+    let mut listen = Vec::new();
+    if config.server.listen.is_empty() {
+        bad("server.listen", "needs at least one address, e.g. [\"127.0.0.1:8080\"]".into());
+    }
+    for (i, addr) in config.server.listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if listen.contains(&a) => {
+                bad(&format!("server.listen[{i}]"), format!("`{addr}` is listed twice"))
+            }
+            Ok(a) => listen.push(a),
+            Err(_) => bad(
+                &format!("server.listen[{i}]"),
+                format!("`{addr}` is not an address: use IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            ),
+        }
+    }
+    if config.server.edge_threads == 0 || config.server.edge_threads > 256 {
+        bad("server.edge_threads", "must be between 1 and 256".into());
+    }
+
+    // [app]
+    let app = parse_app_spec(&config.app.module);
+    if let Err(msg) = &app {
+        bad("app.module", msg.clone());
+    }
+    let chdir = resolve(&config.app.chdir);
+    if !chdir.is_dir() {
+        bad("app.chdir", format!("folder {} does not exist", chdir.display()));
+    }
+    let pythonpath: Vec<PathBuf> = config.app.pythonpath.iter().map(|p| resolve(p)).collect();
+    for (i, p) in pythonpath.iter().enumerate() {
+        if !p.exists() {
+            bad(&format!("app.pythonpath[{i}]"), format!("{} does not exist", p.display()));
+        }
+    }
+    let virtualenv = if config.app.virtualenv.is_empty() {
+        None
+    } else {
+        let venv = resolve(&config.app.virtualenv);
+        if let Err(msg) = check_virtualenv(&venv) {
+            bad("app.virtualenv", msg);
+        }
+        Some(venv)
+    };
+    if config.app.workers == 0 || config.app.workers > 1024 {
+        bad("app.workers", "must be between 1 and 1024".into());
+    }
+    if config.app.queue_timeout.0.is_zero() {
+        bad("app.queue_timeout", "must be more than zero".into());
+    }
+    for key in config.app.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            bad("app.env", format!("`{key}` is not a valid environment variable name"));
+        }
+    }
+
+    // [limits]
+    if config.limits.max_body.0 == 0 {
+        bad("limits.max_body", "must be more than zero".into());
+    }
+
+    // [log]
+    let access_log = match config.log.access.as_str() {
+        "off" => AccessLog::Off,
+        "stdout" | "-" => AccessLog::Stdout,
+        path => {
+            let p = resolve(path);
+            match p.parent() {
+                Some(dir) if dir.is_dir() => {}
+                _ => bad("log.access", format!("folder of {} does not exist", p.display())),
+            }
+            AccessLog::File(p)
+        }
+    };
+    if !matches!(config.log.access_format.as_str(), "combined" | "json") {
+        bad("log.access_format", "must be \"combined\" or \"json\"".into());
+    }
+    if !matches!(
+        config.log.level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        bad("log.level", "must be one of error, warn, info, debug, trace".into());
+    }
+
+    Some(Site {
+        file: source.file.to_path_buf(),
+        listen,
+        app: app.ok()?,
+        chdir,
+        pythonpath,
+        virtualenv,
+        access_log,
+        config,
+    })
+}
+
+/// `pkg.module:callable` or `pkg.module:factory()`.
+pub fn parse_app_spec(s: &str) -> Result<AppSpec, String> {
+    if s.is_empty() {
+        return Err("is required: the WSGI app as \"module:callable\", e.g. \"myproject.wsgi:application\"".into());
+    }
+    let Some((module, callable)) = s.split_once(':') else {
+        return Err(format!("`{s}` must be \"module:callable\", e.g. \"app:application\""));
+    };
+    let (callable, factory) = match callable.strip_suffix("()") {
+        Some(c) => (c, true),
+        None => (callable, false),
+    };
+    let ident = |x: &str| {
+        !x.is_empty()
+            && !x.starts_with(|c: char| c.is_ascii_digit())
+            && x.chars().all(|c| c.is_alphanumeric() || c == '_')
+    };
+    if !module.split('.').all(ident) {
+        return Err(format!("`{module}` is not a Python module name"));
+    }
+    if !callable.split('.').all(ident) {
+        return Err(format!("`{callable}` is not a Python attribute name"));
+    }
+    Ok(AppSpec {
+        module: module.into(),
+        callable: callable.into(),
+        factory,
+    })
+}
+
+fn check_virtualenv(venv: &Path) -> Result<(), String> {
+    let cfg = venv.join("pyvenv.cfg");
+    let text = std::fs::read_to_string(&cfg).map_err(|_| {
+        format!(
+            "{} is not a virtualenv (no pyvenv.cfg); make one with `python{PYTHON_VERSION} -m venv {}`",
+            venv.display(),
+            venv.display()
+        )
+    })?;
+    let version = text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        matches!(k.trim(), "version" | "version_info").then(|| v.trim().to_string())
+    });
+    match version {
+        Some(v) if v == PYTHON_VERSION || v.starts_with(&format!("{PYTHON_VERSION}.")) => Ok(()),
+        Some(v) => Err(format!(
+            "{} was made with Python {v}, but corral embeds Python {PYTHON_VERSION}; recreate it with python{PYTHON_VERSION}",
+            venv.display()
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_specs() {
+        let s = parse_app_spec("pkg.wsgi:application").unwrap();
+        assert_eq!((s.module.as_str(), s.callable.as_str(), s.factory), ("pkg.wsgi", "application", false));
+        assert!(parse_app_spec("app:create_app()").unwrap().factory);
+        assert!(parse_app_spec("app").is_err());
+        assert!(parse_app_spec("1app:x").is_err());
+        assert!(parse_app_spec("app:x-y").is_err());
+        assert!(parse_app_spec("").is_err());
+    }
+}

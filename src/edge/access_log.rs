@@ -1,0 +1,203 @@
+//! The access log: one line per request in nginx's "combined" format (or
+//! JSON), written by a dedicated thread so a slow disk or a blocked stdout
+//! never stalls the async threads serving requests.
+
+use crate::config::AccessLog;
+use std::io::Write;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+enum Msg {
+    Line(String),
+    Flush(SyncSender<()>),
+}
+
+static LOG: OnceLock<Option<Sender<Msg>>> = OnceLock::new();
+
+pub struct Entry<'a> {
+    pub client: &'a str,
+    pub method: &'a str,
+    pub target: &'a str,
+    pub protocol: &'a str,
+    pub status: u16,
+    pub bytes: usize,
+    pub referer: &'a str,
+    pub user_agent: &'a str,
+    pub duration: Duration,
+    pub request_id: &'a str,
+}
+
+pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
+    let sink: Option<Box<dyn Write + Send>> = match target {
+        AccessLog::Off => None,
+        AccessLog::Stdout => Some(Box::new(std::io::stdout())),
+        AccessLog::File(p) => Some(Box::new(
+            std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+        )),
+    };
+    let tx = sink.map(|sink| {
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || writer(sink, rx))
+            .ok();
+        tx
+    });
+    let _ = LOG.set(tx);
+    FORMAT_JSON.get_or_init(|| json);
+    Ok(())
+}
+
+static FORMAT_JSON: OnceLock<bool> = OnceLock::new();
+
+fn writer(sink: Box<dyn Write + Send>, rx: Receiver<Msg>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
+    while let Ok(msg) = rx.recv() {
+        let mut next = Some(msg);
+        // Write everything queued, then flush once.
+        while let Some(m) = next {
+            match m {
+                Msg::Line(l) => {
+                    let _ = out.write_all(l.as_bytes());
+                }
+                Msg::Flush(done) => {
+                    let _ = out.flush();
+                    let _ = done.send(());
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let _ = out.flush();
+    }
+}
+
+pub fn log(e: &Entry) {
+    let Some(Some(tx)) = LOG.get() else { return };
+    let line = if *FORMAT_JSON.get().unwrap_or(&false) {
+        json_line(e)
+    } else {
+        combined_line(e, SystemTime::now())
+    };
+    let _ = tx.send(Msg::Line(line));
+}
+
+/// Waits (briefly) until every line logged so far is written.
+pub fn flush() {
+    if let Some(Some(tx)) = LOG.get() {
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        if tx.send(Msg::Flush(done_tx)).is_ok() {
+            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+fn dash(s: &str) -> &str {
+    if s.is_empty() {
+        "-"
+    } else {
+        s
+    }
+}
+
+/// `$remote_addr - - [$time_local] "$request" $status $bytes "$referer" "$ua"`
+fn combined_line(e: &Entry, now: SystemTime) -> String {
+    format!(
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
+        e.client,
+        clf_time(now),
+        escape(e.method),
+        escape(e.target),
+        e.protocol,
+        e.status,
+        e.bytes,
+        escape(dash(e.referer)),
+        escape(dash(e.user_agent)),
+    )
+}
+
+fn json_line(e: &Entry) -> String {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    format!(
+        "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\"}}\n",
+        escape(e.client),
+        escape(e.method),
+        escape(e.target),
+        e.protocol,
+        e.status,
+        e.bytes,
+        escape(e.referer),
+        escape(e.user_agent),
+        e.duration.as_secs_f64() * 1000.0,
+        e.request_id,
+    )
+}
+
+/// Escapes quotes, backslashes and control bytes, so a client cannot forge
+/// log lines (nginx does the same with \xNN).
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\x22"),
+            '\\' => out.push_str("\\x5C"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `22/Nov/2026:04:14:50 +0000`: the Common Log Format time, in UTC.
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{:02}/{}/{}:{:02}:{:02}:{:02} +0000",
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_format() {
+        let e = Entry {
+            client: "127.0.0.1",
+            method: "GET",
+            target: "/a?b=\"c\"",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 13,
+            referer: "",
+            user_agent: "curl/8",
+            duration: Duration::from_millis(1),
+            request_id: "x",
+        };
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_320_890); // 2026-11-22 04:14:50 UTC
+        assert_eq!(
+            combined_line(&e, t),
+            "127.0.0.1 - - [22/Nov/2026:04:14:50 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8\"\n"
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Listens to the master on the control pipe and keeps the dispatch pool's
+//! list of workers current. If the pipe closes the master is gone, and the
+//! edge exits (PDEATHSIG would kill it too; this is the belt to those braces).
+
+use super::dispatch::Pool;
+use crate::ipc::Control;
+use async_trait::async_trait;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+use tokio::io::AsyncBufReadExt;
+use tracing::{debug, error};
+
+pub struct ControlListener {
+    pub pool: Arc<Pool>,
+    pub fd: Mutex<Option<RawFd>>,
+    pub status_fd: RawFd,
+}
+
+#[async_trait]
+impl BackgroundService for ControlListener {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let Some(fd) = self.fd.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        // SAFETY: the fd is the control pipe's read end, inherited and owned
+        // by this process alone.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let rx = match tokio::net::unix::pipe::Receiver::from_owned_fd(owned) {
+            Ok(rx) => rx,
+            Err(e) => {
+                error!("cannot read the control pipe: {e}");
+                std::process::exit(70);
+            }
+        };
+        crate::ipc::send_status(self.status_fd, &crate::ipc::Status::Ready(std::process::id() as i32));
+        let mut lines = tokio::io::BufReader::new(rx).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => match Control::decode(&line) {
+                    Some(Control::Up { id, socket }) => {
+                        debug!("worker {id} up at {socket}");
+                        self.pool.worker_up(id, socket.into());
+                    }
+                    Some(Control::Down { id }) => {
+                        debug!("worker {id} down");
+                        self.pool.worker_down(id);
+                    }
+                    None => error!("unreadable control line {line:?}"),
+                },
+                Ok(None) | Err(_) => {
+                    error!("the master is gone; edge exiting");
+                    std::process::exit(1);
+                }
+            }
+        }
+    }
+}

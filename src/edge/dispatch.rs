@@ -1,0 +1,257 @@
+//! Choosing a worker for a request: least outstanding requests among the
+//! workers that are up, and a bounded FIFO queue when all are busy.
+//!
+//! Invariants: a worker's `busy` counts the leases out on it and never
+//! exceeds `capacity` (1 for a sync worker, so it never gets a second
+//! request while one runs). A released lease goes straight to the oldest
+//! waiter, which keeps the queue strictly first-in, first-out. Leases
+//! release on drop, so every error path gives the worker back.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+/// Idle connections kept per worker for reuse.
+const MAX_IDLE_CONNS: usize = 4;
+
+pub type Conn = BufReader<UnixStream>;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// `queue_size` requests are already waiting.
+    QueueFull,
+    /// Waited `queue_timeout` without a worker coming free.
+    Timeout,
+}
+
+struct Worker {
+    id: u64,
+    socket: PathBuf,
+    busy: usize,
+    capacity: usize,
+    idle: Vec<Conn>,
+}
+
+struct Waiter {
+    ticket: u64,
+    tx: oneshot::Sender<Lease>,
+}
+
+struct Inner {
+    workers: Vec<Worker>,
+    waiters: VecDeque<Waiter>,
+    next_ticket: u64,
+}
+
+pub struct Pool {
+    inner: Mutex<Inner>,
+    queue_size: usize,
+    queue_timeout: Duration,
+    capacity: usize,
+}
+
+/// The right to send one request to one worker.
+pub struct Lease {
+    pool: Arc<Pool>,
+    pub worker: u64,
+    pub socket: PathBuf,
+    live: bool,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.live {
+            self.live = false;
+            self.pool.release(self.worker);
+        }
+    }
+}
+
+impl Lease {
+    /// An idle pooled connection to this worker, if any.
+    pub fn take_conn(&self) -> Option<Conn> {
+        let mut inner = self.pool.lock();
+        inner.workers.iter_mut().find(|w| w.id == self.worker)?.idle.pop()
+    }
+
+    /// Returns a connection that finished a response cleanly.
+    pub fn put_conn(&self, conn: Conn) {
+        let mut inner = self.pool.lock();
+        if let Some(w) = inner.workers.iter_mut().find(|w| w.id == self.worker) {
+            if w.idle.len() < MAX_IDLE_CONNS {
+                w.idle.push(conn);
+            }
+        }
+    }
+}
+
+impl Pool {
+    pub fn new(queue_size: usize, queue_timeout: Duration, capacity: usize) -> Arc<Self> {
+        Arc::new(Pool {
+            inner: Mutex::new(Inner {
+                workers: Vec::new(),
+                waiters: VecDeque::new(),
+                next_ticket: 0,
+            }),
+            queue_size,
+            queue_timeout,
+            capacity: capacity.max(1),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (FIFO, bounded) for a worker. `avoid` lists workers that just
+    /// failed this request; they are skipped when another one is free.
+    pub async fn acquire(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+        let (ticket, rx) = {
+            let mut inner = self.lock();
+            if inner.waiters.is_empty() {
+                let pick = inner
+                    .workers
+                    .iter_mut()
+                    .filter(|w| w.busy < w.capacity && !avoid.contains(&w.id))
+                    .min_by_key(|w| w.busy);
+                if let Some(w) = pick {
+                    w.busy += 1;
+                    return Ok(self.lease(w.id, w.socket.clone()));
+                }
+            }
+            if inner.waiters.len() >= self.queue_size {
+                return Err(Refused::QueueFull);
+            }
+            let (tx, rx) = oneshot::channel();
+            let ticket = inner.next_ticket;
+            inner.next_ticket += 1;
+            inner.waiters.push_back(Waiter { ticket, tx });
+            (ticket, rx)
+        };
+        match tokio::time::timeout(self.queue_timeout, rx).await {
+            Ok(Ok(lease)) => Ok(lease),
+            _ => {
+                let mut inner = self.lock();
+                inner.waiters.retain(|w| w.ticket != ticket);
+                Err(Refused::Timeout)
+            }
+        }
+    }
+
+    fn lease(self: &Arc<Self>, worker: u64, socket: PathBuf) -> Lease {
+        Lease {
+            pool: self.clone(),
+            worker,
+            socket,
+            live: true,
+        }
+    }
+
+    /// Gives a worker slot back: to the oldest live waiter, or to the pool.
+    fn release(self: &Arc<Self>, worker: u64) {
+        let mut inner = self.lock();
+        let Some(pos) = inner.workers.iter().position(|w| w.id == worker) else {
+            return; // the worker went down meanwhile
+        };
+        let socket = inner.workers[pos].socket.clone();
+        while let Some(waiter) = inner.waiters.pop_front() {
+            match waiter.tx.send(self.lease(worker, socket.clone())) {
+                Ok(()) => return,
+                Err(mut lease) => lease.live = false, // waiter timed out; try the next
+            }
+        }
+        inner.workers[pos].busy = inner.workers[pos].busy.saturating_sub(1);
+    }
+
+    /// A worker is ready: add it and let it serve waiting requests at once.
+    pub fn worker_up(self: &Arc<Self>, id: u64, socket: PathBuf) {
+        let mut inner = self.lock();
+        if inner.workers.iter().any(|w| w.id == id) {
+            return;
+        }
+        let mut busy = 0;
+        while busy < self.capacity {
+            let Some(waiter) = inner.waiters.pop_front() else { break };
+            match waiter.tx.send(self.lease(id, socket.clone())) {
+                Ok(()) => busy += 1,
+                Err(mut lease) => lease.live = false,
+            }
+        }
+        inner.workers.push(Worker {
+            id,
+            socket,
+            busy,
+            capacity: self.capacity,
+            idle: Vec::new(),
+        });
+    }
+
+    /// A worker is dying or draining: no new requests; in-flight ones finish.
+    pub fn worker_down(&self, id: u64) {
+        self.lock().workers.retain(|w| w.id != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn least_busy_and_one_at_a_time() {
+        rt().block_on(async {
+            let pool = Pool::new(10, Duration::from_millis(50), 1);
+            pool.worker_up(1, "a".into());
+            pool.worker_up(2, "b".into());
+            let a = pool.acquire(&[]).await.unwrap();
+            let b = pool.acquire(&[]).await.unwrap();
+            assert_ne!(a.worker, b.worker);
+            assert_eq!(pool.acquire(&[]).await.err(), Some(Refused::Timeout));
+            drop(a);
+            assert!(pool.acquire(&[]).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn queue_is_fifo_and_bounded() {
+        rt().block_on(async {
+            let pool = Pool::new(2, Duration::from_secs(5), 1);
+            pool.worker_up(1, "a".into());
+            let first = pool.acquire(&[]).await.unwrap();
+            let p1 = pool.clone();
+            let w1 = tokio::spawn(async move { p1.acquire(&[]).await.map(|l| (1, l)) });
+            tokio::task::yield_now().await;
+            let p2 = pool.clone();
+            let w2 = tokio::spawn(async move { p2.acquire(&[]).await.map(|l| (2, l)) });
+            tokio::task::yield_now().await;
+            assert_eq!(pool.acquire(&[]).await.err(), Some(Refused::QueueFull));
+            drop(first);
+            let (n, lease) = w1.await.unwrap().unwrap();
+            assert_eq!(n, 1);
+            drop(lease);
+            assert_eq!(w2.await.unwrap().unwrap().0, 2);
+        });
+    }
+
+    #[test]
+    fn a_new_worker_serves_the_queue() {
+        rt().block_on(async {
+            let pool = Pool::new(2, Duration::from_secs(5), 1);
+            let p = pool.clone();
+            let waiting = tokio::spawn(async move { p.acquire(&[]).await.map(|l| l.worker) });
+            tokio::task::yield_now().await;
+            pool.worker_up(7, "w".into());
+            assert_eq!(waiting.await.unwrap(), Ok(7));
+        });
+    }
+}

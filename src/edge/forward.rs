@@ -1,0 +1,122 @@
+//! What crosses the edge→worker hop: the request head the edge writes for
+//! the worker, and the response head it gives the client.
+//!
+//! The worker learns the real client, the listener and the scheme from
+//! `x-corral-*` headers. Clients cannot forge them: any they send are
+//! dropped here first. X-Forwarded-For/-Proto/-Host are set for the app
+//! the same way nginx's usual proxy config does, but replace (rather than
+//! extend) what the client sent, since nothing trusted stands in front.
+
+use super::upstream::{Framing, ResponseHead};
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "content-length",
+];
+
+pub fn protocol(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2.0",
+        http::Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u8> {
+    let req = session.req_header();
+    let mut h = Vec::with_capacity(512);
+    h.extend_from_slice(req.method.as_str().as_bytes());
+    h.push(b' ');
+    let target = req.raw_path();
+    h.extend_from_slice(if target.is_empty() { b"/" } else { target });
+    h.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut host: Option<Vec<u8>> = None;
+    for (name, value) in req.headers.iter() {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || n.starts_with("x-corral-") || n.starts_with("x-forwarded-") {
+            continue;
+        }
+        if n == "host" {
+            host = Some(value.as_bytes().to_vec());
+        }
+        h.extend_from_slice(n.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(value.as_bytes());
+        h.extend_from_slice(b"\r\n");
+    }
+    // HTTP/2 carries the host in :authority.
+    if host.is_none() {
+        if let Some(auth) = req.uri.authority() {
+            host = Some(auth.as_str().as_bytes().to_vec());
+            h.extend_from_slice(b"host: ");
+            h.extend_from_slice(auth.as_str().as_bytes());
+            h.extend_from_slice(b"\r\n");
+        }
+    }
+    let client = session.client_addr().and_then(|a| a.as_inet().copied());
+    let local = session.server_addr().and_then(|a| a.as_inet().copied());
+    let scheme = "http";
+    let mut add = |k: &str, v: &[u8]| {
+        h.extend_from_slice(k.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(v);
+        h.extend_from_slice(b"\r\n");
+    };
+    if let Some(c) = client {
+        add("x-corral-client", c.to_string().as_bytes());
+        add("x-forwarded-for", c.ip().to_string().as_bytes());
+    }
+    if let Some(l) = local {
+        add("x-corral-local", l.to_string().as_bytes());
+    }
+    add("x-corral-scheme", scheme.as_bytes());
+    add("x-forwarded-proto", scheme.as_bytes());
+    if let Some(host) = &host {
+        add("x-forwarded-host", host);
+    }
+    add("x-corral-protocol", protocol(req.version).as_bytes());
+    add("x-corral-request-id", request_id.as_bytes());
+    add("content-length", body_len.to_string().as_bytes());
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<ResponseHeader> {
+    let mut out = ResponseHeader::build(resp.status, Some(resp.headers.len() + 2))?;
+    let mut has_date = false;
+    for (name, value) in &resp.headers {
+        let lname = name.to_ascii_lowercase();
+        if lname == "content-length" && resp.framing == Framing::Length(0) && session.req_header().method == http::Method::HEAD {
+            // keep: HEAD reports the GET length
+        }
+        if HOP_BY_HOP.contains(&lname.as_str()) && lname != "content-length" {
+            continue;
+        }
+        has_date |= lname == "date";
+        out.append_header(name.clone(), value.as_slice())?;
+    }
+    if !has_date {
+        out.insert_header("Date", httpdate::fmt_http_date(std::time::SystemTime::now()))?;
+    }
+    // A body of unknown length goes out chunked to HTTP/1.1 clients
+    // (HTTP/1.0 ones get it delimited by the connection's close).
+    if matches!(resp.framing, Framing::Chunked | Framing::UntilClose)
+        && !session.is_http2()
+        && session.req_header().version == http::Version::HTTP_11
+    {
+        out.insert_header("Transfer-Encoding", "chunked")?;
+    }
+    Ok(out)
+}

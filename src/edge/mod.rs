@@ -1,0 +1,113 @@
+//! The edge: the one process that talks to clients. A pingora server with
+//! one proxy service (`proxy::Edge`, the request path) and one background
+//! service (`control::ControlListener`, worker membership from the master).
+//!
+//! Python never runs here. Shutdown: SIGTERM stops accepting, lets
+//! in-flight requests finish (up to `app.graceful_timeout`) and exits as
+//! soon as none is left; SIGINT/SIGQUIT exit at once.
+
+mod access_log;
+mod body;
+mod control;
+mod dispatch;
+mod forward;
+mod proxy;
+mod upstream;
+
+use crate::config::Site;
+use async_trait::async_trait;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use std::os::fd::RawFd;
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::Duration;
+use tracing::{error, info};
+
+/// Entry point in the forked child; returns only on a startup error.
+pub fn run(site: &Site, control_fd: RawFd, status_fd: RawFd) -> i32 {
+    let pid = std::process::id() as i32;
+    let fail = |reason: String| {
+        error!("edge: {reason}");
+        crate::ipc::send_status(status_fd, &crate::ipc::Status::Failed(pid, reason));
+        1
+    };
+    if let Err(e) = access_log::start(&site.access_log, site.config.log.access_format == "json") {
+        return fail(format!("cannot open the access log: {e}"));
+    }
+    let conf = ServerConf {
+        threads: site.config.server.edge_threads,
+        grace_period_seconds: Some(site.graceful_timeout().as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        daemon: false,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let pool = dispatch::Pool::new(site.config.app.queue_size, site.queue_timeout(), 1);
+    let edge = proxy::Edge {
+        pool: pool.clone(),
+        max_body: site.max_body(),
+    };
+    let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
+    for addr in &site.listen {
+        service.add_tcp(&addr.to_string());
+    }
+    server.add_service(service);
+    server.add_service(background_service(
+        "control",
+        control::ControlListener {
+            pool,
+            fd: Mutex::new(Some(control_fd)),
+            status_fd,
+        },
+    ));
+    info!("edge {pid} listening on {:?}", site.listen);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(EdgeSignals),
+    });
+    access_log::flush();
+    0
+}
+
+/// Maps signals to pingora's shutdown kinds, and ends a graceful stop as
+/// soon as the last in-flight request is done (pingora alone would sleep
+/// the whole grace period).
+struct EdgeSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for EdgeSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+        ) else {
+            error!("edge cannot watch signals");
+            return ShutdownSignal::FastShutdown;
+        };
+        tokio::select! {
+            _ = term.recv() => {
+                info!("edge draining: no new connections, finishing in-flight requests");
+                std::thread::spawn(exit_when_drained);
+                ShutdownSignal::GracefulTerminate
+            }
+            _ = int.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+fn exit_when_drained() {
+    // Let pingora stop its listeners and idle keep-alive connections first.
+    std::thread::sleep(Duration::from_millis(200));
+    while proxy::IN_FLIGHT.load(Ordering::SeqCst) > 0 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    info!("edge drained");
+    access_log::flush();
+    std::process::exit(0);
+}

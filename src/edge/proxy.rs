@@ -1,0 +1,267 @@
+//! The edge's request path as pingora phases. Read top to bottom:
+//!
+//! 1. `early_request_filter`: per-connection settings (pipelining).
+//! 2. `request_filter`: read the whole body (limits), take a worker from
+//!    the pool (queue, 503), forward the request and relay the response.
+//!    Everything is answered here, so pingora's own upstream phases never run.
+//! 3. `logging`: the access log line.
+
+use super::body::{BodyError, RequestBody};
+use super::dispatch::{Lease, Pool, Refused};
+use super::upstream::{self, BodyReader, ExchangeError, Framing};
+use super::{access_log, forward};
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::ResponseHeader;
+use pingora_proxy::{ProxyHttp, Session};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tracing::{error, warn};
+
+/// Responses buffered between a worker and a slow client, in chunks of up to
+/// 64 KiB: the worker is released as soon as its response is read, not when
+/// the client has downloaded it.
+const RESPONSE_BUFFER_CHUNKS: usize = 256;
+
+/// Requests being handled; graceful stop waits for this to reach zero.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+pub struct Edge {
+    pub pool: Arc<Pool>,
+    pub max_body: u64,
+}
+
+pub struct Ctx {
+    started: Instant,
+    request_id: String,
+    status: u16,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Edge {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+        Ctx {
+            started: Instant::now(),
+            request_id: format!("{:08x}{:08x}", std::process::id(), seq),
+            status: 0,
+        }
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
+        session.as_downstream_mut().set_pipelining_enabled(true);
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // A declared length over the limit is refused before reading a byte.
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body) {
+            return self.refuse(session, ctx, 413, "Request body too large").await;
+        }
+        let body = match RequestBody::read(session, self.max_body).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                return self.refuse(session, ctx, 413, "Request body too large").await
+            }
+            Err(BodyError::Client(e)) => {
+                // The client broke off or sent a malformed body.
+                ctx.status = 400;
+                return Err(Error::explain(ErrorType::ReadError, e));
+            }
+            Err(BodyError::Io(e)) => {
+                error!("cannot buffer a request body: {e}");
+                return self.refuse(session, ctx, 500, "Internal Server Error").await;
+            }
+        };
+        let head = forward::request_head(session, &ctx.request_id, body.len());
+        let is_head = session.req_header().method == http::Method::HEAD;
+
+        // Retry on another worker only while the app cannot have run.
+        let mut avoid = Vec::new();
+        let (lease, mut conn, resp) = loop {
+            let lease = match self.pool.acquire(&avoid).await {
+                Ok(l) => l,
+                Err(Refused::QueueFull) => {
+                    return self.refuse(session, ctx, 503, "All workers are busy (queue full)").await
+                }
+                Err(Refused::Timeout) => {
+                    return self.refuse(session, ctx, 503, "All workers are busy (queue timeout)").await
+                }
+            };
+            match exchange(&lease, &head, &body, is_head).await {
+                Ok((conn, resp)) => break (lease, conn, resp),
+                Err(ExchangeError::NotDelivered(e)) if avoid.len() < 8 => {
+                    warn!("request {} not delivered to worker {}: {e}; retrying", ctx.request_id, lease.worker);
+                    avoid.push(lease.worker);
+                }
+                Err(ExchangeError::NotDelivered(e)) => {
+                    error!("request {} could not reach any worker: {e}", ctx.request_id);
+                    return self.refuse(session, ctx, 502, "Bad Gateway").await;
+                }
+                Err(ExchangeError::Failed(why)) => {
+                    error!(
+                        "request {} ({} {}) failed in worker {}: {why}",
+                        ctx.request_id,
+                        session.req_header().method,
+                        String::from_utf8_lossy(session.req_header().raw_path()),
+                        lease.worker
+                    );
+                    return self.refuse(session, ctx, 502, "Bad Gateway").await;
+                }
+            }
+        };
+
+        ctx.status = resp.status;
+        let header = forward::response_header(session, &resp)?;
+        if resp.framing == Framing::Empty {
+            if !resp.close {
+                lease.put_conn(conn);
+            }
+            drop(lease);
+            session.write_response_header(Box::new(header), true).await?;
+            return Ok(true);
+        }
+        session.write_response_header(Box::new(header), false).await?;
+
+        // Read the worker's body in its own task into a bounded buffer, so
+        // the worker is free once its response is in, whatever the client's
+        // speed. If the client goes away the channel closes and the task
+        // stops reading, which the app sees as a broken connection.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RESPONSE_BUFFER_CHUNKS);
+        let reusable = !resp.close;
+        let framing = resp.framing;
+        tokio::spawn(async move {
+            let mut reader = BodyReader::new(framing);
+            loop {
+                match reader.next(&mut conn).await {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return; // client gone: drop conn and lease
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                }
+            }
+            if reusable && reader.is_done() {
+                lease.put_conn(conn);
+            }
+            drop(lease);
+        });
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Ok(data) => session.write_response_body(Some(data), false).await?,
+                Err(e) => {
+                    error!("request {}: {e}", ctx.request_id);
+                    // Cut the client off: a truncated body must not look complete.
+                    return Err(Error::explain(ErrorType::ReadError, e.to_string()));
+                }
+            }
+        }
+        session.write_response_body(None, true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // Never reached: request_filter answers every request.
+        Err(Error::explain(ErrorType::InternalError, "no upstream peer in corral's edge"))
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let req = session.req_header();
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(if ctx.status != 0 { ctx.status } else if e.is_some() { 400 } else { 0 });
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let header = |name: http::header::HeaderName| {
+            req.headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                .unwrap_or_default()
+        };
+        access_log::log(&access_log::Entry {
+            client: &client,
+            method: req.method.as_str(),
+            target: &String::from_utf8_lossy(req.raw_path()),
+            protocol: forward::protocol(req.version),
+            status,
+            bytes: session.body_bytes_sent(),
+            referer: &header(http::header::REFERER),
+            user_agent: &header(http::header::USER_AGENT),
+            duration: ctx.started.elapsed(),
+            request_id: &ctx.request_id,
+        });
+    }
+}
+
+impl Edge {
+    /// Answers from the edge itself (413, 502, 503...).
+    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, status: u16, msg: &str) -> Result<bool> {
+        ctx.status = status;
+        let body = Bytes::from(format!("{msg}\n"));
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        if status == 503 {
+            resp.insert_header("Retry-After", "1")?;
+        }
+        if status == 413 || status >= 500 && status != 503 {
+            // The rest of an unread body would be taken as the next request.
+            resp.insert_header("Connection", "close")?;
+            session.set_keepalive(None);
+        }
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await?;
+        Ok(true)
+    }
+}
+
+/// One request/response head exchange with a worker, on a pooled or new connection.
+async fn exchange(
+    lease: &Lease,
+    head: &[u8],
+    body: &RequestBody,
+    is_head: bool,
+) -> std::result::Result<(super::dispatch::Conn, upstream::ResponseHead), ExchangeError> {
+    let mut conn = match lease.take_conn() {
+        Some(c) => c,
+        None => {
+            let stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&lease.socket))
+                .await
+                .map_err(|_| ExchangeError::NotDelivered(std::io::ErrorKind::TimedOut.into()))?
+                .map_err(ExchangeError::NotDelivered)?;
+            BufReader::with_capacity(upstream::READ_CHUNK, stream)
+        }
+    };
+    upstream::send(&mut conn, head, body).await?;
+    let resp = upstream::read_head(&mut conn, is_head).await?;
+    Ok((conn, resp))
+}

@@ -1,0 +1,247 @@
+//! The edge's side of the edge→worker hop: HTTP/1.1 over a Unix socket.
+//!
+//! The edge always re-frames: a request goes out with the edge's own head
+//! and a Content-Length for the body it already holds in full, so a worker
+//! can never be desynchronised by what a client sent. Responses come back
+//! with Content-Length or chunked framing, decoded here.
+
+use super::dispatch::Conn;
+use bytes::{Bytes, BytesMut};
+use std::io;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+const MAX_RESPONSE_HEAD: usize = 256 * 1024;
+const MAX_RESPONSE_HEADERS: usize = 256;
+pub const READ_CHUNK: usize = 64 * 1024;
+
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub framing: Framing,
+    /// The worker will close after this response.
+    pub close: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// Why an exchange failed, which decides between retrying and a 502.
+#[derive(Debug)]
+pub enum ExchangeError {
+    /// The worker never got the whole request, so the app did not run:
+    /// safe to send the request to another worker.
+    NotDelivered(io::Error),
+    /// The worker got the request and then failed (died, bad response).
+    Failed(String),
+}
+
+/// Writes the request head and body.
+pub async fn send(conn: &mut Conn, head: &[u8], body: &super::body::RequestBody) -> Result<(), ExchangeError> {
+    let stream = conn.get_mut();
+    stream.write_all(head).await.map_err(ExchangeError::NotDelivered)?;
+    body.write_to(stream).await.map_err(ExchangeError::NotDelivered)?;
+    stream.flush().await.map_err(ExchangeError::NotDelivered)
+}
+
+/// Reads a response head. No bytes at all before EOF means the worker died
+/// with our request in hand.
+pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHead, ExchangeError> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        let n = read_line(conn, &mut buf).await.map_err(|e| ExchangeError::Failed(e.to_string()))?;
+        if n == 0 {
+            return Err(ExchangeError::Failed(if buf.is_empty() {
+                "worker closed the connection without answering (did it die?)".into()
+            } else {
+                "worker closed the connection inside the response head".into()
+            }));
+        }
+        if buf.ends_with(b"\r\n\r\n") {
+            break;
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(ExchangeError::Failed("response head from the worker is too large".into()));
+        }
+    }
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    match resp.parse(&buf) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return Err(ExchangeError::Failed("malformed response head from the worker".into())),
+    }
+    let status = resp.code.unwrap_or(502);
+    let mut framing = Framing::UntilClose;
+    let mut close = resp.version == Some(0);
+    let mut out = Vec::with_capacity(resp.headers.len());
+    for h in resp.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        match name.as_str() {
+            "transfer-encoding" => {
+                if h.value.eq_ignore_ascii_case(b"chunked") {
+                    framing = Framing::Chunked;
+                }
+                continue;
+            }
+            "content-length" => {
+                if framing != Framing::Chunked {
+                    let n = std::str::from_utf8(h.value)
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| ExchangeError::Failed("bad Content-Length from the worker".into()))?;
+                    framing = Framing::Length(n);
+                }
+            }
+            "connection" => {
+                close |= h.value.eq_ignore_ascii_case(b"close");
+                continue;
+            }
+            "keep-alive" => continue,
+            _ => {}
+        }
+        out.push((h.name.to_string(), h.value.to_vec()));
+    }
+    if head_request || status < 200 || status == 204 || status == 304 {
+        framing = Framing::Empty;
+    }
+    if framing == Framing::UntilClose {
+        close = true;
+    }
+    Ok(ResponseHead {
+        status,
+        headers: out,
+        framing,
+        close,
+    })
+}
+
+async fn read_line(conn: &mut Conn, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let mut limited = conn.take((MAX_RESPONSE_HEAD + 1) as u64);
+    limited.read_until(b'\n', buf).await
+}
+
+/// Streams a response body chunk by chunk, whatever its framing.
+pub struct BodyReader {
+    framing: Framing,
+    remaining: u64,
+    chunk_left: u64,
+    done: bool,
+}
+
+impl BodyReader {
+    pub fn new(framing: Framing) -> Self {
+        let remaining = match framing {
+            Framing::Length(n) => n,
+            _ => 0,
+        };
+        BodyReader {
+            framing,
+            remaining,
+            chunk_left: 0,
+            done: matches!(framing, Framing::Empty) || framing == Framing::Length(0),
+        }
+    }
+
+    /// Whether the body ended cleanly (the connection may be reused).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The next piece of body, `None` at its end. Short bodies are errors.
+    pub async fn next(&mut self, conn: &mut Conn) -> io::Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        match self.framing {
+            Framing::Empty => Ok(None),
+            Framing::Length(_) => {
+                let want = self.remaining.min(READ_CHUNK as u64) as usize;
+                let data = read_some(conn, want).await?;
+                if data.is_empty() {
+                    return Err(truncated());
+                }
+                self.remaining -= data.len() as u64;
+                self.done = self.remaining == 0;
+                Ok(Some(data))
+            }
+            Framing::UntilClose => {
+                let data = read_some(conn, READ_CHUNK).await?;
+                if data.is_empty() {
+                    self.done = true;
+                    return Ok(None);
+                }
+                Ok(Some(data))
+            }
+            Framing::Chunked => self.next_chunked(conn).await,
+        }
+    }
+
+    async fn next_chunked(&mut self, conn: &mut Conn) -> io::Result<Option<Bytes>> {
+        loop {
+            if self.chunk_left > 0 {
+                let want = self.chunk_left.min(READ_CHUNK as u64) as usize;
+                let data = read_some(conn, want).await?;
+                if data.is_empty() {
+                    return Err(truncated());
+                }
+                self.chunk_left -= data.len() as u64;
+                if self.chunk_left == 0 {
+                    expect_crlf(conn).await?;
+                }
+                return Ok(Some(data));
+            }
+            let mut line = Vec::new();
+            let n = conn.take(1024).read_until(b'\n', &mut line).await?;
+            if n == 0 || !line.ends_with(b"\r\n") {
+                return Err(truncated());
+            }
+            let size_str = std::str::from_utf8(&line[..line.len() - 2]).map_err(|_| bad_chunk())?;
+            let size_str = size_str.split(';').next().unwrap_or("").trim();
+            let size = u64::from_str_radix(size_str, 16).map_err(|_| bad_chunk())?;
+            if size == 0 {
+                // Trailers (the worker sends none) up to the blank line.
+                loop {
+                    let mut t = Vec::new();
+                    let n = conn.take(8192).read_until(b'\n', &mut t).await?;
+                    if n == 0 {
+                        return Err(truncated());
+                    }
+                    if t == b"\r\n" {
+                        break;
+                    }
+                }
+                self.done = true;
+                return Ok(None);
+            }
+            self.chunk_left = size;
+        }
+    }
+}
+
+async fn read_some(conn: &mut Conn, max: usize) -> io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(max);
+    let mut limited = conn.take(max as u64);
+    limited.read_buf(&mut buf).await?;
+    Ok(buf.freeze())
+}
+
+async fn expect_crlf(conn: &mut Conn) -> io::Result<()> {
+    let mut crlf = [0u8; 2];
+    conn.read_exact(&mut crlf).await?;
+    if &crlf != b"\r\n" {
+        return Err(bad_chunk());
+    }
+    Ok(())
+}
+
+fn truncated() -> io::Error {
+    io::Error::new(io::ErrorKind::UnexpectedEof, "worker response ended early (did it die?)")
+}
+
+fn bad_chunk() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed chunked encoding from the worker")
+}

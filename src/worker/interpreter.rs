@@ -1,0 +1,130 @@
+//! Starting the embedded CPython in a freshly forked child the way a
+//! gunicorn user expects: in `chdir`, with `chdir` and `pythonpath` on
+//! sys.path, inside the configured virtualenv, with `[app.env]` set.
+//!
+//! Python is initialised only after fork, so each worker has its own
+//! interpreter and the master never holds one.
+
+use crate::config::Site;
+use pyo3::prelude::*;
+use pyo3::types::PyList;
+use std::path::Path;
+
+/// Prepares the process environment and initialises Python. Must run while
+/// the process is still single-threaded (it sets environment variables).
+pub fn start(site: &Site) -> Result<(), String> {
+    for (k, v) in &site.config.app.env {
+        // SAFETY (edition 2021: safe fn): no other thread exists yet.
+        std::env::set_var(k, v);
+    }
+    if let Some(venv) = &site.virtualenv {
+        std::env::set_var("VIRTUAL_ENV", venv);
+        let path = std::env::var("PATH").unwrap_or_default();
+        std::env::set_var("PATH", format!("{}:{path}", venv.join("bin").display()));
+    }
+    std::env::set_current_dir(&site.chdir)
+        .map_err(|e| format!("cannot enter app.chdir {}: {e}", site.chdir.display()))?;
+    Python::initialize();
+    Python::attach(|py| configure_sys(py, site)).map_err(|e| {
+        Python::attach(|py| format!("cannot set up Python: {}", format_err(py, &e)))
+    })
+}
+
+fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    // Embedded interpreters have no argv; many libraries read sys.argv[0].
+    sys.setattr("argv", vec!["corral"])?;
+    let path = sys.getattr("path")?.cast_into::<PyList>()?;
+    let mut front = vec![site.chdir.display().to_string()];
+    front.extend(site.pythonpath.iter().map(|p| p.display().to_string()));
+    for (i, p) in front.iter().enumerate() {
+        path.insert(i, p)?;
+    }
+    let version = format!(
+        "python{}",
+        crate::config::units::python_version()
+    );
+    if let Some(venv) = &site.virtualenv {
+        let site_packages = venv.join("lib").join(&version).join("site-packages");
+        let system_too = std::fs::read_to_string(venv.join("pyvenv.cfg"))
+            .map(|t| {
+                t.lines().any(|l| {
+                    l.split_once('=').is_some_and(|(k, v)| {
+                        k.trim() == "include-system-site-packages" && v.trim() == "true"
+                    })
+                })
+            })
+            .unwrap_or(false);
+        let site_mod = py.import("site")?;
+        if !system_too {
+            // Same isolation as running the venv's own python.
+            let system: Vec<String> = site_mod.call_method0("getsitepackages")?.extract()?;
+            let user: Option<String> = site_mod.call_method0("getusersitepackages")?.extract().ok();
+            for p in system.iter().chain(user.iter()) {
+                while path.contains(p)? {
+                    path.call_method1("remove", (p,))?;
+                }
+            }
+        }
+        site_mod.call_method1("addsitedir", (site_packages.display().to_string(),))?;
+        sys.setattr("prefix", venv.display().to_string())?;
+        sys.setattr("exec_prefix", venv.display().to_string())?;
+        let exe = venv.join("bin").join("python");
+        sys.setattr("executable", exe.display().to_string())?;
+    } else {
+        // sys.executable would be the corral binary: point it at the real
+        // interpreter so subprocess/multiprocessing users get Python.
+        let base: String = sys.getattr("base_exec_prefix")?.extract()?;
+        let exe = Path::new(&base).join("bin").join(&version);
+        if exe.exists() {
+            sys.setattr("executable", exe.display().to_string())?;
+        }
+    }
+    // Segfaults in C extensions then print the Python stack to the error log.
+    py.import("faulthandler")?.call_method0("enable")?;
+    Ok(())
+}
+
+/// Imports the app and returns the WSGI callable, or the traceback text.
+pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
+    let spec = &site.app;
+    let module = py
+        .import("importlib")
+        .and_then(|m| m.call_method1("import_module", (&spec.module,)))
+        .map_err(|e| format_err(py, &e))?;
+    let mut obj = module;
+    for part in spec.callable.split('.') {
+        obj = obj.getattr(part).map_err(|_| {
+            format!(
+                "AttributeError: module `{}` has no attribute `{}` (app.module = \"{}:{}\")",
+                spec.module, spec.callable, spec.module, spec.callable
+            )
+        })?;
+    }
+    if spec.factory {
+        obj = obj.call0().map_err(|e| format_err(py, &e))?;
+    }
+    if !obj.is_callable() {
+        return Err(format!(
+            "TypeError: `{}:{}` is a {}, not a WSGI callable",
+            spec.module,
+            spec.callable,
+            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ));
+    }
+    Ok(obj.unbind())
+}
+
+/// The full traceback of a Python error, as Python would print it.
+pub fn format_err(py: Python<'_>, e: &PyErr) -> String {
+    py.import("traceback")
+        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat())
+        .unwrap_or_else(|_| e.to_string())
+}
+
+/// The last line of a traceback: `ModuleNotFoundError: No module named 'x'`.
+pub fn last_line(traceback: &str) -> &str {
+    traceback.trim_end().lines().last().unwrap_or(traceback)
+}

@@ -1,0 +1,88 @@
+//! A worker: a forked process embedding CPython that runs the site's WSGI
+//! app and serves it to the edge over its own Unix socket.
+//!
+//! Boot order matters: Python first, then the app import, and only then
+//! the socket and the `ready` line, so the edge never routes to a worker
+//! that cannot answer. An import error prints the traceback, reports a
+//! one-line reason to the master and exits with code 3 (as gunicorn does).
+
+mod interpreter;
+pub mod probe;
+mod request;
+mod response;
+mod server;
+mod wsgi;
+
+use crate::config::Site;
+use crate::ipc::{send_status, Status};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use pyo3::prelude::*;
+use std::os::fd::RawFd;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use tracing::{error, info};
+
+pub const EXIT_BOOT_FAILED: i32 = 3;
+
+/// Entry point in the forked child; returns the exit code.
+pub fn run(site: &Site, id: u64, socket: &Path, status_fd: RawFd) -> i32 {
+    let pid = std::process::id() as i32;
+    install_signal_handlers();
+    let fail = |reason: String| {
+        send_status(status_fd, &Status::Failed(pid, reason));
+        EXIT_BOOT_FAILED
+    };
+    if let Err(e) = interpreter::start(site) {
+        error!("worker {pid}: {e}");
+        return fail(e);
+    }
+    Python::attach(|py| {
+        let app = match interpreter::load_app(py, site) {
+            Ok(app) => app,
+            Err(traceback) => {
+                error!(
+                    "worker {pid} cannot load {}:{}\n{}",
+                    site.app.module,
+                    site.app.callable,
+                    traceback.trim_end()
+                );
+                return fail(interpreter::last_line(&traceback).to_string());
+            }
+        };
+        let wsgi = match wsgi::Wsgi::new(py, app, 1) {
+            Ok(w) => w,
+            Err(e) => return fail(interpreter::format_err(py, &e)),
+        };
+        let _ = std::fs::remove_file(socket);
+        let listener = match UnixListener::bind(socket) {
+            Ok(l) => l,
+            Err(e) => return fail(format!("cannot listen on {}: {e}", socket.display())),
+        };
+        send_status(status_fd, &Status::Ready(pid));
+        info!("worker {pid} (id {id}) booted");
+        let code = server::serve(py, wsgi, listener);
+        let _ = std::fs::remove_file(socket);
+        code
+    })
+}
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    server::STOPPING.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_sigquit(_: libc::c_int) {
+    // Fast stop: no draining, no Python finalisation.
+    unsafe { libc::_exit(0) };
+}
+
+fn install_signal_handlers() {
+    let term = SigAction::new(SigHandler::Handler(on_sigterm), SaFlags::SA_RESTART, SigSet::empty());
+    let quit = SigAction::new(SigHandler::Handler(on_sigquit), SaFlags::empty(), SigSet::empty());
+    // SAFETY: the handlers only touch an atomic or call _exit.
+    unsafe {
+        let _ = sigaction(Signal::SIGTERM, &term);
+        let _ = sigaction(Signal::SIGQUIT, &quit);
+        let _ = sigaction(Signal::SIGINT, &quit);
+    }
+}

@@ -1,0 +1,212 @@
+//! The worker's socket side of a request: read one whole HTTP/1.1 request
+//! from the edge, body included, before any Python runs.
+//!
+//! Only the edge connects here and it always re-frames requests with a
+//! Content-Length, so this parser is deliberately narrow and strict: anything
+//! else (Transfer-Encoding, bad lengths, oversized heads) is refused.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, Write};
+use std::os::unix::net::UnixStream;
+
+/// Largest request head accepted from the edge.
+pub const MAX_HEAD: usize = 1 << 20;
+const MAX_HEADERS: usize = 256;
+/// Bodies above this are spooled to an anonymous temp file, not memory.
+pub const SPOOL_ABOVE: u64 = 1 << 20;
+
+pub struct Request {
+    pub method: String,
+    /// The raw request target, e.g. `/a%20b?x=1`.
+    pub target: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Body,
+    pub keep_alive: bool,
+}
+
+pub enum Body {
+    Memory(Vec<u8>),
+    File(File, u64),
+}
+
+impl Body {
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Memory(v) => v.len() as u64,
+            Body::File(_, n) => *n,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum ReadError {
+    /// The edge closed the connection between requests.
+    Closed,
+    Io(io::Error),
+    /// Malformed request: answer 400 (or the given status) and close.
+    Bad(u16, &'static str),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
+}
+
+/// Reads the next request. Blocks only on the edge, never while holding the GIL.
+pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError> {
+    let head = read_head(r)?;
+    let mut headers_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers_buf);
+    match req.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(ReadError::Bad(400, "incomplete head")),
+        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::Bad(431, "too many headers")),
+        Err(_) => return Err(ReadError::Bad(400, "malformed request")),
+    }
+    let method = req.method.unwrap_or("GET").to_string();
+    let target = req.path.unwrap_or("/").to_string();
+    let http11 = req.version == Some(1);
+    let mut content_length: Option<u64> = None;
+    let mut keep_alive = http11;
+    let mut headers = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(ReadError::Bad(400, "bad content-length"))?;
+            if content_length.is_some_and(|c| c != n) {
+                return Err(ReadError::Bad(400, "conflicting content-length"));
+            }
+            content_length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(ReadError::Bad(400, "transfer-encoding is not accepted here"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
+            if v.contains("close") {
+                keep_alive = false;
+            } else if v.contains("keep-alive") {
+                keep_alive = true;
+            }
+        }
+        headers.push((h.name.to_string(), h.value.to_vec()));
+    }
+    let body = read_body(r, content_length.unwrap_or(0))?;
+    Ok(Request {
+        method,
+        target,
+        headers,
+        body,
+        keep_alive,
+    })
+}
+
+fn read_head(r: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ReadError> {
+    let mut head = Vec::with_capacity(1024);
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return if head.is_empty() {
+                Err(ReadError::Closed)
+            } else {
+                Err(ReadError::Bad(400, "connection closed inside the head"))
+            };
+        }
+        // Look for the blank line, also across the previous chunk's end.
+        let start = head.len().saturating_sub(3);
+        head.extend_from_slice(buf);
+        let consumed = buf.len();
+        if let Some(pos) = find_head_end(&head[start..]) {
+            let end = start + pos;
+            let extra = head.len() - end;
+            r.consume(consumed - extra);
+            head.truncate(end);
+            return Ok(head);
+        }
+        r.consume(consumed);
+        if head.len() > MAX_HEAD {
+            return Err(ReadError::Bad(431, "request head too large"));
+        }
+    }
+}
+
+fn find_head_end(b: &[u8]) -> Option<usize> {
+    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError> {
+    if len <= SPOOL_ABOVE {
+        let mut v = vec![0u8; len as usize];
+        r.read_exact(&mut v).map_err(short_body)?;
+        return Ok(Body::Memory(v));
+    }
+    let mut f = tempfile::tempfile()?;
+    let copied = io::copy(&mut r.by_ref().take(len), &mut f)?;
+    if copied != len {
+        return Err(ReadError::Bad(400, "connection closed inside the body"));
+    }
+    f.flush()?;
+    f.rewind()?;
+    Ok(Body::File(f, len))
+}
+
+fn short_body(e: io::Error) -> ReadError {
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        ReadError::Bad(400, "connection closed inside the body")
+    } else {
+        ReadError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn parse(raw: &[u8]) -> Result<Request, ReadError> {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        a.write_all(raw).unwrap();
+        drop(a);
+        read_request(&mut BufReader::new(b))
+    }
+
+    #[test]
+    fn reads_head_and_body() {
+        let r = parse(b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloEXTRA").unwrap();
+        assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/x?y=1"));
+        assert!(matches!(r.body, Body::Memory(ref v) if v == b"hello"));
+        assert!(r.keep_alive);
+    }
+
+    #[test]
+    fn refuses_ambiguous_framing() {
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            Err(ReadError::Bad(400, _))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"),
+            Err(ReadError::Bad(400, _))
+        ));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\na"),
+            Err(ReadError::Bad(400, _))
+        ));
+        assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"), Err(ReadError::Bad(400, _))));
+        assert!(matches!(parse(b""), Err(ReadError::Closed)));
+    }
+
+    #[test]
+    fn spools_large_bodies() {
+        let n = SPOOL_ABOVE as usize + 10;
+        let mut raw = format!("PUT / HTTP/1.1\r\nContent-Length: {n}\r\n\r\n").into_bytes();
+        raw.extend(std::iter::repeat_n(b'x', n));
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || a.write_all(&raw));
+        let r = read_request(&mut BufReader::new(b)).unwrap();
+        t.join().unwrap().unwrap();
+        assert!(matches!(r.body, Body::File(_, len) if len == n as u64));
+    }
+}
