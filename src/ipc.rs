@@ -100,11 +100,17 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        for s in [Status::Ready(12), Status::Failed(3, "ImportError: x y".into())] {
+        for s in [
+            Status::Ready(12),
+            Status::Failed(3, "ImportError: x y".into()),
+        ] {
             assert_eq!(Status::decode(s.encode().trim_end()), Some(s));
         }
         for c in [
-            Control::Up { id: 7, socket: "/run/c/w7.sock".into() },
+            Control::Up {
+                id: 7,
+                socket: "/run/c/w7.sock".into(),
+            },
             Control::Down { id: 7 },
         ] {
             assert_eq!(Control::decode(&c.encode()), Some(c));

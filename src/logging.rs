@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(level: &str) -> anyhow::Result<()> {
     // RUST_LOG wins over the config file for one-off debugging.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new(format!("{level},pingora_core=warn,pingora_proxy=warn,pingora=warn"))
+        EnvFilter::new(format!(
+            "{level},pingora_core=warn,pingora_proxy=warn,pingora=warn"
+        ))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -121,7 +121,11 @@ fn parse_collecting(source: &Source) -> (Option<Config>, Vec<Problem>) {
                 problems.push(Problem {
                     file: source.file.to_path_buf(),
                     line: Some(source.line_col(span.start)),
-                    key: if syntax_error { None } else { source.key_at(&span) },
+                    key: if syntax_error {
+                        None
+                    } else {
+                        source.key_at(&span)
+                    },
                     message,
                 });
                 if syntax_error || span.is_empty() && span.start >= text.len() {

@@ -57,9 +57,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let num: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (examples: 30, \"30s\", \"500ms\", \"2m\")"))?;
+    let num: f64 = num.parse().map_err(|_| {
+        format!("`{s}` is not a duration (examples: 30, \"30s\", \"500ms\", \"2m\")")
+    })?;
     let secs = match unit.trim() {
         "" | "s" | "sec" => num,
         "ms" => num / 1000.0,

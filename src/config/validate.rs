@@ -30,7 +30,10 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     // [server]
     let mut listen = Vec::new();
     if config.server.listen.is_empty() {
-        bad("server.listen", "needs at least one address, e.g. [\"127.0.0.1:8080\"]".into());
+        bad(
+            "server.listen",
+            "needs at least one address, e.g. [\"127.0.0.1:8080\"]".into(),
+        );
     }
     for (i, addr) in config.server.listen.iter().enumerate() {
         match addr.parse::<SocketAddr>() {
@@ -55,12 +58,18 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     }
     let chdir = resolve(&config.app.chdir);
     if !chdir.is_dir() {
-        bad("app.chdir", format!("folder {} does not exist", chdir.display()));
+        bad(
+            "app.chdir",
+            format!("folder {} does not exist", chdir.display()),
+        );
     }
     let pythonpath: Vec<PathBuf> = config.app.pythonpath.iter().map(|p| resolve(p)).collect();
     for (i, p) in pythonpath.iter().enumerate() {
         if !p.exists() {
-            bad(&format!("app.pythonpath[{i}]"), format!("{} does not exist", p.display()));
+            bad(
+                &format!("app.pythonpath[{i}]"),
+                format!("{} does not exist", p.display()),
+            );
         }
     }
     let virtualenv = if config.app.virtualenv.is_empty() {
@@ -80,7 +89,10 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     }
     for key in config.app.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
-            bad("app.env", format!("`{key}` is not a valid environment variable name"));
+            bad(
+                "app.env",
+                format!("`{key}` is not a valid environment variable name"),
+            );
         }
     }
 
@@ -97,19 +109,28 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
             let p = resolve(path);
             match p.parent() {
                 Some(dir) if dir.is_dir() => {}
-                _ => bad("log.access", format!("folder of {} does not exist", p.display())),
+                _ => bad(
+                    "log.access",
+                    format!("folder of {} does not exist", p.display()),
+                ),
             }
             AccessLog::File(p)
         }
     };
     if !matches!(config.log.access_format.as_str(), "combined" | "json") {
-        bad("log.access_format", "must be \"combined\" or \"json\"".into());
+        bad(
+            "log.access_format",
+            "must be \"combined\" or \"json\"".into(),
+        );
     }
     if !matches!(
         config.log.level.as_str(),
         "error" | "warn" | "info" | "debug" | "trace"
     ) {
-        bad("log.level", "must be one of error, warn, info, debug, trace".into());
+        bad(
+            "log.level",
+            "must be one of error, warn, info, debug, trace".into(),
+        );
     }
 
     Some(Site {
@@ -127,10 +148,15 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
 /// `pkg.module:callable` or `pkg.module:factory()`.
 pub fn parse_app_spec(s: &str) -> Result<AppSpec, String> {
     if s.is_empty() {
-        return Err("is required: the WSGI app as \"module:callable\", e.g. \"myproject.wsgi:application\"".into());
+        return Err(
+            "is required: the WSGI app as \"module:callable\", e.g. \"myproject.wsgi:application\""
+                .into(),
+        );
     }
     let Some((module, callable)) = s.split_once(':') else {
-        return Err(format!("`{s}` must be \"module:callable\", e.g. \"app:application\""));
+        return Err(format!(
+            "`{s}` must be \"module:callable\", e.g. \"app:application\""
+        ));
     };
     let (callable, factory) = match callable.strip_suffix("()") {
         Some(c) => (c, true),
@@ -184,7 +210,10 @@ mod tests {
     #[test]
     fn app_specs() {
         let s = parse_app_spec("pkg.wsgi:application").unwrap();
-        assert_eq!((s.module.as_str(), s.callable.as_str(), s.factory), ("pkg.wsgi", "application", false));
+        assert_eq!(
+            (s.module.as_str(), s.callable.as_str(), s.factory),
+            ("pkg.wsgi", "application", false)
+        );
         assert!(parse_app_spec("app:create_app()").unwrap().factory);
         assert!(parse_app_spec("app").is_err());
         assert!(parse_app_spec("1app:x").is_err());

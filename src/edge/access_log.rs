@@ -33,7 +33,10 @@ pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
         AccessLog::Off => None,
         AccessLog::Stdout => Some(Box::new(std::io::stdout())),
         AccessLog::File(p) => Some(Box::new(
-            std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
         )),
     };
     let tx = sink.map(|sink| {
@@ -117,7 +120,10 @@ fn combined_line(e: &Entry, now: SystemTime) -> String {
 }
 
 fn json_line(e: &Entry) -> String {
-    let secs = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
     format!(
         "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\"}}\n",
         escape(e.client),
@@ -141,7 +147,9 @@ fn escape(s: &str) -> String {
         match c {
             '"' => out.push_str("\\x22"),
             '\\' => out.push_str("\\x5C"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02X}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02X}", c as u32))
+            }
             c => out.push(c),
         }
     }

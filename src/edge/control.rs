@@ -34,7 +34,10 @@ impl BackgroundService for ControlListener {
                 std::process::exit(70);
             }
         };
-        crate::ipc::send_status(self.status_fd, &crate::ipc::Status::Ready(std::process::id() as i32));
+        crate::ipc::send_status(
+            self.status_fd,
+            &crate::ipc::Status::Ready(std::process::id() as i32),
+        );
         let mut lines = tokio::io::BufReader::new(rx).lines();
         loop {
             match lines.next_line().await {

@@ -75,7 +75,12 @@ impl Lease {
     /// An idle pooled connection to this worker, if any.
     pub fn take_conn(&self) -> Option<Conn> {
         let mut inner = self.pool.lock();
-        inner.workers.iter_mut().find(|w| w.id == self.worker)?.idle.pop()
+        inner
+            .workers
+            .iter_mut()
+            .find(|w| w.id == self.worker)?
+            .idle
+            .pop()
     }
 
     /// Returns a connection that finished a response cleanly.
@@ -175,7 +180,9 @@ impl Pool {
         }
         let mut busy = 0;
         while busy < self.capacity {
-            let Some(waiter) = inner.waiters.pop_front() else { break };
+            let Some(waiter) = inner.waiters.pop_front() else {
+                break;
+            };
             match waiter.tx.send(self.lease(id, socket.clone())) {
                 Ok(()) => busy += 1,
                 Err(mut lease) => lease.live = false,

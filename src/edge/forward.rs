@@ -98,9 +98,7 @@ pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<Respons
     let mut has_date = false;
     for (name, value) in &resp.headers {
         let lname = name.to_ascii_lowercase();
-        if lname == "content-length" && resp.framing == Framing::Length(0) && session.req_header().method == http::Method::HEAD {
-            // keep: HEAD reports the GET length
-        }
+        // Content-Length passes through (for HEAD it reports the GET length).
         if HOP_BY_HOP.contains(&lname.as_str()) && lname != "content-length" {
             continue;
         }
@@ -108,7 +106,10 @@ pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<Respons
         out.append_header(name.clone(), value.as_slice())?;
     }
     if !has_date {
-        out.insert_header("Date", httpdate::fmt_http_date(std::time::SystemTime::now()))?;
+        out.insert_header(
+            "Date",
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )?;
     }
     // A body of unknown length goes out chunked to HTTP/1.1 clients
     // (HTTP/1.0 ones get it delimited by the connection's close).

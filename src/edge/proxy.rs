@@ -76,12 +76,16 @@ impl ProxyHttp for Edge {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_body) {
-            return self.refuse(session, ctx, 413, "Request body too large").await;
+            return self
+                .refuse(session, ctx, 413, "Request body too large")
+                .await;
         }
         let body = match RequestBody::read(session, self.max_body).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
-                return self.refuse(session, ctx, 413, "Request body too large").await
+                return self
+                    .refuse(session, ctx, 413, "Request body too large")
+                    .await
             }
             Err(BodyError::Client(e)) => {
                 // The client broke off or sent a malformed body.
@@ -90,7 +94,9 @@ impl ProxyHttp for Edge {
             }
             Err(BodyError::Io(e)) => {
                 error!("cannot buffer a request body: {e}");
-                return self.refuse(session, ctx, 500, "Internal Server Error").await;
+                return self
+                    .refuse(session, ctx, 500, "Internal Server Error")
+                    .await;
             }
         };
         let head = forward::request_head(session, &ctx.request_id, body.len());
@@ -102,16 +108,23 @@ impl ProxyHttp for Edge {
             let lease = match self.pool.acquire(&avoid).await {
                 Ok(l) => l,
                 Err(Refused::QueueFull) => {
-                    return self.refuse(session, ctx, 503, "All workers are busy (queue full)").await
+                    return self
+                        .refuse(session, ctx, 503, "All workers are busy (queue full)")
+                        .await
                 }
                 Err(Refused::Timeout) => {
-                    return self.refuse(session, ctx, 503, "All workers are busy (queue timeout)").await
+                    return self
+                        .refuse(session, ctx, 503, "All workers are busy (queue timeout)")
+                        .await
                 }
             };
             match exchange(&lease, &head, &body, is_head).await {
                 Ok((conn, resp)) => break (lease, conn, resp),
                 Err(ExchangeError::NotDelivered(e)) if avoid.len() < 8 => {
-                    warn!("request {} not delivered to worker {}: {e}; retrying", ctx.request_id, lease.worker);
+                    warn!(
+                        "request {} not delivered to worker {}: {e}; retrying",
+                        ctx.request_id, lease.worker
+                    );
                     avoid.push(lease.worker);
                 }
                 Err(ExchangeError::NotDelivered(e)) => {
@@ -138,16 +151,21 @@ impl ProxyHttp for Edge {
                 lease.put_conn(conn);
             }
             drop(lease);
-            session.write_response_header(Box::new(header), true).await?;
+            session
+                .write_response_header(Box::new(header), true)
+                .await?;
             return Ok(true);
         }
-        session.write_response_header(Box::new(header), false).await?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
 
         // Read the worker's body in its own task into a bounded buffer, so
         // the worker is free once its response is in, whatever the client's
         // speed. If the client goes away the channel closes and the task
         // stops reading, which the app sees as a broken connection.
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RESPONSE_BUFFER_CHUNKS);
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RESPONSE_BUFFER_CHUNKS);
         let reusable = !resp.close;
         let framing = resp.framing;
         tokio::spawn(async move {
@@ -187,7 +205,10 @@ impl ProxyHttp for Edge {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         // Never reached: request_filter answers every request.
-        Err(Error::explain(ErrorType::InternalError, "no upstream peer in corral's edge"))
+        Err(Error::explain(
+            ErrorType::InternalError,
+            "no upstream peer in corral's edge",
+        ))
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -195,7 +216,13 @@ impl ProxyHttp for Edge {
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
-            .unwrap_or(if ctx.status != 0 { ctx.status } else if e.is_some() { 400 } else { 0 });
+            .unwrap_or(if ctx.status != 0 {
+                ctx.status
+            } else if e.is_some() {
+                400
+            } else {
+                0
+            });
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -224,7 +251,13 @@ impl ProxyHttp for Edge {
 
 impl Edge {
     /// Answers from the edge itself (413, 502, 503...).
-    async fn refuse(&self, session: &mut Session, ctx: &mut Ctx, status: u16, msg: &str) -> Result<bool> {
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        msg: &str,
+    ) -> Result<bool> {
         ctx.status = status;
         let body = Bytes::from(format!("{msg}\n"));
         let mut resp = ResponseHeader::build(status, Some(4))?;
@@ -254,10 +287,11 @@ async fn exchange(
     let mut conn = match lease.take_conn() {
         Some(c) => c,
         None => {
-            let stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&lease.socket))
-                .await
-                .map_err(|_| ExchangeError::NotDelivered(std::io::ErrorKind::TimedOut.into()))?
-                .map_err(ExchangeError::NotDelivered)?;
+            let stream =
+                tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&lease.socket))
+                    .await
+                    .map_err(|_| ExchangeError::NotDelivered(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(ExchangeError::NotDelivered)?;
             BufReader::with_capacity(upstream::READ_CHUNK, stream)
         }
     };

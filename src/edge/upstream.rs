@@ -41,10 +41,19 @@ pub enum ExchangeError {
 }
 
 /// Writes the request head and body.
-pub async fn send(conn: &mut Conn, head: &[u8], body: &super::body::RequestBody) -> Result<(), ExchangeError> {
+pub async fn send(
+    conn: &mut Conn,
+    head: &[u8],
+    body: &super::body::RequestBody,
+) -> Result<(), ExchangeError> {
     let stream = conn.get_mut();
-    stream.write_all(head).await.map_err(ExchangeError::NotDelivered)?;
-    body.write_to(stream).await.map_err(ExchangeError::NotDelivered)?;
+    stream
+        .write_all(head)
+        .await
+        .map_err(ExchangeError::NotDelivered)?;
+    body.write_to(stream)
+        .await
+        .map_err(ExchangeError::NotDelivered)?;
     stream.flush().await.map_err(ExchangeError::NotDelivered)
 }
 
@@ -53,7 +62,9 @@ pub async fn send(conn: &mut Conn, head: &[u8], body: &super::body::RequestBody)
 pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHead, ExchangeError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let n = read_line(conn, &mut buf).await.map_err(|e| ExchangeError::Failed(e.to_string()))?;
+        let n = read_line(conn, &mut buf)
+            .await
+            .map_err(|e| ExchangeError::Failed(e.to_string()))?;
         if n == 0 {
             return Err(ExchangeError::Failed(if buf.is_empty() {
                 "worker closed the connection without answering (did it die?)".into()
@@ -65,14 +76,20 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
             break;
         }
         if buf.len() > MAX_RESPONSE_HEAD {
-            return Err(ExchangeError::Failed("response head from the worker is too large".into()));
+            return Err(ExchangeError::Failed(
+                "response head from the worker is too large".into(),
+            ));
         }
     }
     let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(&buf) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return Err(ExchangeError::Failed("malformed response head from the worker".into())),
+        _ => {
+            return Err(ExchangeError::Failed(
+                "malformed response head from the worker".into(),
+            ))
+        }
     }
     let status = resp.code.unwrap_or(502);
     let mut framing = Framing::UntilClose;
@@ -87,14 +104,14 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
                 }
                 continue;
             }
-            "content-length" => {
-                if framing != Framing::Chunked {
-                    let n = std::str::from_utf8(h.value)
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .ok_or_else(|| ExchangeError::Failed("bad Content-Length from the worker".into()))?;
-                    framing = Framing::Length(n);
-                }
+            "content-length" if framing != Framing::Chunked => {
+                let n = std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .ok_or_else(|| {
+                        ExchangeError::Failed("bad Content-Length from the worker".into())
+                    })?;
+                framing = Framing::Length(n);
             }
             "connection" => {
                 close |= h.value.eq_ignore_ascii_case(b"close");
@@ -239,9 +256,15 @@ async fn expect_crlf(conn: &mut Conn) -> io::Result<()> {
 }
 
 fn truncated() -> io::Error {
-    io::Error::new(io::ErrorKind::UnexpectedEof, "worker response ended early (did it die?)")
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "worker response ended early (did it die?)",
+    )
 }
 
 fn bad_chunk() -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, "malformed chunked encoding from the worker")
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "malformed chunked encoding from the worker",
+    )
 }

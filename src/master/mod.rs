@@ -192,12 +192,20 @@ impl Arbiter {
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(Stop::Fast),
             Signal::SIGTTIN => {
                 self.target_workers += 1;
-                info!("SIGTTIN: workers {} -> {}", self.target_workers - 1, self.target_workers);
+                info!(
+                    "SIGTTIN: workers {} -> {}",
+                    self.target_workers - 1,
+                    self.target_workers
+                );
             }
             Signal::SIGTTOU => {
                 if self.target_workers > 1 {
                     self.target_workers -= 1;
-                    info!("SIGTTOU: workers {} -> {}", self.target_workers + 1, self.target_workers);
+                    info!(
+                        "SIGTTOU: workers {} -> {}",
+                        self.target_workers + 1,
+                        self.target_workers
+                    );
                 }
             }
             other => info!("{other:?} ignored: not supported yet"),
@@ -226,7 +234,11 @@ impl Arbiter {
         };
         self.stopping = Some((how, deadline));
         if let Some(edge) = &self.edge {
-            let sig = if how == Stop::Graceful { Signal::SIGTERM } else { Signal::SIGINT };
+            let sig = if how == Stop::Graceful {
+                Signal::SIGTERM
+            } else {
+                Signal::SIGINT
+            };
             let _ = kill(edge.pid, sig);
         }
         if how == Stop::Fast {
@@ -283,7 +295,9 @@ impl Arbiter {
         loop {
             match self.status_rx.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.status_buf.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Ok(n) => self
+                    .status_buf
+                    .push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(_) => break, // EAGAIN: drained
             }
         }
@@ -322,7 +336,12 @@ impl Arbiter {
             && self.workers.values().filter(|w| w.ready).count() >= self.target_workers
         {
             self.announced = true;
-            let urls: Vec<String> = self.site.listen.iter().map(|a| format!("http://{a}")).collect();
+            let urls: Vec<String> = self
+                .site
+                .listen
+                .iter()
+                .map(|a| format!("http://{a}"))
+                .collect();
             info!(
                 "corral ready: listening on {} with {} workers",
                 urls.join(", "),
@@ -468,7 +487,8 @@ impl Arbiter {
     }
 
     fn spawn_edge(&mut self) -> anyhow::Result<()> {
-        let (ctl_rx, ctl_tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create control pipe")?;
+        let (ctl_rx, ctl_tx) =
+            nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create control pipe")?;
         nix::fcntl::fcntl(&ctl_tx, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
         let status_fd = self.status_tx.as_raw_fd();
         let ctl_fd = ctl_rx.as_raw_fd();
@@ -520,13 +540,18 @@ fn describe_exit(code: i32) -> String {
 
 fn describe_signal(sig: Signal, core: bool) -> String {
     let what = match sig {
-        Signal::SIGKILL => "killed by SIGKILL (by an operator, or the kernel's OOM killer: check `dmesg`)",
+        Signal::SIGKILL => {
+            "killed by SIGKILL (by an operator, or the kernel's OOM killer: check `dmesg`)"
+        }
         Signal::SIGSEGV => "crashed with SIGSEGV (a C extension bug?)",
         Signal::SIGABRT => "aborted (SIGABRT)",
         Signal::SIGTERM => "stopped by SIGTERM",
         _ => "killed by a signal",
     };
-    format!("{what} [{sig:?}{}]", if core { ", core dumped" } else { "" })
+    format!(
+        "{what} [{sig:?}{}]",
+        if core { ", core dumped" } else { "" }
+    )
 }
 
 #[cfg(test)]

@@ -25,9 +25,8 @@ pub fn start(site: &Site) -> Result<(), String> {
     std::env::set_current_dir(&site.chdir)
         .map_err(|e| format!("cannot enter app.chdir {}: {e}", site.chdir.display()))?;
     Python::initialize();
-    Python::attach(|py| configure_sys(py, site)).map_err(|e| {
-        Python::attach(|py| format!("cannot set up Python: {}", format_err(py, &e)))
-    })
+    Python::attach(|py| configure_sys(py, site))
+        .map_err(|e| Python::attach(|py| format!("cannot set up Python: {}", format_err(py, &e))))
 }
 
 fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
@@ -40,10 +39,7 @@ fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
     for (i, p) in front.iter().enumerate() {
         path.insert(i, p)?;
     }
-    let version = format!(
-        "python{}",
-        crate::config::units::python_version()
-    );
+    let version = format!("python{}", crate::config::units::python_version());
     if let Some(venv) = &site.virtualenv {
         let site_packages = venv.join("lib").join(&version).join("site-packages");
         let system_too = std::fs::read_to_string(venv.join("pyvenv.cfg"))
@@ -109,7 +105,10 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
             "TypeError: `{}:{}` is a {}, not a WSGI callable",
             spec.module,
             spec.callable,
-            obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            obj.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ));
     }
     Ok(obj.unbind())

@@ -77,8 +77,16 @@ extern "C" fn on_sigquit(_: libc::c_int) {
 }
 
 fn install_signal_handlers() {
-    let term = SigAction::new(SigHandler::Handler(on_sigterm), SaFlags::SA_RESTART, SigSet::empty());
-    let quit = SigAction::new(SigHandler::Handler(on_sigquit), SaFlags::empty(), SigSet::empty());
+    let term = SigAction::new(
+        SigHandler::Handler(on_sigterm),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    let quit = SigAction::new(
+        SigHandler::Handler(on_sigquit),
+        SaFlags::empty(),
+        SigSet::empty(),
+    );
     // SAFETY: the handlers only touch an atomic or call _exit.
     unsafe {
         let _ = sigaction(Signal::SIGTERM, &term);

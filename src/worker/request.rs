@@ -61,7 +61,9 @@ pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError>
     match req.parse(&head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(ReadError::Bad(400, "incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => return Err(ReadError::Bad(431, "too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(ReadError::Bad(431, "too many headers"))
+        }
         Err(_) => return Err(ReadError::Bad(400, "malformed request")),
     }
     let method = req.method.unwrap_or("GET").to_string();
@@ -82,7 +84,10 @@ pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError>
             }
             content_length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ReadError::Bad(400, "transfer-encoding is not accepted here"));
+            return Err(ReadError::Bad(
+                400,
+                "transfer-encoding is not accepted here",
+            ));
         } else if h.name.eq_ignore_ascii_case("connection") {
             let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
             if v.contains("close") {
@@ -174,7 +179,8 @@ mod tests {
 
     #[test]
     fn reads_head_and_body() {
-        let r = parse(b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloEXTRA").unwrap();
+        let r = parse(b"POST /x?y=1 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhelloEXTRA")
+            .unwrap();
         assert_eq!((r.method.as_str(), r.target.as_str()), ("POST", "/x?y=1"));
         assert!(matches!(r.body, Body::Memory(ref v) if v == b"hello"));
         assert!(r.keep_alive);
@@ -194,7 +200,10 @@ mod tests {
             parse(b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\na"),
             Err(ReadError::Bad(400, _))
         ));
-        assert!(matches!(parse(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"), Err(ReadError::Bad(400, _))));
+        assert!(matches!(
+            parse(b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"),
+            Err(ReadError::Bad(400, _))
+        ));
         assert!(matches!(parse(b""), Err(ReadError::Closed)));
     }
 

@@ -12,7 +12,9 @@ const FLUSH_AT: usize = 64 * 1024;
 enum Framing {
     /// HEAD, 1xx, 204, 304: whatever the app yields is dropped.
     NoBody,
-    Length { remaining: u64 },
+    Length {
+        remaining: u64,
+    },
     Chunked,
 }
 
@@ -47,7 +49,12 @@ impl ResponseWriter {
     /// Serialises the status line and headers. `known_len` is the body length
     /// when the server could compute it (a list of bytes), used when the app
     /// gave no Content-Length.
-    pub fn send_head(&mut self, status: &str, headers: &[(String, String)], known_len: Option<u64>) {
+    pub fn send_head(
+        &mut self,
+        status: &str,
+        headers: &[(String, String)],
+        known_len: Option<u64>,
+    ) {
         let code: u16 = status.get(..3).and_then(|c| c.parse().ok()).unwrap_or(500);
         self.status_code = code;
         let app_len = headers
@@ -98,11 +105,14 @@ impl ResponseWriter {
                 self.buf.extend_from_slice(&data[..take]);
                 if take < data.len() && !self.truncated_warned {
                     self.truncated_warned = true;
-                    tracing::warn!("app sent more bytes than its Content-Length; the extra was dropped");
+                    tracing::warn!(
+                        "app sent more bytes than its Content-Length; the extra was dropped"
+                    );
                 }
             }
             Framing::Chunked => {
-                self.buf.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                self.buf
+                    .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
                 self.buf.extend_from_slice(data);
                 self.buf.extend_from_slice(b"\r\n");
             }
@@ -152,7 +162,10 @@ impl ResponseWriter {
     pub fn error(&mut self, py: Python<'_>, status: &str) {
         let body = format!("{status}\n");
         let headers = vec![
-            ("Content-Type".to_string(), "text/plain; charset=utf-8".to_string()),
+            (
+                "Content-Type".to_string(),
+                "text/plain; charset=utf-8".to_string(),
+            ),
             ("Content-Length".to_string(), body.len().to_string()),
         ];
         self.buf.clear();

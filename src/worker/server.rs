@@ -91,7 +91,9 @@ fn accept_loop(listener: UnixListener, jobs: SyncSender<Job>) {
 }
 
 fn connection(stream: UnixStream, jobs: SyncSender<Job>) {
-    let Ok(read_half) = stream.try_clone() else { return };
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         match read_request(&mut reader) {
@@ -100,7 +102,11 @@ fn connection(stream: UnixStream, jobs: SyncSender<Job>) {
                 let (done_tx, done_rx) = mpsc::sync_channel(1);
                 let keep_alive = match stream.try_clone() {
                     Ok(s) => {
-                        let job = Job { req, stream: s, done: done_tx };
+                        let job = Job {
+                            req,
+                            stream: s,
+                            done: done_tx,
+                        };
                         jobs.send(job).is_ok() && done_rx.recv().unwrap_or(false)
                     }
                     Err(_) => false,
@@ -113,7 +119,11 @@ fn connection(stream: UnixStream, jobs: SyncSender<Job>) {
             Err(ReadError::Closed) => break,
             Err(ReadError::Bad(status, why)) => {
                 debug!("bad request from the edge: {why}");
-                let reason = if status == 431 { "Request Header Fields Too Large" } else { "Bad Request" };
+                let reason = if status == 431 {
+                    "Request Header Fields Too Large"
+                } else {
+                    "Bad Request"
+                };
                 let _ = (&stream).write_all(
                     format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
                 );

@@ -57,7 +57,10 @@ impl Wsgi {
             base_environ: base.unbind(),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             io_open: io.getattr("open")?.unbind(),
-            format_exception: py.import("traceback")?.getattr("format_exception")?.unbind(),
+            format_exception: py
+                .import("traceback")?
+                .getattr("format_exception")?
+                .unbind(),
         })
     }
 
@@ -65,7 +68,11 @@ impl Wsgi {
     /// edge can carry another request.
     pub fn handle(&self, py: Python<'_>, req: Request, stream: UnixStream) -> bool {
         let head = req.method == "HEAD";
-        let writer = Arc::new(Mutex::new(ResponseWriter::new(stream, head, req.keep_alive)));
+        let writer = Arc::new(Mutex::new(ResponseWriter::new(
+            stream,
+            head,
+            req.keep_alive,
+        )));
         let summary = format!("{} {}", req.method, req.target);
         let environ = match self.environ(py, req) {
             Ok(e) => e,
@@ -82,8 +89,8 @@ impl Wsgi {
             state: state.clone(),
             writer: writer.clone(),
         };
-        let result = Py::new(py, start_response)
-            .and_then(|sr| self.app.bind(py).call1((environ, sr)));
+        let result =
+            Py::new(py, start_response).and_then(|sr| self.app.bind(py).call1((environ, sr)));
         match result {
             Err(e) => {
                 self.log_exception(py, &summary, &e);
@@ -194,7 +201,11 @@ impl Wsgi {
         let (local_ip, local_port) = info.local.unwrap_or_default();
         let server_name = host
             .as_deref()
-            .and_then(|h| split_host_port(h).map(|(n, _)| n).or_else(|| Some(h.to_string())))
+            .and_then(|h| {
+                split_host_port(h)
+                    .map(|(n, _)| n)
+                    .or_else(|| Some(h.to_string()))
+            })
             .unwrap_or(local_ip);
         env.set_item("SERVER_NAME", server_name)?;
         env.set_item("SERVER_PORT", local_port)?;
@@ -367,7 +378,9 @@ impl StartResponse {
                 .cast::<PyTuple>()
                 .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
             if pair.len() != 2 {
-                return Err(PyTypeError::new_err("each header must be a (name, value) tuple"));
+                return Err(PyTypeError::new_err(
+                    "each header must be a (name, value) tuple",
+                ));
             }
             let name: String = pair
                 .get_item(0)?
@@ -394,7 +407,13 @@ impl StartResponse {
             let lname = name.to_ascii_lowercase();
             if matches!(
                 lname.as_str(),
-                "connection" | "keep-alive" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "proxy-connection"
+                "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "te"
+                    | "trailer"
+                    | "upgrade"
+                    | "proxy-connection"
             ) {
                 warn!("app set hop-by-hop header {name}; ignored");
                 continue;
@@ -492,7 +511,10 @@ impl FileWrapper {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let data = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
         Ok(if data.is_truthy()? { Some(data) } else { None })
     }
 
@@ -523,7 +545,12 @@ fn split_host_port(s: &str) -> Option<(String, String)> {
     if host.contains(':') && !host.starts_with('[') {
         return None; // a bare IPv6 address without a port
     }
-    Some((host.trim_start_matches('[').trim_end_matches(']').to_string(), port.to_string()))
+    Some((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port.to_string(),
+    ))
 }
 
 #[cfg(test)]
@@ -538,8 +565,14 @@ mod tests {
 
     #[test]
     fn host_ports() {
-        assert_eq!(split_host_port("[::1]:80"), Some(("::1".into(), "80".into())));
-        assert_eq!(split_host_port("example.com:8080"), Some(("example.com".into(), "8080".into())));
+        assert_eq!(
+            split_host_port("[::1]:80"),
+            Some(("::1".into(), "80".into()))
+        );
+        assert_eq!(
+            split_host_port("example.com:8080"),
+            Some(("example.com".into(), "8080".into()))
+        );
         assert_eq!(split_host_port("example.com"), None);
         assert_eq!(split_host_port("::1"), None);
     }

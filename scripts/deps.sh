@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what building and testing corral needs on Debian, as root:
+# cmake (pingora's zlib-ng), curl (tests use it as a client), a Python with a
+# shared libpython (pyo3 embeds it), and the test virtualenv with Flask.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v cc >/dev/null || need_apt+=(build-essential)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+
+PY=${PYO3_PYTHON:-python3}
+shared=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("Py_ENABLE_SHARED") or 0)' 2>/dev/null || echo none)
+if [ "$shared" != "1" ]; then
+    # Debian's python3 ships libpython3.X.so in python3-dev.
+    need_apt+=(python3 python3-dev python3-venv)
+    PY=/usr/bin/python3
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "deps: apt-get install ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "deps: cargo not found; install Rust (https://rustup.rs) and run again" >&2
+    exit 1
+fi
+
+# The venv the Flask tests use; made from the same Python corral embeds.
+venv=${CORRAL_TEST_VENV:-$PWD/target/test-venv}
+if [ "${1:-}" = "--test" ] && [ ! -x "$venv/bin/flask" ]; then
+    echo "deps: creating $venv with Flask"
+    rm -rf "$venv"
+    "$PY" -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check flask
+fi
+echo "PYO3_PYTHON=$PY" > target/.corral-python 2>/dev/null || { mkdir -p target && echo "PYO3_PYTHON=$PY" > target/.corral-python; }
