@@ -89,6 +89,7 @@ pub fn load(path: &Path) -> Result<Site, Problems> {
         return Err(Problems(problems));
     };
     let site = validate::validate(&source, config, &mut problems);
+    problems.sort_by_key(|p| p.line);
     match site {
         Some(site) if problems.is_empty() => Ok(site),
         _ => Err(Problems(problems)),

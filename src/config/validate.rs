@@ -19,7 +19,9 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         .unwrap_or_else(|| PathBuf::from("."));
     let resolve = |p: &str| -> PathBuf {
         let p = Path::new(p);
-        if p.is_absolute() {
+        if p == Path::new(".") {
+            base.clone()
+        } else if p.is_absolute() {
             p.to_path_buf()
         } else {
             base.join(p)
