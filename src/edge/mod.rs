@@ -16,7 +16,8 @@ mod upstream;
 
 use crate::config::Site;
 use async_trait::async_trait;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Fds;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use std::os::fd::RawFd;
@@ -25,8 +26,24 @@ use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{error, info};
 
+/// What the master hands a new edge process.
+pub struct Inherited {
+    pub control_fd: RawFd,
+    pub status_fd: RawFd,
+    /// The listening sockets the master bound, keyed by address.
+    pub listen_fds: Vec<(String, RawFd)>,
+    /// Where pingora picks them up (see `adopt_listeners`).
+    pub handoff: std::path::PathBuf,
+}
+
 /// Entry point in the forked child; returns only on a startup error.
-pub fn run(site: &Site, control_fd: RawFd, status_fd: RawFd) -> i32 {
+pub fn run(site: &Site, inherited: Inherited) -> i32 {
+    let Inherited {
+        control_fd,
+        status_fd,
+        listen_fds,
+        handoff,
+    } = inherited;
     let pid = std::process::id() as i32;
     let fail = |reason: String| {
         error!("edge: {reason}");
@@ -36,15 +53,24 @@ pub fn run(site: &Site, control_fd: RawFd, status_fd: RawFd) -> i32 {
     if let Err(e) = access_log::start(&site.access_log, site.config.log.access_format == "json") {
         return fail(format!("cannot open the access log: {e}"));
     }
-    let conf = ServerConf {
+    let mut conf = ServerConf {
         threads: site.config.server.edge_threads,
         grace_period_seconds: Some(site.graceful_timeout().as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: false,
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    conf.upgrade_sock = handoff.display().to_string();
+    let opt = Opt {
+        upgrade: true,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let sender = adopt_listeners(listen_fds, handoff);
     server.bootstrap();
+    if sender.join().ok() != Some(true) {
+        return fail("could not take over the listening sockets from the master".into());
+    }
 
     let pool = dispatch::Pool::new(site.config.app.queue_size, site.queue_timeout(), 1);
     let edge = proxy::Edge {
@@ -70,6 +96,29 @@ pub fn run(site: &Site, control_fd: RawFd, status_fd: RawFd) -> i32 {
     });
     access_log::flush();
     0
+}
+
+/// pingora adopts already-bound listeners only through its zero-downtime
+/// upgrade path: a Unix socket over which the old process sends its fds.
+/// Here the "old process" is a thread of this one, sending the sockets the
+/// master bound and this process inherited, while `bootstrap` receives them.
+fn adopt_listeners(
+    listen_fds: Vec<(String, RawFd)>,
+    handoff: std::path::PathBuf,
+) -> std::thread::JoinHandle<bool> {
+    std::thread::spawn(move || {
+        let mut fds = Fds::new();
+        for (addr, fd) in listen_fds {
+            fds.add(addr, fd);
+        }
+        match fds.send_to_sock(handoff.to_string_lossy().as_ref()) {
+            Ok(_) => true,
+            Err(e) => {
+                error!("cannot hand the listeners to pingora: {e}");
+                false
+            }
+        }
+    })
 }
 
 /// Maps signals to pingora's shutdown kinds, and ends a graceful stop as

@@ -12,6 +12,7 @@
 //! It never starts a thread or a tokio runtime, so fork is always safe, and
 //! it never runs Python.
 
+mod listeners;
 mod runtime_dir;
 mod signals;
 mod spawn;
@@ -19,6 +20,7 @@ mod spawn;
 use crate::config::Site;
 use crate::ipc::{self, Control, Status};
 use anyhow::{bail, Context};
+use listeners::Listeners;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
@@ -42,26 +44,11 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 pub fn serve(site: Site) -> anyhow::Result<()> {
-    check_listeners(&site)?;
-    let mut arbiter = Arbiter::new(site)?;
+    // Bound before anything is forked, so a busy or privileged port is
+    // reported against its config key.
+    let listeners = Listeners::bind_all(&site)?;
+    let mut arbiter = Arbiter::new(site, listeners)?;
     arbiter.run()
-}
-
-/// Binding is tried once here so a busy or privileged port is reported
-/// against the config key before anything is forked.
-fn check_listeners(site: &Site) -> anyhow::Result<()> {
-    for (i, addr) in site.listen.iter().enumerate() {
-        if let Err(e) = std::net::TcpListener::bind(addr) {
-            bail!(
-                "error: {}",
-                site.problem_at(
-                    &format!("server.listen[{i}]"),
-                    format!("cannot listen on {addr}: {e}")
-                )
-            );
-        }
-    }
-    Ok(())
 }
 
 struct WorkerProc {
@@ -88,6 +75,7 @@ enum Stop {
 
 struct Arbiter {
     site: Site,
+    listeners: Listeners,
     runtime: RuntimeDir,
     signals: Signals,
     status_rx: File,
@@ -111,7 +99,7 @@ struct Arbiter {
 }
 
 impl Arbiter {
-    fn new(site: Site) -> anyhow::Result<Self> {
+    fn new(site: Site, listeners: Listeners) -> anyhow::Result<Self> {
         let runtime = RuntimeDir::create(&site.config.server.runtime_dir)?;
         let signals = Signals::install().context("cannot set up signal handling")?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create status pipe")?;
@@ -120,6 +108,7 @@ impl Arbiter {
         Ok(Arbiter {
             target_workers: site.workers(),
             site,
+            listeners,
             runtime,
             signals,
             status_rx: File::from(rx),
@@ -493,8 +482,20 @@ impl Arbiter {
         let status_fd = self.status_tx.as_raw_fd();
         let ctl_fd = ctl_rx.as_raw_fd();
         let site = &self.site;
-        let pid = spawn::fork_child(&[status_fd, ctl_fd], || {
-            crate::edge::run(site, ctl_fd, status_fd)
+        let listen_fds = self.listeners.fds();
+        let mut keep = vec![status_fd, ctl_fd];
+        keep.extend(listen_fds.iter().map(|(_, fd)| *fd));
+        let handoff = self.runtime.path().join("edge-listeners.sock");
+        let pid = spawn::fork_child(&keep, || {
+            crate::edge::run(
+                site,
+                crate::edge::Inherited {
+                    control_fd: ctl_fd,
+                    status_fd,
+                    listen_fds,
+                    handoff,
+                },
+            )
         })
         .context("fork failed")?;
         drop(ctl_rx);
