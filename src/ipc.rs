@@ -1,7 +1,10 @@
 //! The two pipes between processes, and what travels on them.
 //!
 //! * status pipe, every child → master: `ready <pid>` once a child can take
-//!   work, `fail <pid> <reason>` just before a child gives up at boot.
+//!   work, `fail <pid> <reason>` just before a child gives up at boot,
+//!   `retire <pid> <reason>` when a worker wants replacing (max_requests,
+//!   max_rss, max_lifetime), `timeout <worker id> <request>` from the edge
+//!   when a request overran `app.timeout`.
 //! * control pipe, master → edge: `up <id> <socket>` when a worker is ready,
 //!   `down <id>` when it must get no more requests (dying or draining).
 //!
@@ -9,7 +12,7 @@
 //! children never interleave.
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{BorrowedFd, RawFd};
 
 /// Longest reason carried in a `fail` line (PIPE_BUF is 4096 on Linux).
 const MAX_REASON: usize = 1000;
@@ -18,36 +21,47 @@ const MAX_REASON: usize = 1000;
 pub enum Status {
     Ready(i32),
     Failed(i32, String),
+    Retire(i32, String),
+    /// Worker id (not pid: the edge only knows ids) and the request.
+    Timeout(u64, String),
 }
 
 impl Status {
     pub fn encode(&self) -> String {
         match self {
             Status::Ready(pid) => format!("ready {pid}\n"),
-            Status::Failed(pid, reason) => {
-                let mut r: String = reason.replace(['\n', '\r'], " ");
-                if r.len() > MAX_REASON {
-                    let mut cut = MAX_REASON;
-                    while !r.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    r.truncate(cut);
-                }
-                format!("fail {pid} {r}\n")
-            }
+            Status::Failed(pid, reason) => format!("fail {pid} {}\n", one_line(reason)),
+            Status::Retire(pid, reason) => format!("retire {pid} {}\n", one_line(reason)),
+            Status::Timeout(id, what) => format!("timeout {id} {}\n", one_line(what)),
         }
     }
 
     pub fn decode(line: &str) -> Option<Status> {
         let mut parts = line.splitn(3, ' ');
         let kind = parts.next()?;
-        let pid = parts.next()?.trim().parse().ok()?;
+        let num = parts.next()?.trim();
+        let rest = parts.next().unwrap_or("").to_string();
         match kind {
-            "ready" => Some(Status::Ready(pid)),
-            "fail" => Some(Status::Failed(pid, parts.next().unwrap_or("").to_string())),
+            "ready" => Some(Status::Ready(num.parse().ok()?)),
+            "fail" => Some(Status::Failed(num.parse().ok()?, rest)),
+            "retire" => Some(Status::Retire(num.parse().ok()?, rest)),
+            "timeout" => Some(Status::Timeout(num.parse().ok()?, rest)),
             _ => None,
         }
     }
+}
+
+/// A reason squeezed onto one line short enough for an atomic pipe write.
+fn one_line(reason: &str) -> String {
+    let mut r: String = reason.replace(['\n', '\r'], " ");
+    if r.len() > MAX_REASON {
+        let mut cut = MAX_REASON;
+        while !r.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        r.truncate(cut);
+    }
+    r
 }
 
 /// Sends a status line to the master. Best effort: if the master is gone we
@@ -60,8 +74,15 @@ pub fn send_status(fd: RawFd, status: &Status) {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
-    Up { id: u64, socket: String },
-    Down { id: u64 },
+    Up {
+        id: u64,
+        socket: String,
+    },
+    Down {
+        id: u64,
+    },
+    /// SIGUSR1 reached the master: reopen log files (after rotation).
+    ReopenLogs,
 }
 
 impl Control {
@@ -69,6 +90,7 @@ impl Control {
         match self {
             Control::Up { id, socket } => format!("up {id} {socket}\n"),
             Control::Down { id } => format!("down {id}\n"),
+            Control::ReopenLogs => "reopen 0\n".into(),
         }
     }
 
@@ -82,6 +104,7 @@ impl Control {
                 socket: parts.next()?.to_string(),
             }),
             "down" => Some(Control::Down { id }),
+            "reopen" => Some(Control::ReopenLogs),
             _ => None,
         }
     }
@@ -90,7 +113,6 @@ impl Control {
 /// Writes one control line; a full pipe (edge stuck) drops the message
 /// rather than blocking the master.
 pub fn send_control(pipe: &mut std::fs::File, msg: &Control) -> std::io::Result<()> {
-    let _ = pipe.as_raw_fd();
     pipe.write_all(msg.encode().as_bytes())
 }
 
@@ -112,6 +134,7 @@ mod tests {
                 socket: "/run/c/w7.sock".into(),
             },
             Control::Down { id: 7 },
+            Control::ReopenLogs,
         ] {
             assert_eq!(Control::decode(&c.encode()), Some(c));
         }

@@ -17,7 +17,7 @@ use std::process::ExitCode;
     name = "corral",
     version,
     about = "TLS, static files and a supervised pool of embedded-Python WSGI workers in one binary",
-    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop,\nTTIN/TTOU = one worker more/less."
+    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,6 +37,30 @@ enum Command {
         #[arg(short, long, default_value = "site.toml")]
         config: PathBuf,
     },
+    /// Tell a running corral to reread its config and restart its workers (SIGHUP).
+    Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Stop a running corral gracefully (SIGTERM) and wait until it has exited.
+    Stop {
+        #[command(flatten)]
+        target: Target,
+        /// Stop at once instead (SIGINT): in-flight requests are cut.
+        #[arg(long)]
+        fast: bool,
+    },
+}
+
+/// Which running corral: its pid file, or the config that names one.
+#[derive(clap::Args)]
+struct Target {
+    /// The pid file written by `serve` ([server] pid_file).
+    #[arg(long, conflicts_with = "config")]
+    pid_file: Option<PathBuf>,
+    /// Read [server] pid_file from this config.
+    #[arg(short, long, default_value = "site.toml")]
+    config: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -44,6 +68,55 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Reload { target } => signal(&target, nix::sys::signal::Signal::SIGHUP, false),
+        Command::Stop { target, fast } => {
+            let sig = if fast {
+                nix::sys::signal::Signal::SIGINT
+            } else {
+                nix::sys::signal::Signal::SIGTERM
+            };
+            signal(&target, sig, true)
+        }
+    }
+}
+
+fn signal(target: &Target, sig: nix::sys::signal::Signal, wait: bool) -> ExitCode {
+    let (pid_file, wait_for) = match &target.pid_file {
+        Some(p) => (p.clone(), std::time::Duration::from_secs(60)),
+        None => match config::load(&target.config) {
+            Ok(site) => match site.pid_file.clone() {
+                Some(p) => (
+                    p,
+                    site.graceful_timeout() + std::time::Duration::from_secs(10),
+                ),
+                None => {
+                    eprintln!(
+                        "corral: error: {}: set [server] pid_file, or pass --pid-file",
+                        site.file.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(problems) => {
+                for p in &problems.0 {
+                    eprintln!("corral: error: {p}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    match master::signal_running(&pid_file, sig, wait.then_some(wait_for)) {
+        Ok(pid) => {
+            println!(
+                "sent {sig:?} to corral (pid {pid}){}",
+                if wait { "; it has stopped" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corral: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -31,6 +31,7 @@ pub struct Site {
     pub pythonpath: Vec<PathBuf>,
     pub virtualenv: Option<PathBuf>,
     pub access_log: AccessLog,
+    pub pid_file: Option<PathBuf>,
 }
 
 /// Which callable in which module is the WSGI app.
@@ -58,6 +59,13 @@ impl Site {
     }
     pub fn graceful_timeout(&self) -> Duration {
         self.config.app.graceful_timeout.0
+    }
+    /// Request deadline; `None` when `app.timeout = 0`.
+    pub fn timeout(&self) -> Option<Duration> {
+        Some(self.config.app.timeout.0).filter(|d| !d.is_zero())
+    }
+    pub fn threads(&self) -> usize {
+        self.config.app.threads
     }
     pub fn max_body(&self) -> u64 {
         self.config.limits.max_body.0

@@ -26,6 +26,11 @@ pub struct Server {
     /// Where worker sockets live; empty = a fresh private folder under
     /// `$XDG_RUNTIME_DIR` or the system temp dir.
     pub runtime_dir: String,
+    /// Master pid written here (for `corral reload` / `corral stop`).
+    pub pid_file: String,
+    /// Run the edge and workers as this user/group (the master binds ports first).
+    pub user: String,
+    pub group: String,
 }
 
 impl Default for Server {
@@ -34,6 +39,9 @@ impl Default for Server {
             listen: vec!["127.0.0.1:8080".into()],
             edge_threads: 2,
             runtime_dir: String::new(),
+            pid_file: String::new(),
+            user: String::new(),
+            group: String::new(),
         }
     }
 }
@@ -50,6 +58,20 @@ pub struct App {
     pub queue_size: usize,
     pub queue_timeout: Seconds,
     pub graceful_timeout: Seconds,
+    /// A request running longer gets 504 and its worker is replaced (0 = never).
+    pub timeout: Seconds,
+    /// Recycle a worker after this many requests (0 = never), plus a random
+    /// 0..=jitter so workers do not all recycle at once.
+    pub max_requests: u64,
+    pub max_requests_jitter: u64,
+    /// Recycle a worker whose resident memory exceeds this (0 = never).
+    pub max_rss: ByteSize,
+    /// Recycle a worker older than this (0 = never).
+    pub max_lifetime: Seconds,
+    /// Python threads per worker (gunicorn's gthread when > 1).
+    pub threads: usize,
+    /// Import the app once in the master and fork workers from it.
+    pub preload: bool,
     /// Extra environment variables for the workers (e.g. DJANGO_SETTINGS_MODULE).
     pub env: BTreeMap<String, String>,
 }
@@ -65,6 +87,13 @@ impl Default for App {
             queue_size: 1024,
             queue_timeout: Seconds(Duration::from_secs(30)),
             graceful_timeout: Seconds(Duration::from_secs(30)),
+            timeout: Seconds(Duration::from_secs(30)),
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_rss: ByteSize(0),
+            max_lifetime: Seconds(Duration::ZERO),
+            threads: 1,
+            preload: false,
             env: BTreeMap::new(),
         }
     }

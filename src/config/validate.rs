@@ -86,6 +86,42 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     if config.app.workers == 0 || config.app.workers > 1024 {
         bad("app.workers", "must be between 1 and 1024".into());
     }
+    if config.app.threads == 0 || config.app.threads > 1024 {
+        bad("app.threads", "must be between 1 and 1024".into());
+    }
+    if config.app.max_requests_jitter > 0 && config.app.max_requests == 0 {
+        bad("app.max_requests_jitter", "needs app.max_requests".into());
+    }
+    if !config.server.group.is_empty() && config.server.user.is_empty() {
+        bad("server.group", "needs server.user".into());
+    }
+    if !config.server.user.is_empty() {
+        match nix::unistd::User::from_name(&config.server.user) {
+            Ok(Some(_)) => {}
+            _ => bad(
+                "server.user",
+                format!("no user named `{}`", config.server.user),
+            ),
+        }
+    }
+    if !config.server.group.is_empty() {
+        match nix::unistd::Group::from_name(&config.server.group) {
+            Ok(Some(_)) => {}
+            _ => bad(
+                "server.group",
+                format!("no group named `{}`", config.server.group),
+            ),
+        }
+    }
+    if !config.server.pid_file.is_empty() {
+        let p = resolve(&config.server.pid_file);
+        if !p.parent().is_some_and(Path::is_dir) {
+            bad(
+                "server.pid_file",
+                format!("folder of {} does not exist", p.display()),
+            );
+        }
+    }
     if config.app.queue_timeout.0.is_zero() {
         bad("app.queue_timeout", "must be more than zero".into());
     }
@@ -135,8 +171,10 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         );
     }
 
+    let pid_file = (!config.server.pid_file.is_empty()).then(|| resolve(&config.server.pid_file));
     Some(Site {
         file: source.file.to_path_buf(),
+        pid_file,
         listen,
         app: app.ok()?,
         chdir,

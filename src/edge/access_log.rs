@@ -11,6 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 enum Msg {
     Line(String),
     Flush(SyncSender<()>),
+    /// Reopen the file by name (logrotate moved it away).
+    Reopen,
 }
 
 static LOG: OnceLock<Option<Sender<Msg>>> = OnceLock::new();
@@ -29,24 +31,19 @@ pub struct Entry<'a> {
 }
 
 pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
-    let sink: Option<Box<dyn Write + Send>> = match target {
+    let tx = match target {
         AccessLog::Off => None,
-        AccessLog::Stdout => Some(Box::new(std::io::stdout())),
-        AccessLog::File(p) => Some(Box::new(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)?,
-        )),
+        target => {
+            let sink = open(target)?;
+            let (tx, rx) = mpsc::channel();
+            let target = target.clone();
+            std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || writer(sink, &target, rx))
+                .ok();
+            Some(tx)
+        }
     };
-    let tx = sink.map(|sink| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || writer(sink, rx))
-            .ok();
-        tx
-    });
     let _ = LOG.set(tx);
     FORMAT_JSON.get_or_init(|| json);
     Ok(())
@@ -54,7 +51,19 @@ pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
 
 static FORMAT_JSON: OnceLock<bool> = OnceLock::new();
 
-fn writer(sink: Box<dyn Write + Send>, rx: Receiver<Msg>) {
+fn open(target: &AccessLog) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLog::File(p) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        ),
+        _ => Box::new(std::io::stdout()),
+    })
+}
+
+fn writer(sink: Box<dyn Write + Send>, target: &AccessLog, rx: Receiver<Msg>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
     while let Ok(msg) = rx.recv() {
         let mut next = Some(msg);
@@ -67,6 +76,13 @@ fn writer(sink: Box<dyn Write + Send>, rx: Receiver<Msg>) {
                 Msg::Flush(done) => {
                     let _ = out.flush();
                     let _ = done.send(());
+                }
+                Msg::Reopen => {
+                    let _ = out.flush();
+                    match open(target) {
+                        Ok(sink) => out = std::io::BufWriter::with_capacity(64 * 1024, sink),
+                        Err(e) => tracing::error!("cannot reopen the access log: {e}"),
+                    }
                 }
             }
             next = rx.try_recv().ok();
@@ -83,6 +99,12 @@ pub fn log(e: &Entry) {
         combined_line(e, SystemTime::now())
     };
     let _ = tx.send(Msg::Line(line));
+}
+
+pub fn reopen() {
+    if let Some(Some(tx)) = LOG.get() {
+        let _ = tx.send(Msg::Reopen);
+    }
 }
 
 /// Waits (briefly) until every line logged so far is written.

@@ -50,6 +50,7 @@ impl BackgroundService for ControlListener {
                         debug!("worker {id} down");
                         self.pool.worker_down(id);
                     }
+                    Some(Control::ReopenLogs) => super::access_log::reopen(),
                     None => error!("unreadable control line {line:?}"),
                 },
                 Ok(None) | Err(_) => {

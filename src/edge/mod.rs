@@ -50,6 +50,9 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         crate::ipc::send_status(status_fd, &crate::ipc::Status::Failed(pid, reason));
         1
     };
+    if let Err(e) = crate::master::privileges::drop_privileges(site) {
+        return fail(format!("{e:#}"));
+    }
     if let Err(e) = access_log::start(&site.access_log, site.config.log.access_format == "json") {
         return fail(format!("cannot open the access log: {e}"));
     }
@@ -72,10 +75,16 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         return fail("could not take over the listening sockets from the master".into());
     }
 
-    let pool = dispatch::Pool::new(site.config.app.queue_size, site.queue_timeout(), 1);
+    let pool = dispatch::Pool::new(
+        site.config.app.queue_size,
+        site.queue_timeout(),
+        site.threads(),
+    );
     let edge = proxy::Edge {
         pool: pool.clone(),
         max_body: site.max_body(),
+        timeout: site.timeout(),
+        status_fd,
     };
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
     for addr in &site.listen {

@@ -35,6 +35,10 @@ static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 pub struct Edge {
     pub pool: Arc<Pool>,
     pub max_body: u64,
+    /// `app.timeout`: from the moment a worker has the request until its
+    /// whole response is in.
+    pub timeout: Option<Duration>,
+    pub status_fd: std::os::fd::RawFd,
 }
 
 pub struct Ctx {
@@ -104,7 +108,7 @@ impl ProxyHttp for Edge {
 
         // Retry on another worker only while the app cannot have run.
         let mut avoid = Vec::new();
-        let (lease, mut conn, resp) = loop {
+        let (lease, mut conn, resp, deadline) = loop {
             let lease = match self.pool.acquire(&avoid).await {
                 Ok(l) => l,
                 Err(Refused::QueueFull) => {
@@ -118,8 +122,31 @@ impl ProxyHttp for Edge {
                         .await
                 }
             };
-            match exchange(&lease, &head, &body, is_head).await {
-                Ok((conn, resp)) => break (lease, conn, resp),
+            let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+            let result = match deadline {
+                None => exchange(&lease, &head, &body, is_head).await,
+                Some(d) => {
+                    match tokio::time::timeout_at(d, exchange(&lease, &head, &body, is_head)).await
+                    {
+                        Ok(r) => r,
+                        Err(_) => {
+                            let what = request_summary(session, &ctx.request_id);
+                            report_timeout(
+                                &self.pool,
+                                self.status_fd,
+                                lease.worker,
+                                &what,
+                                self.timeout,
+                            );
+                            return self
+                                .refuse(session, ctx, 504, "Gateway Timeout: the app took too long")
+                                .await;
+                        }
+                    }
+                }
+            };
+            match result {
+                Ok((conn, resp)) => break (lease, conn, resp, deadline),
                 Err(ExchangeError::NotDelivered(e)) if avoid.len() < 8 => {
                     warn!(
                         "request {} not delivered to worker {}: {e}; retrying",
@@ -168,10 +195,28 @@ impl ProxyHttp for Edge {
             tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RESPONSE_BUFFER_CHUNKS);
         let reusable = !resp.close;
         let framing = resp.framing;
+        let (pool, status_fd, timeout) = (self.pool.clone(), self.status_fd, self.timeout);
+        let what = request_summary(session, &ctx.request_id);
         tokio::spawn(async move {
             let mut reader = BodyReader::new(framing);
             loop {
-                match reader.next(&mut conn).await {
+                let next = match deadline {
+                    None => reader.next(&mut conn).await,
+                    Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
+                        Ok(r) => r,
+                        Err(_) => {
+                            report_timeout(&pool, status_fd, lease.worker, &what, timeout);
+                            let _ = tx
+                                .send(Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "app.timeout passed while the app was still sending its body",
+                                )))
+                                .await;
+                            return;
+                        }
+                    },
+                };
+                match next {
                     Ok(Some(chunk)) => {
                         if tx.send(Ok(chunk)).await.is_err() {
                             return; // client gone: drop conn and lease
@@ -275,6 +320,36 @@ impl Edge {
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
+}
+
+/// `GET /path (request 0a1b…)`: how logs name a request.
+fn request_summary(session: &Session, request_id: &str) -> String {
+    let req = session.req_header();
+    format!(
+        "{} {} (request {request_id})",
+        req.method,
+        String::from_utf8_lossy(req.raw_path())
+    )
+}
+
+/// A request overran `app.timeout`: its worker gets no more requests here,
+/// and the master dumps the worker's Python stacks and replaces it.
+fn report_timeout(
+    pool: &Pool,
+    status_fd: std::os::fd::RawFd,
+    worker: u64,
+    what: &str,
+    timeout: Option<Duration>,
+) {
+    error!(
+        "{what} timed out after {:?} in worker {worker}; the worker will be replaced",
+        timeout.unwrap_or_default()
+    );
+    pool.worker_down(worker);
+    crate::ipc::send_status(
+        status_fd,
+        &crate::ipc::Status::Timeout(worker, what.to_string()),
+    );
 }
 
 /// One request/response head exchange with a worker, on a pooled or new connection.

@@ -2,24 +2,32 @@
 //! arbiter. It forks the edge and the workers, and then loops:
 //!
 //! ```text
-//! wait for an event (signal, child status line, timer)
-//! handle signals        -> change the desired state (stop, scale)
-//! handle status lines   -> workers become ready / report boot errors
+//! wait for an event (signal, child status line, 200 ms tick)
+//! handle signals        -> change the desired state (stop, scale, reload)
+//! handle status lines   -> ready / boot failure / recycle / timeout
 //! reap dead children    -> explain the death, schedule a respawn
-//! converge              -> start what is missing, stop what is extra
+//! converge              -> start what is missing, drain what is extra
 //! ```
 //!
-//! It never starts a thread or a tokio runtime, so fork is always safe, and
-//! it never runs Python.
+//! Reloads, recycling, scaling and crashes are all changes to the desired
+//! state that `converge` then works towards, never special code paths. It
+//! never starts a thread or a tokio runtime, so fork is always safe, and it
+//! runs Python only with `app.preload`.
 
+mod death;
+mod edges;
 mod listeners;
+mod pid_file;
+pub mod privileges;
 mod runtime_dir;
 mod signals;
 mod spawn;
+mod workers;
 
 use crate::config::Site;
 use crate::ipc::{self, Control, Status};
 use anyhow::{bail, Context};
+use edges::EdgeProc;
 use listeners::Listeners;
 use nix::fcntl::OFlag;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -31,40 +39,32 @@ use signals::Signals;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
+use workers::WorkerProc;
 
-/// Boot failures in a row (no worker ever becoming ready in between) after
-/// which the master gives up: the app is broken, respawning will not help.
+pub use pid_file::signal_running;
+
+/// Boot failures in a row (no worker becoming ready in between) after which
+/// the master gives up: the app is broken, respawning will not help.
 const MAX_BOOT_FAILURES: u32 = 3;
 /// A child that lived longer than this was healthy; its death resets backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Between the stack-dump signal and SIGKILL for a timed-out worker.
+const DUMP_GRACE: Duration = Duration::from_secs(1);
 
 pub fn serve(site: Site) -> anyhow::Result<()> {
-    // Bound before anything is forked, so a busy or privileged port is
-    // reported against its config key.
+    // Bound before anything is forked (and before privileges are dropped in
+    // the children), so a busy or privileged port is reported against its key.
     let listeners = Listeners::bind_all(&site)?;
+    let _pid_file = match &site.pid_file {
+        Some(p) => Some(pid_file::PidFile::write(p)?),
+        None => None,
+    };
     let mut arbiter = Arbiter::new(site, listeners)?;
     arbiter.run()
-}
-
-struct WorkerProc {
-    id: u64,
-    started: Instant,
-    ready: bool,
-    socket: PathBuf,
-    /// Told to stop; its death is expected.
-    retiring: bool,
-}
-
-struct EdgeProc {
-    pid: Pid,
-    started: Instant,
-    control: File,
-    ready: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -81,12 +81,15 @@ struct Arbiter {
     status_rx: File,
     status_tx: OwnedFd,
     status_buf: String,
-    edge: Option<EdgeProc>,
+    /// Usually one; two while a reload hands over from the old edge.
+    edges: Vec<EdgeProc>,
+    /// Bumped by each reload: edges of older generations are drained.
+    generation: u64,
     edge_failures: u32,
     edge_next_start: Instant,
     last_edge_error: Option<String>,
     workers: BTreeMap<Pid, WorkerProc>,
-    /// How many workers we want; TTIN/TTOU move it.
+    /// How many workers we want; TTIN/TTOU and reloads move it.
     target_workers: usize,
     worker_failures: u32,
     worker_next_start: Instant,
@@ -96,14 +99,26 @@ struct Arbiter {
     announced: bool,
     stopping: Option<(Stop, Instant)>,
     fatal: Option<String>,
+    oom_kills: Option<u64>,
+    /// The app imported in this process, with `app.preload`.
+    preloaded: Option<pyo3::Py<pyo3::PyAny>>,
 }
 
 impl Arbiter {
     fn new(site: Site, listeners: Listeners) -> anyhow::Result<Self> {
         let runtime = RuntimeDir::create(&site.config.server.runtime_dir)?;
+        privileges::chown_runtime_dir(&site, runtime.path())?;
         let signals = Signals::install().context("cannot set up signal handling")?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create status pipe")?;
         nix::fcntl::fcntl(&rx, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+        let preloaded = if site.config.app.preload {
+            Some(
+                crate::worker::preload(&site)
+                    .map_err(|e| anyhow::anyhow!("worker failed to boot: {e}"))?,
+            )
+        } else {
+            None
+        };
         let now = Instant::now();
         Ok(Arbiter {
             target_workers: site.workers(),
@@ -114,7 +129,8 @@ impl Arbiter {
             status_rx: File::from(rx),
             status_tx: tx,
             status_buf: String::new(),
-            edge: None,
+            edges: Vec::new(),
+            generation: 0,
             edge_failures: 0,
             edge_next_start: now,
             last_edge_error: None,
@@ -127,13 +143,16 @@ impl Arbiter {
             announced: false,
             stopping: None,
             fatal: None,
+            oom_kills: death::oom_kills(),
+            preloaded,
         })
     }
 
     fn run(&mut self) -> anyhow::Result<()> {
         info!(
-            "corral {} starting: {} workers for {}:{}, runtime dir {}",
+            "corral {} starting (pid {}): {} workers for {}:{}, runtime dir {}",
             env!("CARGO_PKG_VERSION"),
+            std::process::id(),
             self.target_workers,
             self.site.app.module,
             self.site.app.callable,
@@ -146,13 +165,17 @@ impl Arbiter {
             }
             self.read_status();
             self.reap();
+            self.enforce_kill_deadlines();
             match self.stopping {
                 Some((how, deadline)) => {
                     if self.converge_stop(how, deadline) {
                         break;
                     }
                 }
-                None => self.converge(),
+                None => {
+                    self.converge_workers();
+                    self.converge_edges();
+                }
             }
         }
         match self.fatal.take() {
@@ -179,6 +202,7 @@ impl Arbiter {
             Signal::SIGCHLD => {} // reaped every turn anyway
             Signal::SIGTERM => self.begin_stop(Stop::Graceful),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(Stop::Fast),
+            Signal::SIGHUP => self.reload(),
             Signal::SIGTTIN => {
                 self.target_workers += 1;
                 info!(
@@ -195,15 +219,55 @@ impl Arbiter {
                         self.target_workers + 1,
                         self.target_workers
                     );
+                } else {
+                    info!("SIGTTOU ignored: already down to one worker");
                 }
             }
-            other => info!("{other:?} ignored: not supported yet"),
+            Signal::SIGUSR1 => {
+                info!("SIGUSR1: reopening log files");
+                self.tell_edges(&Control::ReopenLogs);
+            }
+            other => info!("{other:?} ignored"),
+        }
+    }
+
+    /// SIGHUP: reread the config, then replace every worker (one at a time,
+    /// each new one ready before an old one drains) and the edge.
+    fn reload(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        info!("SIGHUP: reloading {}", self.site.file.display());
+        let mut site = match crate::config::load(&self.site.file) {
+            Ok(site) => site,
+            Err(problems) => {
+                for p in &problems.0 {
+                    error!("reload refused, keeping the running config: {p}");
+                }
+                return;
+            }
+        };
+        if site.listen != self.site.listen {
+            warn!(
+                "server.listen changed: new listeners need a full restart; keeping {:?}",
+                self.site.listen
+            );
+            site.listen = self.site.listen.clone();
+        }
+        if self.preloaded.is_some() {
+            warn!("app.preload is on: workers restart from the code imported at start; restart corral for new code");
+        }
+        self.target_workers = site.workers();
+        self.site = site;
+        self.generation += 1;
+        for w in self.workers.values_mut().filter(|w| !w.retiring) {
+            w.recycle.get_or_insert_with(|| "reload".to_string());
         }
     }
 
     fn begin_stop(&mut self, how: Stop) {
         match self.stopping {
-            // A second TERM, or INT after TERM, hurries the stop along.
+            // INT after TERM hurries the stop along.
             Some((Stop::Graceful, _)) if how == Stop::Fast => {}
             Some(_) => return,
             None => {}
@@ -222,12 +286,13 @@ impl Arbiter {
             }
         };
         self.stopping = Some((how, deadline));
-        if let Some(edge) = &self.edge {
-            let sig = if how == Stop::Graceful {
-                Signal::SIGTERM
-            } else {
-                Signal::SIGINT
-            };
+        let sig = if how == Stop::Graceful {
+            Signal::SIGTERM
+        } else {
+            Signal::SIGINT
+        };
+        for edge in &mut self.edges {
+            edge.retiring = true;
             let _ = kill(edge.pid, sig);
         }
         if how == Stop::Fast {
@@ -237,18 +302,17 @@ impl Arbiter {
         }
     }
 
-    /// Graceful: the edge drains first (it finishes in-flight requests, which
-    /// need the workers), then the workers are told to stop. Returns true
-    /// when every child is gone.
+    /// Graceful: the edge drains first (its in-flight requests need the
+    /// workers), then the workers are told to stop. True when all are gone.
     fn converge_stop(&mut self, how: Stop, deadline: Instant) -> bool {
         let overdue = Instant::now() >= deadline;
         if overdue {
-            if let Some(edge) = &self.edge {
+            for edge in &self.edges {
                 warn!("edge {} did not stop in time, killing it", edge.pid);
                 let _ = kill(edge.pid, Signal::SIGKILL);
             }
         }
-        if self.edge.is_none() || how == Stop::Fast {
+        if self.edges.is_empty() || how == Stop::Fast {
             let retire: Vec<Pid> = self
                 .workers
                 .iter()
@@ -265,30 +329,19 @@ impl Arbiter {
                 }
             }
         }
-        self.edge.is_none() && self.workers.is_empty()
-    }
-
-    fn retire_worker(&mut self, pid: Pid) {
-        if let Some(w) = self.workers.get_mut(&pid) {
-            w.retiring = true;
-            let id = w.id;
-            let _ = kill(pid, Signal::SIGTERM);
-            self.tell_edge(&Control::Down { id });
-        }
+        self.edges.is_empty() && self.workers.is_empty()
     }
 
     // ---- child status lines --------------------------------------------
 
     fn read_status(&mut self) {
         let mut buf = [0u8; 4096];
-        loop {
-            match self.status_rx.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => self
-                    .status_buf
-                    .push_str(&String::from_utf8_lossy(&buf[..n])),
-                Err(_) => break, // EAGAIN: drained
+        while let Ok(n) = self.status_rx.read(&mut buf) {
+            if n == 0 {
+                break;
             }
+            self.status_buf
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
         while let Some(nl) = self.status_buf.find('\n') {
             let line: String = self.status_buf.drain(..=nl).collect();
@@ -296,20 +349,26 @@ impl Arbiter {
                 Some(Status::Ready(pid)) => self.on_ready(Pid::from_raw(pid)),
                 Some(Status::Failed(pid, reason)) => {
                     let pid = Pid::from_raw(pid);
-                    if self.edge.as_ref().is_some_and(|e| e.pid == pid) {
+                    if self.edges.iter().any(|e| e.pid == pid) {
                         self.last_edge_error = Some(reason);
                     } else {
                         self.last_boot_error = Some(reason);
                     }
                 }
+                Some(Status::Retire(pid, reason)) => {
+                    if let Some(w) = self.workers.get_mut(&Pid::from_raw(pid)) {
+                        w.recycle.get_or_insert(reason);
+                    }
+                }
+                Some(Status::Timeout(id, what)) => self.on_timeout(id, what),
                 None => warn!("unreadable status line from a child: {line:?}"),
             }
         }
     }
 
     fn on_ready(&mut self, pid: Pid) {
-        if let Some(edge) = self.edge.as_mut().filter(|e| e.pid == pid) {
-            edge.ready = true;
+        if self.edges.iter().any(|e| e.pid == pid) {
+            self.on_edge_ready(pid);
         } else if let Some(w) = self.workers.get_mut(&pid) {
             w.ready = true;
             self.boot_failures = 0;
@@ -318,10 +377,14 @@ impl Arbiter {
                 socket: w.socket.display().to_string(),
             };
             info!("worker {pid} ready (id {})", w.id);
-            self.tell_edge(&msg);
+            self.tell_edges(&msg);
         }
+        self.announce_if_ready();
+    }
+
+    fn announce_if_ready(&mut self) {
         if !self.announced
-            && self.edge.as_ref().is_some_and(|e| e.ready)
+            && self.edges.iter().any(|e| e.ready && !e.retiring)
             && self.workers.values().filter(|w| w.ready).count() >= self.target_workers
         {
             self.announced = true;
@@ -339,10 +402,12 @@ impl Arbiter {
         }
     }
 
-    fn tell_edge(&mut self, msg: &Control) {
-        if let Some(edge) = self.edge.as_mut() {
+    /// Sends a control line to every edge (a draining one too: it still
+    /// needs to hear about workers going down).
+    fn tell_edges(&mut self, msg: &Control) {
+        for edge in &mut self.edges {
             if let Err(e) = ipc::send_control(&mut edge.control, msg) {
-                warn!("cannot tell the edge {msg:?}: {e}");
+                warn!("cannot tell edge {} {msg:?}: {e}", edge.pid);
             }
         }
     }
@@ -352,9 +417,9 @@ impl Arbiter {
     fn reap(&mut self) {
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, describe_exit(code)),
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, death::Death::Exited(code)),
                 Ok(WaitStatus::Signaled(pid, sig, core)) => {
-                    self.on_exit(pid, describe_signal(sig, core))
+                    self.on_exit(pid, death::Death::Signaled(sig, core))
                 }
                 Ok(WaitStatus::StillAlive) | Err(_) => break,
                 Ok(_) => continue,
@@ -362,53 +427,20 @@ impl Arbiter {
         }
     }
 
-    fn on_exit(&mut self, pid: Pid, how: String) {
-        if self.edge.as_ref().is_some_and(|e| e.pid == pid) {
-            let Some(edge) = self.edge.take() else { return };
-            if self.stopping.is_some() {
-                info!("edge {pid} stopped ({how})");
-                return;
-            }
-            error!("edge {pid} died: {how}");
-            if edge.started.elapsed() < HEALTHY_AFTER {
-                self.edge_failures += 1;
-            } else {
-                self.edge_failures = 0;
-            }
-            if self.edge_failures >= MAX_BOOT_FAILURES {
-                let reason = self.last_edge_error.clone().unwrap_or(how);
-                self.fail(format!("edge failed to start: {reason}"));
-                return;
-            }
-            self.edge_next_start = Instant::now() + backoff(self.edge_failures);
-            return;
-        }
-        let Some(w) = self.workers.remove(&pid) else {
-            return; // a probe or an already-forgotten child
+    fn on_exit(&mut self, pid: Pid, death: death::Death) {
+        let oom = if death.is_sigkill() {
+            let now = death::oom_kills();
+            let grew = matches!((self.oom_kills, now), (Some(a), Some(b)) if b > a);
+            self.oom_kills = now;
+            grew
+        } else {
+            false
         };
-        let _ = std::fs::remove_file(&w.socket);
-        self.tell_edge(&Control::Down { id: w.id });
-        if w.retiring || self.stopping.is_some() {
-            info!("worker {pid} stopped ({how})");
-            return;
-        }
-        if !w.ready {
-            self.boot_failures += 1;
-            error!("worker {pid} failed to boot: {how}");
-            if self.boot_failures >= MAX_BOOT_FAILURES {
-                let reason = self.last_boot_error.clone().unwrap_or(how);
-                self.fail(format!("worker failed to boot: {reason}"));
-                return;
-            }
+        if self.edges.iter().any(|e| e.pid == pid) {
+            self.on_edge_exit(pid, death.describe(None, oom));
         } else {
-            error!("worker {pid} died: {how}; starting a replacement");
+            self.on_worker_exit(pid, death, oom);
         }
-        if w.started.elapsed() < HEALTHY_AFTER {
-            self.worker_failures += 1;
-        } else {
-            self.worker_failures = 0;
-        }
-        self.worker_next_start = Instant::now() + backoff(self.worker_failures);
     }
 
     /// Something is broken beyond respawning: stop everything, exit 1.
@@ -416,109 +448,6 @@ impl Arbiter {
         error!("{reason}");
         self.fatal = Some(reason);
         self.begin_stop(Stop::Fast);
-    }
-
-    // ---- converging to the desired state ----------------------------------
-
-    fn converge(&mut self) {
-        let now = Instant::now();
-        let live: Vec<Pid> = self
-            .workers
-            .iter()
-            .filter(|(_, w)| !w.retiring)
-            .map(|(p, _)| *p)
-            .collect();
-        if live.len() < self.target_workers && now >= self.worker_next_start {
-            for _ in live.len()..self.target_workers {
-                if let Err(e) = self.spawn_worker() {
-                    error!("cannot start a worker: {e:#}");
-                    self.worker_next_start = now + backoff(1);
-                    break;
-                }
-            }
-        } else if live.len() > self.target_workers {
-            // Retire the newest first: the oldest have warm caches.
-            for pid in live.iter().rev().take(live.len() - self.target_workers) {
-                info!("retiring worker {pid}");
-                self.retire_worker(*pid);
-            }
-        }
-        if self.edge.is_none() && now >= self.edge_next_start {
-            if let Err(e) = self.spawn_edge() {
-                error!("cannot start the edge: {e:#}");
-                self.edge_next_start = now + backoff(1);
-            }
-        }
-    }
-
-    fn spawn_worker(&mut self) -> anyhow::Result<()> {
-        let id = self.next_id;
-        self.next_id += 1;
-        let socket = self.runtime.worker_socket(id);
-        let status_fd = self.status_tx.as_raw_fd();
-        let site = &self.site;
-        let sock = socket.clone();
-        let pid = spawn::fork_child(&[status_fd], || {
-            crate::worker::run(site, id, &sock, status_fd)
-        })
-        .context("fork failed")?;
-        self.workers.insert(
-            pid,
-            WorkerProc {
-                id,
-                started: Instant::now(),
-                ready: false,
-                socket,
-                retiring: false,
-            },
-        );
-        Ok(())
-    }
-
-    fn spawn_edge(&mut self) -> anyhow::Result<()> {
-        let (ctl_rx, ctl_tx) =
-            nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create control pipe")?;
-        nix::fcntl::fcntl(&ctl_tx, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
-        let status_fd = self.status_tx.as_raw_fd();
-        let ctl_fd = ctl_rx.as_raw_fd();
-        let site = &self.site;
-        let listen_fds = self.listeners.fds();
-        let mut keep = vec![status_fd, ctl_fd];
-        keep.extend(listen_fds.iter().map(|(_, fd)| *fd));
-        let handoff = self.runtime.path().join("edge-listeners.sock");
-        let pid = spawn::fork_child(&keep, || {
-            crate::edge::run(
-                site,
-                crate::edge::Inherited {
-                    control_fd: ctl_fd,
-                    status_fd,
-                    listen_fds,
-                    handoff,
-                },
-            )
-        })
-        .context("fork failed")?;
-        drop(ctl_rx);
-        self.edge = Some(EdgeProc {
-            pid,
-            started: Instant::now(),
-            control: File::from(ctl_tx),
-            ready: false,
-        });
-        // A new edge knows nothing: tell it about every ready worker.
-        let ups: Vec<Control> = self
-            .workers
-            .values()
-            .filter(|w| w.ready && !w.retiring)
-            .map(|w| Control::Up {
-                id: w.id,
-                socket: w.socket.display().to_string(),
-            })
-            .collect();
-        for msg in ups {
-            self.tell_edge(&msg);
-        }
-        Ok(())
     }
 }
 
@@ -528,31 +457,6 @@ fn backoff(failures: u32) -> Duration {
     }
     let d = Duration::from_millis(100) * 2u32.saturating_pow(failures.min(10) - 1);
     d.min(MAX_BACKOFF)
-}
-
-fn describe_exit(code: i32) -> String {
-    match code {
-        0 => "exited normally".into(),
-        3 => "exit code 3 (app failed to load)".into(),
-        70 => "exit code 70 (internal error, see the log above)".into(),
-        c => format!("exit code {c}"),
-    }
-}
-
-fn describe_signal(sig: Signal, core: bool) -> String {
-    let what = match sig {
-        Signal::SIGKILL => {
-            "killed by SIGKILL (by an operator, or the kernel's OOM killer: check `dmesg`)"
-        }
-        Signal::SIGSEGV => "crashed with SIGSEGV (a C extension bug?)",
-        Signal::SIGABRT => "aborted (SIGABRT)",
-        Signal::SIGTERM => "stopped by SIGTERM",
-        _ => "killed by a signal",
-    };
-    format!(
-        "{what} [{sig:?}{}]",
-        if core { ", core dumped" } else { "" }
-    )
 }
 
 #[cfg(test)]

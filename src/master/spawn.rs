@@ -12,11 +12,28 @@ use std::os::fd::RawFd;
 /// leaves no orphans), the master's blocked signal mask is cleared, and every
 /// inherited fd except stdio and `keep` is closed, so children do not hold
 /// each other's pipes open.
-pub fn fork_child(keep: &[RawFd], body: impl FnOnce() -> i32) -> nix::Result<Pid> {
+///
+/// With `python` (app.preload: this process holds an interpreter) the fork
+/// goes through CPython's own hooks, so its locks and thread state are
+/// consistent in the child.
+pub fn fork_child(keep: &[RawFd], python: bool, body: impl FnOnce() -> i32) -> nix::Result<Pid> {
     let master = nix::unistd::getpid();
     // SAFETY: the master never starts a thread, so the child gets a
     // consistent copy of the whole process.
-    match unsafe { fork() }? {
+    let forked = if python {
+        pyo3::Python::attach(|_py| unsafe {
+            pyo3::ffi::PyOS_BeforeFork();
+            let r = fork();
+            match r {
+                Ok(ForkResult::Child) => pyo3::ffi::PyOS_AfterFork_Child(),
+                _ => pyo3::ffi::PyOS_AfterFork_Parent(),
+            }
+            r
+        })
+    } else {
+        unsafe { fork() }
+    };
+    match forked? {
         ForkResult::Parent { child } => Ok(child),
         ForkResult::Child => {
             let _ = prctl::set_pdeathsig(Signal::SIGKILL);

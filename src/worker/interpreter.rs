@@ -76,8 +76,14 @@ fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
             sys.setattr("executable", exe.display().to_string())?;
         }
     }
-    // Segfaults in C extensions then print the Python stack to the error log.
-    py.import("faulthandler")?.call_method0("enable")?;
+    // Segfaults in C extensions then print the Python stack to the error log,
+    // and SIGUSR2 (sent by the master when a request overruns app.timeout)
+    // prints every thread's stack, at C level, even while the app holds the GIL.
+    let faulthandler = py.import("faulthandler")?;
+    faulthandler.call_method0("enable")?;
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("all_threads", true)?;
+    faulthandler.call_method("register", (libc::SIGUSR2,), Some(&kwargs))?;
     Ok(())
 }
 

@@ -8,6 +8,7 @@
 
 mod interpreter;
 pub mod probe;
+mod recycle;
 mod request;
 mod response;
 mod server;
@@ -25,20 +26,49 @@ use tracing::{error, info};
 
 pub const EXIT_BOOT_FAILED: i32 = 3;
 
+/// `app.preload`: imports the app in the master, before any fork. Returns
+/// the one-line reason on failure (the traceback is logged).
+pub fn preload(site: &Site) -> Result<Py<PyAny>, String> {
+    interpreter::start(site)?;
+    Python::attach(|py| {
+        interpreter::load_app(py, site).map_err(|traceback| {
+            error!(
+                "cannot load {}:{}\n{}",
+                site.app.module,
+                site.app.callable,
+                traceback.trim_end()
+            );
+            interpreter::last_line(&traceback).to_string()
+        })
+    })
+}
+
 /// Entry point in the forked child; returns the exit code.
-pub fn run(site: &Site, id: u64, socket: &Path, status_fd: RawFd) -> i32 {
+pub fn run(
+    site: &Site,
+    id: u64,
+    socket: &Path,
+    status_fd: RawFd,
+    preloaded: Option<&Py<PyAny>>,
+) -> i32 {
     let pid = std::process::id() as i32;
     install_signal_handlers();
     let fail = |reason: String| {
         send_status(status_fd, &Status::Failed(pid, reason));
         EXIT_BOOT_FAILED
     };
-    if let Err(e) = interpreter::start(site) {
-        error!("worker {pid}: {e}");
-        return fail(e);
+    if preloaded.is_none() {
+        if let Err(e) = interpreter::start(site) {
+            error!("worker {pid}: {e}");
+            return fail(e);
+        }
     }
     Python::attach(|py| {
-        let app = match interpreter::load_app(py, site) {
+        let loaded = match preloaded {
+            Some(app) => Ok(app.clone_ref(py)),
+            None => interpreter::load_app(py, site),
+        };
+        let app = match loaded {
             Ok(app) => app,
             Err(traceback) => {
                 error!(
@@ -50,7 +80,7 @@ pub fn run(site: &Site, id: u64, socket: &Path, status_fd: RawFd) -> i32 {
                 return fail(interpreter::last_line(&traceback).to_string());
             }
         };
-        let wsgi = match wsgi::Wsgi::new(py, app, 1) {
+        let wsgi = match wsgi::Wsgi::new(py, app, site.threads()) {
             Ok(w) => w,
             Err(e) => return fail(interpreter::format_err(py, &e)),
         };
@@ -61,7 +91,8 @@ pub fn run(site: &Site, id: u64, socket: &Path, status_fd: RawFd) -> i32 {
         };
         send_status(status_fd, &Status::Ready(pid));
         info!("worker {pid} (id {id}) booted");
-        let code = server::serve(py, wsgi, listener);
+        let recycle = recycle::Recycle::new(site, status_fd);
+        let code = server::serve(py, wsgi, listener, site.threads(), recycle);
         let _ = std::fs::remove_file(socket);
         code
     })

@@ -12,6 +12,7 @@
 //! thread holding the interpreter. The edge sends a worker one request at a
 //! time, so the channel rarely holds more than one job.
 
+use super::recycle::Recycle;
 use super::request::{read_request, ReadError, Request};
 use super::wsgi::Wsgi;
 use pyo3::prelude::*;
@@ -37,7 +38,16 @@ struct Job {
     done: SyncSender<bool>,
 }
 
-pub fn serve(py: Python<'_>, wsgi: Wsgi, listener: UnixListener) -> i32 {
+/// Serves until stopped. With `threads > 1` that many Python threads take
+/// jobs (the GIL is released during every socket write and wait), and the
+/// edge sends this worker up to `threads` requests at once.
+pub fn serve(
+    py: Python<'_>,
+    wsgi: Wsgi,
+    listener: UnixListener,
+    threads: usize,
+    recycle: Recycle,
+) -> i32 {
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(64);
     std::thread::Builder::new()
         .name("accept".into())
@@ -45,11 +55,22 @@ pub fn serve(py: Python<'_>, wsgi: Wsgi, listener: UnixListener) -> i32 {
         .map(|_| ())
         .unwrap_or_else(|e| tracing::error!("cannot start the accept thread: {e}"));
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-    python_loop(py, &wsgi, &jobs_rx);
+    let shared = Arc::new((wsgi, recycle));
+    for i in 1..threads {
+        let jobs = jobs_rx.clone();
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("python-{i}"))
+            .spawn(move || Python::attach(|py| python_loop(py, &shared.0, &shared.1, &jobs)));
+        if let Err(e) = spawned {
+            tracing::error!("cannot start Python thread {i}: {e}");
+        }
+    }
+    python_loop(py, &shared.0, &shared.1, &jobs_rx);
     0
 }
 
-fn python_loop(py: Python<'_>, wsgi: &Wsgi, jobs: &Arc<Mutex<Receiver<Job>>>) {
+fn python_loop(py: Python<'_>, wsgi: &Wsgi, recycle: &Recycle, jobs: &Arc<Mutex<Receiver<Job>>>) {
     let mut quiet_since: Option<Instant> = None;
     loop {
         let next = py.detach(|| {
@@ -61,8 +82,10 @@ fn python_loop(py: Python<'_>, wsgi: &Wsgi, jobs: &Arc<Mutex<Receiver<Job>>>) {
                 quiet_since = None;
                 let keep_alive = wsgi.handle(py, job.req, job.stream);
                 let _ = job.done.send(keep_alive);
+                recycle.after_request();
             }
             Err(RecvTimeoutError::Timeout) => {
+                recycle.tick();
                 if STOPPING.load(Ordering::SeqCst) && IN_FLIGHT.load(Ordering::SeqCst) == 0 {
                     let since = *quiet_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= DRAIN_QUIET {

@@ -1,0 +1,72 @@
+//! Saying plainly why a child died: exit code, signal, the kernel's OOM
+//! killer (read from the cgroup's memory.events), or corral's own timeout.
+
+use nix::sys::signal::Signal;
+
+pub enum Death {
+    Exited(i32),
+    Signaled(Signal, bool),
+}
+
+impl Death {
+    pub fn is_sigkill(&self) -> bool {
+        matches!(self, Death::Signaled(Signal::SIGKILL, _))
+    }
+
+    /// `killed_by_corral` is set when corral itself sent the fatal signal.
+    pub fn describe(&self, killed_by_corral: Option<&str>, oom: bool) -> String {
+        match self {
+            Death::Exited(0) => "exited normally".into(),
+            Death::Exited(3) => {
+                "exited with code 3: the app failed to load (traceback above)".into()
+            }
+            Death::Exited(70) => "exited with code 70: internal error (see the log above)".into(),
+            Death::Exited(c) => format!("exited with code {c}"),
+            Death::Signaled(sig, core) => {
+                let core = if *core { ", core dumped" } else { "" };
+                if let Some(why) = killed_by_corral {
+                    return format!("was killed by corral ({why}) [{sig:?}{core}]");
+                }
+                let what = match sig {
+                    Signal::SIGKILL if oom => "was killed by the kernel's OOM killer (out of memory)",
+                    Signal::SIGKILL => "was killed by SIGKILL from outside corral (an operator, or an OOM killer: check dmesg)",
+                    Signal::SIGSEGV => "crashed with a segmentation fault (a C extension bug? the Python stack is above)",
+                    Signal::SIGABRT => "aborted (SIGABRT)",
+                    Signal::SIGBUS => "crashed with SIGBUS",
+                    Signal::SIGTERM => "was stopped by SIGTERM from outside corral",
+                    _ => "was killed by a signal",
+                };
+                format!("{what} [{sig:?}{core}]")
+            }
+        }
+    }
+}
+
+/// The `oom_kill` counter of this process's cgroup (cgroup v2), if readable.
+pub fn oom_kills() -> Option<u64> {
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let events =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{}/memory.events", path.trim())).ok()?;
+    events
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill ")?.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptions() {
+        assert!(Death::Signaled(Signal::SIGKILL, false)
+            .describe(None, true)
+            .contains("OOM killer"));
+        assert!(Death::Signaled(Signal::SIGKILL, false)
+            .describe(Some("request timeout: GET /"), false)
+            .contains("killed by corral (request timeout: GET /)"));
+        assert!(Death::Exited(3)
+            .describe(None, false)
+            .contains("failed to load"));
+    }
+}

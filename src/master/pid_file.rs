@@ -1,0 +1,61 @@
+//! `[server] pid_file`, and `corral reload` / `corral stop`, which read it
+//! and signal the running master.
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Removes the file when the master exits.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn write(path: &Path) -> anyhow::Result<Self> {
+        if let Ok(old) = std::fs::read_to_string(path) {
+            if let Ok(pid) = old.trim().parse::<i32>() {
+                if pid as u32 != std::process::id() && kill(Pid::from_raw(pid), None).is_ok() {
+                    bail!(
+                        "{} says corral is already running as pid {pid}",
+                        path.display()
+                    );
+                }
+            }
+        }
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write pid file {}", path.display()))?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Sends `sig` to the master named in the pid file; with `wait`, returns
+/// once it has exited (or fails after `wait`).
+pub fn signal_running(pid_file: &Path, sig: Signal, wait: Option<Duration>) -> anyhow::Result<i32> {
+    let text = std::fs::read_to_string(pid_file).with_context(|| {
+        format!(
+            "cannot read pid file {} (is corral running?)",
+            pid_file.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a pid", pid_file.display()))?;
+    kill(Pid::from_raw(pid), sig).with_context(|| format!("cannot signal corral (pid {pid})"))?;
+    if let Some(limit) = wait {
+        let deadline = Instant::now() + limit;
+        while kill(Pid::from_raw(pid), None).is_ok() {
+            if Instant::now() >= deadline {
+                bail!("corral (pid {pid}) is still running after {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(pid)
+}

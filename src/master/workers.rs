@@ -1,0 +1,198 @@
+//! The worker pool as the master sees it: which workers exist, which are
+//! ready, which must be replaced, and converging that to `target_workers`.
+//!
+//! Replacement (recycling, reloads) always starts the new worker first and
+//! drains the old one only once the new one is ready, one at a time, so the
+//! pool's capacity never dips.
+
+use super::death::Death;
+use super::{backoff, spawn, Arbiter, DUMP_GRACE, HEALTHY_AFTER, MAX_BOOT_FAILURES};
+use crate::ipc::Control;
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::Instant;
+use tracing::{error, info};
+
+pub struct WorkerProc {
+    pub id: u64,
+    pub started: Instant,
+    pub ready: bool,
+    pub socket: PathBuf,
+    /// Told to stop (SIGTERM sent, edge told "down"); its death is expected.
+    pub retiring: bool,
+    /// Should be replaced, for this reason; keeps serving until its
+    /// replacement is ready.
+    pub recycle: Option<String>,
+    /// Why corral is killing it, and when SIGKILL follows.
+    pub killed_for: Option<String>,
+    pub kill_at: Option<Instant>,
+}
+
+impl Arbiter {
+    pub(super) fn converge_workers(&mut self) {
+        let now = Instant::now();
+        let serving: Vec<(Pid, bool, bool, Instant)> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| !w.retiring)
+            .map(|(p, w)| (*p, w.ready, w.recycle.is_some(), w.started))
+            .collect();
+        let fresh = serving.iter().filter(|w| !w.2).count();
+        let fresh_ready = serving.iter().filter(|w| !w.2 && w.1).count();
+        let booting = serving.iter().filter(|w| !w.2 && !w.1).count();
+        let mut flagged: Vec<(Pid, Instant)> =
+            serving.iter().filter(|w| w.2).map(|w| (w.0, w.3)).collect();
+        flagged.sort_by_key(|w| w.1);
+
+        // Start what is missing; while replacing, one new worker at a time.
+        let mut wanted = self.target_workers.saturating_sub(fresh);
+        if !flagged.is_empty() {
+            wanted = wanted.min(1usize.saturating_sub(booting));
+        }
+        if wanted > 0 && now >= self.worker_next_start {
+            for _ in 0..wanted {
+                if let Err(e) = self.spawn_worker() {
+                    error!("cannot start a worker: {e:#}");
+                    self.worker_next_start = now + backoff(1);
+                    break;
+                }
+            }
+        }
+
+        // Drain replaced workers once enough fresh ones are ready.
+        let excess = (fresh_ready + flagged.len()).saturating_sub(self.target_workers);
+        for (pid, _) in flagged.iter().take(excess) {
+            let reason = self
+                .workers
+                .get(pid)
+                .and_then(|w| w.recycle.clone())
+                .unwrap_or_default();
+            info!("recycling worker {pid} ({reason}): its replacement is ready");
+            self.retire_worker(*pid);
+        }
+
+        // Scale down (TTOU, reload to fewer): retire the newest first.
+        if flagged.is_empty() && fresh > self.target_workers {
+            let mut extra: Vec<(Pid, Instant)> = serving
+                .iter()
+                .filter(|w| !w.2)
+                .map(|w| (w.0, w.3))
+                .collect();
+            extra.sort_by_key(|w| std::cmp::Reverse(w.1));
+            for (pid, _) in extra.into_iter().take(fresh - self.target_workers) {
+                info!("retiring worker {pid}: {} wanted", self.target_workers);
+                self.retire_worker(pid);
+            }
+        }
+    }
+
+    pub(super) fn spawn_worker(&mut self) -> anyhow::Result<()> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let socket = self.runtime.worker_socket(id);
+        let status_fd = self.status_tx.as_raw_fd();
+        let site = &self.site;
+        let sock = socket.clone();
+        let preloaded = self.preloaded.as_ref();
+        let pid = spawn::fork_child(&[status_fd], preloaded.is_some(), || {
+            if let Err(e) = super::privileges::drop_privileges(site) {
+                error!("worker: {e:#}");
+                return crate::worker::EXIT_BOOT_FAILED;
+            }
+            crate::worker::run(site, id, &sock, status_fd, preloaded)
+        })
+        .context("fork failed")?;
+        self.workers.insert(
+            pid,
+            WorkerProc {
+                id,
+                started: Instant::now(),
+                ready: false,
+                socket,
+                retiring: false,
+                recycle: None,
+                killed_for: None,
+                kill_at: None,
+            },
+        );
+        Ok(())
+    }
+
+    /// Tells the edges to stop routing to a worker, then asks it to drain.
+    pub(super) fn retire_worker(&mut self, pid: Pid) {
+        if let Some(w) = self.workers.get_mut(&pid) {
+            w.retiring = true;
+            let id = w.id;
+            self.tell_edges(&Control::Down { id });
+            let _ = kill(pid, Signal::SIGTERM);
+        }
+    }
+
+    /// The edge saw a request overrun `app.timeout` on worker `id`: dump its
+    /// Python stacks (faulthandler on SIGUSR2), then kill it shortly after.
+    pub(super) fn on_timeout(&mut self, id: u64, what: String) {
+        let Some((pid, w)) = self.workers.iter_mut().find(|(_, w)| w.id == id) else {
+            return;
+        };
+        if w.killed_for.is_some() {
+            return;
+        }
+        error!(
+            "worker {pid}: {what} ran past app.timeout ({:?}); dumping its Python stacks, then killing it",
+            self.site.timeout().unwrap_or_default()
+        );
+        w.killed_for = Some(format!("request timeout: {what}"));
+        w.kill_at = Some(Instant::now() + DUMP_GRACE);
+        w.retiring = true;
+        let pid = *pid;
+        let _ = kill(pid, Signal::SIGUSR2);
+        self.tell_edges(&Control::Down { id });
+    }
+
+    pub(super) fn enforce_kill_deadlines(&mut self) {
+        let now = Instant::now();
+        for (pid, w) in &mut self.workers {
+            if w.kill_at.is_some_and(|t| now >= t) {
+                w.kill_at = None;
+                let _ = kill(*pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    pub(super) fn on_worker_exit(&mut self, pid: Pid, death: Death, oom: bool) {
+        let Some(w) = self.workers.remove(&pid) else {
+            return; // a probe or an already-forgotten child
+        };
+        let _ = std::fs::remove_file(&w.socket);
+        self.tell_edges(&Control::Down { id: w.id });
+        let how = death.describe(w.killed_for.as_deref(), oom);
+        if w.killed_for.is_some() {
+            error!("worker {pid} {how}; starting a replacement");
+            return;
+        }
+        if w.retiring || self.stopping.is_some() {
+            info!("worker {pid} stopped ({how})");
+            return;
+        }
+        if !w.ready {
+            self.boot_failures += 1;
+            error!("worker {pid} failed to boot: {how}");
+            if self.boot_failures >= MAX_BOOT_FAILURES {
+                let reason = self.last_boot_error.clone().unwrap_or(how);
+                self.fail(format!("worker failed to boot: {reason}"));
+                return;
+            }
+        } else {
+            error!("worker {pid} died: {how}; starting a replacement");
+        }
+        if w.started.elapsed() < HEALTHY_AFTER {
+            self.worker_failures += 1;
+        } else {
+            self.worker_failures = 0;
+        }
+        self.worker_next_start = Instant::now() + backoff(self.worker_failures);
+    }
+}
