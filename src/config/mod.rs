@@ -6,7 +6,7 @@
 //! line and key.
 
 mod diagnostics;
-mod schema;
+pub mod schema;
 pub mod units;
 mod validate;
 
@@ -32,6 +32,17 @@ pub struct Site {
     pub virtualenv: Option<PathBuf>,
     pub access_log: AccessLog,
     pub pid_file: Option<PathBuf>,
+    /// `[[static]]` mounts, longest URL prefix first.
+    pub static_mounts: Vec<Mount>,
+}
+
+/// A resolved `[[static]]` mount.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    pub url: String,
+    /// Canonical folder path.
+    pub dir: PathBuf,
+    pub settings: schema::StaticMount,
 }
 
 /// Which callable in which module is the WSGI app.

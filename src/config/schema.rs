@@ -12,6 +12,9 @@ use std::time::Duration;
 pub struct Config {
     pub server: Server,
     pub app: App,
+    #[serde(rename = "static")]
+    pub static_mounts: Vec<StaticMount>,
+    pub compression: Compression,
     pub limits: Limits,
     pub log: Log,
 }
@@ -131,6 +134,87 @@ impl Default for Log {
             access: "stdout".into(),
             access_format: "combined".into(),
             level: "info".into(),
+        }
+    }
+}
+
+/// One `[[static]]` mount: files under `dir` served at `url`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticMount {
+    /// URL prefix, e.g. "/static/" (must start and end with "/").
+    pub url: String,
+    /// Folder, relative to the config file.
+    pub dir: String,
+    /// Cache-Control header for hits, e.g. "public, max-age=31536000, immutable".
+    pub cache_control: String,
+    /// Files tried for a directory request.
+    pub index: Vec<String>,
+    /// "app": a miss goes to the app instead of 404.
+    pub fallback: String,
+    /// HTML listing of directories without an index file.
+    pub autoindex: bool,
+    /// Follow symlinks that leave `dir` (refused by default).
+    pub follow_symlinks: bool,
+    /// Serve names starting with "." (denied by default).
+    pub dotfiles: bool,
+    /// Serve `file.br` / `file.zst` / `file.gz` siblings when the client accepts them.
+    pub precompressed: bool,
+}
+
+impl Default for StaticMount {
+    fn default() -> Self {
+        StaticMount {
+            url: String::new(),
+            dir: String::new(),
+            cache_control: String::new(),
+            index: vec!["index.html".into()],
+            fallback: String::new(),
+            autoindex: false,
+            follow_symlinks: false,
+            dotfiles: false,
+            precompressed: true,
+        }
+    }
+}
+
+/// Compression of app responses by the edge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Compression {
+    pub enabled: bool,
+    /// 1 (fast) to 9 (small); applied to gzip, brotli and zstd alike.
+    pub level: u32,
+    /// Smaller responses are sent as they are.
+    pub min_size: ByteSize,
+    /// Content types worth compressing (parameters such as charset ignored).
+    pub types: Vec<String>,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression {
+            enabled: true,
+            level: 5,
+            min_size: ByteSize(1024),
+            types: [
+                "text/html",
+                "text/css",
+                "text/plain",
+                "text/xml",
+                "text/csv",
+                "text/javascript",
+                "application/javascript",
+                "application/json",
+                "application/xml",
+                "application/rss+xml",
+                "application/atom+xml",
+                "application/manifest+json",
+                "image/svg+xml",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         }
     }
 }

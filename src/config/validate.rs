@@ -134,6 +134,60 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         }
     }
 
+    // [[static]]
+    let mut static_mounts = Vec::new();
+    for (i, m) in config.static_mounts.iter().enumerate() {
+        let key = |k: &str| format!("static[{i}].{k}");
+        if !m.url.starts_with('/') || !m.url.ends_with('/') {
+            bad(
+                &key("url"),
+                format!(
+                    "`{}` must start and end with \"/\", e.g. \"/static/\"",
+                    m.url
+                ),
+            );
+        }
+        if m.dir.is_empty() {
+            bad(&key("dir"), "is required: the folder to serve".into());
+            continue;
+        }
+        let dir = resolve(&m.dir);
+        match dir.canonicalize() {
+            Ok(d) if d.is_dir() => static_mounts.push(super::Mount {
+                url: m.url.clone(),
+                dir: d,
+                settings: m.clone(),
+            }),
+            _ => bad(
+                &key("dir"),
+                format!("folder {} does not exist", dir.display()),
+            ),
+        }
+        if !matches!(m.fallback.as_str(), "" | "app") {
+            bad(
+                &key("fallback"),
+                "must be \"app\" (or left out for 404)".into(),
+            );
+        }
+        for (j, name) in m.index.iter().enumerate() {
+            if name.is_empty() || name.contains('/') {
+                bad(
+                    &format!("static[{i}].index[{j}]"),
+                    format!("`{name}` must be a plain file name"),
+                );
+            }
+        }
+        if config.static_mounts[..i].iter().any(|o| o.url == m.url) {
+            bad(&key("url"), format!("`{}` is mounted twice", m.url));
+        }
+    }
+    static_mounts.sort_by_key(|m| std::cmp::Reverse(m.url.len()));
+
+    // [compression]
+    if !(1..=9).contains(&config.compression.level) {
+        bad("compression.level", "must be between 1 and 9".into());
+    }
+
     // [limits]
     if config.limits.max_body.0 == 0 {
         bad("limits.max_body", "must be more than zero".into());
@@ -175,6 +229,7 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     Some(Site {
         file: source.file.to_path_buf(),
         pid_file,
+        static_mounts,
         listen,
         app: app.ok()?,
         chdir,

@@ -7,11 +7,17 @@
 //! soon as none is left; SIGINT/SIGQUIT exit at once.
 
 mod access_log;
+mod autoindex;
 mod body;
+mod compression;
+mod conditional;
 mod control;
 mod dispatch;
 mod forward;
+mod http_ranges;
 mod proxy;
+mod static_files;
+mod static_path;
 mod upstream;
 
 use crate::config::Site;
@@ -85,6 +91,8 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         max_body: site.max_body(),
         timeout: site.timeout(),
         status_fd,
+        static_mounts: site.static_mounts.clone(),
+        compression: site.config.compression.clone(),
     };
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
     for addr in &site.listen {

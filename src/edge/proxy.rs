@@ -8,6 +8,7 @@
 
 use super::body::{BodyError, RequestBody};
 use super::dispatch::{Lease, Pool, Refused};
+use super::static_files::{self, Served};
 use super::upstream::{self, BodyReader, ExchangeError, Framing};
 use super::{access_log, forward};
 use async_trait::async_trait;
@@ -39,6 +40,8 @@ pub struct Edge {
     /// whole response is in.
     pub timeout: Option<Duration>,
     pub status_fd: std::os::fd::RawFd,
+    pub static_mounts: Vec<crate::config::Mount>,
+    pub compression: crate::config::schema::Compression,
 }
 
 pub struct Ctx {
@@ -67,12 +70,28 @@ impl ProxyHttp for Edge {
         }
     }
 
+    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
+        super::compression::init_modules(modules, &self.compression);
+    }
+
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Static files never reach Python (unless a mount falls back to the app).
+        if let Some(mount) =
+            static_files::find(&self.static_mounts, session.req_header().raw_path())
+        {
+            match static_files::serve(session, mount).await? {
+                Served::Done(status) => {
+                    ctx.status = status;
+                    return Ok(true);
+                }
+                Served::Fallback => {}
+            }
+        }
         // A declared length over the limit is refused before reading a byte.
         let declared = session
             .req_header()
@@ -172,6 +191,18 @@ impl ProxyHttp for Edge {
         };
 
         ctx.status = resp.status;
+        let known_len = match resp.framing {
+            Framing::Length(n) => Some(n),
+            Framing::Empty => Some(0),
+            _ => None,
+        };
+        super::compression::decide(
+            session,
+            &self.compression,
+            resp.status,
+            &resp.headers,
+            known_len,
+        );
         let header = forward::response_header(session, &resp)?;
         if resp.framing == Framing::Empty {
             if !resp.close {

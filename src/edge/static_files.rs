@@ -1,0 +1,461 @@
+//! Serving `[[static]]` mounts from the edge, as nginx would: GET/HEAD,
+//! validators (ETag, Last-Modified, 304/412), single byte ranges (206/416),
+//! precompressed siblings, index files, trailing-slash redirects, optional
+//! listings. File I/O runs on tokio's blocking pool and bodies stream in
+//! 64 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
+
+use super::conditional::{self, Outcome};
+use super::http_ranges::{self, Ranges};
+use super::static_path::{self, Refused};
+use crate::config::Mount;
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+const CHUNK: usize = 64 * 1024;
+
+pub enum Served {
+    /// A response was written (or the client went away while it was).
+    Done(u16),
+    /// Nothing here, and the mount falls back to the app.
+    Fallback,
+}
+
+/// The mount whose prefix matches `path` (mounts are sorted longest first).
+pub fn find<'a>(mounts: &'a [Mount], path: &[u8]) -> Option<&'a Mount> {
+    mounts.iter().find(|m| {
+        let prefix = m.url.as_bytes();
+        path.starts_with(prefix) || path == &prefix[..prefix.len() - 1]
+    })
+}
+
+pub async fn serve(session: &mut Session, mount: &Mount) -> Result<Served> {
+    let method = session.req_header().method.clone();
+    let raw = session.req_header().raw_path().to_vec();
+    let (path, query) = match raw.iter().position(|&b| b == b'?') {
+        Some(i) => (&raw[..i], Some(&raw[i..])),
+        None => (&raw[..], None),
+    };
+    let fallback = mount.settings.fallback == "app";
+    // "/static" without the slash: send the browser to the folder.
+    if path.len() < mount.url.len() {
+        return redirect(session, &[path, b"/", query.unwrap_or_default()].concat()).await;
+    }
+    let rel = &path[mount.url.len()..];
+    let (rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
+        Ok(r) => r,
+        Err(Refused::Hidden) if fallback => return Ok(Served::Fallback),
+        Err(Refused::Hidden) => return error(session, 404).await,
+        Err(Refused::Invalid) => return error(session, 400).await,
+    };
+    let mut file_path = mount.dir.join(&rel_path);
+    let meta = match metadata_within(&mount.dir, &file_path, mount.settings.follow_symlinks).await {
+        Lookup::Found(m) => m,
+        Lookup::Outside => return error(session, 403).await,
+        Lookup::Missing if fallback => return Ok(Served::Fallback),
+        Lookup::Missing => return error(session, 404).await,
+    };
+    if method != http::Method::GET && method != http::Method::HEAD {
+        let mut resp = ResponseHeader::build(405, Some(3))?;
+        resp.insert_header("Allow", "GET, HEAD")?;
+        return finish(
+            session,
+            resp,
+            Some(Bytes::from_static(b"Method Not Allowed\n")),
+            405,
+        )
+        .await;
+    }
+    let meta = if meta.is_dir() {
+        if !dir_request {
+            return redirect(session, &[path, b"/", query.unwrap_or_default()].concat()).await;
+        }
+        let mut found = None;
+        for name in &mount.settings.index {
+            let candidate = file_path.join(name);
+            if let Lookup::Found(m) =
+                metadata_within(&mount.dir, &candidate, mount.settings.follow_symlinks).await
+            {
+                if m.is_file() {
+                    found = Some((candidate, m));
+                    break;
+                }
+            }
+        }
+        match found {
+            Some((p, m)) => {
+                file_path = p;
+                m
+            }
+            None if mount.settings.autoindex => {
+                return super::autoindex::serve(session, &file_path, &String::from_utf8_lossy(path))
+                    .await
+            }
+            None if fallback => return Ok(Served::Fallback),
+            None => return error(session, 404).await,
+        }
+    } else if dir_request {
+        // "/file.css/" is not a folder.
+        return if fallback {
+            Ok(Served::Fallback)
+        } else {
+            error(session, 404).await
+        };
+    } else {
+        meta
+    };
+    if !meta.is_file() {
+        return error(session, 404).await;
+    }
+    send_file(
+        session,
+        mount,
+        &file_path,
+        meta,
+        method == http::Method::HEAD,
+    )
+    .await
+}
+
+async fn send_file(
+    session: &mut Session,
+    mount: &Mount,
+    path: &Path,
+    meta: std::fs::Metadata,
+    head: bool,
+) -> Result<Served> {
+    let content_type = content_type(path);
+    // A precompressed sibling, if the client takes it and it is not stale.
+    let (path, meta, encoding) = match pick_encoding(session, mount, path, &meta).await {
+        Some((p, m, enc)) => (p, m, Some(enc)),
+        None => (path.to_path_buf(), meta, None),
+    };
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let size = meta.len();
+    let etag = make_etag(size, modified, encoding);
+    let header = |name: http::header::HeaderName| {
+        session
+            .req_header()
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (if_match, if_none_match, ims, ius, range, if_range) = (
+        header(http::header::IF_MATCH),
+        header(http::header::IF_NONE_MATCH),
+        header(http::header::IF_MODIFIED_SINCE),
+        header(http::header::IF_UNMODIFIED_SINCE),
+        header(http::header::RANGE),
+        header(http::header::IF_RANGE),
+    );
+    let cond = conditional::Request {
+        if_match: if_match.as_deref(),
+        if_none_match: if_none_match.as_deref(),
+        if_modified_since: ims.as_deref(),
+        if_unmodified_since: ius.as_deref(),
+        is_get_or_head: true,
+    };
+    let mut resp = ResponseHeader::build(200, Some(10))?;
+    resp.insert_header("ETag", &etag)?;
+    resp.insert_header("Last-Modified", httpdate::fmt_http_date(modified))?;
+    if !mount.settings.cache_control.is_empty() {
+        resp.insert_header("Cache-Control", &mount.settings.cache_control)?;
+    }
+    if mount.settings.precompressed {
+        resp.insert_header("Vary", "Accept-Encoding")?;
+    }
+    match conditional::evaluate(&cond, &etag, modified) {
+        Outcome::NotModified => {
+            resp.set_status(304)?;
+            return finish(session, resp, None, 304).await;
+        }
+        Outcome::PreconditionFailed => {
+            let mut resp = ResponseHeader::build(412, Some(2))?;
+            resp.insert_header("Content-Length", "0")?;
+            return finish(session, resp, None, 412).await;
+        }
+        Outcome::Proceed => {}
+    }
+    resp.insert_header("Content-Type", content_type)?;
+    if let Some(enc) = encoding {
+        resp.insert_header("Content-Encoding", enc)?;
+    }
+    resp.insert_header("Accept-Ranges", "bytes")?;
+    let honour_range = match &if_range {
+        Some(v) => conditional::if_range_matches(v, &etag, modified),
+        None => true,
+    };
+    let (start, len) = match range
+        .as_deref()
+        .filter(|_| honour_range)
+        .map(|r| http_ranges::parse(r, size))
+    {
+        Some(Ranges::Single(first, last)) => {
+            resp.set_status(206)?;
+            resp.insert_header("Content-Range", format!("bytes {first}-{last}/{size}"))?;
+            (first, last - first + 1)
+        }
+        Some(Ranges::Unsatisfiable) => {
+            let mut resp = ResponseHeader::build(416, Some(3))?;
+            resp.insert_header("Content-Range", format!("bytes */{size}"))?;
+            resp.insert_header("Content-Length", "0")?;
+            return finish(session, resp, None, 416).await;
+        }
+        _ => (0, size),
+    };
+    resp.insert_header("Content-Length", len.to_string())?;
+    let status = resp.status.as_u16();
+    super::compression::disable(session);
+    if head || len == 0 {
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(Served::Done(status));
+    }
+    let mut file = match tokio::fs::File::open(&path).await {
+        Ok(f) => f,
+        Err(_) => return error(session, 404).await,
+    };
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start))
+            .await
+            .map_err(|e| {
+                pingora_core::Error::because(pingora_core::ErrorType::ReadError, "seek", e)
+            })?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    let mut left = len;
+    let mut buf = vec![0u8; CHUNK];
+    while left > 0 {
+        let want = (left as usize).min(CHUNK);
+        let n = file.read(&mut buf[..want]).await.map_err(|e| {
+            pingora_core::Error::because(pingora_core::ErrorType::ReadError, "static file read", e)
+        })?;
+        if n == 0 {
+            // The file shrank under us: cut the response rather than lie.
+            return Err(pingora_core::Error::explain(
+                pingora_core::ErrorType::ReadError,
+                "static file truncated",
+            ));
+        }
+        left -= n as u64;
+        session
+            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0)
+            .await?;
+    }
+    Ok(Served::Done(status))
+}
+
+enum Lookup {
+    Found(std::fs::Metadata),
+    Missing,
+    Outside,
+}
+
+/// Metadata of `path`, refusing a symlink that leads outside `root`
+/// (unless `follow` is set).
+async fn metadata_within(root: &Path, path: &Path, follow: bool) -> Lookup {
+    let (root, path) = (root.to_path_buf(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || {
+        let Ok(real) = path.canonicalize() else {
+            return Lookup::Missing;
+        };
+        if !follow && !real.starts_with(&root) {
+            return Lookup::Outside;
+        }
+        match std::fs::metadata(&real) {
+            Ok(m) => Lookup::Found(m),
+            Err(_) => Lookup::Missing,
+        }
+    })
+    .await
+    .unwrap_or(Lookup::Missing)
+}
+
+/// Chooses `.br`, `.zst` or `.gz` by the client's Accept-Encoding (highest
+/// q first, ties in that order) when such a sibling exists and is at least
+/// as new as the original.
+async fn pick_encoding(
+    session: &Session,
+    mount: &Mount,
+    path: &Path,
+    meta: &std::fs::Metadata,
+) -> Option<(PathBuf, std::fs::Metadata, &'static str)> {
+    if !mount.settings.precompressed {
+        return None;
+    }
+    let accept = session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT_ENCODING)?
+        .to_str()
+        .ok()?
+        .to_string();
+    let original_mtime = meta.modified().ok();
+    for (enc, ext) in accepted_encodings(&accept) {
+        let mut candidate = path.as_os_str().to_owned();
+        candidate.push(ext);
+        let candidate = PathBuf::from(candidate);
+        if let Lookup::Found(m) =
+            metadata_within(&mount.dir, &candidate, mount.settings.follow_symlinks).await
+        {
+            if m.is_file() && m.modified().ok() >= original_mtime {
+                return Some((candidate, m, enc));
+            }
+        }
+    }
+    None
+}
+
+/// Encodings we have siblings for, best first, by the client's q-values.
+pub fn accepted_encodings(accept: &str) -> Vec<(&'static str, &'static str)> {
+    const KNOWN: [(&str, &str); 3] = [("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz")];
+    let q_of = |name: &str| -> Option<f32> {
+        let mut star = None;
+        for item in accept.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let q = parts
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|v| v.trim().parse::<f32>().ok())
+                })
+                .unwrap_or(1.0);
+            if coding == name || (name == "gzip" && coding == "x-gzip") {
+                return Some(q);
+            }
+            if coding == "*" {
+                star = Some(q);
+            }
+        }
+        star
+    };
+    let mut out: Vec<(f32, usize, (&str, &str))> = KNOWN
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| q_of(k.0).filter(|q| *q > 0.0).map(|q| (q, i, *k)))
+        .collect();
+    out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    out.into_iter().map(|(_, _, k)| k).collect()
+}
+
+fn make_etag(size: u64, modified: SystemTime, encoding: Option<&str>) -> String {
+    let nanos = modified
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    match encoding {
+        Some(e) => format!("\"{nanos:x}-{size:x}-{e}\""),
+        None => format!("\"{nanos:x}-{size:x}\""),
+    }
+}
+
+fn content_type(path: &Path) -> String {
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let text = mime.type_() == mime_guess::mime::TEXT
+        || matches!(
+            mime.essence_str(),
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "image/svg+xml"
+                | "application/manifest+json"
+        );
+    if text && mime.get_param("charset").is_none() {
+        format!("{}; charset=utf-8", mime.essence_str())
+    } else {
+        mime.to_string()
+    }
+}
+
+async fn redirect(session: &mut Session, location: &[u8]) -> Result<Served> {
+    let mut resp = ResponseHeader::build(301, Some(3))?;
+    resp.insert_header("Location", location)?;
+    finish(
+        session,
+        resp,
+        Some(Bytes::from_static(b"Moved Permanently\n")),
+        301,
+    )
+    .await
+}
+
+/// 400/403/404 with a short body that reveals no paths.
+pub async fn error(session: &mut Session, status: u16) -> Result<Served> {
+    let text: &'static [u8] = match status {
+        400 => b"Bad Request\n",
+        403 => b"Forbidden\n",
+        _ => b"Not Found\n",
+    };
+    let resp = ResponseHeader::build(status, Some(2))?;
+    finish(session, resp, Some(Bytes::from_static(text)), status).await
+}
+
+pub async fn finish(
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    body: Option<Bytes>,
+    status: u16,
+) -> Result<Served> {
+    super::compression::disable(session);
+    match body {
+        Some(b) => {
+            resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+            resp.insert_header("Content-Length", b.len().to_string())?;
+            let head = session.req_header().method == http::Method::HEAD;
+            session.write_response_header(Box::new(resp), head).await?;
+            if !head {
+                session.write_response_body(Some(b), true).await?;
+            }
+        }
+        None => session.write_response_header(Box::new(resp), true).await?,
+    }
+    Ok(Served::Done(status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodings_by_quality() {
+        assert_eq!(
+            accepted_encodings("gzip, br")
+                .iter()
+                .map(|e| e.0)
+                .collect::<Vec<_>>(),
+            ["br", "gzip"]
+        );
+        assert_eq!(
+            accepted_encodings("gzip;q=1, br;q=0.5")
+                .iter()
+                .map(|e| e.0)
+                .collect::<Vec<_>>(),
+            ["gzip", "br"]
+        );
+        assert_eq!(
+            accepted_encodings("br;q=0, gzip")
+                .iter()
+                .map(|e| e.0)
+                .collect::<Vec<_>>(),
+            ["gzip"]
+        );
+        assert_eq!(accepted_encodings("*").len(), 3);
+        assert!(accepted_encodings("identity").is_empty());
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(content_type(Path::new("a.css")), "text/css; charset=utf-8");
+        assert_eq!(
+            content_type(Path::new("a.js")),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(content_type(Path::new("a.png")), "image/png");
+        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+}

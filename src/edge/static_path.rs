@@ -1,0 +1,93 @@
+//! Turning the part of a URL after a static mount's prefix into a path
+//! under the mount's folder, refusing everything that could escape it:
+//! `..` in any spelling (percent-encoded, `%2e%2e`), backslashes, NUL,
+//! invalid or overlong UTF-8, and (unless allowed) dotfiles.
+//!
+//! Pure and allocation-light, so it can be fuzzed on its own. Symlinks are
+//! checked afterwards against the real file system (`static_files`).
+
+use std::path::PathBuf;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Looks like an attack or a mistake: 400/404 without details.
+    Invalid,
+    /// A dotfile (`.env`, `.git/…`) while they are denied: 404.
+    Hidden,
+}
+
+/// `raw` is the URL path after the mount prefix, still percent-encoded, and
+/// without the query. Returns the relative path and whether the URL ended
+/// with a slash (a directory request).
+pub fn resolve(raw: &[u8], dotfiles: bool) -> Result<(PathBuf, bool), Refused> {
+    let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
+    // Rejects invalid and overlong UTF-8 (e.g. %c0%ae for '.').
+    let text = std::str::from_utf8(&decoded).map_err(|_| Refused::Invalid)?;
+    if text.contains(['\0', '\\']) || text.chars().any(char::is_control) {
+        return Err(Refused::Invalid);
+    }
+    let trailing_slash = text.is_empty() || text.ends_with('/');
+    let mut path = PathBuf::new();
+    for segment in text.split('/') {
+        match segment {
+            "" | "." => continue,
+            ".." => return Err(Refused::Invalid),
+            s if s.starts_with('.') && !dotfiles => return Err(Refused::Hidden),
+            s => path.push(s),
+        }
+    }
+    Ok((path, trailing_slash))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_paths() {
+        assert_eq!(
+            resolve(b"css/site.css", false),
+            Ok(("css/site.css".into(), false))
+        );
+        assert_eq!(resolve(b"a%20b.txt", false), Ok(("a b.txt".into(), false)));
+        assert_eq!(resolve(b"docs/", false), Ok(("docs".into(), true)));
+        assert_eq!(resolve(b"", false), Ok(("".into(), true)));
+        assert_eq!(
+            resolve(b"caf%C3%A9.txt", false),
+            Ok(("café.txt".into(), false))
+        );
+    }
+
+    #[test]
+    fn escapes_are_refused() {
+        for bad in [
+            &b"../etc/passwd"[..],
+            b"a/../../etc/passwd",
+            b"%2e%2e/etc/passwd",
+            b"%2E%2E%2Fetc%2Fpasswd",
+            b"..%2fetc",
+            b"a%5c..%5c..%5cwin.ini",
+            b"a\\b",
+            b"a%00.txt",
+            b"%c0%ae%c0%ae/etc",
+            b"%e0%80%ae%e0%80%ae/",
+            b"%ff",
+            b"a%0d%0ab",
+        ] {
+            assert_eq!(
+                resolve(bad, false).unwrap_err(),
+                Refused::Invalid,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn dotfiles() {
+        assert_eq!(resolve(b".env", false), Err(Refused::Hidden));
+        assert_eq!(resolve(b".git/config", false), Err(Refused::Hidden));
+        assert_eq!(resolve(b"%2egit/config", false), Err(Refused::Hidden));
+        assert!(resolve(b".well-known/x", true).is_ok());
+    }
+}
