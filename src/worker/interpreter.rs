@@ -123,7 +123,12 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
 /// The full traceback of a Python error, as Python would print it.
 pub fn format_err(py: Python<'_>, e: &PyErr) -> String {
     py.import("traceback")
-        .and_then(|tb| tb.call_method1("format_exception", (e.value(py),)))
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (e.get_type(py), e.value(py), e.traceback(py)),
+            )
+        })
         .and_then(|lines| lines.extract::<Vec<String>>())
         .map(|lines| lines.concat())
         .unwrap_or_else(|_| e.to_string())

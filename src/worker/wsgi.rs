@@ -130,7 +130,7 @@ impl Wsgi {
         let text = self
             .format_exception
             .bind(py)
-            .call1((e.value(py),))
+            .call1((e.get_type(py), e.value(py), e.traceback(py)))
             .and_then(|lines| lines.extract::<Vec<String>>())
             .map(|lines| lines.concat())
             .unwrap_or_else(|_| e.to_string());
