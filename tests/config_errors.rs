@@ -1,0 +1,198 @@
+//! Config problems are reported as `<file>:<line>:<col>: <dotted.key>: ...`
+//! by both `corral check` and `corral serve` (exit code != 0), and an app that
+//! fails to import makes `serve` give up with the Python traceback.
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::time::Duration;
+
+const SERVE_EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The config path as it may appear in messages (as given, or canonical).
+fn path_spellings(p: &Path) -> Vec<String> {
+    let mut v = vec![p.display().to_string()];
+    if let Ok(c) = p.canonicalize() {
+        let c = c.display().to_string();
+        if !v.contains(&c) {
+            v.push(c);
+        }
+    }
+    v
+}
+
+/// Some line of `stderr` contains `<config path>:<line>:` and `key`.
+fn mentions(stderr: &str, cfg: &Path, line: usize, key: &str) -> bool {
+    let prefixes: Vec<String> = path_spellings(cfg)
+        .into_iter()
+        .map(|p| format!("{p}:{line}:"))
+        .collect();
+    stderr
+        .lines()
+        .any(|l| l.contains(key) && prefixes.iter().any(|p| l.contains(p.as_str())))
+}
+
+/// Both `check` and `serve` must reject the config, naming file, line and key.
+fn assert_rejected(site: Site, key: &str, line_needle: &str) {
+    let cfg = site.config_path();
+    let line = line_of(site.config_text(), line_needle);
+    let expect = format!("{}:{line}:<col>: {key}: ...", cfg.display());
+
+    let out = site.check();
+    if out.timed_out() || out.success() {
+        panic!(
+            "`corral check` should fail for a bad {key}\n{out}\n---- site.toml ----\n{}",
+            site.config_text()
+        );
+    }
+    assert!(
+        out.code().is_some(),
+        "`corral check` killed by a signal?\n{out}"
+    );
+    if !mentions(&out.stderr, &cfg, line, key) {
+        panic!("`corral check` stderr should have a line like `{expect}`\n{out}\n---- site.toml ----\n{}", site.config_text());
+    }
+
+    let text = site.config_text().to_string();
+    let mut srv = site.spawn();
+    let status = match srv.wait_exit(SERVE_EXIT_TIMEOUT) {
+        Some(st) => st,
+        None => srv.fail(format!(
+            "`corral serve` with a bad {key} did not exit within {SERVE_EXIT_TIMEOUT:?}"
+        )),
+    };
+    if status.success() {
+        srv.fail(format!(
+            "`corral serve` with a bad {key} exited successfully\n---- site.toml ----\n{text}"
+        ));
+    }
+    let err = srv.stderr();
+    if !mentions(&err, &cfg, line, key) {
+        srv.fail(format!(
+            "`corral serve` stderr should have a line like `{expect}`\n---- site.toml ----\n{text}"
+        ));
+    }
+    if err.contains("corral ready") {
+        srv.fail("`corral serve` claimed to be ready with a bad config");
+    }
+}
+
+#[test]
+fn unknown_key() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nlisen = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.lisen", "lisen =");
+}
+
+#[test]
+fn wrong_type() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nchdir = \".\"\nworkers = \"two\"\n",
+    );
+    assert_rejected(site, "app.workers", "workers = \"two\"");
+}
+
+#[test]
+fn missing_module_file() {
+    // No nope.py next to the config (and no such module anywhere).
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"nope:app\"\nchdir = \".\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "app.module", "module = \"nope:app\"");
+}
+
+#[test]
+fn listen_port_not_a_number() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:notaport\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.listen", "notaport");
+}
+
+#[test]
+fn listen_bad_ip() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"999.1.1.1:80\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.listen", "999.1.1.1");
+}
+
+#[test]
+fn check_reports_every_problem() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nlisen = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = \"two\"\n",
+    );
+    let cfg = site.config_path();
+    let l1 = line_of(site.config_text(), "lisen =");
+    let l2 = line_of(site.config_text(), "workers = \"two\"");
+    let out = site.check();
+    assert!(
+        !out.timed_out() && !out.success(),
+        "`corral check` should fail\n{out}"
+    );
+    assert!(
+        mentions(&out.stderr, &cfg, l1, "server.lisen"),
+        "first problem (server.lisen at line {l1}) not reported\n{out}"
+    );
+    assert!(
+        mentions(&out.stderr, &cfg, l2, "app.workers"),
+        "second problem (app.workers at line {l2}) not reported\n{out}"
+    );
+}
+
+#[test]
+fn valid_config_passes_check() {
+    let site = Site::new().app("hello.py").config(&app_config(
+        "hello:application",
+        2,
+        "queue_size = 10\nqueue_timeout = \"500ms\"\npythonpath = []\nvirtualenv = \"\"",
+    ));
+    let out = site.check();
+    assert!(
+        out.success(),
+        "`corral check` should accept a valid config\n{out}\n---- site.toml ----\n{}",
+        site.config_text()
+    );
+    assert!(
+        out.stdout.contains("ok") || out.stderr.contains("ok"),
+        "`corral check` should print `ok`\n{out}"
+    );
+}
+
+#[test]
+fn app_import_error_makes_serve_give_up() {
+    let mut srv = Site::new()
+        .app("broken.py")
+        .config(&app_config("broken:application", 1, ""))
+        .spawn();
+    let status = match srv.wait_exit(Duration::from_secs(20)) {
+        Some(st) => st,
+        None => srv
+            .fail("`corral serve` with an app that cannot be imported is still running after 20 s"),
+    };
+    if status.success() {
+        srv.fail(format!(
+            "`corral serve` exited with {status} although the app cannot be imported"
+        ));
+    }
+    let err = srv.stderr();
+    for needle in [
+        "Traceback",
+        "worker failed to boot:",
+        "No module named 'nope'",
+    ] {
+        if !err.contains(needle) {
+            srv.fail(format!("stderr should contain {needle:?}"));
+        }
+    }
+    if !err
+        .lines()
+        .any(|l| l.contains("worker failed to boot:") && l.contains("No module named 'nope'"))
+    {
+        srv.fail("the `worker failed to boot:` line should name the exception (ModuleNotFoundError: No module named 'nope')");
+    }
+    if err.contains("corral ready") {
+        srv.fail("`corral serve` claimed to be ready although no worker could boot");
+    }
+}

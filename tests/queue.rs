@@ -1,0 +1,182 @@
+//! The FIFO queue in front of the workers: ordering, queue_size and
+//! queue_timeout (503 + Retry-After).
+mod common;
+
+use common::*;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn echo_server(app_extra: &str) -> Running {
+    Site::new()
+        .app("echo_environ.py")
+        .config(&app_config("echo_environ:application", 1, app_extra))
+        .start()
+}
+
+#[test]
+fn one_worker_serves_queued_requests_in_order() {
+    let srv = echo_server("queue_timeout = \"30s\"");
+    let port = srv.port;
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..4u32)
+        .map(|i| {
+            thread::spawn(move || {
+                // Start 50 ms apart so the arrival order is well defined.
+                let start_at = Duration::from_millis(50 * u64::from(i));
+                if let Some(wait) = start_at.checked_sub(t0.elapsed()) {
+                    thread::sleep(wait);
+                }
+                let r = try_request_timeout(
+                    port,
+                    &get_req(port, &format!("/sleep?s=0.5&i={i}")),
+                    Duration::from_secs(30),
+                );
+                (i, r, t0.elapsed())
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for h in handles {
+        results.push(h.join().expect("client thread panicked"));
+    }
+    let mut summary = String::new();
+    for (i, r, t) in &results {
+        match r {
+            Ok(resp) => summary.push_str(&format!("  #{i}: {} after {t:?}\n", resp.status)),
+            Err(e) => summary.push_str(&format!("  #{i}: error {e} after {t:?}\n")),
+        }
+    }
+    for (i, r, _) in &results {
+        match r {
+            Ok(resp) if resp.status == 200 => {}
+            _ => srv.fail(format!("request #{i} did not get a 200:\n{summary}")),
+        }
+    }
+    let mut by_finish: Vec<(Duration, u32)> = results.iter().map(|(i, _, t)| (*t, *i)).collect();
+    by_finish.sort();
+    let order: Vec<u32> = by_finish.iter().map(|(_, i)| *i).collect();
+    assert_eq!(
+        order,
+        vec![0, 1, 2, 3],
+        "requests should complete in arrival (FIFO) order:\n{summary}"
+    );
+    let total = by_finish.last().map(|(t, _)| *t).unwrap_or_default();
+    assert!(
+        total >= Duration::from_millis(1900),
+        "4 x 0.5 s on one worker must take >= 2 s (one request at a time), took {total:?}:\n{summary}"
+    );
+    // Each one finishes roughly 0.5 s after the previous one.
+    for w in by_finish.windows(2) {
+        let gap = w[1].0.saturating_sub(w[0].0);
+        assert!(
+            gap >= Duration::from_millis(250),
+            "requests overlapped on a single worker (gap {gap:?}):\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn full_queue_gives_503_with_retry_after() {
+    let srv = echo_server("queue_size = 1\nqueue_timeout = \"30s\"");
+    let port = srv.port;
+    let t0 = Instant::now();
+    let handles: Vec<_> = (0..4u32)
+        .map(|i| {
+            thread::spawn(move || {
+                let start_at = Duration::from_millis(100 * u64::from(i));
+                if let Some(wait) = start_at.checked_sub(t0.elapsed()) {
+                    thread::sleep(wait);
+                }
+                let sent = t0.elapsed();
+                let r = try_request_timeout(
+                    port,
+                    &get_req(port, &format!("/sleep?s=1&i={i}")),
+                    Duration::from_secs(30),
+                );
+                (i, r, sent, t0.elapsed())
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("client thread panicked"))
+        .collect();
+    let mut summary = String::new();
+    for (i, r, sent, done) in &results {
+        match r {
+            Ok(resp) => summary.push_str(&format!(
+                "  #{i}: {} (Retry-After: {:?}) sent at {sent:?}, done at {done:?}\n",
+                resp.status,
+                resp.header("retry-after")
+            )),
+            Err(e) => summary.push_str(&format!(
+                "  #{i}: error {e} (sent at {sent:?}, done at {done:?})\n"
+            )),
+        }
+    }
+    let mut ok = 0;
+    let mut rejected = 0;
+    for (i, r, _, _) in &results {
+        match r {
+            Ok(resp) if resp.status == 200 => ok += 1,
+            Ok(resp) if resp.status == 503 => {
+                let ra = resp.header("retry-after").unwrap_or("").trim();
+                if ra.is_empty() {
+                    srv.fail(format!(
+                        "503 for request #{i} without a Retry-After header\n{resp}\n{summary}"
+                    ));
+                }
+                rejected += 1;
+            }
+            _ => srv.fail(format!("request #{i}: expected 200 or 503:\n{summary}")),
+        }
+    }
+    if ok == 0 || rejected == 0 {
+        srv.fail(format!(
+            "with 1 worker, queue_size = 1 and 4 concurrent 1 s requests, expected some 200s and at least one 503 (got {ok} x 200, {rejected} x 503):\n{summary}"
+        ));
+    }
+    // The first request got the worker, so it must have succeeded.
+    assert!(
+        matches!(&results[0].1, Ok(r) if r.status == 200),
+        "the first request should have been served:\n{summary}"
+    );
+}
+
+#[test]
+fn queue_timeout_gives_503_with_retry_after() {
+    let srv = echo_server("queue_timeout = \"300ms\"");
+    let port = srv.port;
+    let slow = thread::spawn(move || {
+        try_request_timeout(port, &get_req(port, "/sleep?s=2"), Duration::from_secs(30))
+    });
+    // Let the slow request reach the only worker.
+    thread::sleep(Duration::from_millis(400));
+    let t = Instant::now();
+    let r = try_request_timeout(port, &get_req(port, "/pid"), Duration::from_secs(30));
+    let waited = t.elapsed();
+    let r = r.unwrap_or_else(|e| srv.fail(format!("queued request failed after {waited:?}: {e}")));
+    srv.assert_status(
+        &r,
+        503,
+        "request stuck behind a 2 s request with queue_timeout = 300ms",
+    );
+    assert!(
+        r.header("retry-after")
+            .map(|v| !v.trim().is_empty())
+            .unwrap_or(false),
+        "503 without Retry-After\n{r}"
+    );
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1500),
+        "the 503 should come after ~0.3 s in the queue (got it after {waited:?})"
+    );
+    let slow = slow.join().expect("slow client thread panicked");
+    match slow {
+        Ok(resp) => srv.assert_status(&resp, 200, "the 2 s request"),
+        Err(e) => srv.fail(format!("the 2 s request failed: {e}")),
+    }
+    // The queue recovers.
+    let r = srv.get("/pid");
+    srv.assert_status(&r, 200, "GET /pid after the queue drained");
+}
