@@ -127,6 +127,9 @@ fn load(path: &std::path::Path) -> Result<config::Site, ExitCode> {
         }
         ExitCode::FAILURE
     })?;
+    for w in &site.warnings {
+        eprintln!("corral: warning: {w}");
+    }
     // Finding the app module needs Python, which the master must never
     // initialise (it forks): a short-lived child answers instead.
     if let Err(msg) = worker::probe::find_app_module(&site) {

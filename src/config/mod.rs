@@ -7,6 +7,7 @@
 
 mod diagnostics;
 pub mod schema;
+pub mod tls;
 pub mod units;
 mod validate;
 
@@ -34,6 +35,28 @@ pub struct Site {
     pub pid_file: Option<PathBuf>,
     /// `[[static]]` mounts, longest URL prefix first.
     pub static_mounts: Vec<Mount>,
+    pub tls: Option<TlsSite>,
+    /// Not errors, but worth saying at `check` and start (expiring certificates...).
+    pub warnings: Vec<Problem>,
+}
+
+/// A validated `[tls]` table.
+#[derive(Debug, Clone)]
+pub struct TlsSite {
+    pub listen: Vec<SocketAddr>,
+    pub certs: Vec<TlsCertFiles>,
+    pub client_ca: Option<PathBuf>,
+    pub client_required: bool,
+    pub hsts: String,
+    pub redirect_http: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsCertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// SNI names (from the config, or the certificate's own names).
+    pub hosts: Vec<String>,
 }
 
 /// A resolved `[[static]]` mount.
@@ -107,10 +130,14 @@ pub fn load(path: &Path) -> Result<Site, Problems> {
     let Some(config) = config else {
         return Err(Problems(problems));
     };
-    let site = validate::validate(&source, config, &mut problems);
+    let mut warnings = Vec::new();
+    let site = validate::validate(&source, config, &mut problems, &mut warnings);
     problems.sort_by_key(|p| p.line);
     match site {
-        Some(site) if problems.is_empty() => Ok(site),
+        Some(mut site) if problems.is_empty() => {
+            site.warnings = warnings;
+            Ok(site)
+        }
         _ => Err(Problems(problems)),
     }
 }

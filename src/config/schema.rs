@@ -15,6 +15,7 @@ pub struct Config {
     #[serde(rename = "static")]
     pub static_mounts: Vec<StaticMount>,
     pub compression: Compression,
+    pub tls: Tls,
     pub limits: Limits,
     pub log: Log,
 }
@@ -34,6 +35,8 @@ pub struct Server {
     /// Run the edge and workers as this user/group (the master binds ports first).
     pub user: String,
     pub group: String,
+    /// Accept cleartext HTTP/2 (prior knowledge) on the plain listeners.
+    pub h2c: bool,
 }
 
 impl Default for Server {
@@ -45,6 +48,7 @@ impl Default for Server {
             pid_file: String::new(),
             user: String::new(),
             group: String::new(),
+            h2c: false,
         }
     }
 }
@@ -217,4 +221,31 @@ impl Default for Compression {
             .collect(),
         }
     }
+}
+
+/// `[tls]`: HTTPS listeners and their certificates.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub listen: Vec<String>,
+    /// Plain-HTTP listeners answer with a redirect to https.
+    pub redirect_http: bool,
+    /// Strict-Transport-Security value for TLS responses (empty: none).
+    pub hsts: String,
+    /// CA bundle (PEM) for client certificates; empty: no client auth.
+    pub client_ca: String,
+    /// "required" or "optional" (only with client_ca).
+    pub client_auth: String,
+    pub cert: Vec<TlsCert>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsCert {
+    /// Full chain, PEM.
+    pub cert: String,
+    /// PKCS#8, PKCS#1 or SEC1 key, PEM.
+    pub key: String,
+    /// SNI names served with this certificate ("*.example.com" allowed).
+    pub hosts: Vec<String>,
 }

@@ -11,7 +11,12 @@ use std::path::{Path, PathBuf};
 /// The Python minor version corral was built against (from build.rs).
 pub const PYTHON_VERSION: &str = env!("CORRAL_PYTHON_VERSION");
 
-pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) -> Option<Site> {
+pub fn validate(
+    source: &Source,
+    config: Config,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<Problem>,
+) -> Option<Site> {
     let base = source
         .file
         .parent()
@@ -28,6 +33,7 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         }
     };
     let mut bad = |key: &str, msg: String| problems.push(source.at_key(key, msg));
+    let mut warnings = |key: &str, msg: String| warnings.push(source.at_key(key, msg));
 
     // [server]
     let mut listen = Vec::new();
@@ -183,6 +189,9 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
     }
     static_mounts.sort_by_key(|m| std::cmp::Reverse(m.url.len()));
 
+    // [tls]
+    let tls = validate_tls(&config.tls, &resolve, &listen, &mut bad, &mut warnings);
+
     // [compression]
     if !(1..=9).contains(&config.compression.level) {
         bad("compression.level", "must be between 1 and 9".into());
@@ -230,6 +239,8 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         file: source.file.to_path_buf(),
         pid_file,
         static_mounts,
+        tls,
+        warnings: Vec::new(),
         listen,
         app: app.ok()?,
         chdir,
@@ -237,6 +248,115 @@ pub fn validate(source: &Source, config: Config, problems: &mut Vec<Problem>) ->
         virtualenv,
         access_log,
         config,
+    })
+}
+
+fn validate_tls(
+    cfg: &super::schema::Tls,
+    resolve: &dyn Fn(&str) -> PathBuf,
+    plain: &[SocketAddr],
+    bad: &mut dyn FnMut(&str, String),
+    warn: &mut dyn FnMut(&str, String),
+) -> Option<super::TlsSite> {
+    if cfg.listen.is_empty() && cfg.cert.is_empty() {
+        if cfg.redirect_http {
+            bad(
+                "tls.redirect_http",
+                "needs [tls] listen and a [[tls.cert]]".into(),
+            );
+        }
+        return None;
+    }
+    let mut listen = Vec::new();
+    for (i, addr) in cfg.listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if plain.contains(&a) || listen.contains(&a) => bad(
+                &format!("tls.listen[{i}]"),
+                format!("`{addr}` is already a listener"),
+            ),
+            Ok(a) => listen.push(a),
+            Err(_) => bad(
+                &format!("tls.listen[{i}]"),
+                format!("`{addr}` is not an address: use IP:PORT, e.g. \"0.0.0.0:443\""),
+            ),
+        }
+    }
+    if cfg.listen.is_empty() {
+        bad(
+            "tls.listen",
+            "needs at least one address, e.g. [\"0.0.0.0:443\"]".into(),
+        );
+    }
+    if cfg.cert.is_empty() {
+        bad(
+            "tls",
+            "needs at least one [[tls.cert]] with cert and key".into(),
+        );
+    }
+    let mut certs = Vec::new();
+    for (i, c) in cfg.cert.iter().enumerate() {
+        if c.cert.is_empty() || c.key.is_empty() {
+            bad(
+                &format!("tls.cert[{i}]"),
+                "needs both `cert` and `key`".into(),
+            );
+            continue;
+        }
+        let (cert, key) = (resolve(&c.cert), resolve(&c.key));
+        match super::tls::load(&cert, &key, &c.hosts) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    warn(&format!("tls.cert[{i}].cert"), w.clone());
+                }
+                certs.push(super::TlsCertFiles {
+                    cert,
+                    key,
+                    hosts: if c.hosts.is_empty() {
+                        loaded.names
+                    } else {
+                        c.hosts.clone()
+                    },
+                });
+            }
+            Err(e) => bad(&format!("tls.cert[{i}]"), e),
+        }
+    }
+    let client_ca = if cfg.client_ca.is_empty() {
+        if !cfg.client_auth.is_empty() {
+            bad("tls.client_auth", "needs tls.client_ca".into());
+        }
+        None
+    } else {
+        let ca = resolve(&cfg.client_ca);
+        if let Err(e) = super::tls::read_chain(&ca) {
+            bad("tls.client_ca", e);
+        }
+        Some(ca)
+    };
+    let client_required = match cfg.client_auth.as_str() {
+        "" | "required" => true,
+        "optional" => false,
+        _ => {
+            bad(
+                "tls.client_auth",
+                "must be \"required\" or \"optional\"".into(),
+            );
+            true
+        }
+    };
+    if !cfg.hsts.is_empty() && !cfg.hsts.to_ascii_lowercase().contains("max-age=") {
+        bad(
+            "tls.hsts",
+            "must contain max-age, e.g. \"max-age=63072000; includeSubDomains\"".into(),
+        );
+    }
+    Some(super::TlsSite {
+        listen,
+        certs,
+        client_ca,
+        client_required,
+        hsts: cfg.hsts.clone(),
+        redirect_http: cfg.redirect_http,
     })
 }
 

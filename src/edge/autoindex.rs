@@ -48,7 +48,7 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     resp.insert_header("Content-Length", body.len().to_string())?;
     super::compression::disable(session);
     let head = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head).await?;
+    super::respond::header(session, resp, head).await?;
     if !head {
         session.write_response_body(Some(body), true).await?;
     }

@@ -67,7 +67,13 @@ pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u
     }
     let client = session.client_addr().and_then(|a| a.as_inet().copied());
     let local = session.server_addr().and_then(|a| a.as_inet().copied());
-    let scheme = "http";
+    let tls = super::respond::is_tls(session);
+    let scheme = if tls { "https" } else { "http" };
+    let client_subject = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<super::tls::ClientSubject>())
+        .map(|s| s.0.clone());
     let mut add = |k: &str, v: &[u8]| {
         h.extend_from_slice(k.as_bytes());
         h.extend_from_slice(b": ");
@@ -82,6 +88,12 @@ pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u
         add("x-corral-local", l.to_string().as_bytes());
     }
     add("x-corral-scheme", scheme.as_bytes());
+    if let Some(subject) = &client_subject {
+        // Subjects are ASCII in practice; anything else is dropped, not forwarded raw.
+        if subject.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            add("x-corral-client-cert", subject.as_bytes());
+        }
+    }
     add("x-forwarded-proto", scheme.as_bytes());
     if let Some(host) = &host {
         add("x-forwarded-host", host);

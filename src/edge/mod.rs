@@ -16,8 +16,11 @@ mod dispatch;
 mod forward;
 mod http_ranges;
 mod proxy;
+mod redirect;
+mod respond;
 mod static_files;
 mod static_path;
+mod tls;
 mod upstream;
 
 use crate::config::Site;
@@ -97,6 +100,26 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
     for addr in &site.listen {
         service.add_tcp(&addr.to_string());
+    }
+    if site.config.server.h2c {
+        if let Some(proxy) = service.app_logic_mut() {
+            let mut options = pingora_core::apps::HttpServerOptions::default();
+            options.h2c = true;
+            proxy.server_options = Some(options);
+        }
+    }
+    if let Some(tls_site) = &site.tls {
+        respond::set_tls_facts(respond::TlsFacts {
+            hsts: tls_site.hsts.clone(),
+            redirect_http: tls_site.redirect_http,
+            https_port: tls_site.listen.first().map(|a| a.port()),
+        });
+        for addr in &tls_site.listen {
+            match tls::settings(tls_site) {
+                Ok(settings) => service.add_tls_with_settings(&addr.to_string(), None, settings),
+                Err(e) => return fail(format!("TLS: {e}")),
+            }
+        }
     }
     server.add_service(service);
     server.add_service(background_service(

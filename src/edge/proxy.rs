@@ -80,6 +80,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if let Some(status) = super::redirect::to_https(session).await? {
+            ctx.status = status;
+            return Ok(true);
+        }
         // Static files never reach Python (unless a mount falls back to the app).
         if let Some(mount) =
             static_files::find(&self.static_mounts, session.req_header().raw_path())
@@ -209,14 +213,10 @@ impl ProxyHttp for Edge {
                 lease.put_conn(conn);
             }
             drop(lease);
-            session
-                .write_response_header(Box::new(header), true)
-                .await?;
+            super::respond::header(session, header, true).await?;
             return Ok(true);
         }
-        session
-            .write_response_header(Box::new(header), false)
-            .await?;
+        super::respond::header(session, header, false).await?;
 
         // Read the worker's body in its own task into a bounded buffer, so
         // the worker is free once its response is in, whatever the client's
@@ -347,7 +347,7 @@ impl Edge {
             resp.insert_header("Connection", "close")?;
             session.set_keepalive(None);
         }
-        session.write_response_header(Box::new(resp), false).await?;
+        super::respond::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }

@@ -212,7 +212,7 @@ async fn send_file(
     let status = resp.status.as_u16();
     super::compression::disable(session);
     if head || len == 0 {
-        session.write_response_header(Box::new(resp), true).await?;
+        super::respond::header(session, resp, true).await?;
         return Ok(Served::Done(status));
     }
     let mut file = match tokio::fs::File::open(&path).await {
@@ -226,7 +226,7 @@ async fn send_file(
                 pingora_core::Error::because(pingora_core::ErrorType::ReadError, "seek", e)
             })?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
+    super::respond::header(session, resp, false).await?;
     let mut left = len;
     let mut buf = vec![0u8; CHUNK];
     while left > 0 {
@@ -407,12 +407,12 @@ pub async fn finish(
             resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
             resp.insert_header("Content-Length", b.len().to_string())?;
             let head = session.req_header().method == http::Method::HEAD;
-            session.write_response_header(Box::new(resp), head).await?;
+            super::respond::header(session, resp, head).await?;
             if !head {
                 session.write_response_body(Some(b), true).await?;
             }
         }
-        None => session.write_response_header(Box::new(resp), true).await?,
+        None => super::respond::header(session, resp, true).await?,
     }
     Ok(Served::Done(status))
 }

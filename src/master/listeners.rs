@@ -23,15 +23,23 @@ pub struct Listeners {
 impl Listeners {
     pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
         let mut socks = Vec::new();
-        for (i, addr) in site.listen.iter().enumerate() {
+        let plain = site
+            .listen
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("server.listen[{i}]"), a));
+        let tls = site.tls.iter().flat_map(|t| {
+            t.listen
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("tls.listen[{i}]"), a))
+        });
+        for (key, addr) in plain.chain(tls) {
             match bind_one(addr) {
                 Ok(fd) => socks.push((*addr, fd)),
                 Err(e) => bail!(
                     "error: {}",
-                    site.problem_at(
-                        &format!("server.listen[{i}]"),
-                        format!("cannot listen on {addr}: {e}")
-                    )
+                    site.problem_at(&key, format!("cannot listen on {addr}: {e}"))
                 ),
             }
         }

@@ -34,6 +34,7 @@ struct EdgeInfo {
     scheme: Option<String>,
     protocol: Option<String>,
     request_id: Option<String>,
+    client_cert: Option<String>,
 }
 
 impl Wsgi {
@@ -167,6 +168,7 @@ impl Wsgi {
                 "x-corral-scheme" => info.scheme = Some(value),
                 "x-corral-protocol" => info.protocol = Some(value),
                 "x-corral-request-id" => info.request_id = Some(value),
+                "x-corral-client-cert" => info.client_cert = Some(value),
                 "content-type" => env.set_item("CONTENT_TYPE", value)?,
                 "content-length" => {}
                 // Underscored names could spoof dashed ones (X_Forwarded_For
@@ -212,6 +214,14 @@ impl Wsgi {
         let scheme = info.scheme.unwrap_or_else(|| "http".into());
         if scheme == "https" {
             env.set_item("HTTPS", "on")?;
+            // The names nginx (uwsgi_param) and Apache use for client certificates.
+            match info.client_cert {
+                Some(subject) => {
+                    env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
+                    env.set_item("SSL_CLIENT_S_DN", subject)?;
+                }
+                None => env.set_item("SSL_CLIENT_VERIFY", "NONE")?,
+            }
         }
         env.set_item("wsgi.url_scheme", scheme)?;
         env.set_item(

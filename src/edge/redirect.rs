@@ -1,0 +1,59 @@
+//! `[tls] redirect_http`: plain-HTTP requests are sent to the same host and
+//! path over https: 301 for GET/HEAD, 308 for the rest (which keeps the
+//! method and body, where 301 lets clients turn a POST into a GET).
+
+use super::respond;
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Answers with a redirect when this plain-HTTP request must go to https.
+pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
+    let Some(facts) = respond::tls_facts() else {
+        return Ok(None);
+    };
+    if !facts.redirect_http || respond::is_tls(session) {
+        return Ok(None);
+    }
+    let req = session.req_header();
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    // Host without its port (IPv6 literals keep their brackets).
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host.as_str(),
+    };
+    if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
+        let resp = ResponseHeader::build(400, Some(1))?;
+        respond::header(session, resp, true).await?;
+        return Ok(Some(400));
+    }
+    let port = match facts.https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let target = String::from_utf8_lossy(req.raw_path()).into_owned();
+    let location = format!("https://{name}{port}{target}");
+    let status = if matches!(req.method, http::Method::GET | http::Method::HEAD) {
+        301
+    } else {
+        308
+    };
+    let body = Bytes::from(format!("Moved to {location}\n"));
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("Location", &location)?;
+    resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    let head = session.req_header().method == http::Method::HEAD;
+    respond::header(session, resp, head).await?;
+    if !head {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(Some(status))
+}
