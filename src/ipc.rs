@@ -24,6 +24,8 @@ pub enum Status {
     Retire(i32, String),
     /// Worker id (not pid: the edge only knows ids) and the request.
     Timeout(u64, String),
+    /// The edge stopped using worker id after a failed exchange.
+    Suspect(u64),
 }
 
 impl Status {
@@ -33,6 +35,7 @@ impl Status {
             Status::Failed(pid, reason) => format!("fail {pid} {}\n", one_line(reason)),
             Status::Retire(pid, reason) => format!("retire {pid} {}\n", one_line(reason)),
             Status::Timeout(id, what) => format!("timeout {id} {}\n", one_line(what)),
+            Status::Suspect(id) => format!("suspect {id}\n"),
         }
     }
 
@@ -46,6 +49,7 @@ impl Status {
             "fail" => Some(Status::Failed(num.parse().ok()?, rest)),
             "retire" => Some(Status::Retire(num.parse().ok()?, rest)),
             "timeout" => Some(Status::Timeout(num.parse().ok()?, rest)),
+            "suspect" => Some(Status::Suspect(num.parse().ok()?)),
             _ => None,
         }
     }

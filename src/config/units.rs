@@ -74,6 +74,11 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| format!("duration `{s}` is out of range"))
 }
 
+/// The Python minor version corral embeds, e.g. `3.11` (recorded by build.rs).
+pub fn python_version() -> &'static str {
+    env!("CORRAL_PYTHON_VERSION")
+}
+
 struct SizeVisitor;
 
 impl Visitor<'_> for SizeVisitor {
@@ -156,9 +161,4 @@ mod tests {
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 fortnights").is_err());
     }
-}
-
-/// The Python minor version corral embeds, e.g. `3.11` (recorded by build.rs).
-pub fn python_version() -> &'static str {
-    env!("CORRAL_PYTHON_VERSION")
 }

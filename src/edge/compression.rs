@@ -57,3 +57,40 @@ pub fn decide(
         disable(session);
     }
 }
+
+/// pingora's compressor takes the first coding a client lists and ignores
+/// q-values (even `q=0`, "never send me this"). Before it reads the header,
+/// rewrite Accept-Encoding to the codings we can produce, best first, with
+/// refused ones removed; the q-values stay so static file selection can
+/// still weigh them.
+pub fn normalize_accept_encoding(session: &mut Session) {
+    let headers = &session.req_header().headers;
+    let Some(value) = headers.get(http::header::ACCEPT_ENCODING) else {
+        return;
+    };
+    let Ok(value) = value.to_str() else { return };
+    if value == "gzip" {
+        return; // the common case, already unambiguous
+    }
+    let ranked = super::static_files::accepted_encodings_with_q(value);
+    let rewritten: Vec<String> = ranked
+        .iter()
+        .map(|(coding, q)| format!("{coding};q={}", format_q(*q)))
+        .collect();
+    let req = session.req_header_mut();
+    if rewritten.is_empty() {
+        req.remove_header(&http::header::ACCEPT_ENCODING);
+    } else {
+        let _ = req.insert_header(http::header::ACCEPT_ENCODING, rewritten.join(", "));
+    }
+}
+
+fn format_q(q: f32) -> String {
+    let s = format!("{:.3}", q.clamp(0.0, 1.0));
+    let s = s.trim_end_matches('0');
+    if s.ends_with('.') {
+        format!("{s}0")
+    } else {
+        s.to_string()
+    }
+}

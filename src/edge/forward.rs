@@ -12,6 +12,9 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// Bytes escaped in the forwarded client DN: controls, non-ASCII and `%`.
+const DN_ENCODE: percent_encoding::AsciiSet = percent_encoding::CONTROLS.add(b'%');
+
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -89,10 +92,11 @@ pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u
     }
     add("x-corral-scheme", scheme.as_bytes());
     if let Some(subject) = &client_subject {
-        // Subjects are ASCII in practice; anything else is dropped, not forwarded raw.
-        if subject.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-            add("x-corral-client-cert", subject.as_bytes());
-        }
+        // Presence of this header means the certificate was verified; the
+        // subject goes as percent-encoded UTF-8, so any name survives intact.
+        add("x-corral-client-verify", b"SUCCESS");
+        let safe: String = percent_encoding::utf8_percent_encode(subject, &DN_ENCODE).to_string();
+        add("x-corral-client-cert", safe.as_bytes());
     }
     add("x-forwarded-proto", scheme.as_bytes());
     if let Some(host) = &host {

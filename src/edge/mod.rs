@@ -13,6 +13,7 @@ mod compression;
 mod conditional;
 mod control;
 mod dispatch;
+mod drain;
 mod forward;
 mod http_ranges;
 mod proxy;
@@ -30,7 +31,6 @@ use pingora_core::server::Fds;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use std::os::fd::RawFd;
-use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::Duration;
 use tracing::{error, info};
@@ -67,7 +67,9 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     }
     let mut conf = ServerConf {
         threads: site.config.server.edge_threads,
-        grace_period_seconds: Some(site.graceful_timeout().as_secs().max(1)),
+        // corral drains before telling pingora (see drain.rs); pingora then
+        // has nothing left to wait for.
+        grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: false,
         ..ServerConf::default()
@@ -78,6 +80,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    let listener_fds: Vec<RawFd> = listen_fds.iter().map(|(_, fd)| *fd).collect();
     let sender = adopt_listeners(listen_fds, handoff);
     server.bootstrap();
     if sender.join().ok() != Some(true) {
@@ -132,7 +135,10 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     ));
     info!("edge {pid} listening on {:?}", site.listen);
     server.run(RunArgs {
-        shutdown_signal: Box::new(EdgeSignals),
+        shutdown_signal: Box::new(EdgeSignals {
+            listeners: listener_fds,
+            limit: site.graceful_timeout(),
+        }),
     });
     access_log::flush();
     0
@@ -161,10 +167,12 @@ fn adopt_listeners(
     })
 }
 
-/// Maps signals to pingora's shutdown kinds, and ends a graceful stop as
-/// soon as the last in-flight request is done (pingora alone would sleep
-/// the whole grace period).
-struct EdgeSignals;
+/// Maps signals to pingora's shutdown kinds; a graceful stop drains first
+/// (see `drain`).
+struct EdgeSignals {
+    listeners: Vec<RawFd>,
+    limit: Duration,
+}
 
 #[async_trait]
 impl ShutdownSignalWatch for EdgeSignals {
@@ -180,23 +188,11 @@ impl ShutdownSignalWatch for EdgeSignals {
         };
         tokio::select! {
             _ = term.recv() => {
-                info!("edge draining: no new connections, finishing in-flight requests");
-                std::thread::spawn(exit_when_drained);
+                drain::drain(&self.listeners, self.limit).await;
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,
             _ = quit.recv() => ShutdownSignal::FastShutdown,
         }
     }
-}
-
-fn exit_when_drained() {
-    // Let pingora stop its listeners and idle keep-alive connections first.
-    std::thread::sleep(Duration::from_millis(200));
-    while proxy::IN_FLIGHT.load(Ordering::SeqCst) > 0 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    info!("edge drained");
-    access_log::flush();
-    std::process::exit(0);
 }

@@ -20,7 +20,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::BufReader;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tracing::{error, warn};
 
@@ -76,6 +76,7 @@ impl ProxyHttp for Edge {
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);
+        super::compression::normalize_accept_encoding(session);
         Ok(())
     }
 
@@ -85,9 +86,7 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         // Static files never reach Python (unless a mount falls back to the app).
-        if let Some(mount) =
-            static_files::find(&self.static_mounts, session.req_header().raw_path())
-        {
+        if let Some(mount) = static_files::find(&self.static_mounts, session) {
             match static_files::serve(session, mount).await? {
                 Served::Done(status) => {
                     ctx.status = status;
@@ -175,6 +174,7 @@ impl ProxyHttp for Edge {
                         "request {} not delivered to worker {}: {e}; retrying",
                         ctx.request_id, lease.worker
                     );
+                    suspect(&self.pool, self.status_fd, lease.worker);
                     avoid.push(lease.worker);
                 }
                 Err(ExchangeError::NotDelivered(e)) => {
@@ -182,6 +182,7 @@ impl ProxyHttp for Edge {
                     return self.refuse(session, ctx, 502, "Bad Gateway").await;
                 }
                 Err(ExchangeError::Failed(why)) => {
+                    suspect(&self.pool, self.status_fd, lease.worker);
                     error!(
                         "request {} ({} {}) failed in worker {}: {why}",
                         ctx.request_id,
@@ -215,6 +216,22 @@ impl ProxyHttp for Edge {
             drop(lease);
             super::respond::header(session, header, true).await?;
             return Ok(true);
+        }
+        // A body already sitting whole in our read buffer (small responses,
+        // the common case) goes out at once: no task, no channel, and the
+        // worker is released before the client write even starts.
+        if let Framing::Length(n) = resp.framing {
+            if conn.buffer().len() as u64 == n {
+                let body = Bytes::copy_from_slice(conn.buffer());
+                conn.consume(n as usize);
+                if !resp.close {
+                    lease.put_conn(conn);
+                }
+                drop(lease);
+                super::respond::header(session, header, false).await?;
+                session.write_response_body(Some(body), true).await?;
+                return Ok(true);
+            }
         }
         super::respond::header(session, header, false).await?;
 
@@ -351,6 +368,14 @@ impl Edge {
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
+}
+
+/// A worker just failed an exchange: most likely it is dead, and the master
+/// will say so shortly. Until then, send it nothing more; the master puts
+/// it back (`up` again) if it turns out to be alive.
+fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64) {
+    pool.worker_down(worker);
+    crate::ipc::send_status(status_fd, &crate::ipc::Status::Suspect(worker));
 }
 
 /// `GET /path (request 0a1b…)`: how logs name a request.

@@ -35,6 +35,11 @@ pub fn is_tls(session: &Session) -> bool {
 }
 
 pub async fn header(session: &mut Session, mut resp: ResponseHeader, end: bool) -> Result<()> {
+    if super::drain::DRAINING.load(std::sync::atomic::Ordering::Relaxed) && !session.is_http2() {
+        // Keep-alive clients reconnect, to the edge that replaces this one.
+        session.set_keepalive(None);
+        resp.insert_header("Connection", "close")?;
+    }
     if let Some(facts) = tls_facts() {
         if !facts.hsts.is_empty() && is_tls(session) {
             resp.insert_header("Strict-Transport-Security", &facts.hsts)?;

@@ -25,27 +25,32 @@ pub enum Served {
     Fallback,
 }
 
-/// The mount whose prefix matches `path` (mounts are sorted longest first).
-pub fn find<'a>(mounts: &'a [Mount], path: &[u8]) -> Option<&'a Mount> {
+/// The mount for this request, matched on the decoded path (mounts are
+/// sorted longest first). Absolute-form targets match by their path too.
+pub fn find<'a>(mounts: &'a [Mount], session: &Session) -> Option<&'a Mount> {
+    if mounts.is_empty() {
+        return None;
+    }
+    let path = static_path::decode(session.req_header().uri.path().as_bytes());
     mounts.iter().find(|m| {
         let prefix = m.url.as_bytes();
-        path.starts_with(prefix) || path == &prefix[..prefix.len() - 1]
+        path.starts_with(prefix) || path == prefix[..prefix.len() - 1]
     })
 }
 
 pub async fn serve(session: &mut Session, mount: &Mount) -> Result<Served> {
     let method = session.req_header().method.clone();
-    let raw = session.req_header().raw_path().to_vec();
-    let (path, query) = match raw.iter().position(|&b| b == b'?') {
-        Some(i) => (&raw[..i], Some(&raw[i..])),
-        None => (&raw[..], None),
-    };
+    let uri = session.req_header().uri.clone();
+    let path = uri.path().as_bytes();
+    let query = uri.query().map(|q| format!("?{q}").into_bytes());
+    let query = query.as_deref();
+    let decoded = static_path::decode(path);
     let fallback = mount.settings.fallback == "app";
     // "/static" without the slash: send the browser to the folder.
-    if path.len() < mount.url.len() {
+    if decoded.len() < mount.url.len() {
         return redirect(session, &[path, b"/", query.unwrap_or_default()].concat()).await;
     }
-    let rel = &path[mount.url.len()..];
+    let rel = &decoded[mount.url.len()..];
     let (rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
         Ok(r) => r,
         Err(Refused::Hidden) if fallback => return Ok(Served::Fallback),
@@ -312,6 +317,22 @@ async fn pick_encoding(
 
 /// Encodings we have siblings for, best first, by the client's q-values.
 pub fn accepted_encodings(accept: &str) -> Vec<(&'static str, &'static str)> {
+    accepted_with_q(accept)
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Content codings corral can produce (br, zstd, gzip) that the client
+/// accepts, best first, with their q-values.
+pub fn accepted_encodings_with_q(accept: &str) -> Vec<(&'static str, f32)> {
+    accepted_with_q(accept)
+        .into_iter()
+        .map(|((name, _), q)| (name, q))
+        .collect()
+}
+
+fn accepted_with_q(accept: &str) -> Vec<((&'static str, &'static str), f32)> {
     const KNOWN: [(&str, &str); 3] = [("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz")];
     let q_of = |name: &str| -> Option<f32> {
         let mut star = None;
@@ -340,7 +361,7 @@ pub fn accepted_encodings(accept: &str) -> Vec<(&'static str, &'static str)> {
         .filter_map(|(i, k)| q_of(k.0).filter(|q| *q > 0.0).map(|q| (q, i, *k)))
         .collect();
     out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    out.into_iter().map(|(_, _, k)| k).collect()
+    out.into_iter().map(|(q, _, k)| (k, q)).collect()
 }
 
 fn make_etag(size: u64, modified: SystemTime, encoding: Option<&str>) -> String {

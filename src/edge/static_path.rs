@@ -16,13 +16,19 @@ pub enum Refused {
     Hidden,
 }
 
-/// `raw` is the URL path after the mount prefix, still percent-encoded, and
-/// without the query. Returns the relative path and whether the URL ended
-/// with a slash (a directory request).
-pub fn resolve(raw: &[u8], dotfiles: bool) -> Result<(PathBuf, bool), Refused> {
-    let decoded: Vec<u8> = percent_encoding::percent_decode(raw).collect();
+/// Percent-decodes a URL path, once: mounts are matched and files looked up
+/// on the decoded form (as nginx does), and never decoded a second time, so
+/// `%252e%252e` stays the literal name `%2e%2e`.
+pub fn decode(raw_path: &[u8]) -> Vec<u8> {
+    percent_encoding::percent_decode(raw_path).collect()
+}
+
+/// `decoded` is the (already decoded) URL path after the mount prefix.
+/// Returns the relative path and whether the URL ended with a slash (a
+/// directory request).
+pub fn resolve(decoded: &[u8], dotfiles: bool) -> Result<(PathBuf, bool), Refused> {
     // Rejects invalid and overlong UTF-8 (e.g. %c0%ae for '.').
-    let text = std::str::from_utf8(&decoded).map_err(|_| Refused::Invalid)?;
+    let text = std::str::from_utf8(decoded).map_err(|_| Refused::Invalid)?;
     if text.contains(['\0', '\\']) || text.chars().any(char::is_control) {
         return Err(Refused::Invalid);
     }
@@ -46,14 +52,17 @@ mod tests {
     #[test]
     fn plain_paths() {
         assert_eq!(
-            resolve(b"css/site.css", false),
+            resolve(&decode(b"css/site.css"), false),
             Ok(("css/site.css".into(), false))
         );
-        assert_eq!(resolve(b"a%20b.txt", false), Ok(("a b.txt".into(), false)));
-        assert_eq!(resolve(b"docs/", false), Ok(("docs".into(), true)));
-        assert_eq!(resolve(b"", false), Ok(("".into(), true)));
         assert_eq!(
-            resolve(b"caf%C3%A9.txt", false),
+            resolve(&decode(b"a%20b.txt"), false),
+            Ok(("a b.txt".into(), false))
+        );
+        assert_eq!(resolve(&decode(b"docs/"), false), Ok(("docs".into(), true)));
+        assert_eq!(resolve(&decode(b""), false), Ok(("".into(), true)));
+        assert_eq!(
+            resolve(&decode(b"caf%C3%A9.txt"), false),
             Ok(("café.txt".into(), false))
         );
     }
@@ -75,7 +84,7 @@ mod tests {
             b"a%0d%0ab",
         ] {
             assert_eq!(
-                resolve(bad, false).unwrap_err(),
+                resolve(&decode(bad), false).unwrap_err(),
                 Refused::Invalid,
                 "{}",
                 String::from_utf8_lossy(bad)
@@ -84,10 +93,24 @@ mod tests {
     }
 
     #[test]
+    fn decoded_once_only() {
+        assert_eq!(
+            resolve(&decode(b"%252e%252e/x"), false),
+            Ok(("%2e%2e/x".into(), false))
+        );
+    }
+
+    #[test]
     fn dotfiles() {
-        assert_eq!(resolve(b".env", false), Err(Refused::Hidden));
-        assert_eq!(resolve(b".git/config", false), Err(Refused::Hidden));
-        assert_eq!(resolve(b"%2egit/config", false), Err(Refused::Hidden));
-        assert!(resolve(b".well-known/x", true).is_ok());
+        assert_eq!(resolve(&decode(b".env"), false), Err(Refused::Hidden));
+        assert_eq!(
+            resolve(&decode(b".git/config"), false),
+            Err(Refused::Hidden)
+        );
+        assert_eq!(
+            resolve(&decode(b"%2egit/config"), false),
+            Err(Refused::Hidden)
+        );
+        assert!(resolve(&decode(b".well-known/x"), true).is_ok());
     }
 }

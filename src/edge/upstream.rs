@@ -58,13 +58,18 @@ pub async fn send(
 }
 
 /// Reads a response head. No bytes at all before EOF means the worker died
-/// with our request in hand.
+/// with our request in hand. A reset, on a Unix socket, means the worker
+/// closed it with our request still unread: the app never saw it.
 pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHead, ExchangeError> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let n = read_line(conn, &mut buf)
-            .await
-            .map_err(|e| ExchangeError::Failed(e.to_string()))?;
+        let n = match read_line(conn, &mut buf).await {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset && buf.is_empty() => {
+                return Err(ExchangeError::NotDelivered(e))
+            }
+            Err(e) => return Err(ExchangeError::Failed(e.to_string())),
+        };
         if n == 0 {
             return Err(ExchangeError::Failed(if buf.is_empty() {
                 "worker closed the connection without answering (did it die?)".into()

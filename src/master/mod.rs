@@ -361,6 +361,7 @@ impl Arbiter {
                     }
                 }
                 Some(Status::Timeout(id, what)) => self.on_timeout(id, what),
+                Some(Status::Suspect(id)) => self.on_suspect(id),
                 None => warn!("unreadable status line from a child: {line:?}"),
             }
         }
@@ -371,6 +372,7 @@ impl Arbiter {
             self.on_edge_ready(pid);
         } else if let Some(w) = self.workers.get_mut(&pid) {
             w.ready = true;
+            w.ready_at = Some(Instant::now());
             self.boot_failures = 0;
             let msg = Control::Up {
                 id: w.id,

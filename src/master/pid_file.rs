@@ -50,7 +50,7 @@ pub fn signal_running(pid_file: &Path, sig: Signal, wait: Option<Duration>) -> a
     kill(Pid::from_raw(pid), sig).with_context(|| format!("cannot signal corral (pid {pid})"))?;
     if let Some(limit) = wait {
         let deadline = Instant::now() + limit;
-        while kill(Pid::from_raw(pid), None).is_ok() {
+        while running(pid) {
             if Instant::now() >= deadline {
                 bail!("corral (pid {pid}) is still running after {limit:?}");
             }
@@ -58,4 +58,19 @@ pub fn signal_running(pid_file: &Path, sig: Signal, wait: Option<Duration>) -> a
         }
     }
     Ok(pid)
+}
+
+/// Alive and not a zombie (an exited master whose parent has not reaped it
+/// yet has stopped, as far as `corral stop` is concerned).
+fn running(pid: i32) -> bool {
+    if kill(Pid::from_raw(pid), None).is_err() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state != "Z"),
+        Err(_) => false,
+    }
 }

@@ -16,10 +16,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 use tracing::{error, info};
 
+/// A worker dying this soon after becoming ready counts as crash-looping.
+const CRASH_LOOP_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
 pub struct WorkerProc {
     pub id: u64,
     pub started: Instant,
     pub ready: bool,
+    pub ready_at: Option<Instant>,
     pub socket: PathBuf,
     /// Told to stop (SIGTERM sent, edge told "down"); its death is expected.
     pub retiring: bool,
@@ -111,6 +115,7 @@ impl Arbiter {
                 id,
                 started: Instant::now(),
                 ready: false,
+                ready_at: None,
                 socket,
                 retiring: false,
                 recycle: None,
@@ -152,6 +157,23 @@ impl Arbiter {
         self.tell_edges(&Control::Down { id });
     }
 
+    /// An edge dropped worker `id` after a failed exchange. If the worker is
+    /// in fact alive and serving (a death is reaped first), give it back.
+    pub(super) fn on_suspect(&mut self, id: u64) {
+        self.reap();
+        let Some((pid, w)) = self.workers.iter().find(|(_, w)| w.id == id) else {
+            return;
+        };
+        if w.ready && !w.retiring && kill(*pid, None).is_ok() {
+            info!("worker {pid} (id {id}) is alive after a failed exchange; routing to it again");
+            let msg = Control::Up {
+                id,
+                socket: w.socket.display().to_string(),
+            };
+            self.tell_edges(&msg);
+        }
+    }
+
     pub(super) fn enforce_kill_deadlines(&mut self) {
         let now = Instant::now();
         for (pid, w) in &mut self.workers {
@@ -188,7 +210,11 @@ impl Arbiter {
         } else {
             error!("worker {pid} died: {how}; starting a replacement");
         }
-        if w.started.elapsed() < HEALTHY_AFTER {
+        // Back off only for crash loops: deaths at boot or right after it.
+        // A worker that was up and serving is replaced at once (as gunicorn
+        // does), however often that happens.
+        let crash_loop = !w.ready || w.ready_at.is_some_and(|t| t.elapsed() < CRASH_LOOP_WINDOW);
+        if crash_loop && w.started.elapsed() < HEALTHY_AFTER {
             self.worker_failures += 1;
         } else {
             self.worker_failures = 0;

@@ -1,26 +1,28 @@
-//! The worker's socket front and its Python thread.
+//! The worker's socket front and where Python runs.
 //!
 //! ```text
-//! acceptor thread ──> one thread per edge connection: read a whole request
-//!                        │  (body spooled), hand it over as a Job, wait
-//!                        ▼
-//!                  job channel ──> Python thread: run the app, write the
-//!                                  response (GIL released while writing)
+//! main thread: accept loop (GIL released), checks stop/recycle every 100 ms
+//!   └─ one thread per edge connection:
+//!        read a whole request, body spooled  (GIL released)
+//!        take an app slot (`threads` of them) (GIL released)
+//!        run the app, write the response     (GIL held; released on writes)
 //! ```
 //!
-//! A slow or stalled peer only ever blocks a connection thread, never the
-//! thread holding the interpreter. The edge sends a worker one request at a
-//! time, so the channel rarely holds more than one job.
+//! Each connection thread stays attached to the interpreter for its life
+//! (one Python thread state, reused), and lets go of the GIL whenever it
+//! blocks. Running the app on the thread that read the request avoids a
+//! hand-off per request. `threads` bounds how many requests run Python at
+//! once; the edge never sends more than that, so the bound is a backstop.
+//! A slow peer only ever blocks its own connection thread without the GIL.
 
 use super::recycle::Recycle;
-use super::request::{read_request, ReadError, Request};
+use super::request::{read_request, ReadError};
 use super::wsgi::Wsgi;
 use pyo3::prelude::*;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
@@ -32,15 +34,35 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// covering a request the edge dispatched just before it heard "down".
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
-struct Job {
-    req: Request,
-    stream: UnixStream,
-    done: SyncSender<bool>,
+/// What every connection thread shares.
+struct Shared {
+    wsgi: Wsgi,
+    recycle: Recycle,
+    slots: Slots,
 }
 
-/// Serves until stopped. With `threads > 1` that many Python threads take
-/// jobs (the GIL is released during every socket write and wait), and the
-/// edge sends this worker up to `threads` requests at once.
+/// A counting semaphore: how many requests may run app code at once.
+struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Slots {
+    fn acquire(&self) {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+    }
+
+    fn release(&self) {
+        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.freed.notify_one();
+    }
+}
+
+/// Serves until stopped; returns the exit code.
 pub fn serve(
     py: Python<'_>,
     wsgi: Wsgi,
@@ -48,93 +70,74 @@ pub fn serve(
     threads: usize,
     recycle: Recycle,
 ) -> i32 {
-    let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(64);
-    std::thread::Builder::new()
-        .name("accept".into())
-        .spawn(move || accept_loop(listener, jobs_tx))
-        .map(|_| ())
-        .unwrap_or_else(|e| tracing::error!("cannot start the accept thread: {e}"));
-    let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-    let shared = Arc::new((wsgi, recycle));
-    for i in 1..threads {
-        let jobs = jobs_rx.clone();
-        let shared = shared.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("python-{i}"))
-            .spawn(move || Python::attach(|py| python_loop(py, &shared.0, &shared.1, &jobs)));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start Python thread {i}: {e}");
-        }
+    let shared = Arc::new(Shared {
+        wsgi,
+        recycle,
+        slots: Slots {
+            free: Mutex::new(threads.max(1)),
+            freed: Condvar::new(),
+        },
+    });
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::error!("worker cannot poll its socket: {e}");
+        return 70;
     }
-    python_loop(py, &shared.0, &shared.1, &jobs_rx);
+    py.detach(|| accept_loop(&listener, &shared));
     0
 }
 
-fn python_loop(py: Python<'_>, wsgi: &Wsgi, recycle: &Recycle, jobs: &Arc<Mutex<Receiver<Job>>>) {
+fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
     let mut quiet_since: Option<Instant> = None;
     loop {
-        let next = py.detach(|| {
-            let rx = jobs.lock().unwrap_or_else(|p| p.into_inner());
-            rx.recv_timeout(Duration::from_millis(100))
-        });
-        match next {
-            Ok(job) => {
-                quiet_since = None;
-                let keep_alive = wsgi.handle(py, job.req, job.stream);
-                let _ = job.done.send(keep_alive);
-                recycle.after_request();
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                recycle.tick();
-                if STOPPING.load(Ordering::SeqCst) && IN_FLIGHT.load(Ordering::SeqCst) == 0 {
-                    let since = *quiet_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= DRAIN_QUIET {
-                        info!("worker {} drained, exiting", std::process::id());
-                        return;
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u16));
+        // Until WouldBlock: nothing more to accept.
+        while let Ok((conn, _)) = listener.accept() {
+            {
+                {
+                    let _ = conn.set_nonblocking(false);
+                    let shared = shared.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("conn".into())
+                        .spawn(move || Python::attach(|py| connection(py, conn, &shared)));
+                    if let Err(e) = spawned {
+                        tracing::error!("cannot start a connection thread: {e}");
                     }
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        shared.recycle.tick();
+        if STOPPING.load(Ordering::SeqCst) && IN_FLIGHT.load(Ordering::SeqCst) == 0 {
+            let since = *quiet_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= DRAIN_QUIET {
+                info!("worker {} drained, exiting", std::process::id());
+                return;
+            }
+        } else {
+            quiet_since = None;
         }
     }
 }
 
-fn accept_loop(listener: UnixListener, jobs: SyncSender<Job>) {
-    for conn in listener.incoming() {
-        let Ok(conn) = conn else { continue };
-        let jobs = jobs.clone();
-        let spawned = std::thread::Builder::new()
-            .name("conn".into())
-            .stack_size(256 * 1024)
-            .spawn(move || connection(conn, jobs));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start a connection thread: {e}");
-        }
-    }
-}
-
-fn connection(stream: UnixStream, jobs: SyncSender<Job>) {
+fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
-        match read_request(&mut reader) {
+        match py.detach(|| read_request(&mut reader)) {
             Ok(req) => {
                 IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-                let (done_tx, done_rx) = mpsc::sync_channel(1);
+                py.detach(|| shared.slots.acquire());
                 let keep_alive = match stream.try_clone() {
-                    Ok(s) => {
-                        let job = Job {
-                            req,
-                            stream: s,
-                            done: done_tx,
-                        };
-                        jobs.send(job).is_ok() && done_rx.recv().unwrap_or(false)
-                    }
+                    Ok(s) => shared.wsgi.handle(py, req, s),
                     Err(_) => false,
                 };
+                shared.slots.release();
                 IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                shared.recycle.after_request();
                 if !keep_alive {
                     break;
                 }

@@ -35,6 +35,7 @@ struct EdgeInfo {
     protocol: Option<String>,
     request_id: Option<String>,
     client_cert: Option<String>,
+    client_verified: bool,
 }
 
 impl Wsgi {
@@ -168,7 +169,12 @@ impl Wsgi {
                 "x-corral-scheme" => info.scheme = Some(value),
                 "x-corral-protocol" => info.protocol = Some(value),
                 "x-corral-request-id" => info.request_id = Some(value),
-                "x-corral-client-cert" => info.client_cert = Some(value),
+                "x-corral-client-cert" => {
+                    let utf8 =
+                        percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy();
+                    info.client_cert = Some(utf8.into_owned());
+                }
+                "x-corral-client-verify" => info.client_verified = value == "SUCCESS",
                 "content-type" => env.set_item("CONTENT_TYPE", value)?,
                 "content-length" => {}
                 // Underscored names could spoof dashed ones (X_Forwarded_For
@@ -215,12 +221,11 @@ impl Wsgi {
         if scheme == "https" {
             env.set_item("HTTPS", "on")?;
             // The names nginx (uwsgi_param) and Apache use for client certificates.
-            match info.client_cert {
-                Some(subject) => {
-                    env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
-                    env.set_item("SSL_CLIENT_S_DN", subject)?;
-                }
-                None => env.set_item("SSL_CLIENT_VERIFY", "NONE")?,
+            if info.client_verified {
+                env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
+                env.set_item("SSL_CLIENT_S_DN", info.client_cert.unwrap_or_default())?;
+            } else {
+                env.set_item("SSL_CLIENT_VERIFY", "NONE")?;
             }
         }
         env.set_item("wsgi.url_scheme", scheme)?;

@@ -1735,3 +1735,704 @@ impl Drop for LockFile {
         let _ = fs::remove_file(&self.0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Worker lifecycle: who is who among the master's children, log counting,
+// and a background load generator (reloads, recycling, kills, scaling)
+// ---------------------------------------------------------------------------
+
+/// Number of lines of `text` containing `needle`.
+pub fn count_lines(text: &str, needle: &str) -> usize {
+    text.lines().filter(|l| l.contains(needle)).count()
+}
+
+/// The number right after `prefix` in `line` (e.g. `worker ` -> `1234`),
+/// and the rest of the line after it.
+fn number_after<'a>(line: &'a str, prefix: &str) -> Option<(i64, &'a str)> {
+    let at = line.find(prefix)? + prefix.len();
+    let rest = &line[at..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let n = rest[..end].parse().ok()?;
+    Some((n, &rest[end..]))
+}
+
+/// Pids logged as `edge <pid> listening on ...`, in log order.
+pub fn edge_pids_in(stderr: &str) -> Vec<i32> {
+    stderr
+        .lines()
+        .filter_map(|l| match number_after(l, "edge ") {
+            Some((pid, rest)) if rest.starts_with(" listening on") => Some(pid as i32),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Pids logged by the master as `worker <pid> ready (id N)`, in log order.
+pub fn ready_worker_pids_in(stderr: &str) -> Vec<i32> {
+    stderr
+        .lines()
+        .filter_map(|l| match number_after(l, "worker ") {
+            Some((pid, rest)) if rest.starts_with(" ready (id ") => Some(pid as i32),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The K of every `worker <pid> asks to be recycled: served K requests` line.
+pub fn recycle_served_counts(stderr: &str) -> Vec<u64> {
+    stderr
+        .lines()
+        .filter(|l| l.contains("asks to be recycled"))
+        .filter_map(|l| number_after(l, "asks to be recycled: served ").map(|(n, _)| n as u64))
+        .collect()
+}
+
+/// `Rss`, `Pss`, `Shared_Clean`, `Shared_Dirty`, `Private_Clean`,
+/// `Private_Dirty` of a process, in KiB, from /proc/<pid>/smaps_rollup.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemRollup {
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+    pub shared_clean_kib: u64,
+    pub shared_dirty_kib: u64,
+    pub private_clean_kib: u64,
+    pub private_dirty_kib: u64,
+}
+
+impl MemRollup {
+    pub fn shared_kib(&self) -> u64 {
+        self.shared_clean_kib + self.shared_dirty_kib
+    }
+    pub fn private_kib(&self) -> u64 {
+        self.private_clean_kib + self.private_dirty_kib
+    }
+}
+
+pub fn mem_rollup(pid: i32) -> Option<MemRollup> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let mut m = MemRollup::default();
+    for line in text.lines() {
+        let mut parts = line.split_whitespace();
+        let (Some(key), Some(val)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(v) = val.parse::<u64>() else { continue };
+        match key {
+            "Rss:" => m.rss_kib = v,
+            "Pss:" => m.pss_kib = v,
+            "Shared_Clean:" => m.shared_clean_kib = v,
+            "Shared_Dirty:" => m.shared_dirty_kib = v,
+            "Private_Clean:" => m.private_clean_kib = v,
+            "Private_Dirty:" => m.private_dirty_kib = v,
+            _ => {}
+        }
+    }
+    Some(m)
+}
+
+/// A small xorshift generator (tests need "random", not cryptographic).
+pub struct XorShift(u64);
+
+impl XorShift {
+    /// Seeded from the clock (printed by callers for reproducibility).
+    pub fn from_clock() -> XorShift {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        XorShift::new(t)
+    }
+    pub fn new(seed: u64) -> XorShift {
+        XorShift(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+    /// Uniform in 0..n (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+impl Conn {
+    /// True if the server has already closed this (idle) connection: a
+    /// non-blocking peek sees EOF or an error. Data waiting counts as open.
+    pub fn peer_closed_now(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        if self.writer.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut b = [0u8; 1];
+        let closed = match self.writer.peek(&mut b) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => true,
+        };
+        let _ = self.writer.set_nonblocking(false);
+        closed
+    }
+}
+
+impl Running {
+    /// Live children of the master that were ever logged as an edge.
+    pub fn edge_pids(&self) -> Vec<i32> {
+        let edges = edge_pids_in(&self.stderr());
+        self.children()
+            .into_iter()
+            .filter(|p| edges.contains(p))
+            .collect()
+    }
+
+    /// Live children of the master that the master logged as `worker <pid>
+    /// ready` (booting workers and edges are not included).
+    pub fn worker_pids(&self) -> Vec<i32> {
+        let ready = ready_worker_pids_in(&self.stderr());
+        self.children()
+            .into_iter()
+            .filter(|p| ready.contains(p))
+            .collect()
+    }
+
+    /// Live children of the master that are not a logged edge: ready and
+    /// booting workers (and, for a moment during a reload, a new edge that
+    /// has not logged `listening` yet).
+    pub fn non_edge_children(&self) -> Vec<i32> {
+        let edges = edge_pids_in(&self.stderr());
+        self.children()
+            .into_iter()
+            .filter(|p| !edges.contains(p))
+            .collect()
+    }
+
+    /// Wait until exactly `n` ready workers and exactly `n` non-edge
+    /// children exist (nothing booting, nothing draining).
+    pub fn wait_worker_count(&self, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || {
+            self.worker_pids().len() == n && self.non_edge_children().len() == n
+        })
+    }
+
+    /// Wait until `needle` occurs on at least `n` lines of stderr.
+    pub fn wait_for_stderr_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || count_lines(&self.stderr(), needle) >= n)
+    }
+
+    /// Run `corral <args>` (e.g. `stop --config ...`) while reaping this
+    /// master if it exits meanwhile, so a command that waits for the master
+    /// to disappear does not wait for a zombie the test process would only
+    /// reap later.
+    pub fn run_corral_reaping(&mut self, args: &[&str], timeout: Duration) -> CmdOutput {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let cmd = thread::spawn(move || {
+            let mut c = Command::new(CORRAL);
+            c.args(&args);
+            run_with_timeout(&mut c, timeout)
+        });
+        while !cmd.is_finished() {
+            let _ = self.try_status();
+            thread::sleep(Duration::from_millis(20));
+        }
+        cmd.join().expect("corral command thread panicked")
+    }
+}
+
+/// One request made by a [`Load`] client thread.
+#[derive(Clone, Debug)]
+pub struct LoadOutcome {
+    pub thread: usize,
+    pub seq: u64,
+    pub path: String,
+    /// When it was sent, since the load started.
+    pub sent: Duration,
+    pub took: Duration,
+    /// Sent on a kept-alive connection that had already carried a response.
+    pub reused: bool,
+    pub status: Option<u16>,
+    /// The response body (at most 200 bytes, lossy).
+    pub body: String,
+    pub error: Option<String>,
+}
+
+impl LoadOutcome {
+    pub fn ok(&self) -> bool {
+        self.status == Some(200) && self.error.is_none()
+    }
+}
+
+impl fmt::Display for LoadOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "thread {} #{} GET {} sent at {:?}, took {:?}, {} connection: ",
+            self.thread,
+            self.seq,
+            self.path,
+            self.sent,
+            self.took,
+            if self.reused {
+                "reused keep-alive"
+            } else {
+                "new"
+            }
+        )?;
+        match (&self.status, &self.error) {
+            (_, Some(e)) => write!(f, "ERROR {e}"),
+            (Some(s), None) => write!(f, "status {s} body {:?}", self.body),
+            (None, None) => write!(f, "no result"),
+        }
+    }
+}
+
+/// Options for [`Load::start`].
+#[derive(Clone, Debug)]
+pub struct LoadOpts {
+    /// Client threads: even-numbered ones keep connections alive (a new one
+    /// after `keep_alive_max` requests, a `Connection: close` or any error),
+    /// odd-numbered ones open a new connection per request.
+    pub threads: usize,
+    /// Pause after each request.
+    pub pause: Duration,
+    /// Socket read/write timeout.
+    pub io_timeout: Duration,
+    pub keep_alive_max: u64,
+}
+
+impl Default for LoadOpts {
+    fn default() -> Self {
+        LoadOpts {
+            threads: 4,
+            pause: Duration::ZERO,
+            io_timeout: Duration::from_secs(30),
+            keep_alive_max: 50,
+        }
+    }
+}
+
+/// Client threads sending GETs in a loop until [`Load::finish`].
+pub struct Load {
+    stop: std::sync::Arc<AtomicBool>,
+    handles: Vec<thread::JoinHandle<Vec<LoadOutcome>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The latest 200 body of each thread.
+    latest: std::sync::Arc<Mutex<Vec<Option<String>>>>,
+    /// Idle keep-alive connections found closed by the server before reuse.
+    stale: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    t0: Instant,
+}
+
+impl Load {
+    /// Start `opts.threads` clients GETting `path(thread, seq)` on 127.0.0.1:port.
+    pub fn start<F>(port: u16, opts: LoadOpts, path: F) -> Load
+    where
+        F: Fn(usize, u64) -> String + Send + Sync + 'static,
+    {
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let latest = std::sync::Arc::new(Mutex::new(vec![None; opts.threads]));
+        let stale = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let path = std::sync::Arc::new(path);
+        let t0 = Instant::now();
+        let handles = (0..opts.threads)
+            .map(|t| {
+                let stop = stop.clone();
+                let done = done.clone();
+                let latest = latest.clone();
+                let path = path.clone();
+                let opts = opts.clone();
+                let stale = stale.clone();
+                thread::spawn(move || {
+                    let keep_alive = t % 2 == 0;
+                    let mut conn: Option<(Conn, u64)> = None;
+                    let mut out = Vec::new();
+                    let mut seq = 0u64;
+                    while !stop.load(Ordering::SeqCst) {
+                        let p = path(t, seq);
+                        let sent_at = Instant::now();
+                        let mut reused = false;
+                        let result: io::Result<Response> = (|| {
+                            if !keep_alive {
+                                let mut c = Conn::open_with_timeout(port, opts.io_timeout)?;
+                                return c.roundtrip(&simple_req("GET", port, &p, true));
+                            }
+                            if conn.is_none() {
+                                conn = Some((Conn::open_with_timeout(port, opts.io_timeout)?, 0));
+                            }
+                            // Like every pooled HTTP client (urllib3, Go's net/http,
+                            // browsers): don't reuse an idle connection the server
+                            // has already closed.
+                            if conn
+                                .as_mut()
+                                .is_some_and(|(c, used)| *used > 0 && c.peer_closed_now())
+                            {
+                                stale.fetch_add(1, Ordering::SeqCst);
+                                conn = Some((Conn::open_with_timeout(port, opts.io_timeout)?, 0));
+                            }
+                            let (c, used) = conn.as_mut().expect("connection just opened");
+                            reused = *used > 0;
+                            let r = c.roundtrip(&simple_req("GET", port, &p, false))?;
+                            *used += 1;
+                            Ok(r)
+                        })();
+                        let took = sent_at.elapsed();
+                        let mut o = LoadOutcome {
+                            thread: t,
+                            seq,
+                            path: p,
+                            sent: sent_at.duration_since(t0),
+                            took,
+                            reused,
+                            status: None,
+                            body: String::new(),
+                            error: None,
+                        };
+                        match result {
+                            Ok(r) => {
+                                o.status = Some(r.status);
+                                o.body = snippet(&r.body, 200);
+                                let drop_conn = r.closes()
+                                    || conn
+                                        .as_ref()
+                                        .is_some_and(|(_, u)| *u >= opts.keep_alive_max);
+                                if drop_conn {
+                                    conn = None;
+                                }
+                                if r.status == 200 {
+                                    if let Ok(mut l) = latest.lock() {
+                                        l[t] = Some(o.body.clone());
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                o.error = Some(format!("{:?}: {e}", e.kind()));
+                                conn = None;
+                            }
+                        }
+                        out.push(o);
+                        done.fetch_add(1, Ordering::SeqCst);
+                        seq += 1;
+                        if !opts.pause.is_zero() {
+                            thread::sleep(opts.pause);
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            handles,
+            done,
+            latest,
+            stale,
+            t0,
+        }
+    }
+
+    /// Requests completed so far (all threads, any result).
+    pub fn completed(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
+    }
+
+    /// Wait until `n` more requests than now have completed.
+    pub fn wait_more(&self, n: u64, timeout: Duration) -> bool {
+        let target = self.completed() + n;
+        wait_until(timeout, || self.completed() >= target)
+    }
+
+    /// The latest 200 body of each client thread (None: no 200 yet).
+    pub fn latest_bodies(&self) -> Vec<Option<String>> {
+        self.latest.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// Stop the clients (each finishes its current request) and collect.
+    pub fn finish(self) -> LoadReport {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut outcomes = Vec::new();
+        for h in self.handles {
+            outcomes.extend(h.join().expect("load client thread panicked"));
+        }
+        outcomes.sort_by_key(|o| o.sent);
+        LoadReport {
+            outcomes,
+            elapsed: self.t0.elapsed(),
+            stale_reconnects: self.stale.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// What a [`Load`] saw.
+pub struct LoadReport {
+    pub outcomes: Vec<LoadOutcome>,
+    pub elapsed: Duration,
+    /// Idle keep-alive connections the server had closed, noticed before
+    /// reuse (not failures: a new connection was opened instead).
+    pub stale_reconnects: u64,
+}
+
+impl LoadReport {
+    pub fn total(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    pub fn ok_count(&self) -> usize {
+        self.outcomes.iter().filter(|o| o.ok()).count()
+    }
+
+    pub fn failures(&self) -> Vec<&LoadOutcome> {
+        self.outcomes.iter().filter(|o| !o.ok()).collect()
+    }
+
+    /// "200" / "502" / "error" -> count.
+    pub fn by_status(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for o in &self.outcomes {
+            let k = match (o.error.is_some(), o.status) {
+                (true, _) | (false, None) => "error".to_string(),
+                (false, Some(s)) => s.to_string(),
+            };
+            *m.entry(k).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Counts, slowest request, and up to `max_listed` failures.
+    pub fn summary(&self, max_listed: usize) -> String {
+        let mut s = format!(
+            "{} requests in {:?}: {:?} ({} idle keep-alive connections found closed before reuse)",
+            self.total(),
+            self.elapsed,
+            self.by_status(),
+            self.stale_reconnects
+        );
+        if let Some(slowest) = self.outcomes.iter().max_by_key(|o| o.took) {
+            s.push_str(&format!("\nslowest: {slowest}"));
+        }
+        let failures = self.failures();
+        for f in failures.iter().take(max_listed) {
+            s.push_str(&format!("\n  FAILED {f}"));
+        }
+        if failures.len() > max_listed {
+            s.push_str(&format!(
+                "\n  ... and {} more failures",
+                failures.len() - max_listed
+            ));
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------
+// static files, compression, memory (added for tests/static_files.rs)
+// ---------------------------------------------------------------------------
+
+/// A body-less request with a raw request target (sent as-is, like curl's
+/// `--path-as-is`: no normalisation, no re-encoding) and extra headers.
+/// Always `Connection: close`.
+pub fn raw_req(method: &str, port: u16, target: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    raw_req_keepalive(method, port, target, headers, true)
+}
+
+/// Like [`raw_req`]; `close` adds `Connection: close`.
+pub fn raw_req_keepalive(
+    method: &str,
+    port: u16,
+    target: &str,
+    headers: &[(&str, &str)],
+    close: bool,
+) -> Vec<u8> {
+    let mut s = format!(
+        "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: corral-tests\r\n"
+    );
+    for (k, v) in headers {
+        s.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if close {
+        s.push_str("Connection: close\r\n");
+    }
+    s.push_str("\r\n");
+    s.into_bytes()
+}
+
+/// VmRSS of a process in KiB (from /proc/<pid>/status).
+pub fn vm_rss_kib(pid: i32) -> Option<u64> {
+    let s = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Set a file's modification time (std's `File::set_modified`).
+#[track_caller]
+pub fn set_mtime(path: &Path, t: SystemTime) {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {} to set its mtime: {e}", path.display()));
+    f.set_modified(t)
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
+/// Run `cmd` feeding `input` on stdin; returns (exit status or None if
+/// killed after `timeout`, stdout bytes, stderr text).  Binary-safe.
+pub fn run_bytes(
+    cmd: &mut Command,
+    input: &[u8],
+    timeout: Duration,
+) -> (Option<ExitStatus>, Vec<u8>, String) {
+    let what = format!("{cmd:?}");
+    let mut inp = tempfile::tempfile().expect("temp file for stdin");
+    inp.write_all(input).expect("write stdin temp file");
+    inp.seek(SeekFrom::Start(0))
+        .expect("rewind stdin temp file");
+    let mut out = tempfile::tempfile().expect("temp file for stdout");
+    let mut err = tempfile::tempfile().expect("temp file for stderr");
+    let mut child = cmd
+        .stdin(Stdio::from(inp))
+        .stdout(Stdio::from(out.try_clone().expect("dup stdout file")))
+        .stderr(Stdio::from(err.try_clone().expect("dup stderr file")))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot spawn {what}: {e}"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let mut o = Vec::new();
+    let _ = out.seek(SeekFrom::Start(0));
+    let _ = out.read_to_end(&mut o);
+    let mut e = Vec::new();
+    let _ = err.seek(SeekFrom::Start(0));
+    let _ = err.read_to_end(&mut e);
+    (status, o, String::from_utf8_lossy(&e).into_owned())
+}
+
+/// Python one-liner filter stdin -> stdout (python3, binary-safe).
+#[track_caller]
+pub fn python_filter(code: &str, input: &[u8]) -> Vec<u8> {
+    let (st, out, err) = run_bytes(
+        Command::new("python3").arg("-c").arg(code),
+        input,
+        Duration::from_secs(30),
+    );
+    assert!(
+        st.map(|s| s.success()).unwrap_or(false),
+        "python3 -c {code:?} failed ({st:?}): {err}"
+    );
+    out
+}
+
+/// gzip-compress with Python's gzip module (a real, independent encoder).
+pub fn gzip_bytes(data: &[u8]) -> Vec<u8> {
+    python_filter(
+        "import gzip,sys; sys.stdout.buffer.write(gzip.compress(sys.stdin.buffer.read(), 9))",
+        data,
+    )
+}
+
+/// Decode gzip with Python's gzip module (panics on a corrupt stream).
+pub fn gunzip_bytes(data: &[u8]) -> Vec<u8> {
+    python_filter(
+        "import gzip,sys; sys.stdout.buffer.write(gzip.decompress(sys.stdin.buffer.read()))",
+        data,
+    )
+}
+
+/// curl with the response headers captured (`-D`): returns (status of the
+/// last response, its headers, body, raw output).  `extra` goes before the URL.
+pub fn curl_fetch_headers(
+    url: &str,
+    extra: &[&str],
+) -> (u16, Vec<(String, String)>, Vec<u8>, CmdOutput) {
+    let hdr_file = tempfile::NamedTempFile::new().expect("temp file for curl headers");
+    let hdr_path = hdr_file
+        .path()
+        .to_str()
+        .expect("utf-8 temp path")
+        .to_string();
+    let mut args: Vec<&str> = vec!["-D", &hdr_path];
+    args.extend_from_slice(extra);
+    let (status, body, out) = curl_fetch(url, &args);
+    let text = fs::read_to_string(&hdr_path).unwrap_or_default();
+    // With redirects/100-continue there are several blocks: keep the last.
+    let block = text
+        .split("\r\n\r\n")
+        .filter(|b| !b.trim().is_empty())
+        .last()
+        .unwrap_or("");
+    let headers = block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    (status, headers, body, out)
+}
+
+/// First header with this name (case-insensitive) in a header list.
+pub fn header_in<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+impl Running {
+    /// Pid of the current edge process, from the last
+    /// `edge <pid> listening on` line of stderr.
+    pub fn edge_pid(&self) -> Option<i32> {
+        self.stderr().lines().rev().find_map(|l| {
+            let rest = &l[l.find("edge ")? + 5..];
+            let (pid, tail) = rest.split_once(' ')?;
+            if tail.starts_with("listening on") {
+                pid.parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// GET with extra request headers (`Connection: close`).
+    #[track_caller]
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request(&raw_req("GET", self.port, path, headers))
+    }
+
+    /// HEAD with extra request headers (`Connection: close`).
+    #[track_caller]
+    pub fn head_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request(&raw_req("HEAD", self.port, path, headers))
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+impl Conn {
+    /// One `read` into `buf` (through the connection's buffer); 0 at EOF.
+    pub fn read_into(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
