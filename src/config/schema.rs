@@ -37,6 +37,9 @@ pub struct Server {
     pub group: String,
     /// Accept cleartext HTTP/2 (prior knowledge) on the plain listeners.
     pub h2c: bool,
+    /// Peers (IPs or CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are
+    /// believed, e.g. a load balancer in front of corral.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for Server {
@@ -49,6 +52,7 @@ impl Default for Server {
             user: String::new(),
             group: String::new(),
             h2c: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -111,12 +115,35 @@ impl Default for App {
 pub struct Limits {
     /// Largest request body accepted (413 beyond it).
     pub max_body: ByteSize,
+    /// Longest request line (414 beyond it).
+    pub max_request_line: ByteSize,
+    /// Largest request head, request line included (431 beyond it).
+    pub max_header_size: ByteSize,
+    /// Most header fields in a request (431 beyond it).
+    pub max_headers: usize,
+    /// Longest wait for the next piece of a request body, and for the
+    /// whole body (408 beyond it).
+    pub body_timeout: Seconds,
+    /// How long an idle keep-alive connection is kept open.
+    pub keepalive_timeout: Seconds,
+    /// Requests per second allowed per client IP, e.g. "20r/s" or "600r/m"
+    /// (empty: no limit); beyond it, 429 with Retry-After.
+    pub rate: String,
+    /// Requests a client may send at once above `rate` before being limited.
+    pub burst: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_body: ByteSize(10 << 20),
+            max_request_line: ByteSize(8 << 10),
+            max_header_size: ByteSize(64 << 10),
+            max_headers: 100,
+            body_timeout: Seconds(Duration::from_secs(60)),
+            keepalive_timeout: Seconds(Duration::from_secs(75)),
+            rate: String::new(),
+            burst: 0,
         }
     }
 }

@@ -79,6 +79,58 @@ pub fn python_version() -> &'static str {
     env!("CORRAL_PYTHON_VERSION")
 }
 
+/// `"20r/s"` or `"600r/m"`: requests per second.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    let err = || format!("`{s}` is not a rate: use \"20r/s\" or \"600r/m\"");
+    let (n, unit) = s.trim().split_once("r/").ok_or_else(err)?;
+    let n: f64 = n.trim().parse().map_err(|_| err())?;
+    let per = match unit.trim() {
+        "s" => 1.0,
+        "m" => 60.0,
+        _ => return Err(err()),
+    };
+    if n <= 0.0 || !n.is_finite() {
+        return Err(err());
+    }
+    Ok(n / per)
+}
+
+/// An IP address or CIDR block: (network, prefix length).
+pub fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (ip, len) = match s.split_once('/') {
+        Some((ip, len)) => (
+            ip.parse::<std::net::IpAddr>().ok()?,
+            len.parse::<u8>().ok()?,
+        ),
+        None => {
+            let ip: std::net::IpAddr = s.parse().ok()?;
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
+        }
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    (len <= max).then_some((ip, len))
+}
+
+/// Whether `ip` is inside the block.
+pub fn cidr_contains(block: &(std::net::IpAddr, u8), ip: &std::net::IpAddr) -> bool {
+    use std::net::IpAddr::*;
+    let ip = match ip {
+        V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(*ip),
+        v4 => *v4,
+    };
+    match (block.0, ip) {
+        (V4(net), V4(a)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(block.1)).unwrap_or(0);
+            u32::from(net) & mask == u32::from(a) & mask
+        }
+        (V6(net), V6(a)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(block.1)).unwrap_or(0);
+            u128::from(net) & mask == u128::from(a) & mask
+        }
+        _ => false,
+    }
+}
+
 struct SizeVisitor;
 
 impl Visitor<'_> for SizeVisitor {
@@ -150,6 +202,25 @@ mod tests {
         assert!(parse_size("ten").is_err());
         assert!(parse_size("10XB").is_err());
         assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn rates_and_cidrs() {
+        assert_eq!(parse_rate("20r/s"), Ok(20.0));
+        assert_eq!(parse_rate("60r/m"), Ok(1.0));
+        assert!(parse_rate("fast").is_err());
+        let b = parse_cidr("10.0.0.0/8").unwrap();
+        assert!(cidr_contains(&b, &"10.1.2.3".parse().unwrap()));
+        assert!(cidr_contains(&b, &"::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!cidr_contains(&b, &"11.0.0.1".parse().unwrap()));
+        let one = parse_cidr("127.0.0.1").unwrap();
+        assert!(cidr_contains(&one, &"127.0.0.1".parse().unwrap()));
+        assert!(cidr_contains(
+            &parse_cidr("::/0").unwrap(),
+            &"2001:db8::1".parse().unwrap()
+        ));
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("nope").is_none());
     }
 
     #[test]

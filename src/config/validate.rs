@@ -198,6 +198,36 @@ pub fn validate(
     }
 
     // [limits]
+    if config.limits.max_request_line.0 < 64 {
+        bad(
+            "limits.max_request_line",
+            "must be at least 64 bytes".into(),
+        );
+    }
+    if config.limits.max_header_size.0 < 256 {
+        bad(
+            "limits.max_header_size",
+            "must be at least 256 bytes".into(),
+        );
+    }
+    if config.limits.max_headers == 0 || config.limits.max_headers > 250 {
+        bad("limits.max_headers", "must be between 1 and 250".into());
+    }
+    if !config.limits.rate.is_empty() {
+        if let Err(e) = super::units::parse_rate(&config.limits.rate) {
+            bad("limits.rate", e);
+        }
+    } else if config.limits.burst > 0 {
+        bad("limits.burst", "needs limits.rate".into());
+    }
+    for (i, p) in config.server.trusted_proxies.iter().enumerate() {
+        if super::units::parse_cidr(p).is_none() {
+            bad(
+                &format!("server.trusted_proxies[{i}]"),
+                format!("`{p}` is not an IP address or CIDR block (e.g. \"10.0.0.0/8\")"),
+            );
+        }
+    }
     if config.limits.max_body.0 == 0 {
         bad("limits.max_body", "must be more than zero".into());
     }

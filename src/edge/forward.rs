@@ -37,7 +37,60 @@ pub fn protocol(v: http::Version) -> &'static str {
     }
 }
 
-pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u8> {
+/// The real client and scheme. From a peer in `[server] trusted_proxies`,
+/// the rightmost X-Forwarded-For address that is not itself trusted, and
+/// X-Forwarded-Proto; from anyone else, the peer and the connection's own
+/// scheme (their X-Forwarded-* headers are replaced, never believed).
+pub fn client_and_scheme(
+    session: &Session,
+    trusted: &[(std::net::IpAddr, u8)],
+) -> (Option<std::net::SocketAddr>, &'static str) {
+    let peer = session.client_addr().and_then(|a| a.as_inet().copied());
+    let own_scheme = if super::respond::is_tls(session) {
+        "https"
+    } else {
+        "http"
+    };
+    let is_trusted = |ip: &std::net::IpAddr| {
+        trusted
+            .iter()
+            .any(|b| crate::config::units::cidr_contains(b, ip))
+    };
+    let Some(peer) = peer.filter(|p| is_trusted(&p.ip())) else {
+        return (peer, own_scheme);
+    };
+    let headers = &session.req_header().headers;
+    let forwarded: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let client = forwarded
+        .iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .or(forwarded.first())
+        .map(|ip| std::net::SocketAddr::new(*ip, peer.port()))
+        .unwrap_or(peer);
+    let scheme = match headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(p) if p.trim().eq_ignore_ascii_case("https") => "https",
+        Some(p) if p.trim().eq_ignore_ascii_case("http") => "http",
+        _ => own_scheme,
+    };
+    (Some(client), scheme)
+}
+
+pub fn request_head(
+    session: &Session,
+    request_id: &str,
+    body_len: u64,
+    trusted: &[(std::net::IpAddr, u8)],
+) -> Vec<u8> {
     let req = session.req_header();
     let mut h = Vec::with_capacity(512);
     h.extend_from_slice(req.method.as_str().as_bytes());
@@ -68,10 +121,8 @@ pub fn request_head(session: &Session, request_id: &str, body_len: u64) -> Vec<u
             h.extend_from_slice(b"\r\n");
         }
     }
-    let client = session.client_addr().and_then(|a| a.as_inet().copied());
+    let (client, scheme) = client_and_scheme(session, trusted);
     let local = session.server_addr().and_then(|a| a.as_inet().copied());
-    let tls = super::respond::is_tls(session);
-    let scheme = if tls { "https" } else { "http" };
     let client_subject = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())

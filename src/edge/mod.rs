@@ -17,10 +17,12 @@ mod drain;
 mod forward;
 mod http_ranges;
 mod proxy;
+mod rate_limit;
 mod redirect;
 mod respond;
 mod static_files;
 mod static_path;
+mod strict;
 mod tls;
 mod upstream;
 
@@ -99,6 +101,17 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         status_fd,
         static_mounts: site.static_mounts.clone(),
         compression: site.config.compression.clone(),
+        limits: site.config.limits.clone(),
+        rate: crate::config::units::parse_rate(&site.config.limits.rate)
+            .ok()
+            .map(|r| rate_limit::RateLimit::new(r, site.config.limits.burst)),
+        trusted: site
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| crate::config::units::parse_cidr(p))
+            .collect(),
     };
     let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
     for addr in &site.listen {

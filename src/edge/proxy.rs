@@ -42,12 +42,16 @@ pub struct Edge {
     pub status_fd: std::os::fd::RawFd,
     pub static_mounts: Vec<crate::config::Mount>,
     pub compression: crate::config::schema::Compression,
+    pub limits: crate::config::schema::Limits,
+    pub rate: Option<super::rate_limit::RateLimit>,
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
 pub struct Ctx {
     started: Instant,
     request_id: String,
     status: u16,
+    retry_after: u64,
 }
 
 impl Drop for Ctx {
@@ -67,6 +71,7 @@ impl ProxyHttp for Edge {
             started: Instant::now(),
             request_id: format!("{:08x}{:08x}", std::process::id(), seq),
             status: 0,
+            retry_after: 0,
         }
     }
 
@@ -76,11 +81,30 @@ impl ProxyHttp for Edge {
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);
+        session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs().max(1)));
         super::compression::normalize_accept_encoding(session);
         Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let raw_head = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        if let Err((status, why)) =
+            super::strict::check(session.req_header(), raw_head.as_deref(), &self.limits)
+        {
+            return self.refuse(session, ctx, status, why).await;
+        }
+        if let Some(rate) = &self.rate {
+            let ip = forward::client_and_scheme(session, &self.trusted)
+                .0
+                .map(|a| a.ip());
+            if let Some(Err(wait)) = ip.map(|ip| rate.check(ip)) {
+                ctx.retry_after = wait;
+                return self.refuse(session, ctx, 429, "Too Many Requests").await;
+            }
+        }
         if let Some(status) = super::redirect::to_https(session).await? {
             ctx.status = status;
             return Ok(true);
@@ -106,7 +130,16 @@ impl ProxyHttp for Edge {
                 .refuse(session, ctx, 413, "Request body too large")
                 .await;
         }
-        let body = match RequestBody::read(session, self.max_body).await {
+        let body_timeout = self.limits.body_timeout.0;
+        session.set_read_timeout(Some(body_timeout));
+        let read =
+            tokio::time::timeout(body_timeout, RequestBody::read(session, self.max_body)).await;
+        let Ok(read) = read else {
+            return self
+                .refuse(session, ctx, 408, "Request Timeout: the body took too long")
+                .await;
+        };
+        let body = match read {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
                 return self
@@ -114,9 +147,12 @@ impl ProxyHttp for Edge {
                     .await
             }
             Err(BodyError::Client(e)) => {
-                // The client broke off or sent a malformed body.
-                ctx.status = 400;
-                return Err(Error::explain(ErrorType::ReadError, e));
+                // The client broke off or sent a malformed body (bad chunk
+                // sizes, missing CRLFs...): answer 400 if it is still there.
+                tracing::debug!("request {}: bad or broken body: {e}", ctx.request_id);
+                return self
+                    .refuse(session, ctx, 400, "Bad Request: malformed body")
+                    .await;
             }
             Err(BodyError::Io(e)) => {
                 error!("cannot buffer a request body: {e}");
@@ -125,7 +161,7 @@ impl ProxyHttp for Edge {
                     .await;
             }
         };
-        let head = forward::request_head(session, &ctx.request_id, body.len());
+        let head = forward::request_head(session, &ctx.request_id, body.len(), &self.trusted);
         let is_head = session.req_header().method == http::Method::HEAD;
 
         // Retry on another worker only while the app cannot have run.
@@ -316,9 +352,8 @@ impl ProxyHttp for Edge {
             } else {
                 0
             });
-        let client = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
+        let client = forward::client_and_scheme(session, &self.trusted)
+            .0
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let header = |name: http::header::HeaderName| {
@@ -359,8 +394,12 @@ impl Edge {
         if status == 503 {
             resp.insert_header("Retry-After", "1")?;
         }
-        if status == 413 || status >= 500 && status != 503 {
-            // The rest of an unread body would be taken as the next request.
+        if status == 429 {
+            resp.insert_header("Retry-After", ctx.retry_after.max(1).to_string())?;
+        }
+        if status != 503 && status != 504 {
+            // The rest of an unread (or malformed) request would be taken as
+            // the next request: close instead.
             resp.insert_header("Connection", "close")?;
             session.set_keepalive(None);
         }

@@ -1,0 +1,176 @@
+//! What the edge refuses before a request goes anywhere, on top of
+//! pingora's own HTTP/1 parser (which already rejects most malformed
+//! framing): the RFC 9112 rules it is lenient about, and `[limits]` on the
+//! request head. Every refusal closes the connection, so nothing after a
+//! bad request can be read as a request of its own.
+
+use crate::config::schema::Limits;
+use pingora_http::RequestHeader;
+
+/// Checks a request head. `raw` is its exact bytes as received (HTTP/1 only).
+pub fn check(
+    req: &RequestHeader,
+    raw: Option<&[u8]>,
+    limits: &Limits,
+) -> Result<(), (u16, &'static str)> {
+    if let Some(raw) = raw {
+        check_raw(raw, limits)?;
+        // pingora drops Content-Length when Transfer-Encoding is present,
+        // so the pair can only be seen in the raw bytes.
+        let lower = raw.to_ascii_lowercase();
+        let has = |name: &[u8]| {
+            lower
+                .split(|&b| b == b'\n')
+                .any(|line| line.starts_with(name) && line.get(name.len()) == Some(&b':'))
+        };
+        if has(b"transfer-encoding") && has(b"content-length") {
+            return Err((400, "both Transfer-Encoding and Content-Length"));
+        }
+    }
+    let target = req.raw_path();
+    if target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
+        return Err((400, "control character or space in the request target"));
+    }
+    let headers = &req.headers;
+    if headers.len() > limits.max_headers {
+        return Err((431, "too many header fields"));
+    }
+    let hosts = headers.get_all(http::header::HOST).iter().count();
+    if hosts > 1 {
+        return Err((400, "more than one Host header"));
+    }
+    if hosts == 0 && req.version == http::Version::HTTP_11 && req.uri.authority().is_none() {
+        return Err((400, "HTTP/1.1 request without Host"));
+    }
+    if headers.contains_key(http::header::TRANSFER_ENCODING)
+        && headers.contains_key(http::header::CONTENT_LENGTH)
+    {
+        // RFC 9112 §6.1: a smuggling attempt or a broken client either way.
+        return Err((400, "both Transfer-Encoding and Content-Length"));
+    }
+    let mut lengths = headers.get_all(http::header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        let parse = |v: &http::HeaderValue| -> Option<u64> {
+            let s = v.to_str().ok()?;
+            let mut seen: Option<u64> = None;
+            for part in s.split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let n: u64 = part.parse().ok()?;
+                if seen.is_some_and(|m| m != n) {
+                    return None;
+                }
+                seen = Some(n);
+            }
+            seen
+        };
+        let n = parse(first).ok_or((400, "invalid Content-Length"))?;
+        for other in lengths {
+            if parse(other) != Some(n) {
+                return Err((400, "conflicting Content-Length headers"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Rules on the raw bytes: CRLF line endings only, no control bytes in the
+/// request line, and the size limits.
+fn check_raw(raw: &[u8], limits: &Limits) -> Result<(), (u16, &'static str)> {
+    if raw.len() as u64 > limits.max_header_size.0 {
+        return Err((431, "request head too large"));
+    }
+    let line_end = raw.iter().position(|&b| b == b'\n').unwrap_or(raw.len());
+    if line_end as u64 > limits.max_request_line.0 {
+        return Err((414, "request line too long"));
+    }
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            return Err((400, "bare LF where CRLF is required"));
+        }
+        if b == b'\r' && raw.get(i + 1) != Some(&b'\n') {
+            return Err((400, "bare CR"));
+        }
+    }
+    let line = &raw[..line_end];
+    if line.iter().any(|&b| (b < 0x20 && b != b'\r') || b == 0x7f) {
+        return Err((400, "control character in the request line"));
+    }
+    let mut parts = line
+        .strip_suffix(b"\r")
+        .unwrap_or(line)
+        .split(|&b| b == b' ');
+    let (_method, _target, version) = (parts.next(), parts.next(), parts.next());
+    if parts.next().is_some() {
+        return Err((400, "malformed request line"));
+    }
+    if let Some(v) = version {
+        if v != b"HTTP/1.1" && v != b"HTTP/1.0" {
+            return Err((505, "HTTP version not supported"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    fn req(raw: &[u8]) -> Result<(), (u16, &'static str)> {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut r = httparse::Request::new(&mut headers);
+        let _ = r.parse(raw);
+        let mut h = RequestHeader::build(
+            r.method.unwrap_or("GET"),
+            r.path.unwrap_or("/").as_bytes(),
+            None,
+        )
+        .unwrap();
+        if r.version == Some(0) {
+            h.set_version(http::Version::HTTP_10);
+        }
+        for x in r.headers.iter() {
+            h.append_header(x.name.to_string(), x.value).unwrap();
+        }
+        check(&h, Some(raw), &limits())
+    }
+
+    #[test]
+    fn refusals() {
+        assert!(req(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").is_ok());
+        assert_eq!(req(b"GET / HTTP/1.1\nHost: a\n\n").unwrap_err().0, 400);
+        assert_eq!(req(b"GET / HTTP/1.1\r\n\r\n").unwrap_err().0, 400);
+        assert!(req(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+        assert_eq!(
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap_err().0,
+            400
+        );
+        assert_eq!(
+            req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 2\r\n\r\n")
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert!(req(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2, 2\r\n\r\n").is_ok());
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(9000));
+        assert_eq!(req(long.as_bytes()).unwrap_err().0, 414);
+        assert_eq!(
+            check_raw(b"GET / HTTP/1.2\r\n\r\n", &limits())
+                .unwrap_err()
+                .0,
+            505
+        );
+        assert_eq!(
+            check_raw(b"GET /a\x01 HTTP/1.1\r\n\r\n", &limits())
+                .unwrap_err()
+                .0,
+            400
+        );
+    }
+}
