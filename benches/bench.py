@@ -91,6 +91,7 @@ class Server:
     def __init__(self, args, workdir):
         self.args, self.workdir, self.procs = args, workdir, []
         self.port = free_port()
+        self.tls_port = None
 
     def spawn(self, cmd, **kw):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / f"{self.name}.err", "ab"),
@@ -116,27 +117,114 @@ class Server:
         self.procs = []
 
 
+def module_spec(app):
+    return "flask_app:app" if app == "flask_app" else f"{app}:application"
+
+
 class Corral(Server):
     name = "corral"
 
-    def start(self, app):
+    def start(self, app, threads=1, tls=False):
         cfg = self.workdir / "corral.toml"
-        cfg.write_text(
+        venv = Path(self.args.venv).resolve()
+        text = (
             f'[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
-            f'[app]\nmodule = "{app}:application"\nchdir = "{APPS}"\nworkers = {self.args.workers}\n'
+            f'[app]\nmodule = "{module_spec(app)}"\nchdir = "{APPS}"\nworkers = {self.args.workers}\n'
+            f'threads = {threads}\nvirtualenv = "{venv}"\nqueue_size = 100000\n'
+            f'[[static]]\nurl = "/static/"\ndir = "{self.args.static_dir}"\n'
+            f'[compression]\nenabled = false\n'
             f'[log]\naccess = "off"\nlevel = "warn"\n'
         )
+        if tls:
+            self.tls_port = free_port()
+            text += (f'[tls]\nlisten = ["127.0.0.1:{self.tls_port}"]\n[[tls.cert]]\n'
+                     f'cert = "{self.args.cert}"\nkey = "{self.args.key}"\n')
+        cfg.write_text(text)
         self.spawn([str(CORRAL), "serve", "--config", str(cfg)])
+        wait_port(self.port)
+
+
+class Gunicorn(Server):
+    name = "gunicorn"
+
+    def start(self, app, threads=1, tls=False):
+        extra = ["-k", "gthread", "--threads", str(threads)] if threads > 1 else []
+        self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers), *extra,
+                    "-b", f"127.0.0.1:{self.port}", "--chdir", str(APPS), module_spec(app)])
+        wait_port(self.port)
+
+
+class Granian(Server):
+    name = "granian"
+
+    def start(self, app, threads=1, tls=False):
+        extra = ["--blocking-threads", str(threads)] if threads > 1 else []
+        self.spawn([str(Path(self.args.venv) / "bin" / "granian"), "--interface", "wsgi",
+                    "--workers", str(self.args.workers), *extra, "--host", "127.0.0.1",
+                    "--port", str(self.port), "--no-ws", module_spec(app)], cwd=str(APPS))
+        wait_port(self.port)
+
+
+class Uwsgi(Server):
+    name = "uwsgi"
+
+    def start(self, app, threads=1, tls=False):
+        extra = ["--threads", str(threads)] if threads > 1 else []
+        mod = "flask_app:app" if app == "flask_app" else f"{app}:application"
+        self.spawn([str(Path(self.args.venv) / "bin" / "uwsgi"), "--http-socket", f"127.0.0.1:{self.port}",
+                    "--processes", str(self.args.workers), *extra, "--chdir", str(APPS),
+                    "--module", mod, "--master", "--disable-logging", "--die-on-term"])
+        wait_port(self.port)
+
+
+class Nginx(Server):
+    """nginx alone: static files and TLS."""
+    name = "nginx"
+
+    def start(self, app, threads=1, tls=False):
+        tls_block = ""
+        if tls:
+            self.tls_port = free_port()
+            tls_block = f"""
+    server {{
+        listen 127.0.0.1:{self.tls_port} ssl http2;
+        ssl_certificate {self.args.cert};
+        ssl_certificate_key {self.args.key};
+        ssl_session_cache shared:SSL:10m;
+        location /static/ {{ alias {self.args.static_dir}/; }}
+        location / {{ return 200 "Hello, World!"; }}
+    }}"""
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes {self.args.workers};
+pid {self.workdir}/nginx.pid;
+error_log {self.workdir}/nginx.err warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location /static/ {{ alias {self.args.static_dir}/; }}
+        location / {{ return 200 "Hello, World!"; }}
+    }}{tls_block}
+}}
+""")
+        self.spawn(["nginx", "-c", str(conf), "-p", str(self.workdir)])
         wait_port(self.port)
 
 
 class NginxGunicorn(Server):
     name = "nginx+gunicorn"
 
-    def start(self, app):
+    def start(self, app, threads=1, tls=False):
         sock = self.workdir / "gunicorn.sock"
-        self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers),
-                    "-b", f"unix:{sock}", "--chdir", str(APPS), f"{app}:application"])
+        extra = ["-k", "gthread", "--threads", str(threads)] if threads > 1 else []
+        self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers), *extra,
+                    "-b", f"unix:{sock}", "--chdir", str(APPS), module_spec(app)])
         conf = self.workdir / "nginx.conf"
         conf.write_text(f"""
 user root;
@@ -163,17 +251,27 @@ http {{
         wait_port(self.port)
 
 
-SERVERS = {"corral": Corral, "nginx+gunicorn": NginxGunicorn}
+SERVERS = {"corral": Corral, "nginx+gunicorn": NginxGunicorn, "gunicorn": Gunicorn,
+           "granian": Granian, "uwsgi": Uwsgi, "nginx": Nginx}
+# name: app module, path, connections, threads per worker, peers, options
 SCENARIOS = {
-    # name: (app module, path, connections)
-    "hello": ("hello", "/", 64),
+    "hello": dict(app="hello", path="/", conns=64, peers=["nginx+gunicorn", "granian", "uwsgi"]),
+    "flask": dict(app="flask_app", path="/json", conns=64, peers=["nginx+gunicorn", "granian", "uwsgi"]),
+    "io": dict(app="io_app", path="/", conns=32, threads=16, peers=["gunicorn", "granian", "uwsgi"]),
+    # 2 workers x 16 threads at 10 ms = ~3200 req/s capacity; 4x the connections.
+    "overload": dict(app="io_app", path="/", conns=128, threads=16, peers=["nginx+gunicorn", "granian"]),
+    "static-small": dict(app="hello", path="/static/small.bin", conns=64, peers=["nginx"]),
+    "static-large": dict(app="hello", path="/static/large.bin", conns=8, peers=["nginx"]),
+    "tls": dict(app="hello", path="/static/small.bin", conns=64, tls=True, peers=["nginx"]),
+    "tls-handshake": dict(app="hello", path="/static/small.bin", conns=16, tls=True, close=True, peers=["nginx"]),
+    "h2": dict(app="hello", path="/static/small.bin", conns=16, tls=True, h2=True, peers=["nginx"]),
+    "slowloris": dict(app="hello", path="/", conns=64, slowloris=500, peers=[]),
 }
 
 
-def run_wrk(port, path, conns, duration, threads=2):
+def run_wrk(url, conns, duration, threads=2, extra=()):
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency",
-         f"http://127.0.0.1:{port}{path}"],
+        ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency", *extra, url],
         capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
@@ -194,58 +292,136 @@ def run_wrk(port, path, conns, duration, threads=2):
     return {"rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors}
 
 
+def run_h2load(url, conns, duration):
+    out = subprocess.run(["h2load", "-c", str(conns), "-m", "10", "-D", str(duration), url],
+                         capture_output=True, text=True, timeout=duration + 60).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    rps = float(m.group(1)) if m else 0.0
+    failed = re.search(r"(\d+) failed", out)
+    lat = re.search(r"time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)", out)
+    mean = None
+    if lat:
+        v, u = float(lat.group(1)), lat.group(2)
+        mean = v / 1000 if u == "us" else v * 1000 if u == "s" else v
+    return {"rps": rps, "p50_ms": mean, "p99_ms": None, "errors": int(failed.group(1)) if failed else 0}
+
+
+class Slowloris:
+    """Holds `n` connections open with a half-sent request, one byte a second."""
+
+    def __init__(self, port, n):
+        self.socks = []
+        for _ in range(n):
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-a: ")
+                self.socks.append(s)
+            except OSError:
+                break
+        self.stop = False
+        import threading
+        self.t = threading.Thread(target=self.drip, daemon=True)
+        self.t.start()
+
+    def drip(self):
+        while not self.stop:
+            for s in list(self.socks):
+                try:
+                    s.sendall(b"a")
+                except OSError:
+                    self.socks.remove(s)
+            time.sleep(1)
+
+    def close(self):
+        self.stop = True
+        for s in self.socks:
+            s.close()
+
+
+def measure(srv, sc, args):
+    scheme, port = ("https", srv.tls_port) if sc.get("tls") else ("http", srv.port)
+    url = f"{scheme}://127.0.0.1:{port}{sc['path']}"
+    if sc.get("h2"):
+        run_h2load(url, sc["conns"], 2)
+        return run_h2load(url, sc["conns"], args.duration)
+    extra = ["-H", "Connection: close"] if sc.get("close") else []
+    run_wrk(url, sc["conns"], 2, extra=extra)  # warm-up
+    return run_wrk(url, sc["conns"], args.duration, extra=extra)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--venv", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--servers", default="corral,nginx+gunicorn")
-    ap.add_argument("scenarios", nargs="*", default=["hello"])
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = ap.parse_args()
-    servers = args.servers.split(",")
+    args.venv = str(Path(args.venv).resolve())
     results = {}
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        tmp = Path(tmp)
+        static = tmp / "static"
+        static.mkdir()
+        (static / "small.bin").write_bytes(os.urandom(4096))
+        (static / "large.bin").write_bytes(os.urandom(10 << 20))
+        args.static_dir = str(static)
+        args.cert, args.key = str(tmp / "cert.pem"), str(tmp / "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-keyout", args.key, "-out", args.cert, "-days", "2", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
         for scen in args.scenarios:
-            app, path, conns = SCENARIOS[scen]
+            sc = SCENARIOS[scen]
+            servers = ["corral", *sc["peers"]]
             runs = {s: [] for s in servers}
             for rnd in range(args.rounds):
                 for sname in servers:
-                    workdir = Path(tmp) / f"{scen}-{sname}-{rnd}"
+                    workdir = tmp / f"{scen}-{sname}-{rnd}"
                     workdir.mkdir()
                     srv = SERVERS[sname](args, workdir)
+                    loris = None
                     try:
-                        srv.start(app)
-                        warm(srv.port, path)
-                        run_wrk(srv.port, path, conns, 2)  # warm-up
-                        peak = 0
-                        r = run_wrk(srv.port, path, conns, args.duration)
-                        peak = max(peak, rss_kib(srv.pids()))
-                        r["rss_mib"] = peak / 1024
+                        srv.start(sc["app"], threads=sc.get("threads", 1), tls=sc.get("tls", False))
+                        warm(srv.port, "/static/small.bin" if sname == "nginx" else sc["path"])
+                        if sc.get("slowloris"):
+                            base = measure(srv, sc, args)
+                            loris = Slowloris(srv.port, sc["slowloris"])
+                            time.sleep(1)
+                        r = measure(srv, sc, args)
+                        if sc.get("slowloris"):
+                            r["kept"] = r["rps"] / base["rps"] if base["rps"] else 0
+                            r["held"] = len(loris.socks)
+                        r["rss_mib"] = rss_kib(srv.pids()) / 1024
                         runs[sname].append(r)
-                        print(f"  {scen} round {rnd + 1} {sname}: {r['rps']:.0f} req/s", file=sys.stderr)
+                        print(f"  {scen} round {rnd + 1} {sname}: {r['rps']:.0f} req/s"
+                              + (f", kept {r['kept']:.0%} with {r['held']} slowloris" if "kept" in r else ""),
+                              file=sys.stderr, flush=True)
+                    except Exception as e:  # a peer that cannot run here is reported, not fatal
+                        print(f"  {scen} round {rnd + 1} {sname}: FAILED: {e}", file=sys.stderr, flush=True)
                     finally:
+                        if loris:
+                            loris.close()
                         srv.stop()
-            results[scen] = {
-                s: {
-                    "rps": statistics.median(r["rps"] for r in rs),
-                    "p50_ms": statistics.median(r["p50_ms"] for r in rs),
-                    "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-                    "errors": sum(r["errors"] for r in rs),
-                    "rss_mib": max(r["rss_mib"] for r in rs),
-                    "rounds": rs,
-                }
-                for s, rs in runs.items()
-            }
+            results[scen] = {}
+            for s, rs in runs.items():
+                if not rs:
+                    continue
+                med = lambda k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else None
+                results[scen][s] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+                                    "errors": sum(r["errors"] for r in rs), "rss_mib": max(r["rss_mib"] for r in rs),
+                                    "kept": med("kept"), "rounds": rs}
     out = ROOT / "target" / "bench-results.json"
     out.write_text(json.dumps(results, indent=2))
-    print(f"\n| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | corral ÷ server |")
+    fmt = lambda v, f="{:.2f}": "—" if v is None else f.format(v)
+    print("| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | corral ÷ server |")
     print("|---|---|---|---|---|---|---|---|")
     for scen, by in results.items():
         base = by.get("corral", {}).get("rps")
         for s, r in by.items():
-            ratio = f"{base / r['rps']:.2f}x" if base and s != "corral" else "—"
-            print(f"| {scen} | {s} | {r['rps']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            ratio = f"{base / r['rps']:.2f}x" if base and r["rps"] and s != "corral" else "—"
+            if s == "corral" and r.get("kept") is not None:
+                ratio = f"kept {r['kept']:.0%} of its throughput"
+            print(f"| {scen} | {s} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
                   f"{r['errors']} | {r['rss_mib']:.0f} | {ratio} |")
     print(f"\nJSON: {out}")
 

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark: corral vs nginx + gunicorn (and whatever else
-# bench.py knows), alternating servers over several rounds. Installs what it
-# needs (nginx and wrk from Debian, gunicorn into target/bench-venv).
+# Side-by-side benchmark: corral vs nginx + gunicorn, gunicorn, granian,
+# uwsgi and nginx, alternating servers round by round (A B C A B C). Installs
+# what it needs: nginx, wrk and h2load from Debian; gunicorn, granian,
+# pyuwsgi and Flask into target/bench-venv.
 #   ./benches/run.sh [--rounds N] [--duration S] [scenario ...]
+# Scenarios: hello flask io overload static-small static-large tls
+#            tls-handshake h2 slowloris (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh
@@ -10,13 +13,14 @@ export $(cat target/.corral-python)
 missing=()
 command -v nginx >/dev/null || missing+=(nginx)
 command -v wrk >/dev/null || missing+=(wrk)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
 if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 venv=target/bench-venv
-if [ ! -x "$venv/bin/gunicorn" ]; then
+if [ ! -x "$venv/bin/granian" ] || [ ! -x "$venv/bin/uwsgi" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check gunicorn flask
+    "$venv/bin/pip" install -q --disable-pip-version-check gunicorn granian pyuwsgi flask
 fi
 cargo build --release
 exec python3 benches/bench.py --venv "$venv" "$@"

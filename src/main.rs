@@ -2,11 +2,13 @@
 //! command line; `master::serve` runs a site and `config::load` reads one.
 
 mod config;
-mod edge;
+pub(crate) mod edge;
+#[cfg(test)]
+mod fuzz;
 mod ipc;
 mod logging;
 mod master;
-mod worker;
+pub(crate) mod worker;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -15,14 +15,14 @@ mod control;
 mod dispatch;
 mod drain;
 mod forward;
-mod http_ranges;
+pub(crate) mod http_ranges;
 mod proxy;
 mod rate_limit;
 mod redirect;
 mod respond;
 mod static_files;
-mod static_path;
-mod strict;
+pub(crate) mod static_path;
+pub(crate) mod strict;
 mod tls;
 mod upstream;
 

@@ -76,6 +76,12 @@ pub fn check(
     Ok(())
 }
 
+/// The raw-bytes rules alone, for the fuzzer.
+#[cfg(test)]
+pub fn check_raw_for_fuzz(raw: &[u8]) -> Result<(), (u16, &'static str)> {
+    check_raw(raw, &Limits::default())
+}
+
 /// Rules on the raw bytes: CRLF line endings only, no control bytes in the
 /// request line, and the size limits.
 fn check_raw(raw: &[u8], limits: &Limits) -> Result<(), (u16, &'static str)> {

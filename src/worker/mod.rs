@@ -9,7 +9,7 @@
 mod interpreter;
 pub mod probe;
 mod recycle;
-mod request;
+pub(crate) mod request;
 mod response;
 mod server;
 mod wsgi;
