@@ -97,9 +97,16 @@ fn kill_9_storm_fails_only_the_requests_in_killed_workers() {
             not_502.iter().take(20).map(|o| format!("    {o}\n")).collect::<String>()
         ));
     }
-    if failures.len() > killed.len() {
+    // A sync worker runs one request at a time, so a kill should cost at
+    // most the request it was running. Known residual race (issue 5 notes):
+    // a request written to a worker's socket in the instant the kernel tears
+    // it down can look delivered and get a 502 too; under CI load this was
+    // seen on up to 1 in 6 kills, so 1 in 4 is allowed. The bug this guards
+    // against (dispatching to a dead worker) cost 2-4 failures per kill.
+    let allowed = killed.len() + killed.len() / 4;
+    if failures.len() > allowed {
         problems.push(format!(
-            "{} requests failed but only {} workers were killed (a sync worker runs one request at a time, so at most one request per kill may fail)",
+            "{} requests failed but only {} workers were killed (at most {allowed} failures allowed)",
             failures.len(),
             killed.len()
         ));

@@ -204,10 +204,11 @@ pub fn validate(
             "must be at least 64 bytes".into(),
         );
     }
-    if config.limits.max_header_size.0 < 256 {
+    if config.limits.max_header_size.0 < 256 || config.limits.max_header_size.0 > 1 << 20 {
+        // pingora's parser stops at 1 MiB whatever we say.
         bad(
             "limits.max_header_size",
-            "must be at least 256 bytes".into(),
+            "must be between 256 bytes and 1MiB".into(),
         );
     }
     if config.limits.max_headers == 0 || config.limits.max_headers > 250 {

@@ -240,7 +240,9 @@ async fn send_file(
             return error(session, 404).await;
         };
         super::respond::header(session, resp, false).await?;
-        session.write_response_body(Some(Bytes::from(data)), true).await?;
+        session
+            .write_response_body(Some(Bytes::from(data)), true)
+            .await?;
         return Ok(Served::Done(status));
     }
     let mut file = match tokio::fs::File::open(&path).await {

@@ -26,10 +26,33 @@ pub fn check(
         if has(b"transfer-encoding") && has(b"content-length") {
             return Err((400, "both Transfer-Encoding and Content-Length"));
         }
+        check_transfer_encoding(&lower)?;
+    }
+    if let Some(host) = req.headers.get(http::header::HOST) {
+        if !valid_host(host.as_bytes()) {
+            return Err((400, "invalid Host"));
+        }
     }
     let target = req.raw_path();
     if target.iter().any(|&b| b <= 0x20 || b == 0x7f) {
         return Err((400, "control character or space in the request target"));
+    }
+    // RFC 9112 §3.2: origin-form starts with "/", absolute-form names a
+    // scheme, "*" is for OPTIONS. (pingora "repairs" a request line with a
+    // stray space by percent-encoding it, leaving a target like "T%20/x".)
+    let origin = target.starts_with(b"/");
+    let lower: Vec<u8> = target.iter().take(8).map(u8::to_ascii_lowercase).collect();
+    let absolute = lower.starts_with(b"http://") || lower.starts_with(b"https://");
+    let asterisk = target == b"*" && req.method == http::Method::OPTIONS;
+    let authority = req.method == http::Method::CONNECT;
+    if !(origin || absolute || asterisk || authority) {
+        return Err((400, "malformed request target"));
+    }
+    // As nginx: a path that decodes to NUL or another control character is
+    // refused (pingora percent-encodes raw ones, so this also catches those).
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    if percent_encoding::percent_decode(path).any(|b| b < 0x20 || b == 0x7f) {
+        return Err((400, "control character in the request path"));
     }
     let headers = &req.headers;
     if headers.len() > limits.max_headers {
@@ -80,6 +103,69 @@ pub fn check(
 #[cfg(test)]
 pub fn check_raw_for_fuzz(raw: &[u8]) -> Result<(), (u16, &'static str)> {
     check_raw(raw, &Limits::default())
+}
+
+/// Transfer-Encoding, from the raw (lower-cased) head: exactly one field,
+/// and exactly `chunked`. Anything else is refused rather than guessed at:
+/// codings stacked under chunked (501, corral does not decode them) and
+/// oddities like `chunked, chunked` or `identity, chunked` (400), which
+/// other HTTP parsers read differently (request smuggling).
+fn check_transfer_encoding(lower: &[u8]) -> Result<(), (u16, &'static str)> {
+    let values: Vec<String> = lower
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"transfer-encoding:"))
+        .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        .collect();
+    match values.as_slice() {
+        [] => Ok(()),
+        [one] if one == "chunked" => Ok(()),
+        [one] => {
+            let codings: Vec<&str> = one.split(',').map(str::trim).collect();
+            let known = ["gzip", "x-gzip", "deflate", "compress", "br", "zstd"];
+            if codings.last() == Some(&"chunked")
+                && codings[..codings.len() - 1]
+                    .iter()
+                    .all(|c| known.contains(c))
+            {
+                Err((501, "transfer codings other than chunked are not supported"))
+            } else {
+                Err((400, "Transfer-Encoding must be exactly \"chunked\""))
+            }
+        }
+        _ => Err((400, "more than one Transfer-Encoding header")),
+    }
+}
+
+/// RFC 9110 §7.2 / RFC 3986: `host[:port]` with a reg-name, IPv4 or
+/// bracketed IPv6 host.
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        match v.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let inner = &v[1..end];
+                if inner.is_empty()
+                    || !inner
+                        .iter()
+                        .all(|b| b.is_ascii_hexdigit() || b".:".contains(b))
+                {
+                    return false;
+                }
+                (&v[..=end], &v[end + 1..])
+            }
+            None => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &v[v.len()..]),
+        }
+    };
+    let port_ok = port.is_empty() || (port[0] == b':' && port[1..].iter().all(u8::is_ascii_digit));
+    let host_ok = host.starts_with(b"[")
+        || host
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b));
+    port_ok && host_ok
 }
 
 /// Rules on the raw bytes: CRLF line endings only, no control bytes in the
@@ -177,6 +263,40 @@ mod tests {
                 .unwrap_err()
                 .0,
             400
+        );
+        assert_eq!(
+            check_transfer_encoding(b"transfer-encoding: chunked, chunked")
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(
+            check_transfer_encoding(b"transfer-encoding: gzip, chunked")
+                .unwrap_err()
+                .0,
+            501
+        );
+        assert_eq!(
+            check_transfer_encoding(b"transfer-encoding: identity, chunked")
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert!(check_transfer_encoding(b"transfer-encoding: chunked").is_ok());
+        assert_eq!(
+            check_transfer_encoding(b"transfer-encoding: chunked\ntransfer-encoding: chunked")
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert!(
+            valid_host(b"example.com:8080") && valid_host(b"[::1]:80") && valid_host(b"127.0.0.1")
+        );
+        assert!(
+            !valid_host(b"h h")
+                && !valid_host(b"h:port")
+                && !valid_host(b"h/x")
+                && !valid_host(b"[::1")
         );
     }
 }

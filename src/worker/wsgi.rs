@@ -147,8 +147,11 @@ impl Wsgi {
         };
         // Absolute-form targets (`http://host/path`) carry the path after the authority.
         let path = match path.split_once("://") {
-            Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-            None => path,
+            // Absolute-form targets (`http://host/path`) carry the path after
+            // the authority; an origin-form path (starting with "/") is taken
+            // as it is, even if it contains "://".
+            Some((_, rest)) if !path.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+            _ => path,
         };
         env.set_item("REQUEST_METHOD", &req.method)?;
         env.set_item("PATH_INFO", latin1(&percent_decode(path.as_bytes())))?;

@@ -2436,3 +2436,133 @@ impl Conn {
         self.reader.read(buf)
     }
 }
+
+// ---------------------------------------------------------------------------
+// raw exchanges and recorded requests (added for tests/hostile.rs)
+// ---------------------------------------------------------------------------
+
+/// What came back for raw bytes sent on a fresh connection.
+#[derive(Clone, Debug)]
+pub struct RawOutcome {
+    /// Everything the server sent before EOF or the deadline.
+    pub bytes: Vec<u8>,
+    /// The server closed the connection (EOF or reset) before the deadline.
+    pub closed: bool,
+    /// The close was a reset (ECONNRESET / EPIPE) rather than a FIN.
+    pub reset: bool,
+    /// Writing the request failed part-way (the server hung up early).
+    pub write_error: Option<String>,
+    /// From connect to EOF (or to the deadline).
+    pub elapsed: Duration,
+}
+
+/// Bytes escaped for failure messages (`\r`, `\n`, `\x00` visible), cut
+/// after `max` bytes.
+pub fn escaped(bytes: &[u8], max: usize) -> String {
+    let cut = bytes.len().min(max);
+    let mut s = bytes[..cut].escape_ascii().to_string();
+    if bytes.len() > max {
+        s.push_str(&format!("[... {} more bytes]", bytes.len() - max));
+    }
+    s
+}
+
+/// Send `raw` in one write on a fresh connection to 127.0.0.1:port (then
+/// half-close our side if `half_close`), and read until the server closes
+/// or `wait` has passed since the connect.
+pub fn raw_exchange(
+    port: u16,
+    raw: &[u8],
+    half_close: bool,
+    wait: Duration,
+) -> io::Result<RawOutcome> {
+    let t0 = Instant::now();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_nodelay(true)?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut write_error = None;
+    if let Err(e) = s.write_all(raw).and_then(|_| s.flush()) {
+        write_error = Some(format!("{:?}: {e}", e.kind()));
+    }
+    if half_close && write_error.is_none() {
+        let _ = s.shutdown(std::net::Shutdown::Write);
+    }
+    let deadline = t0 + wait;
+    let mut bytes = Vec::new();
+    let (mut closed, mut reset) = (false, false);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+        match s.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                break
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                closed = true;
+                reset = true;
+                break;
+            }
+        }
+    }
+    Ok(RawOutcome {
+        bytes,
+        closed,
+        reset,
+        write_error,
+        elapsed: t0.elapsed(),
+    })
+}
+
+/// Every complete response in `bytes`, in order; `methods[i]` is the method
+/// of the i-th request (HEAD responses have no body; "GET" past the end).
+/// The second value describes bytes that are not a complete response.
+pub fn parse_responses(bytes: &[u8], methods: &[&str]) -> (Vec<Response>, Option<String>) {
+    let mut cur = io::Cursor::new(bytes);
+    let mut out = Vec::new();
+    while (cur.position() as usize) < bytes.len() {
+        let method = methods.get(out.len()).copied().unwrap_or("GET");
+        let at = cur.position() as usize;
+        match read_response(&mut cur, method) {
+            Ok(r) => out.push(r),
+            Err(e) => {
+                return (
+                    out,
+                    Some(format!(
+                        "{e} (at byte {at}: {})",
+                        escaped(&bytes[at..], 300)
+                    )),
+                )
+            }
+        }
+    }
+    (out, None)
+}
+
+/// The JSON objects of a JSON-lines file (missing file: none). Panics on a
+/// line that is not JSON.
+pub fn read_jsonl(path: &Path) -> Vec<Json> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            Json::parse(l)
+                .unwrap_or_else(|e| panic!("{}: line is not JSON ({e}): {l}", path.display()))
+        })
+        .collect()
+}
