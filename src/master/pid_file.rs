@@ -62,7 +62,7 @@ pub fn signal_running(pid_file: &Path, sig: Signal, wait: Option<Duration>) -> a
 
 /// Alive and not a zombie (an exited master whose parent has not reaped it
 /// yet has stopped, as far as `corral stop` is concerned).
-fn running(pid: i32) -> bool {
+pub(super) fn running(pid: i32) -> bool {
     if kill(Pid::from_raw(pid), None).is_err() {
         return false;
     }

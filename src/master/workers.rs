@@ -164,7 +164,9 @@ impl Arbiter {
         let Some((pid, w)) = self.workers.iter().find(|(_, w)| w.id == id) else {
             return;
         };
-        if w.ready && !w.retiring && kill(*pid, None).is_ok() {
+        // A SIGKILLed worker is a zombie until reaped, and kill(pid, 0)
+        // still succeeds on a zombie: look at its state instead.
+        if w.ready && !w.retiring && super::pid_file::running(pid.as_raw()) {
             info!("worker {pid} (id {id}) is alive after a failed exchange; routing to it again");
             let msg = Control::Up {
                 id,
