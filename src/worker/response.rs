@@ -158,6 +158,16 @@ impl ResponseWriter {
         self.buf.clear();
     }
 
+    /// The app failed: a 500 if nothing was sent yet, otherwise cut the
+    /// response short (the edge then sees the truncation and tells the client).
+    pub fn fail(&mut self, py: Python<'_>) {
+        if self.head_sent {
+            self.abort(py)
+        } else {
+            self.error(py, "500 Internal Server Error")
+        }
+    }
+
     /// A complete error response, for failures before the head was sent.
     pub fn error(&mut self, py: Python<'_>, status: &str) {
         let body = format!("{status}\n");

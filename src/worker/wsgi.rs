@@ -96,13 +96,7 @@ impl Wsgi {
         match result {
             Err(e) => {
                 self.log_exception(py, &summary, &e);
-                with(&writer, |w| {
-                    if w.head_sent {
-                        w.abort(py)
-                    } else {
-                        w.error(py, "500 Internal Server Error")
-                    }
-                });
+                with(&writer, |w| w.fail(py));
             }
             Ok(iterable) => {
                 let outcome = drive(py, &iterable, &state, &writer);
@@ -115,13 +109,7 @@ impl Wsgi {
                 }
                 if let Err(e) = outcome {
                     self.log_exception(py, &summary, &e);
-                    with(&writer, |w| {
-                        if w.head_sent {
-                            w.abort(py)
-                        } else {
-                            w.error(py, "500 Internal Server Error")
-                        }
-                    });
+                    with(&writer, |w| w.fail(py));
                 }
             }
         }
