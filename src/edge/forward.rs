@@ -85,11 +85,14 @@ pub fn client_and_scheme(
     (Some(client), scheme)
 }
 
+/// `client` and `scheme` come from [`client_and_scheme`], worked out once
+/// per request.
 pub fn request_head(
     session: &Session,
     request_id: &str,
     body_len: u64,
-    trusted: &[(std::net::IpAddr, u8)],
+    client: Option<std::net::SocketAddr>,
+    scheme: &str,
 ) -> Vec<u8> {
     let req = session.req_header();
     let mut h = Vec::with_capacity(512);
@@ -121,7 +124,6 @@ pub fn request_head(
             h.extend_from_slice(b"\r\n");
         }
     }
-    let (client, scheme) = client_and_scheme(session, trusted);
     let local = session.server_addr().and_then(|a| a.as_inet().copied());
     let client_subject = session
         .digest()

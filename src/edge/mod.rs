@@ -130,8 +130,12 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             redirect_http: tls_site.redirect_http,
             https_port: tls_site.listen.first().map(|a| a.port()),
         });
+        let prepared = match tls::Prepared::load(tls_site) {
+            Ok(p) => p,
+            Err(e) => return fail(format!("TLS: {e}")),
+        };
         for addr in &tls_site.listen {
-            match tls::settings(tls_site) {
+            match prepared.settings() {
                 Ok(settings) => service.add_tls_with_settings(&addr.to_string(), None, settings),
                 Err(e) => return fail(format!("TLS: {e}")),
             }

@@ -52,6 +52,10 @@ pub struct Ctx {
     request_id: String,
     status: u16,
     retry_after: u64,
+    /// The real client (after `trusted_proxies`) and scheme; set at the
+    /// start of `request_filter`.
+    client: Option<std::net::SocketAddr>,
+    scheme: &'static str,
 }
 
 impl Drop for Ctx {
@@ -72,6 +76,8 @@ impl ProxyHttp for Edge {
             request_id: format!("{:08x}{:08x}", std::process::id(), seq),
             status: 0,
             retry_after: 0,
+            client: None,
+            scheme: "http",
         }
     }
 
@@ -87,6 +93,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        (ctx.client, ctx.scheme) = forward::client_and_scheme(session, &self.trusted);
         let raw_head = session
             .as_downstream()
             .as_http1()
@@ -97,10 +104,7 @@ impl ProxyHttp for Edge {
             return self.refuse(session, ctx, status, why).await;
         }
         if let Some(rate) = &self.rate {
-            let ip = forward::client_and_scheme(session, &self.trusted)
-                .0
-                .map(|a| a.ip());
-            if let Some(Err(wait)) = ip.map(|ip| rate.check(ip)) {
+            if let Some(Err(wait)) = ctx.client.map(|c| rate.check(c.ip())) {
                 ctx.retry_after = wait;
                 return self.refuse(session, ctx, 429, "Too Many Requests").await;
             }
@@ -110,8 +114,8 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         // Static files never reach Python (unless a mount falls back to the app).
-        if let Some(mount) = static_files::find(&self.static_mounts, session) {
-            match static_files::serve(session, mount).await? {
+        if let Some((mount, decoded)) = static_files::find(&self.static_mounts, session) {
+            match static_files::serve(session, mount, &decoded).await? {
                 Served::Done(status) => {
                     ctx.status = status;
                     return Ok(true);
@@ -161,7 +165,8 @@ impl ProxyHttp for Edge {
                     .await;
             }
         };
-        let head = forward::request_head(session, &ctx.request_id, body.len(), &self.trusted);
+        let head =
+            forward::request_head(session, &ctx.request_id, body.len(), ctx.client, ctx.scheme);
         let is_head = session.req_header().method == http::Method::HEAD;
 
         // Retry on another worker only while the app cannot have run.
@@ -352,8 +357,10 @@ impl ProxyHttp for Edge {
             } else {
                 0
             });
-        let client = forward::client_and_scheme(session, &self.trusted)
-            .0
+        // Requests pingora refused before request_filter have no ctx.client.
+        let client = ctx
+            .client
+            .or_else(|| forward::client_and_scheme(session, &self.trusted).0)
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
         let header = |name: http::header::HeaderName| {

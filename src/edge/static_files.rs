@@ -31,24 +31,26 @@ pub enum Served {
 
 /// The mount for this request, matched on the decoded path (mounts are
 /// sorted longest first). Absolute-form targets match by their path too.
-pub fn find<'a>(mounts: &'a [Mount], session: &Session) -> Option<&'a Mount> {
+/// Returns the mount and the decoded path, which `serve` then works on.
+pub fn find<'a>(mounts: &'a [Mount], session: &Session) -> Option<(&'a Mount, Vec<u8>)> {
     if mounts.is_empty() {
         return None;
     }
     let path = static_path::decode(session.req_header().uri.path().as_bytes());
-    mounts.iter().find(|m| {
+    let mount = mounts.iter().find(|m| {
         let prefix = m.url.as_bytes();
         path.starts_with(prefix) || path == prefix[..prefix.len() - 1]
-    })
+    })?;
+    Some((mount, path))
 }
 
-pub async fn serve(session: &mut Session, mount: &Mount) -> Result<Served> {
+/// `decoded` is the request path as `find` decoded it.
+pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Result<Served> {
     let method = session.req_header().method.clone();
     let uri = session.req_header().uri.clone();
     let path = uri.path().as_bytes();
     let query = uri.query().map(|q| format!("?{q}").into_bytes());
     let query = query.as_deref();
-    let decoded = static_path::decode(path);
     let fallback = mount.settings.fallback == "app";
     // "/static" without the slash: send the browser to the folder.
     if decoded.len() < mount.url.len() {

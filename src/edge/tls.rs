@@ -127,50 +127,73 @@ fn escape_dn_value(v: &str) -> String {
     out
 }
 
-pub fn settings(tls: &TlsSite) -> Result<TlsSettings, String> {
-    let mut exact = HashMap::new();
-    let mut wildcard = HashMap::new();
-    let mut default = None;
-    for c in &tls.certs {
-        let loaded = crate::config::tls::load(&c.cert, &c.key, &[])?;
-        default.get_or_insert_with(|| loaded.key.clone());
-        for host in &c.hosts {
-            let host = host.to_ascii_lowercase();
-            match host.strip_prefix("*.") {
-                Some(parent) => wildcard
-                    .entry(parent.to_string())
-                    .or_insert_with(|| loaded.key.clone()),
-                None => exact.entry(host).or_insert_with(|| loaded.key.clone()),
+/// Certificates and the client verifier, loaded once for every TLS listener.
+pub struct Prepared {
+    resolver: Arc<SniResolver>,
+    verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+impl Prepared {
+    pub fn load(tls: &TlsSite) -> Result<Self, String> {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        let mut default = None;
+        for c in &tls.certs {
+            let loaded = crate::config::tls::load(&c.cert, &c.key, &[])?;
+            default.get_or_insert_with(|| loaded.key.clone());
+            for host in &c.hosts {
+                let host = host.to_ascii_lowercase();
+                match host.strip_prefix("*.") {
+                    Some(parent) => wildcard
+                        .entry(parent.to_string())
+                        .or_insert_with(|| loaded.key.clone()),
+                    None => exact.entry(host).or_insert_with(|| loaded.key.clone()),
+                };
+            }
+        }
+        let default = default.ok_or("no certificate configured")?;
+        let verifier =
+            match &tls.client_ca {
+                None => None,
+                Some(ca) => {
+                    let mut roots = rustls::RootCertStore::empty();
+                    for cert in crate::config::tls::read_chain(ca)? {
+                        roots.add(cert).map_err(|e| {
+                            format!("{}: unusable CA certificate: {e}", ca.display())
+                        })?;
+                    }
+                    let provider = Arc::new(rustls::crypto::ring::default_provider());
+                    let builder =
+                        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                    let builder = if tls.client_required {
+                        builder
+                    } else {
+                        builder.allow_unauthenticated()
+                    };
+                    Some(builder.build().map_err(|e| {
+                        format!("{}: cannot verify clients with it: {e}", ca.display())
+                    })?)
+                }
             };
-        }
+        Ok(Prepared {
+            resolver: Arc::new(SniResolver {
+                exact,
+                wildcard,
+                default,
+            }),
+            verifier,
+        })
     }
-    let default = default.ok_or("no certificate configured")?;
-    let mut settings =
-        TlsSettings::with_callbacks(Box::new(SubjectCallback)).map_err(|e| e.to_string())?;
-    settings.set_cert_resolver(Arc::new(SniResolver {
-        exact,
-        wildcard,
-        default,
-    }));
-    settings.enable_h2();
-    if let Some(ca) = &tls.client_ca {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in crate::config::tls::read_chain(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+
+    /// Settings for one listener (pingora consumes one per address).
+    pub fn settings(&self) -> Result<TlsSettings, String> {
+        let mut settings =
+            TlsSettings::with_callbacks(Box::new(SubjectCallback)).map_err(|e| e.to_string())?;
+        settings.set_cert_resolver(self.resolver.clone());
+        settings.enable_h2();
+        if let Some(v) = &self.verifier {
+            settings.set_client_cert_verifier(v.clone());
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let builder = if tls.client_required {
-            builder
-        } else {
-            builder.allow_unauthenticated()
-        };
-        let verifier = builder
-            .build()
-            .map_err(|e| format!("{}: cannot verify clients with it: {e}", ca.display()))?;
-        settings.set_client_cert_verifier(verifier);
+        Ok(settings)
     }
-    Ok(settings)
 }

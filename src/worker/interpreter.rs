@@ -120,19 +120,7 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
     Ok(obj.unbind())
 }
 
-/// The full traceback of a Python error, as Python would print it.
-pub fn format_err(py: Python<'_>, e: &PyErr) -> String {
-    py.import("traceback")
-        .and_then(|tb| {
-            tb.call_method1(
-                "format_exception",
-                (e.get_type(py), e.value(py), e.traceback(py)),
-            )
-        })
-        .and_then(|lines| lines.extract::<Vec<String>>())
-        .map(|lines| lines.concat())
-        .unwrap_or_else(|_| e.to_string())
-}
+pub use super::wsgi::format_err;
 
 /// The last line of a traceback: `ModuleNotFoundError: No module named 'x'`.
 pub fn last_line(traceback: &str) -> &str {

@@ -22,7 +22,6 @@ pub struct Wsgi {
     base_environ: Py<PyDict>,
     bytes_io: Py<PyAny>,
     io_open: Py<PyAny>,
-    format_exception: Py<PyAny>,
 }
 
 /// What the edge told us about the connection, carried in `x-corral-*`
@@ -59,10 +58,6 @@ impl Wsgi {
             base_environ: base.unbind(),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             io_open: io.getattr("open")?.unbind(),
-            format_exception: py
-                .import("traceback")?
-                .getattr("format_exception")?
-                .unbind(),
         })
     }
 
@@ -117,13 +112,7 @@ impl Wsgi {
     }
 
     fn log_exception(&self, py: Python<'_>, what: &str, e: &PyErr) {
-        let text = self
-            .format_exception
-            .bind(py)
-            .call1((e.get_type(py), e.value(py), e.traceback(py)))
-            .and_then(|lines| lines.extract::<Vec<String>>())
-            .map(|lines| lines.concat())
-            .unwrap_or_else(|_| e.to_string());
+        let text = format_err(py, e);
         error!("error in app for {what}:\n{}", text.trim_end());
     }
 
@@ -531,6 +520,20 @@ impl FileWrapper {
         }
         Ok(())
     }
+}
+
+/// The full traceback of a Python error, as Python would print it.
+pub fn format_err(py: Python<'_>, e: &PyErr) -> String {
+    py.import("traceback")
+        .and_then(|tb| {
+            tb.call_method1(
+                "format_exception",
+                (e.get_type(py), e.value(py), e.traceback(py)),
+            )
+        })
+        .and_then(|lines| lines.extract::<Vec<String>>())
+        .map(|lines| lines.concat())
+        .unwrap_or_else(|_| e.to_string())
 }
 
 /// Header bytes as a Python str, one char per byte (PEP 3333's latin-1 rule).
