@@ -138,7 +138,7 @@ class Corral(Server):
         if tls:
             self.tls_port = free_port()
             text += (f'[tls]\nlisten = ["127.0.0.1:{self.tls_port}"]\n[[tls.cert]]\n'
-                     f'cert = "{self.args.cert}"\nkey = "{self.args.key}"\n')
+                     f'cert = "{self.args.certs[tls][0]}"\nkey = "{self.args.certs[tls][1]}"\n')
         cfg.write_text(text)
         self.spawn([str(CORRAL), "serve", "--config", str(cfg)])
         wait_port(self.port)
@@ -188,8 +188,8 @@ class Nginx(Server):
             tls_block = f"""
     server {{
         listen 127.0.0.1:{self.tls_port} ssl http2;
-        ssl_certificate {self.args.cert};
-        ssl_certificate_key {self.args.key};
+        ssl_certificate {self.args.certs[tls][0]};
+        ssl_certificate_key {self.args.certs[tls][1]};
         ssl_session_cache shared:SSL:10m;
         location /static/ {{ alias {self.args.static_dir}/; }}
         location / {{ return 200 "Hello, World!"; }}
@@ -262,9 +262,13 @@ SCENARIOS = {
     "overload": dict(app="io_app", path="/", conns=128, threads=16, peers=["nginx+gunicorn", "granian"]),
     "static-small": dict(app="hello", path="/static/small.bin", conns=64, peers=["nginx"]),
     "static-large": dict(app="hello", path="/static/large.bin", conns=8, peers=["nginx"]),
-    "tls": dict(app="hello", path="/static/small.bin", conns=64, tls=True, peers=["nginx"]),
-    "tls-handshake": dict(app="hello", path="/static/small.bin", conns=16, tls=True, close=True, peers=["nginx"]),
-    "h2": dict(app="hello", path="/static/small.bin", conns=16, tls=True, h2=True, peers=["nginx"]),
+    # tls=: the certificate's key type (ECDSA P-256 or RSA 2048), same for both servers.
+    "tls": dict(app="hello", path="/static/small.bin", conns=64, tls="ec", peers=["nginx"]),
+    "tls-handshake": dict(app="hello", path="/static/small.bin", conns=16, tls="ec", close=True, peers=["nginx"]),
+    "tls-rsa": dict(app="hello", path="/static/small.bin", conns=64, tls="rsa", peers=["nginx"]),
+    "tls-handshake-rsa": dict(app="hello", path="/static/small.bin", conns=16, tls="rsa", close=True,
+                              peers=["nginx"]),
+    "h2": dict(app="hello", path="/static/small.bin", conns=16, tls="ec", h2=True, peers=["nginx"]),
     "slowloris": dict(app="hello", path="/", conns=64, slowloris=500, peers=[]),
 }
 
@@ -366,10 +370,14 @@ def main():
         (static / "small.bin").write_bytes(os.urandom(4096))
         (static / "large.bin").write_bytes(os.urandom(10 << 20))
         args.static_dir = str(static)
-        args.cert, args.key = str(tmp / "cert.pem"), str(tmp / "key.pem")
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-keyout", args.key, "-out", args.cert, "-days", "2", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        args.certs = {}
+        for kind, newkey in (("ec", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]),
+                             ("rsa", ["-newkey", "rsa:2048"])):
+            cert, key = str(tmp / f"cert-{kind}.pem"), str(tmp / f"key-{kind}.pem")
+            subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", cert,
+                            "-days", "2", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+            args.certs[kind] = (cert, key)
         for scen in args.scenarios:
             sc = SCENARIOS[scen]
             servers = ["corral", *sc["peers"]]

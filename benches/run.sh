@@ -5,7 +5,7 @@
 # pyuwsgi and Flask into target/bench-venv.
 #   ./benches/run.sh [--rounds N] [--duration S] [scenario ...]
 # Scenarios: hello flask io overload static-small static-large tls
-#            tls-handshake h2 slowloris (default: all).
+#            tls-handshake tls-rsa tls-handshake-rsa h2 slowloris (default: all).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/deps.sh

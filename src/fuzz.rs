@@ -163,6 +163,48 @@ fn strict_head(input: &[u8]) {
     let _ = crate::edge::strict::check_raw_for_fuzz(input);
 }
 
+/// The edge's framing check must decide the same whatever way the bytes
+/// are split into reads (a client controls the splits).
+fn edge_framing(input: &[u8]) {
+    use crate::edge::framing::{Framer, HeadLimits, Step};
+    fn frame(input: &[u8], piece: usize) -> (usize, u8) {
+        let mut f = Framer::new(
+            HeadLimits {
+                max_request_line: 64,
+                max_head: 256,
+                max_headers: 8,
+            },
+            true,
+        );
+        let (mut held, mut passed, mut fed) = (Vec::new(), 0, 0);
+        loop {
+            match f.step(&held) {
+                Step::Pass(n) => {
+                    assert!(n > 0 && n <= held.len(), "pass {n} of {}", held.len());
+                    passed += n;
+                    held.drain(..n);
+                }
+                Step::NeedMore if fed < input.len() => {
+                    let end = (fed + piece).min(input.len());
+                    held.extend_from_slice(&input[fed..end]);
+                    fed = end;
+                }
+                Step::NeedMore => return (passed, 0),
+                Step::StopAfter(n) => return (passed + n, 1),
+                Step::Refuse(status, _) => {
+                    assert!([400, 414, 431, 505].contains(&status));
+                    return (passed, 2);
+                }
+                Step::BadBody(_) => return (passed, 3),
+            }
+        }
+    }
+    let whole = frame(input, input.len().max(1));
+    for piece in [1, 2, 7] {
+        assert_eq!(frame(input, piece), whole, "pieces of {piece}: {input:?}");
+    }
+}
+
 const REQUEST_SEEDS: &[&[u8]] = &[
     b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
     b"POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
@@ -193,6 +235,16 @@ const SEEDS: &[(&str, &[u8])] = &[
         "request",
         b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551616\r\n\r\n",
     ),
+    // A request line exactly at the limit, its CR read before its LF.
+    (
+        "framing",
+        b"GET999999%2f9 / HTTP/1Host:9\x8c999999HTTP/1Host:9999999%2f999999 a\x0d\x0a\x0d",
+    ),
+    // Bytes before a malformed chunk byte are handed on whatever the split.
+    (
+        "framing",
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n",
+    ),
 ];
 
 #[test]
@@ -202,6 +254,7 @@ fn regression_seeds() {
             "range" => range_header(input),
             "path" => static_path(input),
             "request" => request_parser(input),
+            "framing" => edge_framing(input),
             _ => unreachable!(),
         }
     }
@@ -233,6 +286,13 @@ fn fuzz_static_path() {
 fn fuzz_range_header() {
     let n = run_for(seconds(), RANGE_SEEDS, range_header);
     eprintln!("range header: {n} inputs");
+}
+
+#[test]
+#[ignore]
+fn fuzz_edge_framing() {
+    let n = run_for(seconds(), REQUEST_SEEDS, edge_framing);
+    eprintln!("edge framing: {n} inputs");
 }
 
 #[test]

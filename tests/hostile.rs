@@ -135,9 +135,8 @@ impl Table {
 }
 
 const S400: Want = Want::Status(400);
-/// Unknown HTTP versions: pingora's parser answers 400 before corral sees
-/// the request; RFC 9110 §15.6.6 would have 505.
-const VERSION: Want = Want::OneOf(&[400, 505]);
+/// Well-formed but unsupported HTTP versions (RFC 9110 §15.6.6).
+const S505: Want = Want::Status(505);
 
 // One case per line reads best as a table.
 #[rustfmt::skip]
@@ -257,15 +256,15 @@ fn malformed_table() -> Table {
     t.add("tab between method and target", S400, b"GET\t@P HTTP/1.1\r\nHost: h\r\n\r\n");
     t.add("space after the version", S400, b"GET @P HTTP/1.1 \r\nHost: h\r\n\r\n");
     t.add("extra word after the version", S400, b"GET @P HTTP/1.1 extra\r\nHost: h\r\n\r\n");
-    t.add("HTTP/1.2", VERSION, b"GET @P HTTP/1.2\r\nHost: h\r\n\r\n");
-    t.add("HTTP/2.0 in an HTTP/1 request line", VERSION, b"GET @P HTTP/2.0\r\nHost: h\r\n\r\n");
-    t.add("HTTP/3.0", VERSION, b"GET @P HTTP/3.0\r\nHost: h\r\n\r\n");
-    t.add("HTTP/0.9 (explicit)", VERSION, b"GET @P HTTP/0.9\r\nHost: h\r\n\r\n");
-    t.add("HTTP/1.10", VERSION, b"GET @P HTTP/1.10\r\nHost: h\r\n\r\n");
-    t.add("HTTP/11", VERSION, b"GET @P HTTP/11\r\nHost: h\r\n\r\n");
-    t.add("http/1.1 (lowercase)", VERSION, b"GET @P http/1.1\r\nHost: h\r\n\r\n");
-    t.add("HTTP/1.1x", VERSION, b"GET @P HTTP/1.1x\r\nHost: h\r\n\r\n");
-    t.add("HTTP/ 1.1", VERSION, b"GET @P HTTP/ 1.1\r\nHost: h\r\n\r\n");
+    t.add("HTTP/1.2", S505, b"GET @P HTTP/1.2\r\nHost: h\r\n\r\n");
+    t.add("HTTP/2.0 in an HTTP/1 request line", S505, b"GET @P HTTP/2.0\r\nHost: h\r\n\r\n");
+    t.add("HTTP/3.0", S505, b"GET @P HTTP/3.0\r\nHost: h\r\n\r\n");
+    t.add("HTTP/0.9 (explicit)", S505, b"GET @P HTTP/0.9\r\nHost: h\r\n\r\n");
+    t.add("HTTP/1.10", S400, b"GET @P HTTP/1.10\r\nHost: h\r\n\r\n");
+    t.add("HTTP/11", S400, b"GET @P HTTP/11\r\nHost: h\r\n\r\n");
+    t.add("http/1.1 (lowercase)", S400, b"GET @P http/1.1\r\nHost: h\r\n\r\n");
+    t.add("HTTP/1.1x", S400, b"GET @P HTTP/1.1x\r\nHost: h\r\n\r\n");
+    t.add("HTTP/ 1.1", S400, b"GET @P HTTP/ 1.1\r\nHost: h\r\n\r\n");
     t.add("no version (HTTP/0.9 simple request)", Want::Refused, b"GET @P\r\nHost: h\r\n\r\n");
     t.add("TLS ClientHello on the plain port", Want::Refused, b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03@P\x00\x00\x00\x00\x00\x00\x00\x00\r\n\r\n");
     t.add("binary garbage", Want::Refused, b"\xff\xfe\x00\x01@P\r\n\r\n");
@@ -366,37 +365,8 @@ fn run_cases(
     r
 }
 
-/// Cases corral still accepts, because pingora 0.9's HTTP/1 parser repairs or
-/// tolerates them before corral sees the bytes (its chunked-body decoder is
-/// lenient; it percent-encodes an invalid request line). Listed in issue 7's
-/// notes; the `*_strict` tests below (ignored) keep demanding them.
-const KNOWN_GAPS: &[&str] = &[
-    "chunk size '5 ' (trailing space)",
-    "empty chunk-size line",
-    "chunk extension with a control char",
-    "chunk extension with NUL",
-    "chunk extension without a name",
-    "trailer line without a colon",
-    "space in the request target",
-    "chunk extension ended by a bare LF",
-];
-
-fn known_gap(label: &str) -> bool {
-    KNOWN_GAPS.iter().any(|g| label.starts_with(g))
-}
-
 #[test]
 fn malformed_requests_are_refused_and_never_reach_the_app() {
-    malformed_requests(false);
-}
-
-#[test]
-#[ignore = "known gaps in pingora's parser, see KNOWN_GAPS"]
-fn malformed_requests_strict() {
-    malformed_requests(true);
-}
-
-fn malformed_requests(strict: bool) {
     let _g = serial();
     let srv = recorder_server(2, "", "body_timeout = \"2s\"\nkeepalive_timeout = \"2s\"");
     let port = srv.port;
@@ -428,9 +398,6 @@ fn malformed_requests(strict: bool) {
             Err(e) => Some(format!("could not send: {e}")),
             Ok(out) => judge(case, &out, wait),
         };
-        if !strict && known_gap(&case.label) {
-            continue;
-        }
         if let Some(p) = problem {
             failures.push(format!(
                 "  #{} {}: expected {}; {p}\n      sent: {}",
@@ -461,9 +428,6 @@ fn malformed_requests(strict: bool) {
             .find(|c| c.n == n)
             .map(|c| c.label.as_str())
             .unwrap_or("?");
-        if !strict && known_gap(label) {
-            continue;
-        }
         leaks.push((n, format!(
             "  #{n} {label}: the app saw method {:?} PATH_INFO {:?} REQUEST_URI {:?} CONTENT_LENGTH {:?} body {:?} Host {:?}",
             jstr(&j, "method"),
@@ -965,10 +929,7 @@ fn valid_but_unusual_requests_reach_the_app_intact() {
         .config(&app_config("echo_environ:application", 2, ""))
         .start();
     let port = srv.port;
-    let cases: Vec<VCase> = valid_cases(port)
-        .into_iter()
-        .filter(|c| !known_gap(c.label))
-        .collect();
+    let cases: Vec<VCase> = valid_cases(port);
     assert!(cases.len() >= 30, "only {} cases", cases.len());
     let mut failures = Vec::new();
     for c in &cases {
@@ -1295,23 +1256,10 @@ fn smuggle_cases() -> Vec<Smuggle> {
 
 #[test]
 fn smuggling_attempts_never_reach_the_app_as_requests() {
-    smuggling(false);
-}
-
-#[test]
-#[ignore = "known gaps in pingora's chunked parser, see KNOWN_GAPS"]
-fn smuggling_attempts_strict() {
-    smuggling(true);
-}
-
-fn smuggling(strict: bool) {
     let _g = serial();
     let srv = recorder_server(2, "", "body_timeout = \"2s\"\nkeepalive_timeout = \"2s\"");
     let port = srv.port;
-    let cases: Vec<Smuggle> = smuggle_cases()
-        .into_iter()
-        .filter(|c| strict || !known_gap(&c.label))
-        .collect();
+    let cases: Vec<Smuggle> = smuggle_cases();
     let wait = Duration::from_secs(6);
     let mut failures = Vec::new();
     // Per case: whether it was answered with a 200 (its `seen` then applies).

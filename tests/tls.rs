@@ -270,6 +270,8 @@ struct TlsConf {
     client_auth: Option<&'static str>,
     /// (cert, key, hosts as a TOML array)
     certs: Vec<(String, String, String)>,
+    /// The TLS listener expects a PROXY protocol header.
+    proxy_protocol: bool,
 }
 
 impl Default for TlsConf {
@@ -287,6 +289,7 @@ impl Default for TlsConf {
                 ),
                 ("b.pem".into(), "b.key".into(), r#"["b.test"]"#.into()),
             ],
+            proxy_protocol: false,
         }
     }
 }
@@ -296,7 +299,11 @@ impl TlsConf {
     fn text(&self, tls_port: u16) -> String {
         let mut s = String::new();
         s.push_str("[server]\nlisten = [\"127.0.0.1:{port}\"]\n");
-        s.push_str(&format!("h2c = {}\n\n", self.h2c));
+        s.push_str(&format!("h2c = {}\n", self.h2c));
+        if self.proxy_protocol {
+            s.push_str(&format!("proxy_protocol = [\"127.0.0.1:{tls_port}\"]\n"));
+        }
+        s.push('\n');
         s.push_str("[app]\nmodule = \"echo_environ:application\"\nchdir = \".\"\nworkers = 2\ngraceful_timeout = \"10s\"\n\n");
         s.push_str("[limits]\nmax_body = \"16MiB\"\n\n");
         s.push_str("[log]\naccess = \"stdout\"\nlevel = \"info\"\n\n");
@@ -2123,5 +2130,52 @@ fn reload_finishes_a_request_whose_head_is_still_arriving() {
             "a request whose head was half sent (request line + Host, no final CRLF) when the old edge was told to drain was dropped instead of answered: {:?}\n(for information, a connection with a finished handshake and no request yet: {:?})",
             r["partial"], r["fresh"]
         ));
+    }
+}
+
+/// A client behind a load balancer: PROXY v1 header, then the TLS handshake.
+const PY_PROXY_TLS: &str = r##"
+port, ca = int(sys.argv[1]), sys.argv[2]
+out = {}
+for name, header in (("proxied", b"PROXY TCP4 203.0.113.50 127.0.0.1 40000 443\r\n"), ("bare", b"")):
+    try:
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        raw.sendall(header)
+        s = context(ca).wrap_socket(raw, server_hostname="a.test")
+        send_get(s, "/pp")
+        status, headers, body = read_response(s.makefile("rb"))
+        out[name] = {"status": status, "environ": environ(body)}
+    except Exception as e:
+        out[name] = {"error": repr(e)}
+emit(out)
+"##;
+
+#[test]
+fn proxy_protocol_header_comes_before_the_tls_handshake() {
+    let conf = TlsConf {
+        proxy_protocol: true,
+        ..TlsConf::default()
+    };
+    let t = start_tls(&conf, |_| {});
+    let r = t.python("proxy_tls.py", PY_PROXY_TLS, &[&t.tls.to_string(), &t.ca()]);
+    let proxied = &r["proxied"];
+    if proxied["status"].as_i64() != Some(200)
+        || proxied["environ"]["REMOTE_ADDR"].as_str() != Some("203.0.113.50")
+        || proxied["environ"]["wsgi.url_scheme"].as_str() != Some("https")
+    {
+        t.srv.fail(format!(
+            "PROXY header + TLS: want 200, REMOTE_ADDR 203.0.113.50, https; got {proxied:?}"
+        ));
+    }
+    if r["bare"]["status"].as_i64().is_some() {
+        t.srv.fail(format!(
+            "a TLS connection without the PROXY header was served: {:?}",
+            r["bare"]
+        ));
+    }
+    // The plain listener has no PROXY protocol and works as before.
+    let plain = t.http("/plain", &[]);
+    if plain.status != 200 {
+        t.srv.fail(format!("plain listener: {plain}"));
     }
 }

@@ -26,6 +26,8 @@ pub struct Site {
     pub file: PathBuf,
     pub config: Config,
     pub listen: Vec<SocketAddr>,
+    /// Listeners (plain or TLS) that expect a PROXY protocol header.
+    pub proxy_protocol: Vec<SocketAddr>,
     pub app: AppSpec,
     /// Workers run here; it is also first on sys.path.
     pub chdir: PathBuf,

@@ -40,6 +40,9 @@ pub struct Server {
     /// Peers (IPs or CIDRs) whose X-Forwarded-For / X-Forwarded-Proto are
     /// believed, e.g. a load balancer in front of corral.
     pub trusted_proxies: Vec<String>,
+    /// Listeners (from `listen` or `tls.listen`) whose connections start
+    /// with a PROXY protocol header (v1 or v2) naming the real client.
+    pub proxy_protocol: Vec<String>,
 }
 
 impl Default for Server {
@@ -53,6 +56,7 @@ impl Default for Server {
             group: String::new(),
             h2c: false,
             trusted_proxies: Vec::new(),
+            proxy_protocol: Vec::new(),
         }
     }
 }
@@ -131,6 +135,15 @@ pub struct Limits {
     pub rate: String,
     /// Requests a client may send at once above `rate` before being limited.
     pub burst: u32,
+    /// Longest time a client may take to send a whole request head (and,
+    /// for the first request, the TLS handshake); beyond it, 408 and close.
+    pub header_timeout: Seconds,
+    /// Most client connections open at once; past it new connections wait
+    /// in the listen backlog. 0: no limit.
+    pub max_connections: usize,
+    /// Most connections open at once from one client address (503 beyond
+    /// it). 0: no limit.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +157,9 @@ impl Default for Limits {
             keepalive_timeout: Seconds(Duration::from_secs(75)),
             rate: String::new(),
             burst: 0,
+            header_timeout: Seconds(Duration::from_secs(10)),
+            max_connections: 10_000,
+            max_connections_per_ip: 0,
         }
     }
 }

@@ -7,6 +7,7 @@ use super::schema::Config;
 use super::{AccessLog, AppSpec, Site};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The Python minor version corral was built against (from build.rs).
 pub const PYTHON_VERSION: &str = env!("CORRAL_PYTHON_VERSION");
@@ -229,6 +230,28 @@ pub fn validate(
             );
         }
     }
+    let all_listeners: Vec<SocketAddr> = listen
+        .iter()
+        .chain(tls.iter().flat_map(|t| t.listen.iter()))
+        .copied()
+        .collect();
+    let mut proxy_protocol = Vec::new();
+    for (i, addr) in config.server.proxy_protocol.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if all_listeners.contains(&a) => proxy_protocol.push(a),
+            Ok(_) => bad(
+                &format!("server.proxy_protocol[{i}]"),
+                format!("`{addr}` is not one of server.listen or tls.listen"),
+            ),
+            Err(_) => bad(
+                &format!("server.proxy_protocol[{i}]"),
+                format!("`{addr}` is not an address: use IP:PORT as in server.listen"),
+            ),
+        }
+    }
+    if config.limits.header_timeout.0 > Duration::from_secs(3600) {
+        bad("limits.header_timeout", "must be at most 1h".into());
+    }
     if config.limits.max_body.0 == 0 {
         bad("limits.max_body", "must be more than zero".into());
     }
@@ -273,6 +296,7 @@ pub fn validate(
         tls,
         warnings: Vec::new(),
         listen,
+        proxy_protocol,
         app: app.ok()?,
         chdir,
         pythonpath,

@@ -17,6 +17,8 @@ pub enum RequestBody {
 
 pub enum BodyError {
     TooLarge,
+    /// pingora's per-read timeout (`body_timeout`) fired.
+    TimedOut,
     Client(String),
     Io(std::io::Error),
 }
@@ -38,7 +40,10 @@ impl RequestBody {
             let chunk = session
                 .read_request_body()
                 .await
-                .map_err(|e| BodyError::Client(e.to_string()))?;
+                .map_err(|e| match e.etype() {
+                    pingora_core::ErrorType::ReadTimedout => BodyError::TimedOut,
+                    _ => BodyError::Client(e.to_string()),
+                })?;
             let Some(chunk) = chunk else { break };
             total += chunk.len() as u64;
             if total > max {

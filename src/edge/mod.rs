@@ -1,25 +1,33 @@
 //! The edge: the one process that talks to clients. A pingora server with
-//! one proxy service (`proxy::Edge`, the request path) and one background
-//! service (`control::ControlListener`, worker membership from the master).
+//! corral's accept service (`accept`: limits, PROXY protocol, TLS, strict
+//! framing, then pingora's HTTP code running `proxy::Edge`, the request
+//! path) and one background service (`control::ControlListener`, worker
+//! membership from the master).
 //!
 //! Python never runs here. Shutdown: SIGTERM stops accepting, lets
 //! in-flight requests finish (up to `app.graceful_timeout`) and exits as
 //! soon as none is left; SIGINT/SIGQUIT exit at once.
 
+mod accept;
 mod access_log;
 mod autoindex;
 mod body;
 mod compression;
 mod conditional;
+mod conn_limits;
 mod control;
 mod dispatch;
 mod drain;
 mod forward;
+pub(crate) mod framing;
+mod guard;
 pub(crate) mod http_ranges;
 mod proxy;
+mod proxy_protocol;
 mod rate_limit;
 mod redirect;
 mod respond;
+mod static_cache;
 mod static_files;
 pub(crate) mod static_path;
 pub(crate) mod strict;
@@ -29,9 +37,9 @@ mod upstream;
 use crate::config::Site;
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
-use pingora_core::server::Fds;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -41,10 +49,8 @@ use tracing::{error, info};
 pub struct Inherited {
     pub control_fd: RawFd,
     pub status_fd: RawFd,
-    /// The listening sockets the master bound, keyed by address.
-    pub listen_fds: Vec<(String, RawFd)>,
-    /// Where pingora picks them up (see `adopt_listeners`).
-    pub handoff: std::path::PathBuf,
+    /// The listening sockets the master bound, with their addresses.
+    pub listen_fds: Vec<(SocketAddr, RawFd)>,
 }
 
 /// Entry point in the forked child; returns only on a startup error.
@@ -53,7 +59,6 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         control_fd,
         status_fd,
         listen_fds,
-        handoff,
     } = inherited;
     let pid = std::process::id() as i32;
     let fail = |reason: String| {
@@ -67,7 +72,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     if let Err(e) = access_log::start(&site.access_log, site.config.log.access_format == "json") {
         return fail(format!("cannot open the access log: {e}"));
     }
-    let mut conf = ServerConf {
+    let conf = ServerConf {
         threads: site.config.server.edge_threads,
         // corral drains before telling pingora (see drain.rs); pingora then
         // has nothing left to wait for.
@@ -76,18 +81,8 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         daemon: false,
         ..ServerConf::default()
     };
-    conf.upgrade_sock = handoff.display().to_string();
-    let opt = Opt {
-        upgrade: true,
-        ..Opt::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(opt, conf);
-    let listener_fds: Vec<RawFd> = listen_fds.iter().map(|(_, fd)| *fd).collect();
-    let sender = adopt_listeners(listen_fds, handoff);
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    if sender.join().ok() != Some(true) {
-        return fail("could not take over the listening sockets from the master".into());
-    }
 
     let pool = dispatch::Pool::new(
         site.config.app.queue_size,
@@ -113,35 +108,52 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             .filter_map(|p| crate::config::units::parse_cidr(p))
             .collect(),
     };
-    let mut service = pingora_proxy::http_proxy_service(&server.configuration, edge);
-    for addr in &site.listen {
-        service.add_tcp(&addr.to_string());
-    }
+    let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     if site.config.server.h2c {
-        if let Some(proxy) = service.app_logic_mut() {
-            let mut options = pingora_core::apps::HttpServerOptions::default();
-            options.h2c = true;
-            proxy.server_options = Some(options);
-        }
+        let mut options = pingora_core::apps::HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
     }
+    let mut handshaker = None;
     if let Some(tls_site) = &site.tls {
         respond::set_tls_facts(respond::TlsFacts {
             hsts: tls_site.hsts.clone(),
             redirect_http: tls_site.redirect_http,
             https_port: tls_site.listen.first().map(|a| a.port()),
         });
-        let prepared = match tls::Prepared::load(tls_site) {
-            Ok(p) => p,
+        match tls::Prepared::load(tls_site).and_then(|p| p.acceptor()) {
+            Ok(h) => handshaker = Some(h),
             Err(e) => return fail(format!("TLS: {e}")),
-        };
-        for addr in &tls_site.listen {
-            match prepared.settings() {
-                Ok(settings) => service.add_tls_with_settings(&addr.to_string(), None, settings),
-                Err(e) => return fail(format!("TLS: {e}")),
-            }
         }
     }
-    server.add_service(service);
+    let listeners = listen_fds
+        .into_iter()
+        .map(|(addr, fd)| accept::Listener {
+            fd,
+            addr,
+            tls: site.tls.as_ref().is_some_and(|t| t.listen.contains(&addr)),
+            proxy_protocol: site.proxy_protocol.contains(&addr),
+        })
+        .collect();
+    let limits = &site.config.limits;
+    let head_limits = framing::HeadLimits {
+        max_request_line: limits.max_request_line.0 as usize,
+        max_head: limits.max_header_size.0 as usize,
+        max_headers: limits.max_headers,
+    };
+    let shared = accept::Shared {
+        app: std::sync::Arc::new(proxy),
+        tls: handshaker,
+        conns: conn_limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
+        header_timeout: limits.header_timeout.0,
+        head_limits,
+        h2c: site.config.server.h2c,
+    };
+    server.add_service(accept::AcceptService::new(
+        listeners,
+        shared,
+        site.config.server.edge_threads,
+    ));
     server.add_service(background_service(
         "control",
         control::ControlListener {
@@ -153,7 +165,6 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     info!("edge {pid} listening on {:?}", site.listen);
     server.run(RunArgs {
         shutdown_signal: Box::new(EdgeSignals {
-            listeners: listener_fds,
             limit: site.graceful_timeout(),
         }),
     });
@@ -161,33 +172,9 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     0
 }
 
-/// pingora adopts already-bound listeners only through its zero-downtime
-/// upgrade path: a Unix socket over which the old process sends its fds.
-/// Here the "old process" is a thread of this one, sending the sockets the
-/// master bound and this process inherited, while `bootstrap` receives them.
-fn adopt_listeners(
-    listen_fds: Vec<(String, RawFd)>,
-    handoff: std::path::PathBuf,
-) -> std::thread::JoinHandle<bool> {
-    std::thread::spawn(move || {
-        let mut fds = Fds::new();
-        for (addr, fd) in listen_fds {
-            fds.add(addr, fd);
-        }
-        match fds.send_to_sock(handoff.to_string_lossy().as_ref()) {
-            Ok(_) => true,
-            Err(e) => {
-                error!("cannot hand the listeners to pingora: {e}");
-                false
-            }
-        }
-    })
-}
-
 /// Maps signals to pingora's shutdown kinds; a graceful stop drains first
 /// (see `drain`).
 struct EdgeSignals {
-    listeners: Vec<RawFd>,
     limit: Duration,
 }
 
@@ -205,7 +192,7 @@ impl ShutdownSignalWatch for EdgeSignals {
         };
         tokio::select! {
             _ = term.recv() => {
-                drain::drain(&self.listeners, self.limit).await;
+                drain::drain(self.limit).await;
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,

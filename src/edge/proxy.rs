@@ -32,6 +32,8 @@ const RESPONSE_BUFFER_CHUNKS: usize = 256;
 /// Requests being handled; graceful stop waits for this to reach zero.
 pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+/// This process's pid, asked once: `getpid` is a system call every time.
+static EDGE_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
 
 pub struct Edge {
     pub pool: Arc<Pool>,
@@ -73,7 +75,7 @@ impl ProxyHttp for Edge {
         let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
         Ctx {
             started: Instant::now(),
-            request_id: format!("{:08x}{:08x}", std::process::id(), seq),
+            request_id: format!("{:08x}{:08x}", *EDGE_PID, seq),
             status: 0,
             retry_after: 0,
             client: None,
@@ -138,19 +140,21 @@ impl ProxyHttp for Edge {
         session.set_read_timeout(Some(body_timeout));
         let read =
             tokio::time::timeout(body_timeout, RequestBody::read(session, self.max_body)).await;
-        let Ok(read) = read else {
-            return self
-                .refuse(session, ctx, 408, "Request Timeout: the body took too long")
-                .await;
-        };
         let body = match read {
-            Ok(b) => b,
-            Err(BodyError::TooLarge) => {
+            Ok(Ok(b)) => b,
+            // Two clocks, one meaning: the whole body, or its next piece,
+            // took longer than body_timeout.
+            Err(_) | Ok(Err(BodyError::TimedOut)) => {
+                return self
+                    .refuse(session, ctx, 408, "Request Timeout: the body took too long")
+                    .await
+            }
+            Ok(Err(BodyError::TooLarge)) => {
                 return self
                     .refuse(session, ctx, 413, "Request body too large")
                     .await
             }
-            Err(BodyError::Client(e)) => {
+            Ok(Err(BodyError::Client(e))) => {
                 // The client broke off or sent a malformed body (bad chunk
                 // sizes, missing CRLFs...): answer 400 if it is still there.
                 tracing::debug!("request {}: bad or broken body: {e}", ctx.request_id);
@@ -158,7 +162,7 @@ impl ProxyHttp for Edge {
                     .refuse(session, ctx, 400, "Bad Request: malformed body")
                     .await;
             }
-            Err(BodyError::Io(e)) => {
+            Ok(Err(BodyError::Io(e))) => {
                 error!("cannot buffer a request body: {e}");
                 return self
                     .refuse(session, ctx, 500, "Internal Server Error")

@@ -1,11 +1,13 @@
 //! Serving `[[static]]` mounts from the edge, as nginx would: GET/HEAD,
 //! validators (ETag, Last-Modified, 304/412), single byte ranges (206/416),
 //! precompressed siblings, index files, trailing-slash redirects, optional
-//! listings. File I/O runs on tokio's blocking pool and bodies stream in
-//! 64 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
+//! listings. File reads run on tokio's blocking pool (small files are then
+//! served from `static_cache` while unchanged) and large bodies stream in
+//! 512 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
 
 use super::conditional::{self, Outcome};
 use super::http_ranges::{self, Ranges};
+use super::static_cache;
 use super::static_path::{self, Refused};
 use crate::config::Mount;
 use bytes::Bytes;
@@ -19,8 +21,6 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 /// Read size for streaming large files: each read is one trip to tokio's
 /// blocking pool, so fewer, larger reads; memory per download stays bounded.
 const CHUNK: usize = 512 * 1024;
-/// Files up to this size are read whole in one go.
-const SMALL_FILE: u64 = 256 * 1024;
 
 pub enum Served {
     /// A response was written (or the client went away while it was).
@@ -226,25 +226,29 @@ async fn send_file(
         super::respond::header(session, resp, true).await?;
         return Ok(Served::Done(status));
     }
-    if len <= SMALL_FILE {
-        // Small files: one trip to the blocking pool for open+read.
-        let p = path.clone();
-        let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-            use std::io::{Read, Seek};
-            let mut f = std::fs::File::open(p)?;
-            f.seek(std::io::SeekFrom::Start(start))?;
-            let mut buf = vec![0u8; len as usize];
-            f.read_exact(&mut buf)?;
-            Ok(buf)
-        })
-        .await;
-        let Ok(Ok(data)) = read else {
+    if size <= static_cache::MAX_FILE {
+        // Small files: from memory while unchanged, else one trip to the
+        // blocking pool for open+read.
+        let data = match static_cache::get(&path, &meta) {
+            Some(data) => data,
+            None => {
+                let p = path.clone();
+                let read = tokio::task::spawn_blocking(move || std::fs::read(p)).await;
+                let Ok(Ok(data)) = read else {
+                    return error(session, 404).await;
+                };
+                let data = Bytes::from(data);
+                static_cache::put(&path, &meta, data.clone());
+                data
+            }
+        };
+        let Some(body) = data.get(start as usize..(start + len) as usize) else {
+            // The file shrank between its stat and its read.
             return error(session, 404).await;
         };
+        let body = data.slice_ref(body);
         super::respond::header(session, resp, false).await?;
-        session
-            .write_response_body(Some(Bytes::from(data)), true)
-            .await?;
+        session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
     let mut file = match tokio::fs::File::open(&path).await {

@@ -9,9 +9,11 @@
 
 use crate::config::TlsSite;
 use async_trait::async_trait;
-use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::tls::Acceptor;
 use pingora_core::listeners::TlsAccept;
-use pingora_core::protocols::tls::TlsRef;
+use pingora_core::protocols::tls::server::handshake_with_callback;
+use pingora_core::protocols::tls::{TlsRef, TlsStream};
+use pingora_core::protocols::IO;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::any::Any;
@@ -185,15 +187,45 @@ impl Prepared {
         })
     }
 
-    /// Settings for one listener (pingora consumes one per address).
-    pub fn settings(&self) -> Result<TlsSettings, String> {
-        let mut settings =
-            TlsSettings::with_callbacks(Box::new(SubjectCallback)).map_err(|e| e.to_string())?;
-        settings.set_cert_resolver(self.resolver.clone());
-        settings.enable_h2();
-        if let Some(v) = &self.verifier {
-            settings.set_client_cert_verifier(v.clone());
-        }
-        Ok(settings)
+    /// The acceptor shared by every TLS listener. corral builds rustls'
+    /// `ServerConfig` itself (pingora's settings hide it) to size the
+    /// session cache and turn on stateless tickets: resumed handshakes skip
+    /// the expensive key exchange, for TLS 1.2 and 1.3 alike.
+    pub fn acceptor(&self) -> Result<Handshaker, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| e.to_string())?;
+        let builder = match &self.verifier {
+            Some(v) => builder.with_client_cert_verifier(v.clone()),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
+        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+        Ok(Handshaker {
+            acceptor: Acceptor::from_server_config(Arc::new(config)),
+        })
+    }
+}
+
+/// Sessions remembered for resumption by ID (clients without tickets);
+/// about 100 bytes each.
+const SESSION_CACHE: usize = 20_000;
+
+/// Performs server handshakes for the accept loop.
+pub struct Handshaker {
+    acceptor: Acceptor,
+}
+
+impl Handshaker {
+    /// The TLS handshake over an accepted connection; the client
+    /// certificate's subject (if any) rides in the SSL digest.
+    pub async fn handshake<S: IO + 'static>(
+        &self,
+        stream: S,
+    ) -> pingora_core::Result<TlsStream<S>> {
+        handshake_with_callback(&self.acceptor, stream, &SubjectCallback).await
     }
 }

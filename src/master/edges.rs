@@ -98,16 +98,11 @@ impl Arbiter {
         let listen_fds = self.listeners.fds();
         let mut keep = vec![status_fd, ctl_fd];
         keep.extend(listen_fds.iter().map(|(_, fd)| *fd));
-        let handoff = self
-            .runtime
-            .path()
-            .join(format!("edge-{}.sock", self.generation));
         let pid = spawn::fork_child(&keep, self.preloaded.is_some(), || {
             let inherited = crate::edge::Inherited {
                 control_fd: ctl_fd,
                 status_fd,
                 listen_fds,
-                handoff,
             };
             crate::edge::run(site, inherited)
         })

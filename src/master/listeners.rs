@@ -47,10 +47,10 @@ impl Listeners {
     }
 
     /// `(address as pingora spells it, fd)` for each listener.
-    pub fn fds(&self) -> Vec<(String, RawFd)> {
+    pub fn fds(&self) -> Vec<(SocketAddr, RawFd)> {
         self.socks
             .iter()
-            .map(|(a, fd)| (a.to_string(), fd.as_raw_fd()))
+            .map(|(a, fd)| (*a, fd.as_raw_fd()))
             .collect()
     }
 }

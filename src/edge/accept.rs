@@ -1,0 +1,284 @@
+//! The edge's accept loops: corral's own pingora service over the listening
+//! sockets the master bound.
+//!
+//! pingora's listening service would do the accepting itself, but it offers
+//! no place to stand between the socket and its HTTP parser. corral needs
+//! one for: the connection limits (`conn_limits`), the PROXY protocol
+//! header (`proxy_protocol`), a deadline on the TLS handshake plus the
+//! request head, and the strict framing check (`guard`). Each accepted
+//! connection goes through those, then to pingora's own HTTP code
+//! (`HttpProxy`, running `proxy::Edge`) exactly as pingora would hand it.
+//!
+//! Stopping: `stop_accepting` (a reload or graceful stop) ends every loop,
+//! which closes this process's copies of the listening sockets; the master
+//! still holds them for the next edge.
+
+use super::conn_limits::ConnLimits;
+use super::framing::{Framer, HeadLimits};
+use super::guard::Guarded;
+use super::proxy::Edge;
+use super::tls::Handshaker;
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::SocketDigest;
+use pingora_core::protocols::{GetSocketDigest, Stream, ALPN};
+use pingora_core::server::{ListenFds, ShutdownWatch};
+use pingora_core::services::listening::Service as ListeningService;
+use pingora_core::services::Service;
+use pingora_proxy::HttpProxy;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
+
+/// One listening socket inherited from the master.
+pub struct Listener {
+    pub fd: RawFd,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    pub proxy_protocol: bool,
+}
+
+/// What every connection needs, shared by all accept loops.
+pub struct Shared {
+    /// pingora's HTTP code running corral's request path.
+    pub app: Arc<HttpProxy<Edge>>,
+    pub tls: Option<Handshaker>,
+    pub conns: Arc<ConnLimits>,
+    pub header_timeout: Duration,
+    pub head_limits: HeadLimits,
+    pub h2c: bool,
+}
+
+pub struct AcceptService {
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    threads: usize,
+}
+
+impl AcceptService {
+    pub fn new(listeners: Vec<Listener>, shared: Shared, threads: usize) -> Self {
+        AcceptService {
+            listeners,
+            shared: Arc::new(shared),
+            threads,
+        }
+    }
+}
+
+/// Set once to make every accept loop of this process stop.
+static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
+
+/// Stops accepting new connections (open ones carry on).
+pub fn stop_accepting() {
+    STOP.send_replace(true);
+}
+
+#[async_trait]
+impl Service for AcceptService {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let shared = self.shared.clone();
+        let mut loops = Vec::new();
+        for l in self.listeners.drain(..) {
+            // SAFETY: the master gave this process its own copy of the fd,
+            // used only here from now on.
+            let std = unsafe { std::net::TcpListener::from_raw_fd(l.fd) };
+            let listener = match std
+                .set_nonblocking(true)
+                .and_then(|_| TcpListener::from_std(std))
+            {
+                Ok(listener) => listener,
+                Err(e) => {
+                    error!("cannot listen on {}: {e}", l.addr);
+                    continue;
+                }
+            };
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                l.tls,
+                l.proxy_protocol,
+                shared.clone(),
+                shutdown.clone(),
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        // Accepting stops when draining starts, but pingora's cleanup drops
+        // connections still waiting for a request head: only once the
+        // drain is over and pingora itself shuts down.
+        let mut shutdown = shutdown;
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+        shared.app.cleanup().await;
+    }
+
+    fn name(&self) -> &str {
+        "corral edge"
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Some(self.threads)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: bool,
+    proxy_protocol: bool,
+    shared: Arc<Shared>,
+    shutdown: ShutdownWatch,
+) {
+    let mut stop = STOP.subscribe();
+    let mut shutdown_rx = shutdown.clone();
+    let stopping =
+        |stop: &watch::Receiver<bool>, sd: &ShutdownWatch| *stop.borrow() || *sd.borrow();
+    loop {
+        if stopping(&stop, &shutdown_rx) {
+            break;
+        }
+        // A place first: past max_connections, connections wait in the
+        // kernel's backlog rather than being accepted and dropped.
+        let permit = tokio::select! {
+            p = shared.conns.place() => p,
+            _ = stop.changed() => continue,
+            r = shutdown_rx.changed() => if r.is_err() { break } else { continue },
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => continue,
+            r = shutdown_rx.changed() => if r.is_err() { break } else { continue },
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE)
+                {
+                    // Out of file descriptors: wait for some to close rather
+                    // than spin on an accept that keeps failing.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown).await;
+        });
+    }
+    info!(
+        "stopped accepting on {}",
+        listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
+}
+
+/// One connection, from accept to pingora.
+async fn serve(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    tls: bool,
+    proxy_protocol: bool,
+    shared: Arc<Shared>,
+    shutdown: ShutdownWatch,
+) {
+    let accepted = Instant::now();
+    // The handshake and the first head share one deadline (nginx's
+    // client_header_timeout covers its SSL handshake too).
+    let deadline = accepted + shared.header_timeout;
+    let mut client = peer;
+    if proxy_protocol {
+        let read = super::proxy_protocol::read_header(&mut tcp);
+        match in_time(deadline, peer, "PROXY header", read).await {
+            Some(Some(named)) => client = named,
+            Some(None) => {}
+            None => return,
+        }
+    }
+    let (ticket, over_limit) = match shared.conns.admit(permit, client.ip()) {
+        Ok(t) => (t, false),
+        Err(t) => (t, true),
+    };
+    let mut l4 = L4Stream::from(tcp);
+    if let Err(e) = l4.set_nodelay() {
+        debug!("{peer}: {e}");
+    }
+    let digest = SocketDigest::from_raw_fd(l4.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(PingoraAddr::Inet(client)));
+    l4.set_socket_digest(digest);
+    let stream: Stream = match (&shared.tls, tls) {
+        (Some(handshaker), true) => {
+            match in_time(deadline, client, "TLS handshake", handshaker.handshake(l4)).await {
+                Some(s) => Box::new(s),
+                None => return,
+            }
+        }
+        _ => Box::new(l4),
+    };
+    let is_h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+    let framer = if is_h2 {
+        Framer::opaque()
+    } else {
+        Framer::new(shared.head_limits, shared.h2c && !tls)
+    };
+    let mut guarded = Guarded::new(
+        stream,
+        framer,
+        shared.header_timeout,
+        accepted,
+        client.ip().to_string(),
+        ticket,
+    );
+    if over_limit {
+        if is_h2 {
+            // No HTTP/1 answer fits an HTTP/2 connection: just close it.
+            return;
+        }
+        guarded.refuse_now(503, "too many connections from this address");
+    }
+    ListeningService::<HttpProxy<Edge>>::handle_event(
+        Box::new(guarded),
+        shared.app.clone(),
+        shutdown,
+    )
+    .await;
+}
+
+/// Runs one step of a connection's set-up within its deadline; a failure
+/// is only worth a debug line (scanners, health checks, impatient clients).
+async fn in_time<T, E: std::fmt::Display>(
+    deadline: Instant,
+    client: SocketAddr,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, E>>,
+) -> Option<T> {
+    match tokio::time::timeout_at(deadline.into(), step).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            debug!("{client}: {what} failed: {e}");
+            None
+        }
+        Err(_) => {
+            debug!("{client}: {what} took too long");
+            None
+        }
+    }
+}

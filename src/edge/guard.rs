@@ -1,0 +1,502 @@
+//! `Guarded`: the stream pingora reads every client connection through.
+//!
+//! It sits between the transport (TCP, or TLS over it) and pingora's HTTP
+//! code, and does what pingora's accept path has no hook for:
+//! - hands on only bytes that `framing` has checked, so a request pingora
+//!   would read leniently is refused first;
+//! - answers a refused head itself (400/414/431/505, or 408 when the head
+//!   takes longer than `header_timeout`), then closes like nginx: stop
+//!   writing, read and drop what the client still sends for a moment, so
+//!   the answer is not lost to a TCP reset;
+//! - holds the connection's place in `conn_limits` until it is dropped;
+//! - buffers small writes until pingora flushes, as pingora's own listener
+//!   stream would: a response head and a small body leave in one packet
+//!   (and one TLS record), not one each.
+
+use super::conn_limits::Ticket;
+use super::framing::{Framer, Step};
+use async_trait::async_trait;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
+    UniqueIDType, ALPN,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+/// How long a refused connection keeps reading (and dropping) before the
+/// close, and how much it reads at most.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 64 << 10;
+const READ_CHUNK: usize = 16 << 10;
+/// Writes up to this size are gathered until a flush; larger ones go out
+/// directly.
+const WRITE_BUFFER: usize = 16 << 10;
+
+enum Mode {
+    /// Normal operation.
+    Serving,
+    /// Writing a refusal; then lingering.
+    Answering {
+        response: Vec<u8>,
+        written: usize,
+    },
+    Lingering {
+        read: usize,
+    },
+    /// What pingora reads next: nothing, ever again.
+    Closed,
+    /// A malformed body: every read fails with this.
+    Failed(&'static str),
+}
+
+pub struct Guarded {
+    inner: Stream,
+    framer: Framer,
+    /// Bytes read from `inner` that pingora has not had yet; the first
+    /// `checked` of them are cleared by the framer.
+    held: Vec<u8>,
+    checked: usize,
+    /// After the checked bytes: stop (the framer said so), answer a
+    /// refused head, or fail on a malformed body.
+    stop_after_checked: bool,
+    pending: Option<(u16, &'static str)>,
+    bad_body: Option<&'static str>,
+    mode: Mode,
+    header_timeout: Duration,
+    /// Armed while a head is awaited and has started (or, for the first
+    /// request, from the accept).
+    deadline: Option<Pin<Box<Sleep>>>,
+    linger: Option<Pin<Box<Sleep>>>,
+    /// Written by pingora, not yet sent; `wsent` of it already went out.
+    wbuf: Vec<u8>,
+    wsent: usize,
+    /// For the access-log line of a refusal.
+    client: String,
+    _ticket: Ticket,
+}
+
+impl Guarded {
+    pub fn new(
+        inner: Stream,
+        framer: Framer,
+        header_timeout: Duration,
+        accepted: Instant,
+        client: String,
+        ticket: Ticket,
+    ) -> Self {
+        let deadline = (!framer.is_opaque() && !header_timeout.is_zero())
+            .then(|| Box::pin(tokio::time::sleep_until((accepted + header_timeout).into())));
+        Guarded {
+            inner,
+            framer,
+            held: Vec::new(),
+            checked: 0,
+            stop_after_checked: false,
+            pending: None,
+            bad_body: None,
+            mode: Mode::Serving,
+            header_timeout,
+            deadline,
+            linger: None,
+            wbuf: Vec::new(),
+            wsent: 0,
+            client,
+            _ticket: ticket,
+        }
+    }
+
+    /// A connection refused outright (too many from its address): answer
+    /// with `status` before reading anything.
+    pub fn refuse_now(&mut self, status: u16, why: &'static str) {
+        self.refuse(status, why);
+    }
+
+    fn refuse(&mut self, status: u16, why: &'static str) {
+        let line = String::from_utf8_lossy(self.framer.request_line()).into_owned();
+        let mut parts = line.splitn(3, ' ');
+        let (method, target, protocol) = (
+            parts.next().unwrap_or("-"),
+            parts.next().unwrap_or("-"),
+            parts.next().unwrap_or("-"),
+        );
+        tracing::debug!("refused {} from {}: {why}", status, self.client);
+        super::access_log::log(&super::access_log::Entry {
+            client: &self.client,
+            method: if method.is_empty() { "-" } else { method },
+            target,
+            protocol,
+            status,
+            bytes: 0,
+            referer: "-",
+            user_agent: "-",
+            duration: Duration::ZERO,
+            request_id: "-",
+        });
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        let body = format!("{status} {reason}\n");
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        self.deadline = None;
+        self.mode = Mode::Answering {
+            response: response.into_bytes(),
+            written: 0,
+        };
+    }
+
+    /// Runs the framer over held bytes not yet checked.
+    fn check_held(&mut self) {
+        while self.checked < self.held.len() && !self.stop_after_checked {
+            let heads = self.framer.heads();
+            match self.framer.step(&self.held[self.checked..]) {
+                Step::Pass(n) => self.checked += n,
+                Step::NeedMore => break,
+                Step::StopAfter(n) => {
+                    self.checked += n;
+                    self.stop_after_checked = true;
+                }
+                Step::Refuse(status, why) => {
+                    // Bytes already checked (earlier pipelined requests)
+                    // still go first; the refusal is answered after them
+                    // only once pingora asks for more.
+                    if self.checked == 0 {
+                        self.refuse(status, why);
+                    } else {
+                        self.held.truncate(self.checked);
+                        self.pending = Some((status, why));
+                    }
+                    break;
+                }
+                Step::BadBody(why) => {
+                    self.held.truncate(self.checked);
+                    self.bad_body = Some(why);
+                    break;
+                }
+            }
+            if self.framer.heads() != heads {
+                // The head is complete: its deadline is over.
+                self.deadline = None;
+            }
+        }
+        self.arm_deadline_if_head_started();
+    }
+
+    /// Copies checked bytes to pingora's buffer.
+    fn deliver(&mut self, out: &mut ReadBuf<'_>) -> bool {
+        if self.checked == 0 {
+            return false;
+        }
+        let n = self.checked.min(out.remaining());
+        out.put_slice(&self.held[..n]);
+        self.held.drain(..n);
+        self.checked -= n;
+        true
+    }
+
+    fn arm_deadline_if_head_started(&mut self) {
+        if self.deadline.is_none()
+            && self.framer.in_head()
+            && self.held.len() > self.checked
+            && !self.header_timeout.is_zero()
+        {
+            self.deadline = Some(Box::pin(tokio::time::sleep(self.header_timeout)));
+        }
+    }
+
+    /// Sends what `wbuf` holds.
+    fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.wsent < self.wbuf.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wsent..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.wsent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.wbuf.clear();
+        self.wsent = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        loop {
+            match &mut self.mode {
+                Mode::Answering { .. } if !self.wbuf.is_empty() => {
+                    // Earlier responses first.
+                    if ready!(self.poll_send_buffered(cx)).is_err() {
+                        self.mode = Mode::Closed;
+                    }
+                }
+                Mode::Answering { response, written } => {
+                    while *written < response.len() {
+                        match Pin::new(&mut self.inner).poll_write(cx, &response[*written..]) {
+                            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                                self.mode = Mode::Closed;
+                                return Poll::Ready(Ok(()));
+                            }
+                            Poll::Ready(Ok(n)) => *written += n,
+                            Poll::Pending => return Poll::Pending,
+                        }
+                    }
+                    match Pin::new(&mut self.inner).poll_flush(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(_)) => {
+                            self.mode = Mode::Closed;
+                            return Poll::Ready(Ok(()));
+                        }
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    match Pin::new(&mut self.inner).poll_shutdown(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(_) => {}
+                    }
+                    self.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+                    self.mode = Mode::Lingering { read: 0 };
+                }
+                Mode::Lingering { read } => {
+                    if let Some(l) = self.linger.as_mut() {
+                        if l.as_mut().poll(cx).is_ready() {
+                            self.mode = Mode::Closed;
+                            continue;
+                        }
+                    }
+                    let mut scratch = [0u8; 4096];
+                    let mut rb = ReadBuf::new(&mut scratch);
+                    match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(())) if !rb.filled().is_empty() => {
+                            *read += rb.filled().len();
+                            if *read > LINGER_BYTES {
+                                self.mode = Mode::Closed;
+                            }
+                        }
+                        Poll::Ready(_) => self.mode = Mode::Closed,
+                    }
+                }
+                Mode::Closed => return Poll::Ready(Ok(())),
+                Mode::Failed(why) => {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        *why,
+                    )))
+                }
+                Mode::Serving => return Poll::Ready(Ok(())),
+            }
+        }
+    }
+}
+
+impl AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            if !matches!(this.mode, Mode::Serving) {
+                return this.poll_answer(cx);
+            }
+            if this.deliver(out) {
+                return Poll::Ready(Ok(()));
+            }
+            if this.stop_after_checked {
+                this.mode = Mode::Closed;
+                continue;
+            }
+            if let Some((status, why)) = this.pending.take() {
+                this.refuse(status, why);
+                continue;
+            }
+            if let Some(why) = this.bad_body.take() {
+                this.mode = Mode::Failed(why);
+                continue;
+            }
+            // Fast paths: nothing held, and the bytes need no look (HTTP/2)
+            // or only counting (a Content-Length body).
+            if this.held.is_empty() {
+                if this.framer.is_opaque() {
+                    return Pin::new(&mut this.inner).poll_read(cx, out);
+                }
+                if let Some(left) = this.framer.fixed_left() {
+                    let limit = out.remaining().min(left.min(usize::MAX as u64) as usize);
+                    let mut sub = out.take(limit);
+                    let poll = Pin::new(&mut this.inner).poll_read(cx, &mut sub);
+                    let n = sub.filled().len();
+                    if let Poll::Ready(Ok(())) = poll {
+                        // SAFETY: `sub` wrote n initialized bytes into `out`'s
+                        // unfilled part.
+                        unsafe { out.assume_init(n) };
+                        out.advance(n);
+                        this.framer.take_fixed(n);
+                    }
+                    return poll;
+                }
+            }
+            let start = this.held.len();
+            this.held.reserve(READ_CHUNK);
+            let mut rb = ReadBuf::uninit(&mut this.held.spare_capacity_mut()[..READ_CHUNK]);
+            let poll = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            // SAFETY: the reader initialized the n bytes it reports filled.
+            unsafe { this.held.set_len(start + n) };
+            match poll {
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) if n == 0 => {
+                    // The client closed: pingora sees the end (an
+                    // unfinished head stays unfinished).
+                    this.held.clear();
+                    this.checked = 0;
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Ok(())) => {
+                    this.check_held();
+                    continue;
+                }
+                Poll::Pending => {
+                    if let Some(d) = this.deadline.as_mut() {
+                        if this.framer.in_head() && d.as_mut().poll(cx).is_ready() {
+                            if this.held.is_empty() {
+                                // Nothing sent at all: close without a word.
+                                this.mode = Mode::Closed;
+                            } else {
+                                this.refuse(408, "request head not received in time");
+                            }
+                            continue;
+                        }
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.wbuf.len() + buf.len() > WRITE_BUFFER {
+            if !this.wbuf.is_empty() {
+                ready!(this.poll_send_buffered(cx))?;
+            }
+            if buf.len() >= WRITE_BUFFER {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            }
+        }
+        this.wbuf.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_buffered(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_send_buffered(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let this = self.get_mut();
+        if this.wbuf.len() + total <= WRITE_BUFFER {
+            for b in bufs {
+                this.wbuf.extend_from_slice(b);
+            }
+            return Poll::Ready(Ok(total));
+        }
+        ready!(this.poll_send_buffered(cx))?;
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl Shutdown for Guarded {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Guarded {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<std::sync::Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Guarded {
+    fn get_timing_digest(&self) -> Vec<Option<pingora_core::protocols::TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for Guarded {
+    fn get_proxy_digest(
+        &self,
+    ) -> Option<std::sync::Arc<pingora_core::protocols::raw_connect::ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Guarded {
+    fn get_socket_digest(&self) -> Option<std::sync::Arc<pingora_core::protocols::SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for Guarded {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if self.held.is_empty() {
+            return self.inner.try_peek(buf).await;
+        }
+        // Only asked before anything is read (the h2c preface check).
+        Ok(false)
+    }
+}
+
+impl std::fmt::Debug for Guarded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guarded")
+            .field("client", &self.client)
+            .field("held", &self.held.len())
+            .finish()
+    }
+}
