@@ -196,3 +196,12 @@ fn app_import_error_makes_serve_give_up() {
         srv.fail("`corral serve` claimed to be ready although no worker could boot");
     }
 }
+
+#[test]
+fn route_limit_bad_rate_is_located_in_its_table() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n\n\
+         [[limits.route]]\npath = \"/a/\"\nrate = \"5r/s\"\n\n[[limits.route]]\npath = \"/b/\"\nrate = \"fast\"\n",
+    );
+    assert_rejected(site, "limits.route[1].rate", "rate = \"fast\"");
+}

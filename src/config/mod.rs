@@ -103,10 +103,6 @@ impl Site {
     pub fn threads(&self) -> usize {
         self.config.app.threads
     }
-    pub fn max_body(&self) -> u64 {
-        self.config.limits.max_body.0
-    }
-
     /// A problem found after loading (app import, bind failure), located at
     /// `key` in the config file.
     pub fn problem_at(&self, key: &str, message: impl Into<String>) -> Problem {

@@ -144,6 +144,22 @@ pub struct Limits {
     /// Most connections open at once from one client address (503 beyond
     /// it). 0: no limit.
     pub max_connections_per_ip: usize,
+    /// Overrides for URL prefixes (`[[limits.route]]`): the longest
+    /// matching prefix wins.
+    pub route: Vec<RouteLimits>,
+}
+
+/// Limits for one URL prefix; unset keys keep the `[limits]` value.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteLimits {
+    /// URL path prefix, e.g. "/upload/" (matched on the decoded path).
+    pub path: String,
+    pub max_body: Option<ByteSize>,
+    pub body_timeout: Option<Seconds>,
+    /// Its own per-IP rate (and burst), counted apart from the global one.
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
 }
 
 impl Default for Limits {
@@ -160,6 +176,7 @@ impl Default for Limits {
             header_timeout: Seconds(Duration::from_secs(10)),
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            route: Vec::new(),
         }
     }
 }

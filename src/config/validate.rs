@@ -249,6 +249,29 @@ pub fn validate(
             ),
         }
     }
+    for (i, r) in config.limits.route.iter().enumerate() {
+        let key = |k: &str| format!("limits.route[{i}].{k}");
+        if !r.path.starts_with('/') {
+            bad(&key("path"), format!("`{}` must start with /", r.path));
+        } else if config.limits.route[..i].iter().any(|o| o.path == r.path) {
+            bad(&key("path"), format!("`{}` is listed twice", r.path));
+        }
+        if r.max_body.is_some_and(|b| b.0 == 0) {
+            bad(&key("max_body"), "must be more than zero".into());
+        }
+        match &r.rate {
+            Some(rate) if rate.is_empty() => {}
+            Some(rate) => {
+                if let Err(e) = super::units::parse_rate(rate) {
+                    bad(&key("rate"), e);
+                }
+            }
+            None if r.burst.is_some() => {
+                bad(&key("burst"), "needs a rate on the same route".into())
+            }
+            None => {}
+        }
+    }
     if config.limits.header_timeout.0 > Duration::from_secs(3600) {
         bad("limits.header_timeout", "must be at most 1h".into());
     }

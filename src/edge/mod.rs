@@ -27,6 +27,7 @@ mod proxy_protocol;
 mod rate_limit;
 mod redirect;
 mod respond;
+mod routes;
 mod static_cache;
 mod static_files;
 pub(crate) mod static_path;
@@ -91,15 +92,12 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     );
     let edge = proxy::Edge {
         pool: pool.clone(),
-        max_body: site.max_body(),
+        routes: routes::Routes::new(&site.config.limits),
         timeout: site.timeout(),
         status_fd,
         static_mounts: site.static_mounts.clone(),
         compression: site.config.compression.clone(),
         limits: site.config.limits.clone(),
-        rate: crate::config::units::parse_rate(&site.config.limits.rate)
-            .ok()
-            .map(|r| rate_limit::RateLimit::new(r, site.config.limits.burst)),
         trusted: site
             .config
             .server

@@ -37,7 +37,8 @@ static EDGE_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::proces
 
 pub struct Edge {
     pub pool: Arc<Pool>,
-    pub max_body: u64,
+    /// `[limits]` body size, body time and rate, per URL prefix.
+    pub routes: super::routes::Routes,
     /// `app.timeout`: from the moment a worker has the request until its
     /// whole response is in.
     pub timeout: Option<Duration>,
@@ -45,7 +46,6 @@ pub struct Edge {
     pub static_mounts: Vec<crate::config::Mount>,
     pub compression: crate::config::schema::Compression,
     pub limits: crate::config::schema::Limits,
-    pub rate: Option<super::rate_limit::RateLimit>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
@@ -105,7 +105,10 @@ impl ProxyHttp for Edge {
         {
             return self.refuse(session, ctx, status, why).await;
         }
-        if let Some(rate) = &self.rate {
+        let applied = self
+            .routes
+            .for_path(session.req_header().uri.path().as_bytes());
+        if let Some(rate) = applied.rate {
             if let Some(Err(wait)) = ctx.client.map(|c| rate.check(c.ip())) {
                 ctx.retry_after = wait;
                 return self.refuse(session, ctx, 429, "Too Many Requests").await;
@@ -131,15 +134,15 @@ impl ProxyHttp for Edge {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > self.max_body) {
+        if declared.is_some_and(|n| n > applied.max_body) {
             return self
                 .refuse(session, ctx, 413, "Request body too large")
                 .await;
         }
-        let body_timeout = self.limits.body_timeout.0;
+        let body_timeout = applied.body_timeout;
         session.set_read_timeout(Some(body_timeout));
         let read =
-            tokio::time::timeout(body_timeout, RequestBody::read(session, self.max_body)).await;
+            tokio::time::timeout(body_timeout, RequestBody::read(session, applied.max_body)).await;
         let body = match read {
             Ok(Ok(b)) => b,
             // Two clocks, one meaning: the whole body, or its next piece,
