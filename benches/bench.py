@@ -204,6 +204,7 @@ daemon off;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    keepalive_requests 1000000;  # corral has no per-connection cap (nginx: 1000, and h2load does not reconnect)
     sendfile on;
     tcp_nopush on;
     server {{
@@ -235,6 +236,7 @@ daemon off;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
+    keepalive_requests 1000000;  # corral has no per-connection cap (nginx: 1000, and h2load does not reconnect)
     upstream app {{ server unix:{sock}; }}
     server {{
         listen 127.0.0.1:{self.port};

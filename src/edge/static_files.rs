@@ -298,6 +298,36 @@ enum Lookup {
 /// site serves these are microseconds, while a trip to the blocking pool
 /// costs more than the call. Reads of file contents never happen inline.
 async fn metadata_within(root: &Path, path: &Path, follow: bool) -> Lookup {
+    if follow {
+        return match std::fs::metadata(path) {
+            Ok(m) => Lookup::Found(m),
+            Err(_) => Lookup::Missing,
+        };
+    }
+    // `path` is the (canonical) root joined with a relative path that has
+    // no `..` (static_path refuses it): unless some part of it below the
+    // root is a symlink, it cannot lead outside. One lstat per part is
+    // cheaper than canonicalizing (a readlink for every part from `/`);
+    // symlinks take the slow, exact way.
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Lookup::Outside;
+    };
+    let mut part = root.to_path_buf();
+    let mut last = None;
+    for c in rel.components() {
+        part.push(c);
+        match std::fs::symlink_metadata(&part) {
+            Ok(m) if m.file_type().is_symlink() => {
+                last = None;
+                break;
+            }
+            Ok(m) => last = Some(m),
+            Err(_) => return Lookup::Missing,
+        }
+    }
+    if let Some(m) = last {
+        return Lookup::Found(m);
+    }
     let Ok(real) = path.canonicalize() else {
         return Lookup::Missing;
     };
