@@ -191,6 +191,7 @@ class Nginx(Server):
         ssl_certificate {self.args.certs[tls][0]};
         ssl_certificate_key {self.args.certs[tls][1]};
         ssl_session_cache shared:SSL:10m;
+        ssl_protocols TLSv1.2 TLSv1.3;  # corral's; nginx 1.22's default lacks 1.3
         location /static/ {{ alias {self.args.static_dir}/; }}
         location / {{ return 200 "Hello, World!"; }}
     }}"""

@@ -903,6 +903,33 @@ fn only_tls_1_2_and_1_3_with_forward_secret_aead_suites() {
             ));
         }
     }
+    // The server's suite order: AES-128-GCM even when the client lists
+    // AES-256 first, and a client that only offers ChaCha20 still gets it.
+    for (v, offer, want) in [
+        (
+            "-tls1_3",
+            "-ciphersuites=TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256",
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            "-tls1_3",
+            "-ciphersuites=TLS_CHACHA20_POLY1305_SHA256",
+            "TLS_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            "-tls1_2",
+            "-cipher=ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256",
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+        ),
+    ] {
+        let (flag, list) = offer.split_once('=').unwrap_or((offer, ""));
+        let out = t.s_client(&["-servername", "a.test", v, flag, list]);
+        if !out.success() || !out.stdout.contains(&format!("Cipher is {want}")) {
+            problems.push(format!(
+                "openssl s_client {v} {flag} {list}: expected {want}\n{out}"
+            ));
+        }
+    }
     // Python's ssl module.
     let r = t.python("versions.py", PY_VERSIONS, &[&t.tls.to_string(), &t.ca()]);
     for v in ["TLSv1", "TLSv1_1"] {

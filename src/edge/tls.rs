@@ -164,7 +164,7 @@ impl Prepared {
                             format!("{}: unusable CA certificate: {e}", ca.display())
                         })?;
                     }
-                    let provider = Arc::new(rustls::crypto::ring::default_provider());
+                    let provider = Arc::new(crate::config::tls::provider());
                     let builder =
                         WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                     let builder = if tls.client_required {
@@ -192,8 +192,17 @@ impl Prepared {
     /// session cache and turn on stateless tickets: resumed handshakes skip
     /// the expensive key exchange, for TLS 1.2 and 1.3 alike.
     pub fn acceptor(&self) -> Result<Handshaker, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ServerConfig::builder_with_provider(provider)
+        // AES-128-GCM first, TLS 1.3 and 1.2 alike: as strong as the
+        // certificates' own keys, and its SHA-256 key schedule runs on the
+        // CPU's SHA instructions, where SHA-384 (OpenSSL clients ask for
+        // AES-256 first) has none on AMD: ~15% of a resumed handshake.
+        // Browsers already ask for it first.
+        let mut provider = crate::config::tls::provider();
+        provider.cipher_suites.sort_by_key(|s| {
+            let name = format!("{:?}", s.suite());
+            (!name.contains("AES_128_GCM"), !name.contains("AES_256_GCM"))
+        });
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
             .map_err(|e| e.to_string())?;
         let builder = match &self.verifier {
@@ -203,7 +212,8 @@ impl Prepared {
         let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-        config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| e.to_string())?;
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
+        config.ignore_client_order = true;
         Ok(Handshaker {
             acceptor: Acceptor::from_server_config(Arc::new(config)),
         })
