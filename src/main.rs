@@ -14,11 +14,6 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The edge allocates and frees small buffers for every request; glibc's
-/// malloc spent ~7% of its time there, mimalloc a fraction of that.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "corral",

@@ -16,7 +16,6 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 /// Read size for streaming large files: each read is one trip to tokio's
 /// blocking pool, so fewer, larger reads; memory per download stays bounded.
@@ -251,36 +250,51 @@ async fn send_file(
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
-    let mut file = match tokio::fs::File::open(&path).await {
-        Ok(f) => f,
-        Err(_) => return error(session, 404).await,
+    let opened = {
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| {
-                pingora_core::Error::because(pingora_core::ErrorType::ReadError, "seek", e)
-            })?;
-    }
+    let Ok(Ok(file)) = opened else {
+        return error(session, 404).await;
+    };
+    let file = std::sync::Arc::new(file);
     super::respond::header(session, resp, false).await?;
-    let mut left = len;
-    let mut buf = vec![0u8; CHUNK];
+    let (mut offset, mut left) = (start, len);
     while left > 0 {
+        // Each chunk is read straight into the buffer that goes out (no
+        // copies), positioned (no seek state), off the async threads.
         let want = (left as usize).min(CHUNK);
-        let n = file.read(&mut buf[..want]).await.map_err(|e| {
-            pingora_core::Error::because(pingora_core::ErrorType::ReadError, "static file read", e)
-        })?;
-        if n == 0 {
+        // Allocated here, not on the blocking thread: memory then stays
+        // with the edge's own threads, which free it once it is sent.
+        let mut buf = vec![0u8; want];
+        let f = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let n = f.read_at(&mut buf, offset)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(Bytes::from(buf))
+        })
+        .await;
+        let chunk = read
+            .map_err(std::io::Error::other)
+            .and_then(|r| r)
+            .map_err(|e| {
+                pingora_core::Error::because(
+                    pingora_core::ErrorType::ReadError,
+                    "static file read",
+                    e,
+                )
+            })?;
+        if chunk.is_empty() {
             // The file shrank under us: cut the response rather than lie.
             return Err(pingora_core::Error::explain(
                 pingora_core::ErrorType::ReadError,
                 "static file truncated",
             ));
         }
-        left -= n as u64;
-        session
-            .write_response_body(Some(Bytes::copy_from_slice(&buf[..n])), left == 0)
-            .await?;
+        offset += chunk.len() as u64;
+        left -= chunk.len() as u64;
+        session.write_response_body(Some(chunk), left == 0).await?;
     }
     Ok(Served::Done(status))
 }
