@@ -88,7 +88,6 @@ impl Service for AcceptService {
         _listeners_per_fd: usize,
     ) {
         let shared = self.shared.clone();
-        let threads = Arc::new(EdgeThreads::find(self.threads).await);
         let mut loops = Vec::new();
         for l in self.listeners.drain(..) {
             // SAFETY: the master gave this process its own copy of the fd,
@@ -106,7 +105,6 @@ impl Service for AcceptService {
             };
             loops.push(tokio::spawn(accept_loop(
                 listener,
-                threads.clone(),
                 l.tls,
                 l.proxy_protocol,
                 shared.clone(),
@@ -137,49 +135,8 @@ impl Service for AcceptService {
     }
 }
 
-/// The edge's threads, each a single-threaded runtime (pingora's no-steal
-/// mode), taken in turn for new connections.
-struct EdgeThreads {
-    handles: Vec<tokio::runtime::Handle>,
-    next: std::sync::atomic::AtomicUsize,
-}
-
-impl EdgeThreads {
-    /// pingora hands out its runtimes only at random: ask until each
-    /// thread has answered once.
-    async fn find(threads: usize) -> Self {
-        let mut found: Vec<(std::thread::ThreadId, tokio::runtime::Handle)> = Vec::new();
-        for _ in 0..threads.max(1) * 64 {
-            let handle = pingora_runtime::current_handle();
-            let Ok(id) = handle.spawn(async { std::thread::current().id() }).await else {
-                continue;
-            };
-            if !found.iter().any(|(t, _)| *t == id) {
-                found.push((id, handle));
-                if found.len() >= threads {
-                    break;
-                }
-            }
-        }
-        EdgeThreads {
-            handles: found.into_iter().map(|(_, h)| h).collect(),
-            next: Default::default(),
-        }
-    }
-
-    /// The thread for the next connection, for its whole life.
-    fn next(&self) -> tokio::runtime::Handle {
-        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match self.handles.get(i % self.handles.len().max(1)) {
-            Some(h) => h.clone(),
-            None => pingora_runtime::current_handle(),
-        }
-    }
-}
-
 async fn accept_loop(
     listener: TcpListener,
-    threads: Arc<EdgeThreads>,
     tls: bool,
     proxy_protocol: bool,
     shared: Arc<Shared>,
@@ -220,7 +177,7 @@ async fn accept_loop(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        threads.next().spawn(async move {
+        tokio::spawn(async move {
             serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown).await;
         });
     }

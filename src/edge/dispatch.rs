@@ -16,7 +16,7 @@ use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 /// Idle connections kept per worker for reuse.
-const MAX_IDLE_CONNS: usize = 8;
+const MAX_IDLE_CONNS: usize = 4;
 
 pub type Conn = BufReader<UnixStream>;
 
@@ -33,10 +33,7 @@ struct Worker {
     socket: PathBuf,
     busy: usize,
     capacity: usize,
-    /// With the edge thread that opened each: a socket is served by the
-    /// thread it was registered with, so another thread using it would
-    /// need that one to wake it.
-    idle: Vec<(std::thread::ThreadId, Conn)>,
+    idle: Vec<Conn>,
 }
 
 struct Waiter {
@@ -75,27 +72,24 @@ impl Drop for Lease {
 }
 
 impl Lease {
-    /// An idle pooled connection to this worker opened by this thread, if
-    /// any.
+    /// An idle pooled connection to this worker, if any.
     pub fn take_conn(&self) -> Option<Conn> {
-        let me = std::thread::current().id();
         let mut inner = self.pool.lock();
-        let idle = &mut inner.workers.iter_mut().find(|w| w.id == self.worker)?.idle;
-        let at = idle.iter().rposition(|(t, _)| *t == me)?;
-        Some(idle.swap_remove(at).1)
+        inner
+            .workers
+            .iter_mut()
+            .find(|w| w.id == self.worker)?
+            .idle
+            .pop()
     }
 
     /// Returns a connection that finished a response cleanly.
     pub fn put_conn(&self, conn: Conn) {
-        let me = std::thread::current().id();
         let mut inner = self.pool.lock();
         if let Some(w) = inner.workers.iter_mut().find(|w| w.id == self.worker) {
-            if w.idle.len() >= MAX_IDLE_CONNS {
-                // The oldest goes: it belongs to the thread that has been
-                // taking fewest back.
-                w.idle.remove(0);
+            if w.idle.len() < MAX_IDLE_CONNS {
+                w.idle.push(conn);
             }
-            w.idle.push((me, conn));
         }
     }
 }

@@ -80,11 +80,6 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         daemon: false,
-        // One single-threaded runtime per edge thread, as nginx has one
-        // event loop per worker: a connection stays on the thread that
-        // accepted it (accept.rs), with no stealing and no cross-thread
-        // wake-ups. Measured: static files +5-10% and far steadier.
-        work_stealing: false,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
