@@ -46,6 +46,7 @@ fn wsgi_round(c: &mut Criterion) {
     use pyo3::prelude::*;
     Python::initialize();
     let (tx, mut rx) = UnixStream::pair().expect("socketpair");
+    let tx = std::sync::Arc::new(tx);
     // Drain what the app writes, as the edge would.
     std::thread::spawn(move || {
         let mut buf = [0u8; 65536];
@@ -72,7 +73,7 @@ fn wsgi_round(c: &mut Criterion) {
                 b.iter(|| {
                     feed.write_all(REQUEST).expect("write");
                     let req = request::read_request(&mut reader).expect("parse");
-                    black_box(wsgi.handle(py, req, tx.try_clone().expect("clone")));
+                    black_box(wsgi.handle(py, req, tx.clone()));
                 })
             },
         );

@@ -5,6 +5,7 @@
 use pyo3::Python;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 /// Body bytes gathered before a socket write (fewer syscalls for lists).
 const FLUSH_AT: usize = 64 * 1024;
@@ -19,7 +20,8 @@ enum Framing {
 }
 
 pub struct ResponseWriter {
-    stream: UnixStream,
+    /// Shared with the connection: no dup per request.
+    stream: Arc<UnixStream>,
     buf: Vec<u8>,
     framing: Framing,
     pub head_request: bool,
@@ -32,7 +34,7 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(stream: UnixStream, head_request: bool, keep_alive: bool) -> Self {
+    pub fn new(stream: Arc<UnixStream>, head_request: bool, keep_alive: bool) -> Self {
         ResponseWriter {
             stream,
             buf: Vec::with_capacity(4096),
@@ -148,7 +150,7 @@ impl ResponseWriter {
             return;
         }
         let buf = std::mem::take(&mut self.buf);
-        let stream = &mut self.stream;
+        let mut stream: &UnixStream = &self.stream;
         let res: io::Result<()> = py.detach(|| stream.write_all(&buf));
         if res.is_err() {
             self.broken = true;

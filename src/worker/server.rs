@@ -125,16 +125,16 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
     let Ok(read_half) = stream.try_clone() else {
         return;
     };
+    // The response side, shared with each request's writer (which Python
+    // may keep alive past the request), without a dup and close per request.
+    let stream = std::sync::Arc::new(stream);
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     loop {
         match py.detach(|| read_request(&mut reader)) {
             Ok(req) => {
                 IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
                 py.detach(|| shared.slots.acquire());
-                let keep_alive = match stream.try_clone() {
-                    Ok(s) => shared.wsgi.handle(py, req, s),
-                    Err(_) => false,
-                };
+                let keep_alive = shared.wsgi.handle(py, req, stream.clone());
                 shared.slots.release();
                 IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
                 shared.recycle.after_request();
@@ -150,7 +150,7 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
                 } else {
                     "Bad Request"
                 };
-                let _ = (&stream).write_all(
+                let _ = (&*stream).write_all(
                     format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
                 );
                 break;

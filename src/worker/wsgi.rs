@@ -63,7 +63,7 @@ impl Wsgi {
 
     /// Runs one request to completion; returns whether the connection to the
     /// edge can carry another request.
-    pub fn handle(&self, py: Python<'_>, req: Request, stream: UnixStream) -> bool {
+    pub fn handle(&self, py: Python<'_>, req: Request, stream: Arc<UnixStream>) -> bool {
         let head = req.method == "HEAD";
         let writer = Arc::new(Mutex::new(ResponseWriter::new(
             stream,
