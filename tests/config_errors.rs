@@ -205,3 +205,15 @@ fn route_limit_bad_rate_is_located_in_its_table() {
     );
     assert_rejected(site, "limits.route[1].rate", "rate = \"fast\"");
 }
+
+#[test]
+fn unknown_user_and_group_are_config_errors() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nuser = \"no-such-user-corral\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.user", "no-such-user-corral");
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nuser = \"root\"\ngroup = \"no-such-group-corral\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.group", "no-such-group-corral");
+}
