@@ -105,9 +105,14 @@ impl ProxyHttp for Edge {
         {
             return self.refuse(session, ctx, status, why).await;
         }
-        let applied = self
-            .routes
-            .for_path(session.req_header().uri.path().as_bytes());
+        // `[[limits.route]]` and `[[static]]` both match on the decoded
+        // path: decode it once, and only if either is configured.
+        let decoded = if self.routes.is_empty() && self.static_mounts.is_empty() {
+            Vec::new()
+        } else {
+            super::static_path::decode(session.req_header().uri.path().as_bytes())
+        };
+        let applied = self.routes.for_path(&decoded);
         if let Some(rate) = applied.rate {
             if let Some(Err(wait)) = ctx.client.map(|c| rate.check(c.ip())) {
                 ctx.retry_after = wait;
@@ -119,7 +124,7 @@ impl ProxyHttp for Edge {
             return Ok(true);
         }
         // Static files never reach Python (unless a mount falls back to the app).
-        if let Some((mount, decoded)) = static_files::find(&self.static_mounts, session) {
+        if let Some(mount) = static_files::find(&self.static_mounts, &decoded) {
             match static_files::serve(session, mount, &decoded).await? {
                 Served::Done(status) => {
                     ctx.status = status;

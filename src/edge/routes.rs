@@ -62,17 +62,17 @@ impl Routes {
         }
     }
 
-    /// The limits for a request to `raw_path` (as sent, percent-encoded).
-    pub fn for_path(&self, raw_path: &[u8]) -> Applied<'_> {
-        let route = if self.routes.is_empty() {
-            None
-        } else {
-            let path = super::static_path::decode(raw_path);
-            self.routes.iter().find(|r| {
-                path.starts_with(&r.prefix)
-                    || r.prefix.strip_suffix(b"/").is_some_and(|p| path == p)
-            })
-        };
+    /// No `[[limits.route]]`: the path need not be decoded.
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The limits for a request to `decoded` (the percent-decoded path).
+    pub fn for_path(&self, decoded: &[u8]) -> Applied<'_> {
+        let route = self.routes.iter().find(|r| {
+            decoded.starts_with(&r.prefix)
+                || r.prefix.strip_suffix(b"/").is_some_and(|p| decoded == p)
+        });
         Applied {
             max_body: route.and_then(|r| r.max_body).unwrap_or(self.max_body),
             body_timeout: route
@@ -113,19 +113,17 @@ mod tests {
             ..Limits::default()
         };
         let routes = Routes::new(&limits);
-        let site = routes.for_path(b"/other");
+        let for_path = |raw: &[u8]| routes.for_path(&super::super::static_path::decode(raw));
+        let site = for_path(b"/other");
         assert_eq!(site.max_body, limits.max_body.0);
         assert!(site.rate.is_some());
-        assert_eq!(routes.for_path(b"/upload/big").max_body, 1 << 30);
-        assert_eq!(routes.for_path(b"/%75pload/big").max_body, 1 << 30);
-        assert_eq!(routes.for_path(b"/upload").max_body, 1 << 30);
-        let avatars = routes.for_path(b"/upload/avatars/me.png");
+        assert_eq!(for_path(b"/upload/big").max_body, 1 << 30);
+        assert_eq!(for_path(b"/%75pload/big").max_body, 1 << 30);
+        assert_eq!(for_path(b"/upload").max_body, 1 << 30);
+        let avatars = for_path(b"/upload/avatars/me.png");
         assert_eq!(avatars.max_body, 1 << 20);
         assert_eq!(avatars.body_timeout, Duration::from_secs(5));
         assert!(avatars.rate.is_none(), "rate = \"\" exempts the route");
-        assert_eq!(
-            routes.for_path(b"/upload/big").body_timeout,
-            limits.body_timeout.0
-        );
+        assert_eq!(for_path(b"/upload/big").body_timeout, limits.body_timeout.0);
     }
 }

@@ -28,22 +28,16 @@ pub enum Served {
     Fallback,
 }
 
-/// The mount for this request, matched on the decoded path (mounts are
-/// sorted longest first). Absolute-form targets match by their path too.
-/// Returns the mount and the decoded path, which `serve` then works on.
-pub fn find<'a>(mounts: &'a [Mount], session: &Session) -> Option<(&'a Mount, Vec<u8>)> {
-    if mounts.is_empty() {
-        return None;
-    }
-    let path = static_path::decode(session.req_header().uri.path().as_bytes());
-    let mount = mounts.iter().find(|m| {
+/// The mount for a request's decoded path (mounts are sorted longest
+/// first; absolute-form targets match by their path too).
+pub fn find<'a>(mounts: &'a [Mount], decoded: &[u8]) -> Option<&'a Mount> {
+    mounts.iter().find(|m| {
         let prefix = m.url.as_bytes();
-        path.starts_with(prefix) || path == prefix[..prefix.len() - 1]
-    })?;
-    Some((mount, path))
+        decoded.starts_with(prefix) || decoded == &prefix[..prefix.len() - 1]
+    })
 }
 
-/// `decoded` is the request path as `find` decoded it.
+/// `decoded` is the request path, percent-decoded once.
 pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Result<Served> {
     let method = session.req_header().method.clone();
     let uri = session.req_header().uri.clone();
