@@ -199,8 +199,16 @@ impl Prepared {
         // Browsers already ask for it first.
         let mut provider = crate::config::tls::provider();
         provider.cipher_suites.sort_by_key(|s| {
-            let name = format!("{:?}", s.suite());
-            (!name.contains("AES_128_GCM"), !name.contains("AES_256_GCM"))
+            use rustls::CipherSuite as S;
+            match s.suite() {
+                S::TLS13_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+                S::TLS13_AES_256_GCM_SHA384
+                | S::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | S::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => 1,
+                _ => 2,
+            }
         });
         let builder = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
