@@ -197,23 +197,29 @@ fn app_import_error_makes_serve_give_up() {
     }
 }
 
+/// The hello app with one worker, `server_extra` lines in `[server]` and
+/// `tables` after `[app]`.
+fn hello_site(server_extra: &str, tables: &str) -> Site {
+    Site::new().app("hello.py").config(&format!(
+        "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\n{server_extra}\n\
+         [app]\nmodule = \"hello:application\"\nworkers = 1\n\n{tables}"
+    ))
+}
+
 #[test]
 fn route_limit_bad_rate_is_located_in_its_table() {
-    let site = Site::new().app("hello.py").config(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n\n\
-         [[limits.route]]\npath = \"/a/\"\nrate = \"5r/s\"\n\n[[limits.route]]\npath = \"/b/\"\nrate = \"fast\"\n",
+    let site = hello_site(
+        "",
+        "[[limits.route]]\npath = \"/a/\"\nrate = \"5r/s\"\n\n\
+         [[limits.route]]\npath = \"/b/\"\nrate = \"fast\"\n",
     );
     assert_rejected(site, "limits.route[1].rate", "rate = \"fast\"");
 }
 
 #[test]
 fn unknown_user_and_group_are_config_errors() {
-    let site = Site::new().app("hello.py").config(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nuser = \"no-such-user-corral\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
-    );
+    let site = hello_site("user = \"no-such-user-corral\"\n", "");
     assert_rejected(site, "server.user", "no-such-user-corral");
-    let site = Site::new().app("hello.py").config(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\nuser = \"root\"\ngroup = \"no-such-group-corral\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
-    );
+    let site = hello_site("user = \"root\"\ngroup = \"no-such-group-corral\"\n", "");
     assert_rejected(site, "server.group", "no-such-group-corral");
 }
