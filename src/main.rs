@@ -11,6 +11,11 @@ mod master;
 pub(crate) mod worker;
 
 use clap::{Parser, Subcommand};
+
+/// jemalloc for Rust's allocations (see Cargo.toml for why). Its fork
+/// handlers keep the master's fork-at-any-time promise.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
