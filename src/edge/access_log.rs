@@ -91,6 +91,12 @@ fn writer(sink: Box<dyn Write + Send>, target: &AccessLog, rx: Receiver<Msg>) {
     }
 }
 
+/// Whether lines are written at all; with `access = "off"` the caller
+/// skips building them.
+pub fn enabled() -> bool {
+    matches!(LOG.get(), Some(Some(_)))
+}
+
 pub fn log(e: &Entry) {
     let Some(Some(tx)) = LOG.get() else { return };
     let line = if *FORMAT_JSON.get().unwrap_or(&false) {

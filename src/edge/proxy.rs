@@ -358,6 +358,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if !access_log::enabled() {
+            return;
+        }
         let req = session.req_header();
         let status = session
             .response_written()

@@ -17,16 +17,11 @@ pub fn check(
         check_raw(raw, limits)?;
         // pingora drops Content-Length when Transfer-Encoding is present,
         // so the pair can only be seen in the raw bytes.
-        let lower = raw.to_ascii_lowercase();
-        let has = |name: &[u8]| {
-            lower
-                .split(|&b| b == b'\n')
-                .any(|line| line.starts_with(name) && line.get(name.len()) == Some(&b':'))
-        };
+        let has = |name: &'static [u8]| field_values(raw, name).next().is_some();
         if has(b"transfer-encoding") && has(b"content-length") {
             return Err((400, "both Transfer-Encoding and Content-Length"));
         }
-        check_transfer_encoding(&lower)?;
+        check_transfer_encoding(raw)?;
     }
     if let Some(host) = req.headers.get(http::header::HOST) {
         if !valid_host(host.as_bytes()) {
@@ -41,8 +36,12 @@ pub fn check(
     // scheme, "*" is for OPTIONS. (pingora "repairs" a request line with a
     // stray space by percent-encoding it, leaving a target like "T%20/x".)
     let origin = target.starts_with(b"/");
-    let lower: Vec<u8> = target.iter().take(8).map(u8::to_ascii_lowercase).collect();
-    let absolute = lower.starts_with(b"http://") || lower.starts_with(b"https://");
+    let starts = |p: &[u8]| {
+        target
+            .get(..p.len())
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+    };
+    let absolute = starts(b"http://") || starts(b"https://");
     let asterisk = target == b"*" && req.method == http::Method::OPTIONS;
     let authority = req.method == http::Method::CONNECT;
     if !(origin || absolute || asterisk || authority) {
@@ -105,34 +104,44 @@ pub fn check_raw_for_fuzz(raw: &[u8]) -> Result<(), (u16, &'static str)> {
     check_raw(raw, &Limits::default())
 }
 
-/// Transfer-Encoding, from the raw (lower-cased) head: exactly one field,
+/// The values of the raw head's fields called `name` (given lower-case;
+/// matched in any case). Works on the bytes as received, without a copy:
+/// this runs for every request.
+fn field_values<'a>(raw: &'a [u8], name: &'static [u8]) -> impl Iterator<Item = &'a [u8]> {
+    raw.split(|&b| b == b'\n').filter_map(move |line| {
+        let (field, rest) = line.split_at_checked(name.len())?;
+        let value = rest.strip_prefix(b":")?;
+        field.eq_ignore_ascii_case(name).then_some(value)
+    })
+}
+
+/// Transfer-Encoding, from the raw head: exactly one field,
 /// and exactly `chunked`. Anything else is refused rather than guessed at:
 /// codings stacked under chunked (501, corral does not decode them) and
 /// oddities like `chunked, chunked` or `identity, chunked` (400), which
 /// other HTTP parsers read differently (request smuggling).
-fn check_transfer_encoding(lower: &[u8]) -> Result<(), (u16, &'static str)> {
-    let values: Vec<String> = lower
-        .split(|&b| b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"transfer-encoding:"))
-        .map(|v| String::from_utf8_lossy(v).trim().to_string())
-        .collect();
-    match values.as_slice() {
-        [] => Ok(()),
-        [one] if one == "chunked" => Ok(()),
-        [one] => {
-            let codings: Vec<&str> = one.split(',').map(str::trim).collect();
-            let known = ["gzip", "x-gzip", "deflate", "compress", "br", "zstd"];
-            if codings.last() == Some(&"chunked")
-                && codings[..codings.len() - 1]
-                    .iter()
-                    .all(|c| known.contains(c))
-            {
-                Err((501, "transfer codings other than chunked are not supported"))
-            } else {
-                Err((400, "Transfer-Encoding must be exactly \"chunked\""))
-            }
-        }
-        _ => Err((400, "more than one Transfer-Encoding header")),
+fn check_transfer_encoding(raw: &[u8]) -> Result<(), (u16, &'static str)> {
+    let mut values = field_values(raw, b"transfer-encoding");
+    let Some(value) = values.next() else {
+        return Ok(());
+    };
+    if values.next().is_some() {
+        return Err((400, "more than one Transfer-Encoding header"));
+    }
+    let one = String::from_utf8_lossy(value).trim().to_ascii_lowercase();
+    if one == "chunked" {
+        return Ok(());
+    }
+    let codings: Vec<&str> = one.split(',').map(str::trim).collect();
+    let known = ["gzip", "x-gzip", "deflate", "compress", "br", "zstd"];
+    if codings.last() == Some(&"chunked")
+        && codings[..codings.len() - 1]
+            .iter()
+            .all(|c| known.contains(c))
+    {
+        Err((501, "transfer codings other than chunked are not supported"))
+    } else {
+        Err((400, "Transfer-Encoding must be exactly \"chunked\""))
     }
 }
 
@@ -283,6 +292,14 @@ mod tests {
             400
         );
         assert!(check_transfer_encoding(b"transfer-encoding: chunked").is_ok());
+        // Field names in any case; the value too.
+        assert!(check_transfer_encoding(b"Transfer-Encoding: Chunked\r").is_ok());
+        assert_eq!(
+            check_transfer_encoding(b"TRANSFER-ENCODING: GZIP, chunked")
+                .unwrap_err()
+                .0,
+            501
+        );
         assert_eq!(
             check_transfer_encoding(b"transfer-encoding: chunked\ntransfer-encoding: chunked")
                 .unwrap_err()
