@@ -646,6 +646,21 @@ fn precompressed_siblings_follow_accept_encoding() {
         gunzip_bytes(&r.body) == original,
         "gunzip of the .gz variant"
     );
+    // The same .gz asked for by name (just after it went out as the gzip of
+    // f.css, so anything remembered about it is warm) is a file of its own:
+    // its own type and ETag, no Content-Encoding.
+    for ae in ["gzip", "identity"] {
+        let r = srv.get_with("/static/f.css.gz", &[("Accept-Encoding", ae)]);
+        let what = format!("GET /static/f.css.gz by name, Accept-Encoding {ae}");
+        srv.assert_status(&r, 200, &what);
+        assert!(r.body == gz, "{what}: the .gz bytes\n{r}");
+        assert_eq!(r.header("content-encoding"), None, "{what}\n{r}");
+        assert_eq!(hdr(&r, "content-type"), "application/gzip", "{what}\n{r}");
+        assert!(
+            !etags.iter().any(|(_, e)| e == hdr(&r, "etag")),
+            "{what}: shares an ETag with a variant of f.css\n{r}"
+        );
+    }
 
     // A .gz older than the original is ignored; a newer .br is used.
     for (ae, want) in [

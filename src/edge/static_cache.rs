@@ -1,5 +1,7 @@
 //! Contents of small static files kept in memory, so the hot path of a
-//! static request never leaves the async thread.
+//! static request never leaves the async thread, together with the header
+//! values derived from the file (ETag, Last-Modified, Content-Type), so they
+//! are not formatted again for every request.
 //!
 //! Why: reading a file is the one step of a static request that goes to
 //! tokio's blocking pool, and that trip (two thread wake-ups) cost more than
@@ -10,10 +12,12 @@
 //! served stale, not even for a moment.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::SystemTime;
 
 /// Files up to this size are cached.
 pub const MAX_FILE: u64 = 256 * 1024;
@@ -41,8 +45,31 @@ impl Identity {
     }
 }
 
+/// What a response for one version of a file needs besides its bytes.
+/// Cloning the values is a reference count, not a copy.
+#[derive(Clone)]
+pub struct Facts {
+    pub modified: SystemTime,
+    pub etag: HeaderValue,
+    pub last_modified: HeaderValue,
+    pub content_type: HeaderValue,
+    /// The whole file's length (ranges set their own).
+    pub content_length: HeaderValue,
+}
+
+/// A small file, ready to send.
+pub struct Entry {
+    pub facts: Facts,
+    pub body: Bytes,
+}
+
+/// Per file, an entry per Content-Encoding it is sent with: `a.css.gz`
+/// sent as the gzip of `a.css` has another type and ETag than `a.css.gz`
+/// asked for by name.
+type Variants = Vec<(Option<&'static str>, Identity, Arc<Entry>)>;
+
 struct Cache {
-    files: HashMap<PathBuf, (Identity, Bytes)>,
+    files: HashMap<PathBuf, Variants>,
     total: usize,
 }
 
@@ -53,31 +80,53 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
     })
 });
 
-/// The cached contents of `path`, if they were read from the file `meta`
-/// describes.
-pub fn get(path: &Path, meta: &std::fs::Metadata) -> Option<Bytes> {
+/// The cached entry for `path` sent with `encoding`, if it was made from
+/// the file `meta` describes.
+pub fn get(
+    path: &Path,
+    encoding: Option<&'static str>,
+    meta: &std::fs::Metadata,
+) -> Option<Arc<Entry>> {
     let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let (id, data) = cache.files.get(path)?;
-    (*id == Identity::of(meta)).then(|| data.clone())
+    let id = Identity::of(meta);
+    cache
+        .files
+        .get(path)?
+        .iter()
+        .find(|(enc, of, _)| *enc == encoding && *of == id)
+        .map(|(_, _, entry)| entry.clone())
 }
 
-/// Remembers `data` as the contents of the file `meta` describes.
-pub fn put(path: &Path, meta: &std::fs::Metadata, data: Bytes) {
-    if data.len() as u64 != meta.len() || meta.len() > MAX_FILE {
+/// Remembers `entry` as made from the file `meta` describes.
+pub fn put(
+    path: &Path,
+    encoding: Option<&'static str>,
+    meta: &std::fs::Metadata,
+    entry: Arc<Entry>,
+) {
+    let size = entry.body.len();
+    if size as u64 != meta.len() || meta.len() > MAX_FILE {
         return;
     }
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.total + data.len() > MAX_TOTAL {
+    if cache.total + size > MAX_TOTAL {
         cache.files.clear();
         cache.total = 0;
     }
-    cache.total += data.len();
-    if let Some((_, old)) = cache
-        .files
-        .insert(path.to_path_buf(), (Identity::of(meta), data))
-    {
-        cache.total -= old.len();
-    }
+    cache.total += size;
+    let variants = cache.files.entry(path.to_path_buf()).or_default();
+    // A new version of the file replaces the old, whatever its encoding.
+    let id = Identity::of(meta);
+    let mut freed = 0;
+    variants.retain(|(enc, of, old)| {
+        let keep = *enc != encoding && *of == id;
+        if !keep {
+            freed += old.body.len();
+        }
+        keep
+    });
+    variants.push((encoding, id, entry));
+    cache.total -= freed;
 }
 
 #[cfg(test)]
@@ -90,16 +139,35 @@ mod tests {
         let path = dir.path().join("a.css");
         std::fs::write(&path, b"body{}").unwrap();
         let meta = std::fs::metadata(&path).unwrap();
-        assert!(get(&path, &meta).is_none());
-        put(&path, &meta, Bytes::from_static(b"body{}"));
-        assert_eq!(get(&path, &meta).as_deref(), Some(&b"body{}"[..]));
+        let entry = |body: &'static [u8]| {
+            let v = HeaderValue::from_static("x");
+            Arc::new(Entry {
+                facts: Facts {
+                    modified: SystemTime::UNIX_EPOCH,
+                    etag: v.clone(),
+                    last_modified: v.clone(),
+                    content_type: v.clone(),
+                    content_length: v,
+                },
+                body: Bytes::from_static(body),
+            })
+        };
+        assert!(get(&path, None, &meta).is_none());
+        put(&path, None, &meta, entry(b"body{}"));
+        let got = get(&path, None, &meta).map(|e| e.body.clone());
+        assert_eq!(got.as_deref(), Some(&b"body{}"[..]));
+        // The same file sent with a Content-Encoding is another entry.
+        assert!(get(&path, Some("gzip"), &meta).is_none());
         // Same size, new contents: the change time moves on.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"p{a:b}").unwrap();
         let changed = std::fs::metadata(&path).unwrap();
-        assert!(get(&path, &changed).is_none(), "stale contents served");
+        assert!(
+            get(&path, None, &changed).is_none(),
+            "stale contents served"
+        );
         // Contents that do not match the metadata are not kept.
-        put(&path, &changed, Bytes::from_static(b"short"));
-        assert!(get(&path, &changed).is_none());
+        put(&path, None, &changed, entry(b"short"));
+        assert!(get(&path, None, &changed).is_none());
     }
 }

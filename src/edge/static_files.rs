@@ -40,14 +40,10 @@ pub fn find<'a>(mounts: &'a [Mount], decoded: &[u8]) -> Option<&'a Mount> {
 /// `decoded` is the request path, percent-decoded once.
 pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Result<Served> {
     let method = session.req_header().method.clone();
-    let uri = session.req_header().uri.clone();
-    let path = uri.path().as_bytes();
-    let query = uri.query().map(|q| format!("?{q}").into_bytes());
-    let query = query.as_deref();
     let fallback = mount.settings.fallback == "app";
     // "/static" without the slash: send the browser to the folder.
     if decoded.len() < mount.url.len() {
-        return redirect(session, &[path, b"/", query.unwrap_or_default()].concat()).await;
+        return redirect(session, &with_slash(session)).await;
     }
     let rel = &decoded[mount.url.len()..];
     let (rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
@@ -76,7 +72,7 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
     }
     let meta = if meta.is_dir() {
         if !dir_request {
-            return redirect(session, &[path, b"/", query.unwrap_or_default()].concat()).await;
+            return redirect(session, &with_slash(session)).await;
         }
         let mut found = None;
         for name in &mount.settings.index {
@@ -96,8 +92,9 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
                 m
             }
             None if mount.settings.autoindex => {
-                return super::autoindex::serve(session, &file_path, &String::from_utf8_lossy(path))
-                    .await
+                let shown = String::from_utf8_lossy(session.req_header().uri.path().as_bytes());
+                let shown = shown.into_owned();
+                return super::autoindex::serve(session, &file_path, &shown).await;
             }
             None if fallback => return Ok(Served::Fallback),
             None => return error(session, 404).await,
@@ -125,22 +122,49 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
     .await
 }
 
+/// The request's path with a slash added (and its query kept): where a
+/// folder asked for without its slash is.
+fn with_slash(session: &Session) -> Vec<u8> {
+    let uri = &session.req_header().uri;
+    let mut location = uri.path().as_bytes().to_vec();
+    location.push(b'/');
+    if let Some(q) = uri.query() {
+        location.push(b'?');
+        location.extend_from_slice(q.as_bytes());
+    }
+    location
+}
+
 async fn send_file(
     session: &mut Session,
     mount: &Mount,
-    path: &Path,
+    original: &Path,
     meta: std::fs::Metadata,
     head: bool,
 ) -> Result<Served> {
-    let content_type = content_type(path);
     // A precompressed sibling, if the client takes it and it is not stale.
-    let (path, meta, encoding) = match pick_encoding(session, mount, path, &meta).await {
+    let (path, meta, encoding) = match pick_encoding(session, mount, original, &meta).await {
         Some((p, m, enc)) => (p, m, Some(enc)),
-        None => (path.to_path_buf(), meta, None),
+        None => (original.to_path_buf(), meta, None),
     };
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let size = meta.len();
-    let etag = make_etag(size, modified, encoding);
+    let small = size <= static_cache::MAX_FILE;
+    let cached = small
+        .then(|| static_cache::get(&path, encoding, &meta))
+        .flatten();
+    let facts = match &cached {
+        Some(entry) => entry.facts.clone(),
+        None => facts_of(original, &meta, encoding).map_err(|e| {
+            pingora_core::Error::because(
+                pingora_core::ErrorType::InternalError,
+                "static file header",
+                e,
+            )
+        })?,
+    };
+    let modified = facts.modified;
+    // Built from ASCII by facts_of, so never empty here.
+    let etag = facts.etag.to_str().unwrap_or_default();
     let header = |name: http::header::HeaderName| {
         session
             .req_header()
@@ -165,15 +189,15 @@ async fn send_file(
         is_get_or_head: true,
     };
     let mut resp = ResponseHeader::build(200, Some(10))?;
-    resp.insert_header("ETag", &etag)?;
-    resp.insert_header("Last-Modified", httpdate::fmt_http_date(modified))?;
+    resp.insert_header("ETag", facts.etag.clone())?;
+    resp.insert_header("Last-Modified", facts.last_modified.clone())?;
     if !mount.settings.cache_control.is_empty() {
         resp.insert_header("Cache-Control", &mount.settings.cache_control)?;
     }
     if mount.settings.precompressed {
         resp.insert_header("Vary", "Accept-Encoding")?;
     }
-    match conditional::evaluate(&cond, &etag, modified) {
+    match conditional::evaluate(&cond, etag, modified) {
         Outcome::NotModified => {
             resp.set_status(304)?;
             return finish(session, resp, None, 304).await;
@@ -185,13 +209,13 @@ async fn send_file(
         }
         Outcome::Proceed => {}
     }
-    resp.insert_header("Content-Type", content_type)?;
+    resp.insert_header("Content-Type", facts.content_type.clone())?;
     if let Some(enc) = encoding {
         resp.insert_header("Content-Encoding", enc)?;
     }
     resp.insert_header("Accept-Ranges", "bytes")?;
     let honour_range = match &if_range {
-        Some(v) => conditional::if_range_matches(v, &etag, modified),
+        Some(v) => conditional::if_range_matches(v, etag, modified),
         None => true,
     };
     let (start, len) = match range
@@ -212,29 +236,35 @@ async fn send_file(
         }
         _ => (0, size),
     };
-    resp.insert_header("Content-Length", len.to_string())?;
+    if len == size {
+        resp.insert_header("Content-Length", facts.content_length.clone())?;
+    } else {
+        resp.insert_header("Content-Length", len.to_string())?;
+    }
     let status = resp.status.as_u16();
     super::compression::disable(session);
     if head || len == 0 {
         super::respond::header(session, resp, true).await?;
         return Ok(Served::Done(status));
     }
-    if size <= static_cache::MAX_FILE {
+    if small {
         // Small files: from memory while unchanged, else one trip to the
         // blocking pool for open+read.
-        let data = match static_cache::get(&path, &meta) {
-            Some(data) => data,
+        let entry = match cached {
+            Some(entry) => entry,
             None => {
                 let p = path.clone();
                 let read = tokio::task::spawn_blocking(move || std::fs::read(p)).await;
                 let Ok(Ok(data)) = read else {
                     return error(session, 404).await;
                 };
-                let data = Bytes::from(data);
-                static_cache::put(&path, &meta, data.clone());
-                data
+                let body = Bytes::from(data);
+                let entry = std::sync::Arc::new(static_cache::Entry { facts, body });
+                static_cache::put(&path, encoding, &meta, entry.clone());
+                entry
             }
         };
+        let data = &entry.body;
         let Some(body) = data.get(start as usize..(start + len) as usize) else {
             // The file shrank between its stat and its read.
             return error(session, 404).await;
@@ -430,6 +460,23 @@ fn accepted_with_q(accept: &str) -> Vec<((&'static str, &'static str), f32)> {
         .collect();
     out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     out.into_iter().map(|(q, _, k)| (k, q)).collect()
+}
+
+/// Header values for one version of a file (`original` names the type even
+/// when a precompressed sibling is sent).
+fn facts_of(
+    original: &Path,
+    meta: &std::fs::Metadata,
+    encoding: Option<&str>,
+) -> std::result::Result<static_cache::Facts, http::header::InvalidHeaderValue> {
+    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    Ok(static_cache::Facts {
+        modified,
+        etag: make_etag(meta.len(), modified, encoding).try_into()?,
+        last_modified: httpdate::fmt_http_date(modified).try_into()?,
+        content_type: content_type(original).try_into()?,
+        content_length: meta.len().into(),
+    })
 }
 
 fn make_etag(size: u64, modified: SystemTime, encoding: Option<&str>) -> String {
