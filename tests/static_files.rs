@@ -1418,6 +1418,47 @@ fn other_methods_get_405_with_allow() {
     );
 }
 
+/// A deploy that replaces the whole folder (`rm -rf static && cp -r ...`)
+/// is served from the new folder without a reload, as nginx would.
+#[test]
+fn a_folder_deleted_and_made_again_is_served_anew() {
+    let site = Site::new()
+        .app("static_app.py")
+        .file("files/app.css", "old{}")
+        .config(&cfg(&mount("/static/", "files", "")));
+    let files = site.path().join("files");
+    let srv = site.start();
+    let r = srv.get("/static/app.css");
+    srv.assert_status(&r, 200, "before the deploy");
+    assert_eq!(r.body, b"old{}");
+    std::fs::remove_dir_all(&files).unwrap();
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("app.css"), "new{}!").unwrap();
+    std::fs::write(files.join("added.js"), "x").unwrap();
+    // corral holds the folder open and checks its path once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = srv.get("/static/app.css");
+        if r.status == 200 && r.body == b"new{}!" {
+            break;
+        }
+        assert!(
+            r.body != b"old{}",
+            "the deleted folder's file was served\n{r}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "new folder not served in 5 s\n{r}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    srv.assert_status(
+        &srv.get("/static/added.js"),
+        200,
+        "a file only the new folder has",
+    );
+}
+
 // ---------------------------------------------------------------------------
 // content types
 // ---------------------------------------------------------------------------

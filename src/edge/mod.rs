@@ -22,6 +22,7 @@ mod forward;
 pub(crate) mod framing;
 mod guard;
 pub(crate) mod http_ranges;
+mod mount_dir;
 mod proxy;
 mod proxy_protocol;
 mod rate_limit;
@@ -95,7 +96,12 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         routes: routes::Routes::new(&site.config.limits),
         timeout: site.timeout(),
         status_fd,
-        static_mounts: site.static_mounts.clone(),
+        static_mounts: site
+            .static_mounts
+            .iter()
+            .cloned()
+            .map(static_files::StaticMount::new)
+            .collect(),
         compression: site.config.compression.clone(),
         limits: site.config.limits.clone(),
         trusted: site

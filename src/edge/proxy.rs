@@ -43,7 +43,7 @@ pub struct Edge {
     /// whole response is in.
     pub timeout: Option<Duration>,
     pub status_fd: std::os::fd::RawFd,
-    pub static_mounts: Vec<crate::config::Mount>,
+    pub static_mounts: Vec<static_files::StaticMount>,
     pub compression: crate::config::schema::Compression,
     pub limits: crate::config::schema::Limits,
     pub trusted: Vec<(std::net::IpAddr, u8)>,

@@ -11,10 +11,10 @@
 //! modification and change times. So a replaced or edited file is never
 //! served stale, not even for a moment.
 
+use super::mount_dir::FileMeta;
 use bytes::Bytes;
 use http::HeaderValue;
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::SystemTime;
@@ -24,26 +24,8 @@ pub const MAX_FILE: u64 = 256 * 1024;
 /// Total bytes held; past it the cache starts over (cheap, and bounded).
 const MAX_TOTAL: usize = 64 << 20;
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    dev: u64,
-    ino: u64,
-    len: u64,
-    mtime: (i64, i64),
-    ctime: (i64, i64),
-}
-
-impl Identity {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        Identity {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            len: meta.len(),
-            mtime: (meta.mtime(), meta.mtime_nsec()),
-            ctime: (meta.ctime(), meta.ctime_nsec()),
-        }
-    }
-}
+/// Same inode, size, modification and change times: the same file.
+type Identity = FileMeta;
 
 /// What a response for one version of a file needs besides its bytes.
 /// Cloning the values is a reference count, not a copy.
@@ -82,13 +64,9 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
 
 /// The cached entry for `path` sent with `encoding`, if it was made from
 /// the file `meta` describes.
-pub fn get(
-    path: &Path,
-    encoding: Option<&'static str>,
-    meta: &std::fs::Metadata,
-) -> Option<Arc<Entry>> {
+pub fn get(path: &Path, encoding: Option<&'static str>, meta: &FileMeta) -> Option<Arc<Entry>> {
     let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let id = Identity::of(meta);
+    let id = *meta;
     cache
         .files
         .get(path)?
@@ -98,14 +76,9 @@ pub fn get(
 }
 
 /// Remembers `entry` as made from the file `meta` describes.
-pub fn put(
-    path: &Path,
-    encoding: Option<&'static str>,
-    meta: &std::fs::Metadata,
-    entry: Arc<Entry>,
-) {
+pub fn put(path: &Path, encoding: Option<&'static str>, meta: &FileMeta, entry: Arc<Entry>) {
     let size = entry.body.len();
-    if size as u64 != meta.len() || meta.len() > MAX_FILE {
+    if size as u64 != meta.len || meta.len > MAX_FILE {
         return;
     }
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,7 +89,7 @@ pub fn put(
     cache.total += size;
     let variants = cache.files.entry(path.to_path_buf()).or_default();
     // A new version of the file replaces the old, whatever its encoding.
-    let id = Identity::of(meta);
+    let id = *meta;
     let mut freed = 0;
     variants.retain(|(enc, of, old)| {
         let keep = *enc != encoding && *of == id;
@@ -138,7 +111,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.css");
         std::fs::write(&path, b"body{}").unwrap();
-        let meta = std::fs::metadata(&path).unwrap();
+        let meta = FileMeta::from_std(&std::fs::metadata(&path).unwrap());
         let entry = |body: &'static [u8]| {
             let v = HeaderValue::from_static("x");
             Arc::new(Entry {
@@ -161,7 +134,7 @@ mod tests {
         // Same size, new contents: the change time moves on.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"p{a:b}").unwrap();
-        let changed = std::fs::metadata(&path).unwrap();
+        let changed = FileMeta::from_std(&std::fs::metadata(&path).unwrap());
         assert!(
             get(&path, None, &changed).is_none(),
             "stale contents served"

@@ -7,6 +7,7 @@
 
 use super::conditional::{self, Outcome};
 use super::http_ranges::{self, Ranges};
+use super::mount_dir::{FileMeta, MountDir};
 use super::static_cache;
 use super::static_path::{self, Refused};
 use crate::config::Mount;
@@ -28,17 +29,32 @@ pub enum Served {
     Fallback,
 }
 
+/// A `[[static]]` mount as the edge serves it: its settings and its
+/// folder, held open.
+pub struct StaticMount {
+    mount: Mount,
+    dir: MountDir,
+}
+
+impl StaticMount {
+    pub fn new(mount: Mount) -> Self {
+        let dir = MountDir::new(mount.dir.clone());
+        StaticMount { mount, dir }
+    }
+}
+
 /// The mount for a request's decoded path (mounts are sorted longest
 /// first; absolute-form targets match by their path too).
-pub fn find<'a>(mounts: &'a [Mount], decoded: &[u8]) -> Option<&'a Mount> {
-    mounts.iter().find(|m| {
+pub fn find<'a>(mounts: &'a [StaticMount], decoded: &[u8]) -> Option<&'a StaticMount> {
+    mounts.iter().find(|StaticMount { mount: m, .. }| {
         let prefix = m.url.as_bytes();
         decoded.starts_with(prefix) || decoded == &prefix[..prefix.len() - 1]
     })
 }
 
 /// `decoded` is the request path, percent-decoded once.
-pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Result<Served> {
+pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> Result<Served> {
+    let mount = &sm.mount;
     let method = session.req_header().method.clone();
     let fallback = mount.settings.fallback == "app";
     // "/static" without the slash: send the browser to the folder.
@@ -53,7 +69,7 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
         Err(Refused::Invalid) => return error(session, 400).await,
     };
     let mut file_path = mount.dir.join(&rel_path);
-    let meta = match metadata_within(&mount.dir, &file_path, mount.settings.follow_symlinks).await {
+    let meta = match metadata_within(sm, &file_path).await {
         Lookup::Found(m) => m,
         Lookup::Outside => return error(session, 403).await,
         Lookup::Missing if fallback => return Ok(Served::Fallback),
@@ -77,9 +93,7 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
         let mut found = None;
         for name in &mount.settings.index {
             let candidate = file_path.join(name);
-            if let Lookup::Found(m) =
-                metadata_within(&mount.dir, &candidate, mount.settings.follow_symlinks).await
-            {
+            if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
                 if m.is_file() {
                     found = Some((candidate, m));
                     break;
@@ -112,14 +126,7 @@ pub async fn serve(session: &mut Session, mount: &Mount, decoded: &[u8]) -> Resu
     if !meta.is_file() {
         return error(session, 404).await;
     }
-    send_file(
-        session,
-        mount,
-        &file_path,
-        meta,
-        method == http::Method::HEAD,
-    )
-    .await
+    send_file(session, sm, &file_path, meta, method == http::Method::HEAD).await
 }
 
 /// The request's path with a slash added (and its query kept): where a
@@ -137,13 +144,14 @@ fn with_slash(session: &Session) -> Vec<u8> {
 
 async fn send_file(
     session: &mut Session,
-    mount: &Mount,
+    sm: &StaticMount,
     original: &Path,
-    meta: std::fs::Metadata,
+    meta: FileMeta,
     head: bool,
 ) -> Result<Served> {
+    let mount = &sm.mount;
     // A precompressed sibling, if the client takes it and it is not stale.
-    let (path, meta, encoding) = match pick_encoding(session, mount, original, &meta).await {
+    let (path, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
@@ -324,38 +332,39 @@ async fn send_file(
 }
 
 enum Lookup {
-    Found(std::fs::Metadata),
+    Found(FileMeta),
     Missing,
     Outside,
 }
 
-/// Metadata of `path`, refusing a symlink that leads outside `root`
-/// (unless `follow` is set).
+/// Metadata of `path` (inside the mount's folder), refusing a symlink that
+/// leads outside it unless the mount has `follow_symlinks`.
 ///
 /// Done inline, as nginx does its open/stat: on the page-cached inodes a
 /// site serves these are microseconds, while a trip to the blocking pool
 /// costs more than the call. Reads of file contents never happen inline.
-async fn metadata_within(root: &Path, path: &Path, follow: bool) -> Lookup {
+async fn metadata_within(sm: &StaticMount, path: &Path) -> Lookup {
+    let (root, follow) = (&sm.mount.dir, sm.mount.settings.follow_symlinks);
     if follow {
         return match std::fs::metadata(path) {
-            Ok(m) => Lookup::Found(m),
+            Ok(m) => Lookup::Found(FileMeta::from_std(&m)),
             Err(_) => Lookup::Missing,
         };
     }
     // `path` is the (canonical) root joined with a relative path that has
     // no `..` (static_path refuses it): unless some part of it below the
-    // root is a symlink, it cannot lead outside. One lstat per part is
-    // cheaper than canonicalizing (a readlink for every part from `/`);
-    // symlinks take the slow, exact way.
+    // root is a symlink, it cannot lead outside. One lstat per part, from
+    // the open folder, is cheaper than canonicalizing (a readlink for every
+    // part from `/`); symlinks take the slow, exact way.
     let Ok(rel) = path.strip_prefix(root) else {
         return Lookup::Outside;
     };
-    let mut part = root.to_path_buf();
+    let mut part = PathBuf::new();
     let mut last = None;
     for c in rel.components() {
         part.push(c);
-        match std::fs::symlink_metadata(&part) {
-            Ok(m) if m.file_type().is_symlink() => {
+        match sm.dir.lstat(&part) {
+            Ok(m) if m.is_symlink() => {
                 last = None;
                 break;
             }
@@ -369,11 +378,11 @@ async fn metadata_within(root: &Path, path: &Path, follow: bool) -> Lookup {
     let Ok(real) = path.canonicalize() else {
         return Lookup::Missing;
     };
-    if !follow && !real.starts_with(root) {
+    if !real.starts_with(root) {
         return Lookup::Outside;
     }
     match std::fs::metadata(&real) {
-        Ok(m) => Lookup::Found(m),
+        Ok(m) => Lookup::Found(FileMeta::from_std(&m)),
         Err(_) => Lookup::Missing,
     }
 }
@@ -383,11 +392,11 @@ async fn metadata_within(root: &Path, path: &Path, follow: bool) -> Lookup {
 /// as new as the original.
 async fn pick_encoding(
     session: &Session,
-    mount: &Mount,
+    sm: &StaticMount,
     path: &Path,
-    meta: &std::fs::Metadata,
-) -> Option<(PathBuf, std::fs::Metadata, &'static str)> {
-    if !mount.settings.precompressed {
+    meta: &FileMeta,
+) -> Option<(PathBuf, FileMeta, &'static str)> {
+    if !sm.mount.settings.precompressed {
         return None;
     }
     let accept = session
@@ -397,15 +406,13 @@ async fn pick_encoding(
         .to_str()
         .ok()?
         .to_string();
-    let original_mtime = meta.modified().ok();
+    let original_mtime = meta.modified();
     for (enc, ext) in accepted_encodings(&accept) {
         let mut candidate = path.as_os_str().to_owned();
         candidate.push(ext);
         let candidate = PathBuf::from(candidate);
-        if let Lookup::Found(m) =
-            metadata_within(&mount.dir, &candidate, mount.settings.follow_symlinks).await
-        {
-            if m.is_file() && m.modified().ok() >= original_mtime {
+        if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
+            if m.is_file() && m.modified() >= original_mtime {
                 return Some((candidate, m, enc));
             }
         }
@@ -466,10 +473,10 @@ fn accepted_with_q(accept: &str) -> Vec<((&'static str, &'static str), f32)> {
 /// when a precompressed sibling is sent).
 fn facts_of(
     original: &Path,
-    meta: &std::fs::Metadata,
+    meta: &FileMeta,
     encoding: Option<&str>,
 ) -> std::result::Result<static_cache::Facts, http::header::InvalidHeaderValue> {
-    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let modified = meta.modified();
     Ok(static_cache::Facts {
         modified,
         etag: make_etag(meta.len(), modified, encoding).try_into()?,

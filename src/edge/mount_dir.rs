@@ -1,0 +1,212 @@
+//! A `[[static]]` folder held open, so that finding a file walks only the
+//! part of its path below the mount (an `fstatat` relative to the folder)
+//! instead of every directory from `/` on every request: the walk was most
+//! of what a static lookup cost the kernel.
+//!
+//! Why the fd is checked again once a second: a deploy that deletes the
+//! folder and creates it anew (`rm -rf static && cp -r build static`) must
+//! be served from the new folder, as nginx (which resolves the path on each
+//! request) would. So at most once a second the path is stat()ed and the
+//! fd reopened when it names another folder now; in between, a request
+//! costs one atomic read and the lookup itself.
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{fstatat, stat, FileStat, Mode, SFlag};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long an open folder is used before its path is checked again.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// What the static code needs to know of a file, whichever call found it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub dev: u64,
+    pub ino: u64,
+    pub len: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    kind: Kind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+impl FileMeta {
+    pub fn from_std(m: &std::fs::Metadata) -> Self {
+        let t = m.file_type();
+        FileMeta {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            kind: if t.is_symlink() {
+                Kind::Symlink
+            } else if t.is_dir() {
+                Kind::Dir
+            } else if t.is_file() {
+                Kind::File
+            } else {
+                Kind::Other
+            },
+        }
+    }
+
+    fn from_stat(s: &FileStat) -> Self {
+        let kind = match SFlag::from_bits_truncate(s.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFREG => Kind::File,
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFLNK => Kind::Symlink,
+            _ => Kind::Other,
+        };
+        FileMeta {
+            dev: s.st_dev,
+            ino: s.st_ino,
+            len: u64::try_from(s.st_size).unwrap_or(0),
+            mtime: (s.st_mtime, s.st_mtime_nsec),
+            ctime: (s.st_ctime, s.st_ctime_nsec),
+            kind,
+        }
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.kind == Kind::File
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.kind == Kind::Dir
+    }
+
+    pub fn is_symlink(&self) -> bool {
+        self.kind == Kind::Symlink
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Last modification, as `std::fs::Metadata::modified` gives it.
+    pub fn modified(&self) -> SystemTime {
+        let (secs, nanos) = self.mtime;
+        let nanos = Duration::from_nanos(u64::try_from(nanos).unwrap_or(0));
+        let whole = Duration::from_secs(secs.unsigned_abs());
+        if secs >= 0 {
+            SystemTime::UNIX_EPOCH + whole + nanos
+        } else {
+            SystemTime::UNIX_EPOCH - whole + nanos
+        }
+    }
+}
+
+struct Held {
+    fd: Option<Arc<OwnedFd>>,
+    /// (dev, ino) of the folder the fd is open on.
+    id: (u64, u64),
+    checked: Instant,
+}
+
+pub struct MountDir {
+    path: PathBuf,
+    held: RwLock<Held>,
+}
+
+impl MountDir {
+    /// `path` is the mount's canonical folder. A folder missing now is
+    /// looked for again at the next check.
+    pub fn new(path: PathBuf) -> Self {
+        let (fd, id) = Self::open(&path);
+        MountDir {
+            path,
+            held: RwLock::new(Held {
+                fd,
+                id,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
+    fn open(path: &Path) -> (Option<Arc<OwnedFd>>, (u64, u64)) {
+        let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+        match (open(path, flags, Mode::empty()), stat(path)) {
+            (Ok(fd), Ok(s)) => (Some(Arc::new(fd)), (s.st_dev, s.st_ino)),
+            _ => (None, (0, 0)),
+        }
+    }
+
+    /// The open folder, checked against its path at most once a second.
+    fn fd(&self) -> Option<Arc<OwnedFd>> {
+        {
+            let held = self.held.read().unwrap_or_else(|p| p.into_inner());
+            if held.checked.elapsed() < RECHECK {
+                return held.fd.clone();
+            }
+        }
+        let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
+        if held.checked.elapsed() >= RECHECK {
+            let now = stat(&self.path).ok().map(|s| (s.st_dev, s.st_ino));
+            if held.fd.is_none() || now != Some(held.id) {
+                (held.fd, held.id) = Self::open(&self.path);
+            }
+            held.checked = Instant::now();
+        }
+        held.fd.clone()
+    }
+
+    /// lstat of `rel` (a relative path) inside the folder: a symlink is
+    /// reported as one, not followed.
+    pub fn lstat(&self, rel: &Path) -> std::io::Result<FileMeta> {
+        let fd = self.fd().ok_or(std::io::ErrorKind::NotFound)?;
+        let s = fstatat(&*fd, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        Ok(FileMeta::from_stat(&s))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookups_are_relative_and_follow_a_recreated_folder() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("static");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.css"), b"old").unwrap();
+        std::os::unix::fs::symlink("a.css", dir.join("link.css")).unwrap();
+        let mount = MountDir::new(dir.clone());
+        let a = mount.lstat(Path::new("a.css")).unwrap();
+        assert!(a.is_file() && a.len() == 3);
+        assert_eq!(
+            a,
+            FileMeta::from_std(&std::fs::symlink_metadata(dir.join("a.css")).unwrap())
+        );
+        assert_eq!(
+            a.modified(),
+            std::fs::metadata(dir.join("a.css"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        );
+        assert!(mount.lstat(Path::new("link.css")).unwrap().is_symlink());
+        assert!(mount.lstat(Path::new("missing")).is_err());
+
+        // Deleted and made again: found within a second, not served stale.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("a.css"), b"new!").unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert_eq!(mount.lstat(Path::new("a.css")).unwrap().len(), 4);
+        // Gone altogether: missing, and no panic.
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::thread::sleep(RECHECK + Duration::from_millis(50));
+        assert!(mount.lstat(Path::new("a.css")).is_err());
+    }
+}
