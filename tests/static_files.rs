@@ -1517,6 +1517,79 @@ fn content_types_and_cache_control() {
 // memory: a 1 GiB file streams through a small buffer
 // ---------------------------------------------------------------------------
 
+/// A client with a small receive window that waits before reading: the
+/// edge's writes go out only in part, and every later piece must continue
+/// exactly where the last one stopped.
+#[test]
+fn a_slow_small_window_client_gets_every_byte() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let small: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let site = Site::new()
+        .app("static_app.py")
+        .file("files/big.bin", &data)
+        .file("files/small.bin", &small)
+        .config(&cfg(&mount("/static/", "files", "")));
+    let srv = site.start();
+    for (path, want) in [("/static/big.bin", &data), ("/static/small.bin", &small)] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
+        let rcvbuf: libc::c_int = 64 << 10;
+        // SAFETY: a valid socket and a c_int option value of the right size.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&rcvbuf as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        // Two requests on one connection, both answered in full and framed
+        // exactly (nothing of one response leaks into the other).
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        thread::sleep(Duration::from_millis(300));
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut got = Vec::new();
+        let mut piece = [0u8; 16384];
+        loop {
+            match s.read(&mut piece) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&piece[..n]),
+                Err(e) => panic!("{path}: read failed after {} bytes: {e}", got.len()),
+            }
+        }
+        let mut rest = &got[..];
+        for round in 0..2 {
+            let end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .unwrap_or_else(|| panic!("{path} #{round}: no head"));
+            let head = String::from_utf8_lossy(&rest[..end]).to_string();
+            assert!(head.starts_with("HTTP/1.1 200"), "{path} #{round}: {head}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains(&format!("content-length: {}", want.len())),
+                "{path} #{round}: {head}"
+            );
+            let body = &rest[end + 4..];
+            assert!(body.len() >= want.len(), "{path} #{round}: short body");
+            assert!(
+                body[..want.len()] == want[..],
+                "{path} #{round}: body differs from the file"
+            );
+            rest = &body[want.len()..];
+        }
+        assert!(
+            rest.is_empty(),
+            "{path}: {} bytes after the responses",
+            rest.len()
+        );
+    }
+}
+
 #[test]
 fn one_gib_sparse_file_streams_in_constant_memory() {
     const SIZE: u64 = 1 << 30;
