@@ -3,7 +3,7 @@
 //! Small bodies stay in memory; larger ones spill to an unlinked temp file.
 
 use pingora_proxy::Session;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
@@ -79,11 +79,9 @@ impl RequestBody {
                 while offset < *len {
                     let f = f.clone();
                     let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                        let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
-                        f.seek(std::io::SeekFrom::Start(offset))?;
-                        let mut buf = vec![0u8; 256 * 1024];
-                        let n = f.read(&mut buf)?;
-                        buf.truncate(n);
+                        let f = f.lock().unwrap_or_else(|p| p.into_inner());
+                        let mut buf = Vec::with_capacity(256 * 1024);
+                        super::file_read::pread_into(&f, &mut buf, offset)?;
                         Ok(buf)
                     })
                     .await

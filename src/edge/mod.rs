@@ -18,6 +18,7 @@ mod conn_limits;
 mod control;
 mod dispatch;
 mod drain;
+mod file_read;
 mod forward;
 pub(crate) mod framing;
 mod guard;

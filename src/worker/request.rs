@@ -143,8 +143,12 @@ fn find_head_end(b: &[u8]) -> Option<usize> {
 
 fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError> {
     if len <= SPOOL_ABOVE {
-        let mut v = vec![0u8; len as usize];
-        r.read_exact(&mut v).map_err(short_body)?;
+        // Not vec![0; len]: a zeroed allocation comes back as fresh pages.
+        let mut v = Vec::with_capacity(len as usize);
+        r.by_ref().take(len).read_to_end(&mut v)?;
+        if v.len() as u64 != len {
+            return Err(ReadError::Bad(400, "connection closed inside the body"));
+        }
         return Ok(Body::Memory(v));
     }
     let mut f = tempfile::tempfile()?;
@@ -155,14 +159,6 @@ fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError>
     f.flush()?;
     f.rewind()?;
     Ok(Body::File(f, len))
-}
-
-fn short_body(e: io::Error) -> ReadError {
-    if e.kind() == io::ErrorKind::UnexpectedEof {
-        ReadError::Bad(400, "connection closed inside the body")
-    } else {
-        ReadError::Io(e)
-    }
 }
 
 #[cfg(test)]
