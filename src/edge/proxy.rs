@@ -49,9 +49,20 @@ pub struct Edge {
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
+/// `x-corral-request-id`: the edge's pid and a sequence number, written
+/// out only when something (the app, a log line) needs it.
+#[derive(Clone, Copy)]
+struct RequestId(u32, u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}{:08x}", self.0, self.1)
+    }
+}
+
 pub struct Ctx {
     started: Instant,
-    request_id: String,
+    request_id: RequestId,
     status: u16,
     retry_after: u64,
     /// The real client (after `trusted_proxies`) and scheme; set at the
@@ -75,7 +86,7 @@ impl ProxyHttp for Edge {
         let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
         Ctx {
             started: Instant::now(),
-            request_id: format!("{:08x}{:08x}", *EDGE_PID, seq),
+            request_id: RequestId(*EDGE_PID, seq),
             status: 0,
             retry_after: 0,
             client: None,
@@ -90,7 +101,9 @@ impl ProxyHttp for Edge {
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);
         session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs().max(1)));
-        super::compression::normalize_accept_encoding(session);
+        if self.compression.enabled {
+            super::compression::normalize_accept_encoding(session);
+        }
         Ok(())
     }
 
@@ -177,8 +190,13 @@ impl ProxyHttp for Edge {
                     .await;
             }
         };
-        let head =
-            forward::request_head(session, &ctx.request_id, body.len(), ctx.client, ctx.scheme);
+        let head = forward::request_head(
+            session,
+            &ctx.request_id.to_string(),
+            body.len(),
+            ctx.client,
+            ctx.scheme,
+        );
         let is_head = session.req_header().method == http::Method::HEAD;
 
         // Retry on another worker only while the app cannot have run.
@@ -205,7 +223,7 @@ impl ProxyHttp for Edge {
                     {
                         Ok(r) => r,
                         Err(_) => {
-                            let what = request_summary(session, &ctx.request_id);
+                            let what = request_summary(session, ctx.request_id);
                             report_timeout(
                                 &self.pool,
                                 self.status_fd,
@@ -297,7 +315,7 @@ impl ProxyHttp for Edge {
         let reusable = !resp.close;
         let framing = resp.framing;
         let (pool, status_fd, timeout) = (self.pool.clone(), self.status_fd, self.timeout);
-        let what = request_summary(session, &ctx.request_id);
+        let what = request_summary(session, ctx.request_id);
         tokio::spawn(async move {
             let mut reader = BodyReader::new(framing);
             loop {
@@ -394,7 +412,7 @@ impl ProxyHttp for Edge {
             referer: &header(http::header::REFERER),
             user_agent: &header(http::header::USER_AGENT),
             duration: ctx.started.elapsed(),
-            request_id: &ctx.request_id,
+            request_id: &ctx.request_id.to_string(),
         });
     }
 }
@@ -440,7 +458,7 @@ fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64) {
 }
 
 /// `GET /path (request 0a1b…)`: how logs name a request.
-fn request_summary(session: &Session, request_id: &str) -> String {
+fn request_summary(session: &Session, request_id: RequestId) -> String {
     let req = session.req_header();
     format!(
         "{} {} (request {request_id})",
