@@ -43,22 +43,57 @@ struct Shared {
 
 /// A counting semaphore: how many requests may run app code at once.
 struct Slots {
-    free: Mutex<usize>,
+    state: Mutex<SlotState>,
     freed: Condvar,
 }
 
+struct SlotState {
+    free: usize,
+    /// Threads waiting for a slot. std's `notify_one` makes a system call
+    /// whether or not anyone waits, and nobody does unless the edge sent
+    /// more than `threads` requests: so it is called only when someone does.
+    waiting: usize,
+}
+
 impl Slots {
-    fn acquire(&self) {
-        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        while *free == 0 {
-            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+    fn new(n: usize) -> Self {
+        Slots {
+            state: Mutex::new(SlotState {
+                free: n,
+                waiting: 0,
+            }),
+            freed: Condvar::new(),
         }
-        *free -= 1;
+    }
+
+    /// Takes a slot if one is free right now.
+    fn try_acquire(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if s.free == 0 {
+            return false;
+        }
+        s.free -= 1;
+        true
+    }
+
+    fn acquire(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while s.free == 0 {
+            s.waiting += 1;
+            s = self.freed.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.waiting -= 1;
+        }
+        s.free -= 1;
     }
 
     fn release(&self) {
-        *self.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.freed.notify_one();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.free += 1;
+        let wake = s.waiting > 0;
+        drop(s);
+        if wake {
+            self.freed.notify_one();
+        }
     }
 }
 
@@ -73,10 +108,7 @@ pub fn serve(
     let shared = Arc::new(Shared {
         wsgi,
         recycle,
-        slots: Slots {
-            free: Mutex::new(threads.max(1)),
-            freed: Condvar::new(),
-        },
+        slots: Slots::new(threads.max(1)),
     });
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::error!("worker cannot poll its socket: {e}");
@@ -133,7 +165,11 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
         match py.detach(|| read_request(&mut reader)) {
             Ok(req) => {
                 IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-                py.detach(|| shared.slots.acquire());
+                // Waiting for a slot lets go of the GIL; taking a free one
+                // does not need to.
+                if !shared.slots.try_acquire() {
+                    py.detach(|| shared.slots.acquire());
+                }
                 let keep_alive = shared.wsgi.handle(py, req, stream.clone());
                 shared.slots.release();
                 IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
@@ -162,4 +198,39 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
         }
     }
     let _ = stream.shutdown(std::net::Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_bound_concurrency_and_wake_every_waiter() {
+        let slots = Arc::new(Slots::new(2));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (slots, running, most) = (slots.clone(), running.clone(), most.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..200 {
+                        if !slots.try_acquire() {
+                            slots.acquire();
+                        }
+                        let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        std::thread::yield_now();
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        slots.release();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "more than 2 ran at once");
+        let s = slots.state.lock().unwrap();
+        assert_eq!((s.free, s.waiting), (2, 0));
+    }
 }
