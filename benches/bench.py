@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Runs the same bounded wrk load against corral and its peers, alternating
 servers round by round (A B A B ...) so machine drift hits all of them alike,
-and prints req/s, latency, errors and peak RSS with corral's ratios.
+and prints req/s, latency, errors, peak RSS and CPU time per request (all of
+a server's processes, user + system) with corral's ratios. CPU per request
+is the steadier figure on a shared machine: a neighbour's load moves
+req/s by 10-15% between rounds, but changes little what each request costs.
 
 Every server listens on 127.0.0.1 only and is stopped by pid when done.
 Results are also written as JSON (target/bench-results.json).
@@ -71,6 +74,18 @@ def tree_pids(root):
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def cpu_seconds(pids):
+    """User + system CPU time of `pids` so far."""
+    ticks = 0
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            ticks += int(f[11]) + int(f[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pids):
@@ -281,6 +296,7 @@ def run_wrk(url, conns, duration, threads=2, extra=()):
         ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{duration}s", "--latency", *extra, url],
         capture_output=True, text=True, timeout=duration + 30).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    done = re.search(r"(\d+) requests in", out)
 
     def lat(p):
         m = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out)
@@ -296,7 +312,8 @@ def run_wrk(url, conns, duration, threads=2, extra=()):
     m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if m:
         errors += int(m.group(1))
-    return {"rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors}
+    return {"rps": rps, "p50_ms": lat(50), "p99_ms": lat(99), "errors": errors,
+            "requests": int(done.group(1)) if done else 0}
 
 
 def run_h2load(url, conns, duration):
@@ -310,7 +327,9 @@ def run_h2load(url, conns, duration):
     if lat:
         v, u = float(lat.group(1)), lat.group(2)
         mean = v / 1000 if u == "us" else v * 1000 if u == "s" else v
-    return {"rps": rps, "p50_ms": mean, "p99_ms": None, "errors": int(failed.group(1)) if failed else 0}
+    done = re.search(r"requests: (\d+) total", out)
+    return {"rps": rps, "p50_ms": mean, "p99_ms": None, "errors": int(failed.group(1)) if failed else 0,
+            "requests": int(done.group(1)) if done else 0}
 
 
 class Slowloris:
@@ -350,10 +369,17 @@ def measure(srv, sc, args):
     url = f"{scheme}://127.0.0.1:{port}{sc['path']}"
     if sc.get("h2"):
         run_h2load(url, sc["conns"], 2)
-        return run_h2load(url, sc["conns"], args.duration)
-    extra = ["-H", "Connection: close"] if sc.get("close") else []
-    run_wrk(url, sc["conns"], 2, extra=extra)  # warm-up
-    return run_wrk(url, sc["conns"], args.duration, extra=extra)
+        load = lambda: run_h2load(url, sc["conns"], args.duration)
+    else:
+        extra = ["-H", "Connection: close"] if sc.get("close") else []
+        run_wrk(url, sc["conns"], 2, extra=extra)  # warm-up
+        load = lambda: run_wrk(url, sc["conns"], args.duration, extra=extra)
+    pids = srv.pids()
+    before = cpu_seconds(pids)
+    r = load()
+    used = cpu_seconds(pids) - before
+    r["cpu_us"] = used * 1e6 / r["requests"] if r["requests"] else None
+    return r
 
 
 def main():
@@ -404,7 +430,8 @@ def main():
                             r["held"] = len(loris.socks)
                         r["rss_mib"] = rss_kib(srv.pids()) / 1024
                         runs[sname].append(r)
-                        print(f"  {scen} round {rnd + 1} {sname}: {r['rps']:.0f} req/s"
+                        cpu = f", {r['cpu_us']:.1f} CPU us/req" if r.get("cpu_us") else ""
+                        print(f"  {scen} round {rnd + 1} {sname}: {r['rps']:.0f} req/s{cpu}"
                               + (f", kept {r['kept']:.0%} with {r['held']} slowloris" if "kept" in r else ""),
                               file=sys.stderr, flush=True)
                     except Exception as e:  # a peer that cannot run here is reported, not fatal
@@ -419,13 +446,14 @@ def main():
                     continue
                 med = lambda k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else None
                 results[scen][s] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+                                    "cpu_us": med("cpu_us"),
                                     "errors": sum(r["errors"] for r in rs), "rss_mib": max(r["rss_mib"] for r in rs),
                                     "kept": med("kept"), "rounds": rs}
     out = ROOT / "target" / "bench-results.json"
     out.write_text(json.dumps(results, indent=2))
     fmt = lambda v, f="{:.2f}": "—" if v is None else f.format(v)
-    print("| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | corral ÷ server |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req | corral ÷ server |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for scen, by in results.items():
         base = by.get("corral", {}).get("rps")
         for s, r in by.items():
@@ -433,7 +461,7 @@ def main():
             if s == "corral" and r.get("kept") is not None:
                 ratio = f"kept {r['kept']:.0%} of its throughput"
             print(f"| {scen} | {s} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
-                  f"{r['errors']} | {r['rss_mib']:.0f} | {ratio} |")
+                  f"{r['errors']} | {r['rss_mib']:.0f} | {fmt(r.get('cpu_us'), '{:.1f}')} | {ratio} |")
     print(f"\nJSON: {out}")
 
 
