@@ -1459,6 +1459,75 @@ fn a_folder_deleted_and_made_again_is_served_anew() {
     );
 }
 
+/// A deploy that swaps folders by renaming: every response is one version
+/// of the file whole (its length, its bytes), never the headers of one and
+/// the bytes of the other, and a file only the new folder has is found at
+/// once. The file is large, so it is opened for each request (not cached).
+#[test]
+fn a_folder_swapped_by_renames_serves_whole_versions() {
+    let old_body = vec![b'a'; 300_000];
+    let new_body = vec![b'b'; 400_000];
+    let site = Site::new()
+        .app("static_app.py")
+        .file("files/app.bin", &old_body)
+        .file("next/app.bin", &new_body)
+        .file("next/only-new.css", "n{}")
+        .config(&cfg(&mount("/static/", "files", "")));
+    let (files, next, old) = (
+        site.path().join("files"),
+        site.path().join("next"),
+        site.path().join("files.old"),
+    );
+    let srv = site.start();
+    let r = srv.get("/static/app.bin");
+    srv.assert_status(&r, 200, "before the swap");
+    assert!(r.body == old_body);
+    std::fs::rename(&files, &old).unwrap();
+    std::fs::rename(&next, &files).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = srv.get("/static/app.bin");
+        srv.assert_status(&r, 200, "during the swap");
+        let whole_old = r.body == old_body && hdr(&r, "content-length") == "300000";
+        let whole_new = r.body == new_body && hdr(&r, "content-length") == "400000";
+        assert!(
+            whole_old || whole_new,
+            "a mixed response: content-length {}, {} bytes",
+            hdr(&r, "content-length"),
+            r.body.len()
+        );
+        if whole_new {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new version never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    srv.assert_status(
+        &srv.get("/static/only-new.css"),
+        200,
+        "a file only the new folder has",
+    );
+}
+
+/// A file dated before 1970 (HTTP dates cannot say so) is served, dated
+/// 1970, rather than breaking the connection.
+#[test]
+fn a_file_dated_before_1970_is_served() {
+    let site = Site::new()
+        .app("static_app.py")
+        .file("files/old.txt", "old")
+        .config(&cfg(&mount("/static/", "files", "")));
+    set_mtime(
+        &site.path().join("files/old.txt"),
+        SystemTime::UNIX_EPOCH - Duration::from_secs(86_400),
+    );
+    let srv = site.start();
+    let r = srv.get("/static/old.txt");
+    srv.assert_status(&r, 200, "a 1969 file");
+    assert_eq!(r.body, b"old");
+    assert_eq!(hdr(&r, "last-modified"), "Thu, 01 Jan 1970 00:00:00 GMT");
+}
+
 // ---------------------------------------------------------------------------
 // content types
 // ---------------------------------------------------------------------------

@@ -86,11 +86,29 @@ pub fn normalize_accept_encoding(session: &mut Session) {
 }
 
 fn format_q(q: f32) -> String {
-    let s = format!("{:.3}", q.clamp(0.0, 1.0));
+    // A q the client gave as above 0 stays above 0 (q=0.0001 is still
+    // "acceptable", q=0 is "not"): three decimals at most, so 0.001.
+    let q = if q > 0.0 { q.clamp(0.001, 1.0) } else { 0.0 };
+    let s = format!("{q:.3}");
     let s = s.trim_end_matches('0');
     if s.ends_with('.') {
         format!("{s}0")
     } else {
         s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_q;
+
+    #[test]
+    fn q_values_keep_their_meaning_when_written_back() {
+        assert_eq!(format_q(1.0), "1.0");
+        assert_eq!(format_q(0.5), "0.5");
+        assert_eq!(format_q(0.25), "0.25");
+        assert_eq!(format_q(0.0), "0.0");
+        // Acceptable, however little: never written as "not acceptable".
+        assert_eq!(format_q(0.0001), "0.001");
     }
 }

@@ -10,13 +10,14 @@
 /// one call.
 pub fn pread_into(file: &std::fs::File, buf: &mut Vec<u8>, offset: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let offset = libc::off_t::try_from(offset).map_err(std::io::Error::other)?;
+    // pread64: a 64-bit offset on every target (off_t is 32 bits on some).
+    let offset = libc::off64_t::try_from(offset).map_err(std::io::Error::other)?;
     loop {
         let spare = buf.spare_capacity_mut();
         // SAFETY: pread writes at most `spare.len()` bytes into the spare
         // capacity it is given, and reports how many.
         let n = unsafe {
-            libc::pread(
+            libc::pread64(
                 file.as_raw_fd(),
                 spare.as_mut_ptr().cast(),
                 spare.len(),

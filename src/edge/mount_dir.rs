@@ -3,15 +3,19 @@
 //! instead of every directory from `/` on every request: the walk was most
 //! of what a static lookup cost the kernel.
 //!
-//! Why the fd is checked again once a second: a deploy that deletes the
-//! folder and creates it anew (`rm -rf static && cp -r build static`) must
-//! be served from the new folder, as nginx (which resolves the path on each
-//! request) would. So at most once a second the path is stat()ed and the
-//! fd reopened when it names another folder now; in between, a request
-//! costs one atomic read and the lookup itself.
+//! Why the fd is checked again: a deploy that replaces the folder
+//! (`rm -rf static && cp -r build static`, or renames) must be served from
+//! the new folder, as nginx (which resolves the path on each request)
+//! would. So at most once a second, and at once when a lookup finds
+//! nothing, the path is stat()ed and the fd reopened when it names another
+//! folder now (or its folder was deleted). In between, a request costs a
+//! read lock, a clock read and the lookup itself.
+//!
+//! Files are opened through the same fd (`open`), so the bytes sent always
+//! come from the folder the metadata came from.
 
-use nix::fcntl::{open, OFlag};
-use nix::sys::stat::{fstatat, stat, FileStat, Mode, SFlag};
+use nix::fcntl::{open, openat, AtFlags, OFlag};
+use nix::sys::stat::{fstat, fstatat, stat, FileStat, Mode, SFlag};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -136,37 +140,75 @@ impl MountDir {
 
     fn open(path: &Path) -> (Option<Arc<OwnedFd>>, (u64, u64)) {
         let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-        match (open(path, flags, Mode::empty()), stat(path)) {
-            (Ok(fd), Ok(s)) => (Some(Arc::new(fd)), (s.st_dev, s.st_ino)),
-            _ => (None, (0, 0)),
+        let Ok(fd) = open(path, flags, Mode::empty()) else {
+            return (None, (0, 0));
+        };
+        // The id of what was opened, not of what the path names a moment
+        // later: a swap in between must not look like "unchanged" forever.
+        match fstat(&fd) {
+            Ok(s) => (Some(Arc::new(fd)), (s.st_dev, s.st_ino)),
+            Err(_) => (None, (0, 0)),
         }
     }
 
-    /// The open folder, checked against its path at most once a second.
-    fn fd(&self) -> Option<Arc<OwnedFd>> {
-        {
+    /// The open folder, checked against its path at most once a second
+    /// (or now, with `force`). Returns it and whether it was just reopened.
+    fn fd(&self, force: bool) -> (Option<Arc<OwnedFd>>, bool) {
+        if !force {
             let held = self.held.read().unwrap_or_else(|p| p.into_inner());
             if held.checked.elapsed() < RECHECK {
-                return held.fd.clone();
+                return (held.fd.clone(), false);
             }
         }
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
-        if held.checked.elapsed() >= RECHECK {
+        let mut reopened = false;
+        if force || held.checked.elapsed() >= RECHECK {
             let now = stat(&self.path).ok().map(|s| (s.st_dev, s.st_ino));
-            if held.fd.is_none() || now != Some(held.id) {
+            let deleted = held
+                .fd
+                .as_ref()
+                .is_none_or(|fd| fstat(&**fd).map_or(true, |s| s.st_nlink == 0));
+            if deleted || now != Some(held.id) {
                 (held.fd, held.id) = Self::open(&self.path);
+                reopened = held.fd.is_some();
             }
             held.checked = Instant::now();
         }
-        held.fd.clone()
+        (held.fd.clone(), reopened)
+    }
+
+    /// Runs `f` on the open folder; when it finds nothing, checks the
+    /// folder at once and, if that reopened it, tries again there.
+    fn with_fd<T>(&self, f: impl Fn(&OwnedFd) -> nix::Result<T>) -> std::io::Result<T> {
+        let (fd, _) = self.fd(false);
+        let first = match &fd {
+            Some(fd) => f(fd),
+            None => Err(nix::errno::Errno::ENOENT),
+        };
+        match first {
+            Err(nix::errno::Errno::ENOENT) => match self.fd(true) {
+                (Some(fd), true) => Ok(f(&fd)?),
+                _ => Err(std::io::ErrorKind::NotFound.into()),
+            },
+            other => Ok(other?),
+        }
     }
 
     /// lstat of `rel` (a relative path) inside the folder: a symlink is
     /// reported as one, not followed.
     pub fn lstat(&self, rel: &Path) -> std::io::Result<FileMeta> {
-        let fd = self.fd().ok_or(std::io::ErrorKind::NotFound)?;
-        let s = fstatat(&*fd, rel, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let s = self.with_fd(|fd| fstatat(fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW))?;
         Ok(FileMeta::from_stat(&s))
+    }
+
+    /// Opens `rel` inside the folder for reading, refusing a symlink as the
+    /// last part (the lookup checked the parts before it), with what the
+    /// opened file is.
+    pub fn open_file(&self, rel: &Path) -> std::io::Result<(std::fs::File, FileMeta)> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let file = self.with_fd(|fd| openat(fd, rel, flags, Mode::empty()))?;
+        let meta = FileMeta::from_stat(&fstat(&file)?);
+        Ok((std::fs::File::from(file), meta))
     }
 }
 
@@ -196,6 +238,12 @@ mod tests {
                 .unwrap()
         );
         assert!(mount.lstat(Path::new("link.css")).unwrap().is_symlink());
+        assert!(
+            mount.open_file(Path::new("link.css")).is_err(),
+            "a symlink is not opened through"
+        );
+        let (_, opened) = mount.open_file(Path::new("a.css")).unwrap();
+        assert_eq!(opened, a);
         assert!(mount.lstat(Path::new("missing")).is_err());
 
         // Deleted and made again: found within a second, not served stale.
@@ -204,6 +252,23 @@ mod tests {
         std::fs::write(dir.join("a.css"), b"new!").unwrap();
         std::thread::sleep(RECHECK + Duration::from_millis(50));
         assert_eq!(mount.lstat(Path::new("a.css")).unwrap().len(), 4);
+        // Swapped by renames (the old folder still exists): a file only the
+        // new folder has is found at once, and what is opened is always
+        // the version the lookup saw.
+        let old = top.path().join("static.old");
+        let new = top.path().join("static.new");
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("a.css"), b"newest").unwrap();
+        std::fs::write(new.join("only-new.css"), b"n").unwrap();
+        std::fs::rename(&dir, &old).unwrap();
+        std::fs::rename(&new, &dir).unwrap();
+        assert!(mount.lstat(Path::new("only-new.css")).is_ok());
+        let seen = mount.lstat(Path::new("a.css")).unwrap();
+        let (mut file, opened) = mount.open_file(Path::new("a.css")).unwrap();
+        assert_eq!(seen, opened);
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text).unwrap();
+        assert_eq!(text, "newest");
         // Gone altogether: missing, and no panic.
         std::fs::remove_dir_all(&dir).unwrap();
         std::thread::sleep(RECHECK + Duration::from_millis(50));

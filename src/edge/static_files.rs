@@ -261,8 +261,16 @@ async fn send_file(
         let entry = match cached {
             Some(entry) => entry,
             None => {
-                let p = path.clone();
-                let read = tokio::task::spawn_blocking(move || std::fs::read(p)).await;
+                let file = match open_found(sm, &path, &meta) {
+                    Ok(f) => f,
+                    Err(e) => return open_failed(session, e).await,
+                };
+                let read = tokio::task::spawn_blocking(move || {
+                    use std::io::Read;
+                    let mut data = Vec::with_capacity(size as usize);
+                    (&file).read_to_end(&mut data).map(|_| data)
+                })
+                .await;
                 let Ok(Ok(data)) = read else {
                     return error(session, 404).await;
                 };
@@ -282,14 +290,10 @@ async fn send_file(
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
-    let opened = {
-        let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || std::fs::File::open(path)).await
+    let file = match open_found(sm, &path, &meta) {
+        Ok(f) => std::sync::Arc::new(f),
+        Err(e) => return open_failed(session, e).await,
     };
-    let Ok(Ok(file)) = opened else {
-        return error(session, 404).await;
-    };
-    let file = std::sync::Arc::new(file);
     super::respond::header(session, resp, false).await?;
     let (mut offset, mut left) = (start, len);
     while left > 0 {
@@ -327,6 +331,66 @@ async fn send_file(
         session.write_response_body(Some(chunk), left == 0).await?;
     }
     Ok(Served::Done(status))
+}
+
+/// Opens the file a lookup found, through the same open folder, and makes
+/// sure it is still that version: the bytes sent and the headers (and the
+/// cache entry) must describe one file, even while a deploy swaps folders.
+///
+/// Inline, like the lookup: an open of a page-cached file is microseconds.
+fn open_found(sm: &StaticMount, path: &Path, meta: &FileMeta) -> std::io::Result<std::fs::File> {
+    let relative = path
+        .strip_prefix(&sm.mount.dir)
+        .ok()
+        .filter(|_| !sm.mount.settings.follow_symlinks);
+    let by_path = || -> std::io::Result<(std::fs::File, FileMeta)> {
+        let f = std::fs::File::open(path)?;
+        let m = FileMeta::from_std(&f.metadata()?);
+        Ok((f, m))
+    };
+    let (file, opened) = match relative.map(|rel| sm.dir.open_file(rel)) {
+        Some(Ok(found)) => found,
+        // A symlink as the last part, which the lookup resolved and found
+        // inside the mount: opened by path as before.
+        Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => by_path()?,
+        Some(Err(e)) => return Err(e),
+        None => by_path()?,
+    };
+    if opened != *meta {
+        return Err(std::io::Error::other(Changed));
+    }
+    Ok(file)
+}
+
+/// The file was replaced between its lookup and its open.
+#[derive(Debug)]
+struct Changed;
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the file changed between its lookup and its open")
+    }
+}
+
+impl std::error::Error for Changed {}
+
+/// 404 for a file gone, 503 (retry in a second) for one that changed
+/// under the request: not a 404 a cache could keep.
+async fn open_failed(session: &mut Session, e: std::io::Error) -> Result<Served> {
+    if !e.get_ref().is_some_and(|inner| inner.is::<Changed>()) {
+        return error(session, 404).await;
+    }
+    let mut resp = ResponseHeader::build(503, Some(2))?;
+    resp.insert_header("Retry-After", "1")?;
+    finish(
+        session,
+        resp,
+        Some(Bytes::from_static(
+            b"Service Unavailable: file changed, retry\n",
+        )),
+        503,
+    )
+    .await
 }
 
 enum Lookup {
@@ -474,7 +538,10 @@ fn facts_of(
     meta: &FileMeta,
     encoding: Option<&str>,
 ) -> std::result::Result<static_cache::Facts, http::header::InvalidHeaderValue> {
-    let modified = meta.modified();
+    // HTTP dates run from 1970 to 9999 (httpdate panics outside): a file
+    // touched to 1969 or to the year 10000 is served with the nearest.
+    let latest = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+    let modified = meta.modified().clamp(SystemTime::UNIX_EPOCH, latest);
     Ok(static_cache::Facts {
         modified,
         etag: make_etag(meta.len(), modified, encoding).try_into()?,
