@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing corral needs on Debian, as root:
-# cmake (pingora's zlib-ng), curl (tests use it as a client), a Python with a
+# cmake (pingora's zlib-ng), make (jemalloc's build), curl (tests use it as a
+# client), a Python with a
 # shared libpython (pyo3 embeds it), and the test virtualenv with Flask.
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v cmake >/dev/null || need_apt+=(cmake)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v cc >/dev/null || need_apt+=(build-essential)
+command -v make >/dev/null || need_apt+=(make)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 
 PY=${PYO3_PYTHON:-python3}
