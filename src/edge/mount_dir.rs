@@ -24,6 +24,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How long an open folder is used before its path is checked again.
 const RECHECK: Duration = Duration::from_secs(1);
+/// How often a miss may force a check: a flood of 404s costs at most this
+/// many extra stats a second, not one per request.
+const RECHECK_ON_MISS: Duration = Duration::from_millis(10);
 
 /// What the static code needs to know of a file, whichever call found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -151,18 +154,20 @@ impl MountDir {
         }
     }
 
-    /// The open folder, checked against its path at most once a second
-    /// (or now, with `force`). Returns it and whether it was just reopened.
-    fn fd(&self, force: bool) -> (Option<Arc<OwnedFd>>, bool) {
-        if !force {
+    /// The open folder, checked against its path at most once a second,
+    /// or after a miss (`miss`) at most every 10 ms. Returns it and whether
+    /// it was just reopened.
+    fn fd(&self, miss: bool) -> (Option<Arc<OwnedFd>>, bool) {
+        let due = if miss { RECHECK_ON_MISS } else { RECHECK };
+        {
             let held = self.held.read().unwrap_or_else(|p| p.into_inner());
-            if held.checked.elapsed() < RECHECK {
+            if held.checked.elapsed() < due {
                 return (held.fd.clone(), false);
             }
         }
         let mut held = self.held.write().unwrap_or_else(|p| p.into_inner());
         let mut reopened = false;
-        if force || held.checked.elapsed() >= RECHECK {
+        if held.checked.elapsed() >= due {
             let now = stat(&self.path).ok().map(|s| (s.st_dev, s.st_ino));
             let deleted = held
                 .fd
@@ -262,6 +267,7 @@ mod tests {
         std::fs::write(new.join("only-new.css"), b"n").unwrap();
         std::fs::rename(&dir, &old).unwrap();
         std::fs::rename(&new, &dir).unwrap();
+        std::thread::sleep(RECHECK_ON_MISS * 2);
         assert!(mount.lstat(Path::new("only-new.css")).is_ok());
         let seen = mount.lstat(Path::new("a.css")).unwrap();
         let (mut file, opened) = mount.open_file(Path::new("a.css")).unwrap();
