@@ -12,7 +12,8 @@ const IN_MEMORY: usize = 1 << 20;
 
 pub enum RequestBody {
     Memory(Vec<u8>),
-    File(std::sync::Arc<std::sync::Mutex<std::fs::File>>, u64),
+    /// Read with positioned reads: shared without a lock.
+    File(std::sync::Arc<std::fs::File>, u64),
 }
 
 pub enum BodyError {
@@ -65,7 +66,7 @@ impl RequestBody {
             }
         }
         Ok(match file {
-            Some(f) => RequestBody::File(std::sync::Arc::new(std::sync::Mutex::new(f)), total),
+            Some(f) => RequestBody::File(std::sync::Arc::new(f), total),
             None => RequestBody::Memory(mem),
         })
     }
@@ -79,7 +80,6 @@ impl RequestBody {
                 while offset < *len {
                     let f = f.clone();
                     let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                        let f = f.lock().unwrap_or_else(|p| p.into_inner());
                         let mut buf = Vec::with_capacity(256 * 1024);
                         super::file_read::pread_into(&f, &mut buf, offset)?;
                         Ok(buf)
