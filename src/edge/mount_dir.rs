@@ -31,11 +31,11 @@ const RECHECK_ON_MISS: Duration = Duration::from_millis(10);
 /// What the static code needs to know of a file, whichever call found it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FileMeta {
-    pub dev: u64,
-    pub ino: u64,
-    pub len: u64,
-    pub mtime: (i64, i64),
-    pub ctime: (i64, i64),
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
     kind: Kind,
 }
 

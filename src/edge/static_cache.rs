@@ -24,9 +24,6 @@ pub const MAX_FILE: u64 = 256 * 1024;
 /// Total bytes held; past it the cache starts over (cheap, and bounded).
 const MAX_TOTAL: usize = 64 << 20;
 
-/// Same inode, size, modification and change times: the same file.
-type Identity = FileMeta;
-
 /// What a response for one version of a file needs besides its bytes.
 /// Cloning the values is a reference count, not a copy.
 #[derive(Clone)]
@@ -48,7 +45,9 @@ pub struct Entry {
 /// Per file, an entry per Content-Encoding it is sent with: `a.css.gz`
 /// sent as the gzip of `a.css` has another type and ETag than `a.css.gz`
 /// asked for by name.
-type Variants = Vec<(Option<&'static str>, Identity, Arc<Entry>)>;
+/// A version is a `FileMeta`: same inode, size, modification and change
+/// times, the same file.
+type Variants = Vec<(Option<&'static str>, FileMeta, Arc<Entry>)>;
 
 struct Cache {
     files: HashMap<PathBuf, Variants>,
@@ -66,19 +65,18 @@ static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
 /// the file `meta` describes.
 pub fn get(path: &Path, encoding: Option<&'static str>, meta: &FileMeta) -> Option<Arc<Entry>> {
     let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    let id = *meta;
     cache
         .files
         .get(path)?
         .iter()
-        .find(|(enc, of, _)| *enc == encoding && *of == id)
+        .find(|(enc, of, _)| *enc == encoding && of == meta)
         .map(|(_, _, entry)| entry.clone())
 }
 
 /// Remembers `entry` as made from the file `meta` describes.
 pub fn put(path: &Path, encoding: Option<&'static str>, meta: &FileMeta, entry: Arc<Entry>) {
     let size = entry.body.len();
-    if size as u64 != meta.len || meta.len > MAX_FILE {
+    if size as u64 != meta.len() || meta.len() > MAX_FILE {
         return;
     }
     let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
@@ -89,16 +87,15 @@ pub fn put(path: &Path, encoding: Option<&'static str>, meta: &FileMeta, entry: 
     cache.total += size;
     let variants = cache.files.entry(path.to_path_buf()).or_default();
     // A new version of the file replaces the old, whatever its encoding.
-    let id = *meta;
     let mut freed = 0;
     variants.retain(|(enc, of, old)| {
-        let keep = *enc != encoding && *of == id;
+        let keep = *enc != encoding && of == meta;
         if !keep {
             freed += old.body.len();
         }
         keep
     });
-    variants.push((encoding, id, entry));
+    variants.push((encoding, *meta, entry));
     cache.total -= freed;
 }
 

@@ -256,8 +256,8 @@ async fn send_file(
         return Ok(Served::Done(status));
     }
     if small {
-        // Small files: from memory while unchanged, else one trip to the
-        // blocking pool for open+read.
+        // Small files: from memory while unchanged, else opened here and
+        // read in one trip to the blocking pool.
         let entry = match cached {
             Some(entry) => entry,
             None => {
@@ -338,7 +338,7 @@ async fn send_file(
 /// cache entry) must describe one file, even while a deploy swaps folders.
 ///
 /// Inline, like the lookup: an open of a page-cached file is microseconds.
-fn open_found(sm: &StaticMount, path: &Path, meta: &FileMeta) -> std::io::Result<std::fs::File> {
+fn open_found(sm: &StaticMount, path: &Path, meta: &FileMeta) -> Result<std::fs::File, NotOpened> {
     let relative = path
         .strip_prefix(&sm.mount.dir)
         .ok()
@@ -348,36 +348,31 @@ fn open_found(sm: &StaticMount, path: &Path, meta: &FileMeta) -> std::io::Result
         let m = FileMeta::from_std(&f.metadata()?);
         Ok((f, m))
     };
-    let (file, opened) = match relative.map(|rel| sm.dir.open_file(rel)) {
-        Some(Ok(found)) => found,
+    let opened = match relative.map(|rel| sm.dir.open_file(rel)) {
+        Some(Ok(found)) => Ok(found),
         // A symlink as the last part, which the lookup resolved and found
         // inside the mount: opened by path as before.
-        Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => by_path()?,
-        Some(Err(e)) => return Err(e),
-        None => by_path()?,
+        Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => by_path(),
+        Some(Err(e)) => Err(e),
+        None => by_path(),
     };
-    if opened != *meta {
-        return Err(std::io::Error::other(Changed));
-    }
-    Ok(file)
-}
-
-/// The file was replaced between its lookup and its open.
-#[derive(Debug)]
-struct Changed;
-
-impl std::fmt::Display for Changed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("the file changed between its lookup and its open")
+    match opened {
+        Ok((file, m)) if m == *meta => Ok(file),
+        Ok(_) => Err(NotOpened::Changed),
+        Err(_) => Err(NotOpened::Gone),
     }
 }
 
-impl std::error::Error for Changed {}
+enum NotOpened {
+    Gone,
+    /// Replaced between its lookup and its open.
+    Changed,
+}
 
 /// 404 for a file gone, 503 (retry in a second) for one that changed
 /// under the request: not a 404 a cache could keep.
-async fn open_failed(session: &mut Session, e: std::io::Error) -> Result<Served> {
-    if !e.get_ref().is_some_and(|inner| inner.is::<Changed>()) {
+async fn open_failed(session: &mut Session, e: NotOpened) -> Result<Served> {
+    if let NotOpened::Gone = e {
         return error(session, 404).await;
     }
     let mut resp = ResponseHeader::build(503, Some(2))?;
