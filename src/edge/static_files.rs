@@ -62,14 +62,13 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
         return redirect(session, &with_slash(session)).await;
     }
     let rel = &decoded[mount.url.len()..];
-    let (rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
+    let (mut rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
         Ok(r) => r,
         Err(Refused::Hidden) if fallback => return Ok(Served::Fallback),
         Err(Refused::Hidden) => return error(session, 404).await,
         Err(Refused::Invalid) => return error(session, 400).await,
     };
-    let mut file_path = mount.dir.join(&rel_path);
-    let meta = match metadata_within(sm, &file_path).await {
+    let meta = match metadata_within(sm, &rel_path).await {
         Lookup::Found(m) => m,
         Lookup::Outside => return error(session, 403).await,
         Lookup::Missing if fallback => return Ok(Served::Fallback),
@@ -92,7 +91,7 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
         }
         let mut found = None;
         for name in &mount.settings.index {
-            let candidate = file_path.join(name);
+            let candidate = rel_path.join(name);
             if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
                 if m.is_file() {
                     found = Some((candidate, m));
@@ -102,13 +101,14 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
         }
         match found {
             Some((p, m)) => {
-                file_path = p;
+                rel_path = p;
                 m
             }
             None if mount.settings.autoindex => {
                 let shown = String::from_utf8_lossy(session.req_header().uri.path().as_bytes());
                 let shown = shown.into_owned();
-                return super::autoindex::serve(session, &file_path, &shown).await;
+                let folder = mount.dir.join(&rel_path);
+                return super::autoindex::serve(session, &folder, &shown).await;
             }
             None if fallback => return Ok(Served::Fallback),
             None => return error(session, 404).await,
@@ -126,7 +126,7 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
     if !meta.is_file() {
         return error(session, 404).await;
     }
-    send_file(session, sm, &file_path, meta, method == http::Method::HEAD).await
+    send_file(session, sm, &rel_path, meta, method == http::Method::HEAD).await
 }
 
 /// The request's path with a slash added (and its query kept): where a
@@ -151,10 +151,12 @@ async fn send_file(
 ) -> Result<Served> {
     let mount = &sm.mount;
     // A precompressed sibling, if the client takes it and it is not stale.
-    let (path, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
+    let (rel, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
+    // The cache serves every mount: it knows files by their full path.
+    let path = mount.dir.join(&rel);
     let size = meta.len();
     let small = size <= static_cache::MAX_FILE;
     let cached = small
@@ -261,7 +263,7 @@ async fn send_file(
         let entry = match cached {
             Some(entry) => entry,
             None => {
-                let file = match open_found(sm, &path, &meta) {
+                let file = match open_found(sm, &rel, &meta) {
                     Ok(f) => f,
                     Err(e) => return open_failed(session, e).await,
                 };
@@ -290,7 +292,7 @@ async fn send_file(
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
-    let file = match open_found(sm, &path, &meta) {
+    let file = match open_found(sm, &rel, &meta) {
         Ok(f) => std::sync::Arc::new(f),
         Err(e) => return open_failed(session, e).await,
     };
@@ -338,23 +340,21 @@ async fn send_file(
 /// cache entry) must describe one file, even while a deploy swaps folders.
 ///
 /// Inline, like the lookup: an open of a page-cached file is microseconds.
-fn open_found(sm: &StaticMount, path: &Path, meta: &FileMeta) -> Result<std::fs::File, NotOpened> {
-    let relative = path
-        .strip_prefix(&sm.mount.dir)
-        .ok()
-        .filter(|_| !sm.mount.settings.follow_symlinks);
+fn open_found(sm: &StaticMount, rel: &Path, meta: &FileMeta) -> Result<std::fs::File, NotOpened> {
     let by_path = || -> std::io::Result<(std::fs::File, FileMeta)> {
-        let f = std::fs::File::open(path)?;
+        let f = std::fs::File::open(sm.mount.dir.join(rel))?;
         let m = FileMeta::from_std(&f.metadata()?);
         Ok((f, m))
     };
-    let opened = match relative.map(|rel| sm.dir.open_file(rel)) {
-        Some(Ok(found)) => Ok(found),
-        // A symlink as the last part, which the lookup resolved and found
-        // inside the mount: opened by path as before.
-        Some(Err(e)) if e.raw_os_error() == Some(libc::ELOOP) => by_path(),
-        Some(Err(e)) => Err(e),
-        None => by_path(),
+    let opened = if sm.mount.settings.follow_symlinks {
+        by_path()
+    } else {
+        match sm.dir.open_file(rel) {
+            // A symlink as the last part, which the lookup resolved and
+            // found inside the mount: opened by path as before.
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => by_path(),
+            other => other,
+        }
     };
     match opened {
         Ok((file, m)) if m == *meta => Ok(file),
@@ -394,28 +394,28 @@ enum Lookup {
     Outside,
 }
 
-/// Metadata of `path` (inside the mount's folder), refusing a symlink that
-/// leads outside it unless the mount has `follow_symlinks`.
+/// Metadata of `rel` (a path inside the mount's folder), refusing a symlink
+/// that leads outside it unless the mount has `follow_symlinks`.
 ///
 /// Done inline, as nginx does its open/stat: on the page-cached inodes a
 /// site serves these are microseconds, while a trip to the blocking pool
 /// costs more than the call. Reads of file contents never happen inline.
-async fn metadata_within(sm: &StaticMount, path: &Path) -> Lookup {
-    let (root, follow) = (&sm.mount.dir, sm.mount.settings.follow_symlinks);
-    if follow {
-        return match std::fs::metadata(path) {
+async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
+    let root = &sm.mount.dir;
+    if rel.has_root() {
+        // Never from static_path; an absolute path would ignore the folder.
+        return Lookup::Outside;
+    }
+    if sm.mount.settings.follow_symlinks {
+        return match std::fs::metadata(root.join(rel)) {
             Ok(m) => Lookup::Found(FileMeta::from_std(&m)),
             Err(_) => Lookup::Missing,
         };
     }
-    // `path` is the (canonical) root joined with a relative path that has
-    // no `..` (static_path refuses it): unless some part of it below the
-    // root is a symlink, it cannot lead outside. One lstat per part, from
-    // the open folder, is cheaper than canonicalizing (a readlink for every
-    // part from `/`); symlinks take the slow, exact way.
-    let Ok(rel) = path.strip_prefix(root) else {
-        return Lookup::Outside;
-    };
+    // `rel` has no `..` (static_path refuses it): unless some part of it is
+    // a symlink, it cannot lead outside the (canonical) root. One lstat per
+    // part, from the open folder, is cheaper than canonicalizing (a
+    // readlink for every part from `/`); symlinks take the slow, exact way.
     let mut part = PathBuf::new();
     let mut last = None;
     for c in rel.components() {
@@ -432,7 +432,7 @@ async fn metadata_within(sm: &StaticMount, path: &Path) -> Lookup {
     if let Some(m) = last {
         return Lookup::Found(m);
     }
-    let Ok(real) = path.canonicalize() else {
+    let Ok(real) = root.join(rel).canonicalize() else {
         return Lookup::Missing;
     };
     if !real.starts_with(root) {
@@ -450,7 +450,7 @@ async fn metadata_within(sm: &StaticMount, path: &Path) -> Lookup {
 async fn pick_encoding(
     session: &Session,
     sm: &StaticMount,
-    path: &Path,
+    rel: &Path,
     meta: &FileMeta,
 ) -> Option<(PathBuf, FileMeta, &'static str)> {
     if !sm.mount.settings.precompressed {
@@ -465,7 +465,7 @@ async fn pick_encoding(
         .to_string();
     let original_mtime = meta.modified();
     for (enc, ext) in accepted_encodings(&accept) {
-        let mut candidate = path.as_os_str().to_owned();
+        let mut candidate = rel.as_os_str().to_owned();
         candidate.push(ext);
         let candidate = PathBuf::from(candidate);
         if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
