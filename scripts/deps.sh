@@ -14,6 +14,12 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v cc >/dev/null || need_apt+=(build-essential)
 command -v make >/dev/null || need_apt+=(make)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+if [ "${1:-}" = "--test" ]; then
+    # Third-party clients the tests drive: ab (apache2-utils), wget, brotli.
+    command -v ab >/dev/null || need_apt+=(apache2-utils)
+    command -v wget >/dev/null || need_apt+=(wget)
+    command -v brotli >/dev/null || need_apt+=(brotli)
+fi
 
 PY=${PYO3_PYTHON:-python3}
 shared=$("$PY" -c 'import sysconfig; print(sysconfig.get_config_var("Py_ENABLE_SHARED") or 0)' 2>/dev/null || echo none)

@@ -788,13 +788,7 @@ fn valid_cases(port: u16) -> Vec<VCase> {
         h("GET /v/dup HTTP/1.1\r\nHost: {H}\r\nX-Dup: a\r\nAccept: text/html\r\nx-dup: b\r\nConnection: close\r\n\r\n"),
         vec![exp("GET").env("HTTP_X_DUP", "a, b")],
     ));
-    v.push(vcase(
-        "OPTIONS *",
-        h("OPTIONS * HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
-        vec![exp("OPTIONS")
-            .env("REQUEST_METHOD", "OPTIONS")
-            .env("REQUEST_URI", "*")],
-    ));
+    // `OPTIONS *` is answered by the edge (tests/protocol_edges.rs).
     v.push(vcase(
         "absolute-form with the matching Host",
         h("GET http://{H}/v/abs/x?q=1 HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),

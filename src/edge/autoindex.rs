@@ -46,7 +46,6 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     let mut resp = ResponseHeader::build(200, Some(3))?;
     resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
-    super::compression::disable(session);
     let head = session.req_header().method == http::Method::HEAD;
     super::respond::header(session, resp, head).await?;
     if !head {

@@ -1,114 +1,257 @@
-//! Dynamic compression of app responses (gzip, brotli, zstd), done by
-//! pingora's downstream compression module and gated per response by
-//! `[compression]`: only listed content types, only above `min_size`,
-//! never for ranges or already-encoded bodies, always with Vary.
+//! Dynamic compression of app responses (brotli, zstd, gzip), gated per
+//! response by `[compression]`: only listed content types, only above
+//! `min_size`, never for ranges, already-encoded bodies or
+//! `Cache-Control: no-transform`, always with one merged `Vary`.
+//!
+//! corral does this itself rather than through pingora's module: that one
+//! flushed instead of finishing a brotli stream (clients got truncated
+//! bodies) and buffered streamed responses until their end.
 
 use crate::config::schema::Compression;
-use pingora_core::modules::http::compression::{ResponseCompression, ResponseCompressionBuilder};
-use pingora_core::modules::http::HttpModules;
-use pingora_proxy::Session;
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::io::{self, Write};
 
-pub fn init_modules(modules: &mut HttpModules, cfg: &Compression) {
-    if cfg.enabled {
-        modules.add_module(ResponseCompressionBuilder::enable(cfg.level));
+/// A coding corral can produce, in the order it prefers at equal q.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Brotli,
+    Zstd,
+    Gzip,
+}
+
+impl Coding {
+    fn token(self) -> &'static str {
+        match self {
+            Coding::Brotli => "br",
+            Coding::Zstd => "zstd",
+            Coding::Gzip => "gzip",
+        }
     }
 }
 
-/// Turns compression off for this response.
-pub fn disable(session: &mut Session) {
-    if let Some(c) = session
-        .downstream_modules_ctx
-        .get_mut::<ResponseCompression>()
-    {
-        c.adjust_level(0);
-    }
+/// What the response's own head says about compressing it.
+pub struct ResponseFacts<'a> {
+    pub status: u16,
+    pub headers: &'a [(String, Vec<u8>)],
+    /// The body length when known (for HEAD: the length GET would have).
+    pub len: Option<u64>,
 }
 
-/// Applies `[compression]` rules to an app response before its header is
-/// written. `len` is the body length when known.
-pub fn decide(
-    session: &mut Session,
-    cfg: &Compression,
-    status: u16,
-    headers: &[(String, Vec<u8>)],
-    len: Option<u64>,
-) {
-    let get = |name: &str| {
-        headers
+impl ResponseFacts<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
-    };
-    let content_type = get("content-type").unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let wanted = cfg.enabled
-        && status >= 200
-        && !matches!(status, 204 | 206 | 304)
-        && get("content-encoding").is_none()
-        && get("content-range").is_none()
-        && len.is_none_or(|n| n >= cfg.min_size.0)
-        && cfg.types.iter().any(|t| t.eq_ignore_ascii_case(&essence));
-    if !wanted {
-        disable(session);
     }
 }
 
-/// pingora's compressor takes the first coding a client lists and ignores
-/// q-values (even `q=0`, "never send me this"). Before it reads the header,
-/// rewrite Accept-Encoding to the codings we can produce, best first, with
-/// refused ones removed; the q-values stay so static file selection can
-/// still weigh them.
-pub fn normalize_accept_encoding(session: &mut Session) {
-    let headers = &session.req_header().headers;
-    let Some(value) = headers.get(http::header::ACCEPT_ENCODING) else {
-        return;
-    };
-    let Ok(value) = value.to_str() else { return };
-    if value == "gzip" {
-        return; // the common case, already unambiguous
-    }
-    let ranked = super::static_files::accepted_encodings_with_q(value);
-    let rewritten: Vec<String> = ranked
-        .iter()
-        .map(|(coding, q)| format!("{coding};q={}", format_q(*q)))
-        .collect();
-    let req = session.req_header_mut();
-    if rewritten.is_empty() {
-        req.remove_header(&http::header::ACCEPT_ENCODING);
-    } else {
-        let _ = req.insert_header(http::header::ACCEPT_ENCODING, rewritten.join(", "));
+/// Whether this response may be compressed at all, whoever asks: then it
+/// carries `Vary: Accept-Encoding` even to clients that get it plain, so a
+/// cache never hands the plain copy to one that wanted it compressed.
+pub fn eligible(cfg: &Compression, resp: &ResponseFacts) -> bool {
+    let content_type = resp.get("content-type").unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    let no_transform = resp
+        .get("cache-control")
+        .is_some_and(|v| v.split(',').any(|d| d.trim() == "no-transform"));
+    cfg.enabled
+        && resp.status >= 200
+        && !matches!(resp.status, 204 | 206 | 304)
+        && resp.get("content-encoding").is_none()
+        && resp.get("content-range").is_none()
+        && !no_transform
+        && resp.len.is_none_or(|n| n >= cfg.min_size.0)
+        && cfg.types.iter().any(|t| t.eq_ignore_ascii_case(essence))
+}
+
+/// The coding this client takes best (q-values honoured, `q=0` refused).
+pub fn choose(req: &RequestHeader) -> Option<Coding> {
+    let accept = req
+        .headers
+        .get(http::header::ACCEPT_ENCODING)?
+        .to_str()
+        .ok()?;
+    let best = super::static_files::accepted_encodings_with_q(accept)
+        .into_iter()
+        .next()?;
+    match best.0 {
+        "br" => Some(Coding::Brotli),
+        "zstd" => Some(Coding::Zstd),
+        "gzip" => Some(Coding::Gzip),
+        _ => None,
     }
 }
 
-fn format_q(q: f32) -> String {
-    // A q the client gave as above 0 stays above 0 (q=0.0001 is still
-    // "acceptable", q=0 is "not"): three decimals at most, so 0.001.
-    let q = if q > 0.0 { q.clamp(0.001, 1.0) } else { 0.0 };
-    let s = format!("{q:.3}");
-    let s = s.trim_end_matches('0');
-    if s.ends_with('.') {
-        format!("{s}0")
-    } else {
-        s.to_string()
+/// Adds `Accept-Encoding` to the response's Vary, as one merged header.
+pub fn add_vary(resp: &mut ResponseHeader) -> Result<()> {
+    let mut tokens: Vec<String> = Vec::new();
+    for v in resp.headers.get_all(http::header::VARY) {
+        for t in String::from_utf8_lossy(v.as_bytes()).split(',') {
+            let t = t.trim();
+            if !t.is_empty() && !tokens.iter().any(|x| x.eq_ignore_ascii_case(t)) {
+                tokens.push(t.to_string());
+            }
+        }
     }
+    let has = |name: &str| {
+        tokens
+            .iter()
+            .any(|x| x == "*" || x.eq_ignore_ascii_case(name))
+    };
+    if !has("accept-encoding") {
+        tokens.push("Accept-Encoding".to_string());
+    }
+    resp.insert_header("Vary", tokens.join(", "))
+}
+
+/// Rewrites a response head for an encoded body: the length is no longer
+/// known, and a strong ETag no longer names these bytes (nginx weakens it
+/// too, so conditional requests still work).
+pub fn encoded_head(resp: &mut ResponseHeader, coding: Coding, h1_chunked: bool) -> Result<()> {
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    resp.insert_header("Content-Encoding", coding.token())?;
+    if let Some(etag) = resp.headers.get(http::header::ETAG) {
+        let etag = etag.as_bytes();
+        if !etag.starts_with(b"W/") {
+            let weak = [b"W/".as_slice(), etag].concat();
+            resp.insert_header("ETag", weak)?;
+        }
+    }
+    if h1_chunked {
+        resp.insert_header("Transfer-Encoding", "chunked")?;
+    }
+    Ok(())
+}
+
+/// One response body's encoder. Output is taken out after every call, so
+/// memory held is the codec's window, never the body.
+pub enum Encoder {
+    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Brotli(Box<brotli::CompressorWriter<Vec<u8>>>),
+    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+}
+
+impl Encoder {
+    /// `level` is `[compression] level`, 1 (fast) to 9 (small), used as
+    /// gzip's level, brotli's quality and zstd's level alike.
+    pub fn new(coding: Coding, level: u32) -> io::Result<Encoder> {
+        Ok(match coding {
+            Coding::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                Vec::new(),
+                flate2::Compression::new(level.min(9)),
+            )),
+            Coding::Brotli => Encoder::Brotli(Box::new(brotli::CompressorWriter::new(
+                Vec::new(),
+                16 * 1024,
+                level.min(11),
+                22,
+            ))),
+            Coding::Zstd => {
+                Encoder::Zstd(zstd::stream::write::Encoder::new(Vec::new(), level as i32)?)
+            }
+        })
+    }
+
+    /// Encodes `data`; with `flush`, everything so far is made decodable
+    /// now (a streamed response's chunk reaches the client when the app
+    /// yields it, at a small cost in ratio).
+    pub fn push(&mut self, data: &[u8], flush: bool) -> io::Result<Bytes> {
+        match self {
+            Encoder::Gzip(e) => write_then(e, data, flush),
+            Encoder::Brotli(e) => write_then(e.as_mut(), data, flush),
+            Encoder::Zstd(e) => write_then(e, data, flush),
+        }?;
+        Ok(self.take())
+    }
+
+    /// Ends the stream (brotli's last meta-block, gzip's trailer, zstd's
+    /// epilogue) and returns the rest of the encoded bytes.
+    pub fn finish(self) -> io::Result<Bytes> {
+        let out = match self {
+            Encoder::Gzip(e) => e.finish()?,
+            Encoder::Brotli(e) => e.into_inner(),
+            Encoder::Zstd(e) => e.finish()?,
+        };
+        Ok(Bytes::from(out))
+    }
+
+    fn take(&mut self) -> Bytes {
+        let buf = match self {
+            Encoder::Gzip(e) => e.get_mut(),
+            Encoder::Brotli(e) => e.get_mut(),
+            Encoder::Zstd(e) => e.get_mut(),
+        };
+        Bytes::from(std::mem::take(buf))
+    }
+}
+
+fn write_then(w: &mut impl Write, data: &[u8], flush: bool) -> io::Result<()> {
+    w.write_all(data)?;
+    if flush {
+        w.flush()?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::format_q;
+    use super::*;
+    use std::io::Read;
+
+    fn encode_in_pieces(coding: Coding, body: &[u8], piece: usize, flush: bool) -> Vec<u8> {
+        let mut enc = Encoder::new(coding, 5).unwrap();
+        let mut out = Vec::new();
+        for chunk in body.chunks(piece.max(1)) {
+            out.extend_from_slice(&enc.push(chunk, flush).unwrap());
+        }
+        out.extend_from_slice(&enc.finish().unwrap());
+        out
+    }
+
+    fn decode(coding: Coding, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match coding {
+            Coding::Gzip => flate2::read::GzDecoder::new(data)
+                .read_to_end(&mut out)
+                .map(|_| ()),
+            Coding::Brotli => brotli::Decompressor::new(data, 4096)
+                .read_to_end(&mut out)
+                .map(|_| ()),
+            Coding::Zstd => zstd::stream::read::Decoder::new(data)
+                .unwrap()
+                .read_to_end(&mut out)
+                .map(|_| ()),
+        }
+        .unwrap();
+        out
+    }
 
     #[test]
-    fn q_values_keep_their_meaning_when_written_back() {
-        assert_eq!(format_q(1.0), "1.0");
-        assert_eq!(format_q(0.5), "0.5");
-        assert_eq!(format_q(0.25), "0.25");
-        assert_eq!(format_q(0.0), "0.0");
-        // Acceptable, however little: never written as "not acceptable".
-        assert_eq!(format_q(0.0001), "0.001");
+    fn every_coding_round_trips_whole_and_streamed() {
+        let body: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        for coding in [Coding::Gzip, Coding::Brotli, Coding::Zstd] {
+            for (piece, flush) in [(body.len(), false), (65536, false), (1000, true)] {
+                let enc = encode_in_pieces(coding, &body, piece, flush);
+                assert_eq!(decode(coding, &enc), body, "{coding:?} piece {piece}");
+            }
+            assert_eq!(
+                decode(coding, &encode_in_pieces(coding, b"", 1, false)),
+                b""
+            );
+        }
+    }
+
+    #[test]
+    fn a_flushed_chunk_is_decodable_before_the_end() {
+        for coding in [Coding::Gzip, Coding::Brotli, Coding::Zstd] {
+            let mut enc = Encoder::new(coding, 5).unwrap();
+            let first = enc.push(b"hello streaming world\n", true).unwrap();
+            assert!(!first.is_empty(), "{coding:?} flushed nothing");
+        }
     }
 }

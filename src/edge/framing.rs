@@ -189,6 +189,12 @@ impl Framer {
         }
     }
 
+    /// A request body has started and not ended: the client may still be
+    /// sending it.
+    pub fn body_unfinished(&self) -> bool {
+        matches!(self.phase, Phase::Fixed(_) | Phase::Chunked(_))
+    }
+
     /// Consumes `n` bytes of a Content-Length body read directly.
     pub fn take_fixed(&mut self, n: usize) {
         if let Phase::Fixed(left) = &mut self.phase {

@@ -31,6 +31,10 @@ use tokio::time::Sleep;
 /// close, and how much it reads at most.
 const LINGER: Duration = Duration::from_secs(1);
 const LINGER_BYTES: usize = 64 << 10;
+/// How long an unread upload is read and dropped after its early answer
+/// (nginx: lingering_time 30s; uploads here come at LAN speed or they are
+/// cut off anyway).
+const UPLOAD_LINGER: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 16 << 10;
 /// Writes up to this size are gathered until a flush; larger ones go out
 /// directly.
@@ -46,6 +50,12 @@ enum Mode {
     },
     Lingering {
         read: usize,
+    },
+    /// Closing with the client's upload unread (nginx's lingering close):
+    /// our side is shut once `shut`, then its bytes are read and dropped
+    /// until it stops or `UPLOAD_LINGER` passes.
+    Discarding {
+        shut: bool,
     },
     /// What pingora reads next: nothing, ever again.
     Closed,
@@ -212,6 +222,33 @@ impl Guarded {
         }
     }
 
+    /// Lingering close: shut our side, then read and drop until the
+    /// client closes, errs, or time is up.
+    fn poll_discard(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Mode::Discarding { shut: false } = self.mode {
+            let _ = ready!(Pin::new(&mut self.inner).poll_shutdown(cx));
+            self.mode = Mode::Discarding { shut: true };
+        }
+        loop {
+            if self
+                .linger
+                .as_mut()
+                .is_none_or(|l| l.as_mut().poll(cx).is_ready())
+            {
+                break;
+            }
+            let mut scratch = [0u8; 16 << 10];
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(())) if !rb.filled().is_empty() => continue,
+                Poll::Ready(_) => break,
+            }
+        }
+        self.mode = Mode::Closed;
+        Poll::Ready(Ok(()))
+    }
+
     /// Sends what `wbuf` holds.
     fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.wsent < self.wbuf.len() {
@@ -284,7 +321,7 @@ impl Guarded {
                         Poll::Ready(_) => self.mode = Mode::Closed,
                     }
                 }
-                Mode::Closed => return Poll::Ready(Ok(())),
+                Mode::Closed | Mode::Discarding { .. } => return Poll::Ready(Ok(())),
                 Mode::Failed(why) => {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -411,6 +448,15 @@ impl AsyncWrite for Guarded {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_send_buffered(cx))?;
+        if matches!(this.mode, Mode::Serving) && this.framer.body_unfinished() {
+            // Answered (413, 408...) before the client finished its upload:
+            // closing now would reset the connection under the answer.
+            this.mode = Mode::Discarding { shut: false };
+            this.linger = Some(Box::pin(tokio::time::sleep(UPLOAD_LINGER)));
+        }
+        if matches!(this.mode, Mode::Discarding { .. }) {
+            return this.poll_discard(cx);
+        }
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
@@ -457,7 +503,12 @@ impl Ssl for Guarded {
         self.inner.get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        match self.inner.selected_alpn_proto() {
+            // pingora names only h2 and http/1.1 and would hand anything
+            // else (our `http/1.0`) to its custom-protocol path.
+            Some(ALPN::Custom(_)) => Some(ALPN::H1),
+            other => other,
+        }
     }
 }
 
@@ -481,14 +532,41 @@ impl GetSocketDigest for Guarded {
     }
 }
 
+/// What pingora compares its h2c peek with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 #[async_trait]
 impl Peek for Guarded {
+    /// pingora asks this once per plain connection when h2c is on, to look
+    /// for the HTTP/2 preface. The transport's own peek waits for all 24
+    /// bytes, bypassing the framer and the header deadline: a short
+    /// HTTP/1.0 request (or silence) would then hang forever. So read
+    /// through this guard instead, stop as soon as the bytes cannot be the
+    /// preface, and put them back for pingora to read again.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        if self.held.is_empty() {
-            return self.inner.try_peek(buf).await;
+        let mut got: Vec<u8> = Vec::with_capacity(buf.len());
+        while got.len() < buf.len() && H2_PREFACE.starts_with(&got) {
+            let mut piece = vec![0u8; buf.len() - got.len()];
+            let n = std::future::poll_fn(|cx| {
+                let mut rb = ReadBuf::new(&mut piece);
+                Pin::new(&mut *self)
+                    .poll_read(cx, &mut rb)
+                    .map_ok(|()| rb.filled().len())
+            })
+            .await?;
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
         }
-        // Only asked before anything is read (the h2c preface check).
-        Ok(false)
+        // Already checked by the framer: handed out again as they are.
+        self.held.splice(0..0, got.iter().copied());
+        self.checked += got.len();
+        // Always "peeked": pingora takes an unpeeked stream for HTTP/2. A
+        // short read leaves zeros, which are not the preface.
+        buf.fill(0);
+        buf[..got.len()].copy_from_slice(&got);
+        Ok(true)
     }
 }
 

@@ -28,6 +28,7 @@ mod proxy;
 mod proxy_protocol;
 mod rate_limit;
 mod redirect;
+mod relay;
 mod respond;
 mod routes;
 mod static_cache;

@@ -94,15 +94,17 @@ impl ProxyHttp for Edge {
         }
     }
 
-    fn init_downstream_modules(&self, modules: &mut pingora_core::modules::http::HttpModules) {
-        super::compression::init_modules(modules, &self.compression);
-    }
-
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);
-        session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs().max(1)));
-        if self.compression.enabled {
-            super::compression::normalize_accept_encoding(session);
+        // pingora has already applied the client's wish (HTTP/1.0 closes
+        // unless it asked for keep-alive, RFC 9112 §9.3); only a connection
+        // that stays open gets our idle timeout.
+        let stays_open = session
+            .as_downstream()
+            .as_http1()
+            .is_none_or(|h1| h1.will_keepalive());
+        if stays_open {
+            session.set_keepalive(Some(self.limits.keepalive_timeout.0.as_secs().max(1)));
         }
         Ok(())
     }
@@ -117,6 +119,11 @@ impl ProxyHttp for Edge {
             super::strict::check(session.req_header(), raw_head.as_deref(), &self.limits)
         {
             return self.refuse(session, ctx, status, why).await;
+        }
+        // `OPTIONS *` asks about the server, not a resource: the app would
+        // get a PATH_INFO that is not a path (PEP 3333).
+        if session.req_header().raw_path() == b"*" {
+            return self.server_wide(session, ctx).await;
         }
         // `[[limits.route]]` and `[[static]]` both match on the decoded
         // path: decode it once, and only if either is configured.
@@ -153,9 +160,21 @@ impl ProxyHttp for Edge {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > applied.max_body) {
-            return self
-                .refuse(session, ctx, 413, "Request body too large")
-                .await;
+            return self.too_large(session, ctx, &applied).await;
+        }
+        match expectation(session) {
+            Expectation::None => {}
+            Expectation::Continue => session.write_continue_response().await?,
+            Expectation::Unsupported => {
+                return self
+                    .refuse(
+                        session,
+                        ctx,
+                        417,
+                        "Expectation Failed: only 100-continue is supported",
+                    )
+                    .await
+            }
         }
         let body_timeout = applied.body_timeout;
         session.set_read_timeout(Some(body_timeout));
@@ -170,11 +189,7 @@ impl ProxyHttp for Edge {
                     .refuse(session, ctx, 408, "Request Timeout: the body took too long")
                     .await
             }
-            Ok(Err(BodyError::TooLarge)) => {
-                return self
-                    .refuse(session, ctx, 413, "Request body too large")
-                    .await
-            }
+            Ok(Err(BodyError::TooLarge)) => return self.too_large(session, ctx, &applied).await,
             Ok(Err(BodyError::Client(e))) => {
                 // The client broke off or sent a malformed body (bad chunk
                 // sizes, missing CRLFs...): answer 400 if it is still there.
@@ -267,19 +282,7 @@ impl ProxyHttp for Edge {
         };
 
         ctx.status = resp.status;
-        let known_len = match resp.framing {
-            Framing::Length(n) => Some(n),
-            Framing::Empty => Some(0),
-            _ => None,
-        };
-        super::compression::decide(
-            session,
-            &self.compression,
-            resp.status,
-            &resp.headers,
-            known_len,
-        );
-        let header = forward::response_header(session, &resp)?;
+        let (header, mut sink) = super::relay::prepare(session, &self.compression, &resp)?;
         if resp.framing == Framing::Empty {
             if !resp.close {
                 lease.put_conn(conn);
@@ -300,7 +303,7 @@ impl ProxyHttp for Edge {
                 }
                 drop(lease);
                 super::respond::header(session, header, false).await?;
-                session.write_response_body(Some(body), true).await?;
+                sink.whole(session, body).await?;
                 return Ok(true);
             }
         }
@@ -355,7 +358,7 @@ impl ProxyHttp for Edge {
         });
         while let Some(chunk) = rx.recv().await {
             match chunk {
-                Ok(data) => session.write_response_body(Some(data), false).await?,
+                Ok(data) => sink.send(session, data).await?,
                 Err(e) => {
                     error!("request {}: {e}", ctx.request_id);
                     // Cut the client off: a truncated body must not look complete.
@@ -363,7 +366,7 @@ impl ProxyHttp for Edge {
                 }
             }
         }
-        session.write_response_body(None, true).await?;
+        sink.end(session).await?;
         Ok(true)
     }
 
@@ -418,6 +421,42 @@ impl ProxyHttp for Edge {
 }
 
 impl Edge {
+    /// `OPTIONS *` (the server's own capabilities) gets 200 with `Allow`;
+    /// any other method on `*` is malformed.
+    async fn server_wide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if session.req_header().method != http::Method::OPTIONS {
+            return self
+                .refuse(session, ctx, 400, "Bad Request: '*' is only for OPTIONS")
+                .await;
+        }
+        ctx.status = 200;
+        let mut resp = ResponseHeader::build(200, Some(3))?;
+        resp.insert_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")?;
+        resp.insert_header("Content-Length", "0")?;
+        super::respond::header(session, resp, true).await?;
+        Ok(true)
+    }
+
+    /// 413, naming the limit and the key that sets it, for the client and
+    /// in the error log (an operator raising a limit needs the key).
+    async fn too_large(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        applied: &super::routes::Applied<'_>,
+    ) -> Result<bool> {
+        let key = match applied.max_body_route {
+            Some(path) => format!("max_body of the [[limits.route]] with path = \"{path}\""),
+            None => "[limits] max_body".to_string(),
+        };
+        let msg = format!(
+            "Request body too large: the limit is {} bytes (set by {key})",
+            applied.max_body
+        );
+        tracing::info!("{}: {msg}", request_summary(session, ctx.request_id));
+        self.refuse(session, ctx, 413, &msg).await
+    }
+
     /// Answers from the edge itself (413, 502, 503...).
     async fn refuse(
         &self,
@@ -446,6 +485,27 @@ impl Edge {
         super::respond::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
+    }
+}
+
+/// What the client's `Expect` header asks of us (RFC 9110 §10.1.1).
+enum Expectation {
+    None,
+    /// Send `100 Continue`: the body is going to be read.
+    Continue,
+    Unsupported,
+}
+
+fn expectation(session: &Session) -> Expectation {
+    let req = session.req_header();
+    // An HTTP/1.0 client cannot read a 1xx: the header is ignored.
+    if req.version == http::Version::HTTP_10 || req.version == http::Version::HTTP_09 {
+        return Expectation::None;
+    }
+    match req.headers.get(http::header::EXPECT) {
+        None => Expectation::None,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => Expectation::Continue,
+        Some(_) => Expectation::Unsupported,
     }
 }
 

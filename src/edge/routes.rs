@@ -13,11 +13,15 @@ use std::time::Duration;
 /// The limits that apply to one request.
 pub struct Applied<'a> {
     pub max_body: u64,
+    /// The `[[limits.route]]` path whose `max_body` applied, if one did:
+    /// a 413 names the key to raise.
+    pub max_body_route: Option<&'a str>,
     pub body_timeout: Duration,
     pub rate: Option<&'a RateLimit>,
 }
 
 struct Route {
+    path: String,
     prefix: Vec<u8>,
     max_body: Option<u64>,
     body_timeout: Option<Duration>,
@@ -44,6 +48,7 @@ impl Routes {
             .route
             .iter()
             .map(|r| Route {
+                path: r.path.clone(),
                 prefix: r.path.as_bytes().to_vec(),
                 max_body: r.max_body.map(|b| b.0),
                 body_timeout: r.body_timeout.map(|t| t.0),
@@ -75,6 +80,9 @@ impl Routes {
         });
         Applied {
             max_body: route.and_then(|r| r.max_body).unwrap_or(self.max_body),
+            max_body_route: route
+                .filter(|r| r.max_body.is_some())
+                .map(|r| r.path.as_str()),
             body_timeout: route
                 .and_then(|r| r.body_timeout)
                 .unwrap_or(self.body_timeout),
@@ -122,6 +130,8 @@ mod tests {
         assert_eq!(for_path(b"/upload").max_body, 1 << 30);
         let avatars = for_path(b"/upload/avatars/me.png");
         assert_eq!(avatars.max_body, 1 << 20);
+        assert_eq!(avatars.max_body_route, Some("/upload/avatars/"));
+        assert_eq!(site.max_body_route, None);
         assert_eq!(avatars.body_timeout, Duration::from_secs(5));
         assert!(avatars.rate.is_none(), "rate = \"\" exempts the route");
         assert_eq!(for_path(b"/upload/big").body_timeout, limits.body_timeout.0);

@@ -252,7 +252,6 @@ async fn send_file(
         resp.insert_header("Content-Length", len.to_string())?;
     }
     let status = resp.status.as_u16();
-    super::compression::disable(session);
     if head || len == 0 {
         super::respond::header(session, resp, true).await?;
         return Ok(Served::Done(status));
@@ -604,7 +603,6 @@ pub async fn finish(
     body: Option<Bytes>,
     status: u16,
 ) -> Result<Served> {
-    super::compression::disable(session);
     match body {
         Some(b) => {
             resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;

@@ -1,7 +1,7 @@
 //! TLS at the edge with rustls: certificates chosen by SNI (exact names,
 //! then wildcards, then the first certificate as the default), TLS 1.2 and
 //! 1.3 only with rustls' modern suites (AEAD with forward secrecy: Mozilla
-//! "intermediate"), ALPN h2 and http/1.1, optional client certificates.
+//! "intermediate"), ALPN h2, http/1.1 and http/1.0, optional client certificates.
 //!
 //! Certificates are read when the edge starts; SIGHUP starts a new edge
 //! (new handshakes get the new files) while the old one finishes its open
@@ -218,7 +218,9 @@ impl Prepared {
             None => builder.with_no_client_auth(),
         };
         let mut config = builder.with_cert_resolver(self.resolver.clone());
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // http/1.0 too: `curl --http1.0 https://…` offers only that, and
+        // refusing it is a fatal alert (120), not a fallback.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
         config.ignore_client_order = true;
