@@ -112,6 +112,9 @@ fn signal(target: &Target, sig: nix::sys::signal::Signal, wait: bool) -> ExitCod
             }
         },
     };
+    if sig == nix::sys::signal::Signal::SIGHUP {
+        return reload(&pid_file);
+    }
     match master::signal_running(&pid_file, sig, wait.then_some(wait_for)) {
         Ok(pid) => {
             println!(
@@ -125,6 +128,40 @@ fn signal(target: &Target, sig: nix::sys::signal::Signal, wait: bool) -> ExitCod
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGHUP, then wait for the master to say how the reload went (it
+/// writes `<pid_file>.reload` once the new code has booted, or failed to).
+fn reload(pid_file: &std::path::Path) -> ExitCode {
+    let outcome = master::reload_outcome_path(pid_file);
+    let before = master::read_reload_outcome(&outcome).map_or(0, |o| o.0);
+    let pid = match master::signal_running(pid_file, nix::sys::signal::Signal::SIGHUP, None) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("corral: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("sent SIGHUP to corral (pid {pid}); waiting for the new workers to boot");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
+        match master::read_reload_outcome(&outcome) {
+            Some((n, true, msg)) if n > before => {
+                println!("{msg}");
+                return ExitCode::SUCCESS;
+            }
+            Some((n, false, msg)) if n > before => {
+                eprintln!("corral: error: {msg}");
+                return ExitCode::FAILURE;
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    }
+    eprintln!(
+        "corral: error: no reload outcome in {} after 180 s",
+        outcome.display()
+    );
+    ExitCode::FAILURE
 }
 
 fn load(path: &std::path::Path) -> Result<config::Site, ExitCode> {

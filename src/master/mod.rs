@@ -19,6 +19,7 @@ mod edges;
 mod listeners;
 mod pid_file;
 pub mod privileges;
+mod reload;
 mod runtime_dir;
 mod signals;
 mod spawn;
@@ -45,6 +46,7 @@ use tracing::{error, info, warn};
 use workers::WorkerProc;
 
 pub use pid_file::signal_running;
+pub use reload::{outcome_path as reload_outcome_path, read_outcome as read_reload_outcome};
 
 /// Boot failures in a row (no worker becoming ready in between) after which
 /// the master gives up: the app is broken, respawning will not help.
@@ -102,6 +104,10 @@ struct Arbiter {
     oom_kills: Option<u64>,
     /// The app imported in this process, with `app.preload`.
     preloaded: Option<pyo3::Py<pyo3::PyAny>>,
+    /// A SIGHUP whose first new worker is still booting.
+    pending_reload: Option<reload::PendingReload>,
+    /// Reloads finished (done or failed), for `corral reload`.
+    reloads: u64,
 }
 
 impl Arbiter {
@@ -145,6 +151,8 @@ impl Arbiter {
             fatal: None,
             oom_kills: death::oom_kills(),
             preloaded,
+            pending_reload: None,
+            reloads: 0,
         })
     }
 
@@ -166,6 +174,7 @@ impl Arbiter {
             self.read_status();
             self.reap();
             self.enforce_kill_deadlines();
+            self.enforce_canary_deadline();
             match self.stopping {
                 Some((how, deadline)) => {
                     if self.converge_stop(how, deadline) {
@@ -231,40 +240,6 @@ impl Arbiter {
         }
     }
 
-    /// SIGHUP: reread the config, then replace every worker (one at a time,
-    /// each new one ready before an old one drains) and the edge.
-    fn reload(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        info!("SIGHUP: reloading {}", self.site.file.display());
-        let mut site = match crate::config::load(&self.site.file) {
-            Ok(site) => site,
-            Err(problems) => {
-                for p in &problems.0 {
-                    error!("reload refused, keeping the running config: {p}");
-                }
-                return;
-            }
-        };
-        if site.listen != self.site.listen {
-            warn!(
-                "server.listen changed: new listeners need a full restart; keeping {:?}",
-                self.site.listen
-            );
-            site.listen = self.site.listen.clone();
-        }
-        if self.preloaded.is_some() {
-            warn!("app.preload is on: workers restart from the code imported at start; restart corral for new code");
-        }
-        self.target_workers = site.workers();
-        self.site = site;
-        self.generation += 1;
-        for w in self.workers.values_mut().filter(|w| !w.retiring) {
-            w.recycle.get_or_insert_with(|| "reload".to_string());
-        }
-    }
-
     fn begin_stop(&mut self, how: Stop) {
         match self.stopping {
             // INT after TERM hurries the stop along.
@@ -286,6 +261,8 @@ impl Arbiter {
             }
         };
         self.stopping = Some((how, deadline));
+        self.abandon_reload();
+        self.listeners.close_all();
         let sig = if how == Stop::Graceful {
             Signal::SIGTERM
         } else {
@@ -368,7 +345,9 @@ impl Arbiter {
     }
 
     fn on_ready(&mut self, pid: Pid) {
-        if self.edges.iter().any(|e| e.pid == pid) {
+        if self.is_canary(pid) {
+            self.on_canary_ready();
+        } else if self.edges.iter().any(|e| e.pid == pid) {
             self.on_edge_ready(pid);
         } else if let Some(w) = self.workers.get_mut(&pid) {
             w.ready = true;
@@ -438,7 +417,9 @@ impl Arbiter {
         } else {
             false
         };
-        if self.edges.iter().any(|e| e.pid == pid) {
+        if self.is_canary(pid) {
+            self.on_canary_exit(death.describe(None, oom));
+        } else if self.edges.iter().any(|e| e.pid == pid) {
             self.on_edge_exit(pid, death.describe(None, oom));
         } else {
             self.on_worker_exit(pid, death, oom);

@@ -22,6 +22,8 @@ impl PidFile {
                 }
             }
         }
+        // A previous master's reload outcomes mean nothing to this one.
+        let _ = std::fs::remove_file(super::reload::outcome_path(path));
         std::fs::write(path, format!("{}\n", std::process::id()))
             .with_context(|| format!("cannot write pid file {}", path.display()))?;
         Ok(PidFile(path.to_path_buf()))
@@ -31,6 +33,7 @@ impl PidFile {
 impl Drop for PidFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        let _ = std::fs::remove_file(super::reload::outcome_path(&self.0));
     }
 }
 

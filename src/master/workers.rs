@@ -7,6 +7,7 @@
 
 use super::death::Death;
 use super::{backoff, spawn, Arbiter, DUMP_GRACE, HEALTHY_AFTER, MAX_BOOT_FAILURES};
+use crate::config::Site;
 use crate::ipc::Control;
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
@@ -94,11 +95,19 @@ impl Arbiter {
     }
 
     pub(super) fn spawn_worker(&mut self) -> anyhow::Result<()> {
+        let site = self.site.clone();
+        let (pid, worker) = self.spawn_worker_for(&site)?;
+        self.workers.insert(pid, worker);
+        Ok(())
+    }
+
+    /// Forks a worker running `site`'s app (a reload's canary runs the new
+    /// site before it is the master's).
+    pub(super) fn spawn_worker_for(&mut self, site: &Site) -> anyhow::Result<(Pid, WorkerProc)> {
         let id = self.next_id;
         self.next_id += 1;
         let socket = self.runtime.worker_socket(id);
         let status_fd = self.status_tx.as_raw_fd();
-        let site = &self.site;
         let sock = socket.clone();
         let preloaded = self.preloaded.as_ref();
         let pid = spawn::fork_child(&[status_fd], preloaded.is_some(), || {
@@ -109,21 +118,18 @@ impl Arbiter {
             crate::worker::run(site, id, &sock, status_fd, preloaded)
         })
         .context("fork failed")?;
-        self.workers.insert(
-            pid,
-            WorkerProc {
-                id,
-                started: Instant::now(),
-                ready: false,
-                ready_at: None,
-                socket,
-                retiring: false,
-                recycle: None,
-                killed_for: None,
-                kill_at: None,
-            },
-        );
-        Ok(())
+        let worker = WorkerProc {
+            id,
+            started: Instant::now(),
+            ready: false,
+            ready_at: None,
+            socket,
+            retiring: false,
+            recycle: None,
+            killed_for: None,
+            kill_at: None,
+        };
+        Ok((pid, worker))
     }
 
     /// Tells the edges to stop routing to a worker, then asks it to drain.

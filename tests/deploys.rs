@@ -1,0 +1,180 @@
+//! Deploys and stops as an operator does them, under load, counting every
+//! request:
+//!
+//! * a reload whose new code does not import keeps the old workers and the
+//!   old config serving, `corral reload` says why and exits non-zero, and
+//!   the next reload with fixed code goes through; a config that parses but
+//!   fails its checks is refused the same way;
+//! * SIGTERM: new connections are refused at once (or served), never left
+//!   hanging in a backlog nobody accepts from.
+mod common;
+
+use common::*;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+fn version_site() -> Running {
+    let cfg = app_config(
+        "lifecycle_version:application",
+        2,
+        "queue_timeout = \"30s\"",
+    )
+    .replacen("[server]\n", "[server]\npid_file = \"corral.pid\"\n", 1);
+    Site::new()
+        .app("lifecycle_version.py")
+        .file("version.txt", "v1\n")
+        .config(&cfg)
+        .start()
+}
+
+fn versions_seen(port: u16, n: usize) -> Vec<String> {
+    (0..n)
+        .map(
+            |_| match try_request_timeout(port, &get_req(port, "/"), Duration::from_secs(5)) {
+                Ok(r) if r.status == 200 => {
+                    r.text().split_whitespace().next().unwrap_or("").to_string()
+                }
+                Ok(r) => format!("status {}", r.status),
+                Err(e) => format!("error {e}"),
+            },
+        )
+        .collect()
+}
+
+#[test]
+fn a_broken_deploy_never_takes_the_site_down() {
+    let mut srv = version_site();
+    let port = srv.port;
+    let pid_file = srv.path().join("corral.pid");
+    let pid_arg = pid_file.to_str().unwrap().to_string();
+    let load = Load::start(
+        port,
+        LoadOpts {
+            pause: Duration::from_millis(5),
+            ..LoadOpts::default()
+        },
+        |_, _| "/".into(),
+    );
+    assert!(
+        load.wait_more(20, Duration::from_secs(10)),
+        "no progress before the reload"
+    );
+    let old_workers = srv.worker_pids();
+
+    // 1. The new code does not import (version.txt is read at import).
+    fs::remove_file(srv.path().join("version.txt")).unwrap();
+    let out = srv.run_corral_reaping(&["reload", "--pid-file", &pid_arg], Duration::from_secs(60));
+    assert!(
+        !out.success(),
+        "corral reload must fail on a broken deploy:\n{out}"
+    );
+    assert!(
+        out.stderr.contains("reload failed") && out.stderr.contains("FileNotFoundError"),
+        "corral reload should say why:\n{out}"
+    );
+    assert!(
+        srv.wait_for_stderr(
+            "keeping 2 workers of the previous generation",
+            Duration::from_secs(5)
+        ),
+        "no 'reload failed' line in the log:\n{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        srv.try_status().is_none(),
+        "the master exited on a broken deploy:\n{}",
+        srv.logs()
+    );
+    assert!(
+        load.wait_more(50, Duration::from_secs(10)),
+        "load stalled after the failed reload"
+    );
+    assert_eq!(
+        srv.worker_pids(),
+        old_workers,
+        "the old workers must keep serving"
+    );
+    assert!(versions_seen(port, 6).iter().all(|v| v == "v1"));
+
+    // 2. A config that parses but fails its checks: refused, old one kept.
+    let good_config = fs::read_to_string(srv.config_path()).unwrap();
+    fs::write(
+        srv.config_path(),
+        good_config.replace("chdir = \".\"", "chdir = \"./no-such-dir\""),
+    )
+    .unwrap();
+    let out = srv.run_corral_reaping(&["reload", "--pid-file", &pid_arg], Duration::from_secs(60));
+    assert!(
+        !out.success() && out.stderr.contains("no-such-dir"),
+        "{out}"
+    );
+    assert!(versions_seen(port, 4).iter().all(|v| v == "v1"));
+
+    // 3. The fixed deploy goes through.
+    fs::write(srv.config_path(), good_config).unwrap();
+    fs::write(srv.path().join("version.txt"), "v2\n").unwrap();
+    let out = srv.run_corral_reaping(&["reload", "--pid-file", &pid_arg], Duration::from_secs(60));
+    assert!(out.success() && out.stdout.contains("reload done"), "{out}");
+    let converged = wait_until(Duration::from_secs(20), || {
+        versions_seen(port, 4).iter().all(|v| v == "v2")
+    });
+    assert!(converged, "v2 never served:\n{}", srv.stderr_tail());
+    assert!(load.wait_more(50, Duration::from_secs(10)));
+    let report = load.finish();
+    assert!(
+        report.failures().is_empty(),
+        "requests failed across the deploys: {}",
+        report.summary(10)
+    );
+    eprintln!("{}", report.summary(0));
+}
+
+#[test]
+fn sigterm_refuses_new_connections_instead_of_leaving_them_hanging() {
+    let site =
+        Site::new()
+            .app("echo_environ.py")
+            .config(&app_config("echo_environ:application", 2, ""));
+    let srv = site.start();
+    let port = srv.port;
+    // A request in flight keeps the edge draining for ~2 s.
+    let inflight = std::thread::spawn(move || {
+        try_request_timeout(port, &get_req(port, "/sleep?s=2"), Duration::from_secs(10))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    srv.signal("TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    // Every new connection: refused or served, within a second.
+    for i in 0..10 {
+        let started = Instant::now();
+        let outcome = match TcpStream::connect(("127.0.0.1", port)) {
+            Err(e) => format!("refused ({e})"),
+            Ok(mut s) => {
+                s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+                let _ = s.write_all(&get_req(port, "/"));
+                let mut buf = [0u8; 64];
+                match s.read(&mut buf) {
+                    Ok(n) if n > 0 => format!("served: {:?}", String::from_utf8_lossy(&buf[..n])),
+                    Ok(_) => "closed".to_string(),
+                    Err(e) => format!("error {e}"),
+                }
+            }
+        };
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "connection {i} hung {took:?}: {outcome}"
+        );
+        assert!(
+            !outcome.starts_with("error Resource temporarily") && !outcome.contains("timed out"),
+            "connection {i}: {outcome}"
+        );
+    }
+    let r = inflight
+        .join()
+        .unwrap()
+        .expect("the in-flight request finishes");
+    assert_eq!(r.status, 200, "in-flight request: {}", r.snippet());
+}
