@@ -8,6 +8,7 @@ mod fuzz;
 mod ipc;
 mod logging;
 mod master;
+mod proctitle;
 pub(crate) mod worker;
 
 use clap::{Parser, Subcommand};

@@ -178,3 +178,60 @@ fn sigterm_refuses_new_connections_instead_of_leaving_them_hanging() {
         .expect("the in-flight request finishes");
     assert_eq!(r.status, 200, "in-flight request: {}", r.snippet());
 }
+
+#[test]
+fn processes_are_named_and_app_stderr_lines_say_which_worker() {
+    let app = "import sys\n\
+def application(environ, start_response):\n    \
+print('app says hi', file=sys.stderr)\n    \
+start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+return [b'ok']\n";
+    let srv = Site::new()
+        .file("talker.py", app)
+        .config(&app_config("talker:application", 2, ""))
+        .start();
+    let title = |pid: i32| {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| {
+                String::from_utf8_lossy(&b)
+                    .trim_end_matches('\0')
+                    .replace('\0', " ")
+            })
+            .unwrap_or_default()
+    };
+    let master = title(srv.pid());
+    assert!(
+        master.starts_with("corral: master (") && master.contains("site.toml"),
+        "{master:?}"
+    );
+    let workers: Vec<String> = srv.worker_pids().into_iter().map(title).collect();
+    assert_eq!(workers.len(), 2);
+    for w in &workers {
+        assert!(
+            w.starts_with("corral: worker ") && w.ends_with(" [talker:application]"),
+            "{w:?}"
+        );
+    }
+    let edges: Vec<String> = srv.edge_pids().into_iter().map(title).collect();
+    assert_eq!(edges, vec!["corral: edge".to_string()]);
+
+    let r = get(srv.port, "/");
+    assert_eq!(r.status, 200);
+    assert!(srv.wait_for_stderr("app says hi", Duration::from_secs(5)));
+    let line = srv
+        .stderr()
+        .lines()
+        .find(|l| l.contains("app says hi"))
+        .unwrap_or_default()
+        .to_string();
+    // "2026-12-03T09:28:57.553888Z worker 2 app: app says hi"
+    let (stamp, rest) = line.split_once(' ').unwrap_or_default();
+    assert!(
+        stamp.len() == 27 && stamp.ends_with('Z') && stamp.contains('T'),
+        "{line:?}"
+    );
+    assert!(
+        rest.starts_with("worker ") && rest.ends_with(" app: app says hi"),
+        "{line:?}"
+    );
+}

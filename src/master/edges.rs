@@ -99,6 +99,7 @@ impl Arbiter {
         let mut keep = vec![status_fd, ctl_fd];
         keep.extend(listen_fds.iter().map(|(_, fd)| *fd));
         let pid = spawn::fork_child(&keep, self.preloaded.is_some(), || {
+            crate::proctitle::set("corral: edge");
             let inherited = crate::edge::Inherited {
                 control_fd: ctl_fd,
                 status_fd,

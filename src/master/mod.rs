@@ -60,6 +60,7 @@ const DUMP_GRACE: Duration = Duration::from_secs(1);
 pub fn serve(site: Site) -> anyhow::Result<()> {
     // Bound before anything is forked (and before privileges are dropped in
     // the children), so a busy or privileged port is reported against its key.
+    crate::proctitle::set(&format!("corral: master ({})", site.file.display()));
     let listeners = Listeners::bind_all(&site)?;
     let _pid_file = match &site.pid_file {
         Some(p) => Some(pid_file::PidFile::write(p)?),

@@ -115,7 +115,14 @@ impl Arbiter {
                 error!("worker: {e:#}");
                 return crate::worker::EXIT_BOOT_FAILED;
             }
-            crate::worker::run(site, id, &sock, status_fd, preloaded)
+            crate::proctitle::set(&format!(
+                "corral: worker {id} [{}:{}]",
+                site.app.module, site.app.callable
+            ));
+            crate::worker::stderr_lines::install(id);
+            let code = crate::worker::run(site, id, &sock, status_fd, preloaded);
+            crate::worker::stderr_lines::finish();
+            code
         })
         .context("fork failed")?;
         let worker = WorkerProc {

@@ -12,6 +12,7 @@ mod recycle;
 pub(crate) mod request;
 mod response;
 mod server;
+pub mod stderr_lines;
 mod wsgi;
 
 use crate::config::Site;
