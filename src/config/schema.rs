@@ -144,6 +144,14 @@ pub struct Limits {
     /// Most connections open at once from one client address (503 beyond
     /// it). 0: no limit.
     pub max_connections_per_ip: usize,
+    /// Of each app response, how much the edge holds in memory while the
+    /// client is slower than the app; the rest goes to a temp file.
+    pub response_buffer: ByteSize,
+    /// Memory for all buffered response bodies together.
+    pub buffer_memory: ByteSize,
+    /// Largest temp file for one response; past it the worker waits for
+    /// the client.
+    pub max_temp_file: ByteSize,
     /// Overrides for URL prefixes (`[[limits.route]]`): the longest
     /// matching prefix wins.
     pub route: Vec<RouteLimits>,
@@ -176,6 +184,9 @@ impl Default for Limits {
             header_timeout: Seconds(Duration::from_secs(10)),
             max_connections: 10_000,
             max_connections_per_ip: 0,
+            response_buffer: ByteSize(1 << 20),
+            buffer_memory: ByteSize(256 << 20),
+            max_temp_file: ByteSize(1 << 30),
             route: Vec::new(),
         }
     }

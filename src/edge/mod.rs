@@ -30,6 +30,7 @@ mod rate_limit;
 mod redirect;
 mod relay;
 mod respond;
+mod response_buffer;
 mod routes;
 mod static_cache;
 mod static_files;
@@ -105,6 +106,11 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             .map(static_files::StaticMount::new)
             .collect(),
         compression: site.config.compression.clone(),
+        buffers: response_buffer::Budget::new(
+            site.config.limits.buffer_memory.0,
+            site.config.limits.response_buffer.0,
+            site.config.limits.max_temp_file.0,
+        ),
         limits: site.config.limits.clone(),
         trusted: site
             .config

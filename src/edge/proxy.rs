@@ -24,11 +24,6 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tracing::{error, warn};
 
-/// Responses buffered between a worker and a slow client, in chunks of up to
-/// 64 KiB: the worker is released as soon as its response is read, not when
-/// the client has downloaded it.
-const RESPONSE_BUFFER_CHUNKS: usize = 256;
-
 /// Requests being handled; graceful stop waits for this to reach zero.
 pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -45,6 +40,8 @@ pub struct Edge {
     pub status_fd: std::os::fd::RawFd,
     pub static_mounts: Vec<static_files::StaticMount>,
     pub compression: crate::config::schema::Compression,
+    /// Memory (and temp files) for response bodies waiting for slow clients.
+    pub buffers: super::response_buffer::Budget,
     pub limits: crate::config::schema::Limits,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
@@ -309,55 +306,24 @@ impl ProxyHttp for Edge {
         }
         super::respond::header(session, header, false).await?;
 
-        // Read the worker's body in its own task into a bounded buffer, so
-        // the worker is free once its response is in, whatever the client's
-        // speed. If the client goes away the channel closes and the task
-        // stops reading, which the app sees as a broken connection.
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(RESPONSE_BUFFER_CHUNKS);
-        let reusable = !resp.close;
-        let framing = resp.framing;
-        let (pool, status_fd, timeout) = (self.pool.clone(), self.status_fd, self.timeout);
-        let what = request_summary(session, ctx.request_id);
-        tokio::spawn(async move {
-            let mut reader = BodyReader::new(framing);
-            loop {
-                let next = match deadline {
-                    None => reader.next(&mut conn).await,
-                    Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            report_timeout(&pool, status_fd, lease.worker, &what, timeout);
-                            let _ = tx
-                                .send(Err(std::io::Error::new(
-                                    std::io::ErrorKind::TimedOut,
-                                    "app.timeout passed while the app was still sending its body",
-                                )))
-                                .await;
-                            return;
-                        }
-                    },
-                };
-                match next {
-                    Ok(Some(chunk)) => {
-                        if tx.send(Ok(chunk)).await.is_err() {
-                            return; // client gone: drop conn and lease
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                }
-            }
-            if reusable && reader.is_done() {
-                lease.put_conn(conn);
-            }
-            drop(lease);
-        });
-        while let Some(chunk) = rx.recv().await {
-            match chunk {
+        // Read the worker's body in its own task into the response buffer
+        // (memory, then a temp file), so the worker is free once its
+        // response is in, whatever the client's speed. If the client goes
+        // away the task stops reading, which the app sees as a broken
+        // connection.
+        let (writer, mut reader) = super::response_buffer::channel(&self.buffers);
+        let relay = BodyRelay {
+            framing: resp.framing,
+            reusable: !resp.close,
+            deadline,
+            pool: self.pool.clone(),
+            status_fd: self.status_fd,
+            timeout: self.timeout,
+            what: request_summary(session, ctx.request_id),
+        };
+        tokio::spawn(relay.run(lease, conn, writer));
+        while let Some(piece) = reader.next().await {
+            match piece {
                 Ok(data) => sink.send(session, data).await?,
                 Err(e) => {
                     error!("request {}: {e}", ctx.request_id);
@@ -485,6 +451,65 @@ impl Edge {
         super::respond::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
+    }
+}
+
+/// Reads a worker's response body into the response buffer, then gives
+/// the connection back to the pool (or drops it).
+struct BodyRelay {
+    framing: Framing,
+    reusable: bool,
+    /// `app.timeout`, counted from when the worker got the request.
+    deadline: Option<tokio::time::Instant>,
+    pool: Arc<Pool>,
+    status_fd: std::os::fd::RawFd,
+    timeout: Option<Duration>,
+    what: String,
+}
+
+impl BodyRelay {
+    async fn run(
+        self,
+        lease: Lease,
+        mut conn: super::dispatch::Conn,
+        writer: super::response_buffer::Writer,
+    ) {
+        let mut reader = BodyReader::new(self.framing);
+        loop {
+            let next = match self.deadline {
+                None => reader.next(&mut conn).await,
+                Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        report_timeout(
+                            &self.pool,
+                            self.status_fd,
+                            lease.worker,
+                            &self.what,
+                            self.timeout,
+                        );
+                        writer.fail(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "app.timeout passed while the app was still sending its body",
+                        ));
+                        return;
+                    }
+                },
+            };
+            match next {
+                Ok(Some(chunk)) => {
+                    if !writer.push(chunk).await {
+                        return; // client gone: drop conn and lease
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return writer.fail(e),
+            }
+        }
+        writer.end();
+        if self.reusable && reader.is_done() {
+            lease.put_conn(conn);
+        }
     }
 }
 
