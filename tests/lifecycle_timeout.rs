@@ -195,3 +195,55 @@ fn timeout_gives_504_dumps_stacks_and_replaces_the_worker() {
         srv.assert_status(&r, 200, "a short /sleep after the timeout");
     }
 }
+
+/// gunicorn's rule: a streamed response that keeps yielding is alive, so
+/// app.timeout applies between pieces, not to the whole stream; a stream
+/// that stalls is cut, and the access log says so (bytes sent, incomplete).
+#[test]
+fn a_streaming_response_lives_while_it_yields_and_a_stalled_one_is_logged_incomplete() {
+    let srv = Site::new()
+        .app("echo_environ.py")
+        .config(&app_config(
+            "echo_environ:application",
+            2,
+            "timeout = \"1s\"",
+        ))
+        .start();
+    // 6 pieces 0.4 s apart: 2.4 s in all, well past the 1 s timeout.
+    let started = Instant::now();
+    let (status, body, out) = curl_fetch(
+        &format!("http://127.0.0.1:{}/gen?n=6&size=16&delay=0.4&lead=0", srv.port),
+        &[],
+    );
+    assert!(started.elapsed() > Duration::from_secs(2), "{out}");
+    assert_eq!((status, body.len()), (200, 96), "{out}");
+    // 2 pieces 1.5 s apart: the stall overruns the timeout.
+    let (_, body, out) = curl_fetch(
+        &format!(
+            "http://127.0.0.1:{}/gen?n=3&size=16&delay=1.5&lead=0&cut=1",
+            srv.port
+        ),
+        &[],
+    );
+    assert!(body.len() < 48, "a stalled stream must be cut: {out}");
+    assert!(
+        !out.success(),
+        "curl must see the cut, not a complete body: {out}"
+    );
+    let found = wait_until(Duration::from_secs(3), || {
+        srv.stdout()
+            .lines()
+            .any(|l| l.contains("cut=1") && l.ends_with(" incomplete"))
+    });
+    assert!(found, "access log:\n{}", srv.stdout());
+    let whole = srv
+        .stdout()
+        .lines()
+        .find(|l| l.contains("delay=0.4"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        whole.contains("\" 200 96 ") && !whole.ends_with("incomplete"),
+        "{whole}"
+    );
+}

@@ -28,6 +28,10 @@ pub struct Entry<'a> {
     pub user_agent: &'a str,
     pub duration: Duration,
     pub request_id: &'a str,
+    /// The whole response went out. A body cut short (the app died or
+    /// overran app.timeout mid-stream, the client left) is logged with the
+    /// bytes actually sent and marked.
+    pub complete: bool,
 }
 
 pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
@@ -134,7 +138,7 @@ fn dash(s: &str) -> &str {
 /// `$remote_addr - - [$time_local] "$request" $status $bytes "$referer" "$ua"`
 fn combined_line(e: &Entry, now: SystemTime) -> String {
     format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"\n",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"{}\n",
         e.client,
         clf_time(now),
         escape(e.method),
@@ -144,6 +148,7 @@ fn combined_line(e: &Entry, now: SystemTime) -> String {
         e.bytes,
         escape(dash(e.referer)),
         escape(dash(e.user_agent)),
+        if e.complete { "" } else { " incomplete" },
     )
 }
 
@@ -153,7 +158,7 @@ fn json_line(e: &Entry) -> String {
         .unwrap_or_default()
         .as_secs_f64();
     format!(
-        "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\"}}\n",
+        "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\",\"complete\":{}}}\n",
         escape(e.client),
         escape(e.method),
         escape(e.target),
@@ -164,6 +169,7 @@ fn json_line(e: &Entry) -> String {
         escape(e.user_agent),
         e.duration.as_secs_f64() * 1000.0,
         e.request_id,
+        e.complete,
     )
 }
 
@@ -229,6 +235,7 @@ mod tests {
             user_agent: "curl/8",
             duration: Duration::from_millis(1),
             request_id: "x",
+            complete: true,
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_320_890); // 2026-11-22 04:14:50 UTC
         assert_eq!(

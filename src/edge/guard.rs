@@ -145,6 +145,7 @@ impl Guarded {
             user_agent: "-",
             duration: Duration::ZERO,
             request_id: "-",
+            complete: true,
         });
         let reason = http::StatusCode::from_u16(status)
             .ok()

@@ -66,6 +66,8 @@ pub struct Ctx {
     /// start of `request_filter`.
     client: Option<std::net::SocketAddr>,
     scheme: &'static str,
+    /// The response body was cut short.
+    incomplete: bool,
 }
 
 impl Drop for Ctx {
@@ -88,6 +90,7 @@ impl ProxyHttp for Edge {
             retry_after: 0,
             client: None,
             scheme: "http",
+            incomplete: false,
         }
     }
 
@@ -327,6 +330,7 @@ impl ProxyHttp for Edge {
                 Ok(data) => sink.send(session, data).await?,
                 Err(e) => {
                     error!("request {}: {e}", ctx.request_id);
+                    ctx.incomplete = true;
                     // Cut the client off: a truncated body must not look complete.
                     return Err(Error::explain(ErrorType::ReadError, e.to_string()));
                 }
@@ -382,6 +386,7 @@ impl ProxyHttp for Edge {
             user_agent: &header(http::header::USER_AGENT),
             duration: ctx.started.elapsed(),
             request_id: &ctx.request_id.to_string(),
+            complete: !ctx.incomplete && e.is_none(),
         });
     }
 }
@@ -459,7 +464,8 @@ impl Edge {
 struct BodyRelay {
     framing: Framing,
     reusable: bool,
-    /// `app.timeout`, counted from when the worker got the request.
+    /// `app.timeout`, counted from when the worker got the request; then
+    /// from each piece of the body.
     deadline: Option<tokio::time::Instant>,
     pool: Arc<Pool>,
     status_fd: std::os::fd::RawFd,
@@ -475,8 +481,9 @@ impl BodyRelay {
         writer: super::response_buffer::Writer,
     ) {
         let mut reader = BodyReader::new(self.framing);
+        let mut deadline = self.deadline;
         loop {
-            let next = match self.deadline {
+            let next = match deadline {
                 None => reader.next(&mut conn).await,
                 Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
                     Ok(r) => r,
@@ -498,6 +505,10 @@ impl BodyRelay {
             };
             match next {
                 Ok(Some(chunk)) => {
+                    // gunicorn's rule: a worker that keeps sending is alive,
+                    // so a streamed response gets app.timeout per piece,
+                    // not for its whole length.
+                    deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
                     if !writer.push(chunk).await {
                         return; // client gone: drop conn and lease
                     }

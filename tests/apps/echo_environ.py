@@ -18,6 +18,7 @@ Routes (by PATH_INFO):
   /write           uses the write() callable returned by start_response
   /gen             iterable with a close() method that writes a marker file
                      ?n= chunks (5) ?size= bytes each (16) ?delay= seconds between chunks (0)
+                     ?lead= seconds before the first chunk (default: delay)
                      ?marker= file name, created in $ECHO_MARKER_DIR or this file's folder
   /exc             raises before start_response
   /head            fixed 1234-byte body with Content-Length (for HEAD tests)
@@ -153,17 +154,19 @@ class ClosingBody:
     server really calls it, as PEP 3333 requires.
     """
 
-    def __init__(self, n, size, delay, marker):
+    def __init__(self, n, size, delay, marker, lead=None):
         self.n = n
         self.size = size
         self.delay = delay
+        self.lead = delay if lead is None else lead
         self.marker = marker
         self.sent = 0
 
     def __iter__(self):
         for i in range(self.n):
-            if self.delay:
-                time.sleep(self.delay)
+            pause = self.lead if i == 0 else self.delay
+            if pause:
+                time.sleep(pause)
             self.sent += 1
             yield (b"%06d:" % i).ljust(self.size, b".")
 
@@ -182,7 +185,8 @@ def gen(environ, start_response):
     delay = float(q.get("delay", "0"))
     marker = _marker_path(q["marker"]) if q.get("marker") else None
     start_response("200 OK", [("Content-Type", "application/octet-stream")])
-    return ClosingBody(n, size, delay, marker)
+    lead = float(q["lead"]) if "lead" in q else None
+    return ClosingBody(n, size, delay, marker, lead)
 
 
 def exc(environ, start_response):
