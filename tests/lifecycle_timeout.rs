@@ -212,7 +212,10 @@ fn a_streaming_response_lives_while_it_yields_and_a_stalled_one_is_logged_incomp
     // 6 pieces 0.4 s apart: 2.4 s in all, well past the 1 s timeout.
     let started = Instant::now();
     let (status, body, out) = curl_fetch(
-        &format!("http://127.0.0.1:{}/gen?n=6&size=16&delay=0.4&lead=0", srv.port),
+        &format!(
+            "http://127.0.0.1:{}/gen?n=6&size=16&delay=0.4&lead=0",
+            srv.port
+        ),
         &[],
     );
     assert!(started.elapsed() > Duration::from_secs(2), "{out}");

@@ -267,6 +267,22 @@ impl ProxyHttp for Edge {
                     error!("request {} could not reach any worker: {e}", ctx.request_id);
                     return self.refuse(session, ctx, 502, "Bad Gateway").await;
                 }
+                Err(ExchangeError::EdgeOutOfFds(e)) => {
+                    error!(
+                        "request {}: the edge cannot open a connection to a worker: {e}; \
+                         raise the file descriptor limit (systemd LimitNOFILE=, ulimit -n) \
+                         or lower [limits] max_connections",
+                        ctx.request_id
+                    );
+                    return self
+                        .refuse(
+                            session,
+                            ctx,
+                            503,
+                            "Service Unavailable: server out of resources",
+                        )
+                        .await;
+                }
                 Err(ExchangeError::Failed(why)) => {
                     suspect(&self.pool, self.status_fd, lease.worker);
                     error!(
@@ -597,7 +613,7 @@ async fn exchange(
                 tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&lease.socket))
                     .await
                     .map_err(|_| ExchangeError::NotDelivered(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(ExchangeError::NotDelivered)?;
+                    .map_err(ExchangeError::from_connect)?;
             BufReader::with_capacity(upstream::READ_CHUNK, stream)
         }
     };

@@ -38,6 +38,19 @@ pub enum ExchangeError {
     NotDelivered(io::Error),
     /// The worker got the request and then failed (died, bad response).
     Failed(String),
+    /// The edge itself could not open a connection (out of file
+    /// descriptors): no worker is to blame.
+    EdgeOutOfFds(io::Error),
+}
+
+impl ExchangeError {
+    /// Sorts a failed connect to a worker's socket.
+    pub fn from_connect(e: io::Error) -> Self {
+        match e.raw_os_error() {
+            Some(libc::EMFILE) | Some(libc::ENFILE) => ExchangeError::EdgeOutOfFds(e),
+            _ => ExchangeError::NotDelivered(e),
+        }
+    }
 }
 
 /// Writes the request head and body.

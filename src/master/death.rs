@@ -13,6 +13,23 @@ impl Death {
         matches!(self, Death::Signaled(Signal::SIGKILL, _))
     }
 
+    /// A worker's death: exit code 3 means "the app failed to load" only
+    /// before the worker was ready; after, the app itself exited with 3.
+    pub fn describe_worker(
+        &self,
+        ready: bool,
+        killed_by_corral: Option<&str>,
+        oom: bool,
+    ) -> String {
+        match self {
+            Death::Exited(3) if ready => {
+                "exited with code 3 while serving (the app called sys.exit(3) or os._exit(3)?)"
+                    .into()
+            }
+            _ => self.describe(killed_by_corral, oom),
+        }
+    }
+
     /// `killed_by_corral` is set when corral itself sent the fatal signal.
     pub fn describe(&self, killed_by_corral: Option<&str>, oom: bool) -> String {
         match self {
@@ -68,5 +85,8 @@ mod tests {
         assert!(Death::Exited(3)
             .describe(None, false)
             .contains("failed to load"));
+        assert!(Death::Exited(3)
+            .describe_worker(true, None, false)
+            .contains("while serving"));
     }
 }

@@ -119,7 +119,6 @@ impl Arbiter {
                 "corral: worker {id} [{}:{}]",
                 site.app.module, site.app.callable
             ));
-            crate::worker::stderr_lines::install(id);
             let code = crate::worker::run(site, id, &sock, status_fd, preloaded);
             crate::worker::stderr_lines::finish();
             code
@@ -205,7 +204,7 @@ impl Arbiter {
         };
         let _ = std::fs::remove_file(&w.socket);
         self.tell_edges(&Control::Down { id: w.id });
-        let how = death.describe(w.killed_for.as_deref(), oom);
+        let how = death.describe_worker(w.ready, w.killed_for.as_deref(), oom);
         if w.killed_for.is_some() {
             error!("worker {pid} {how}; starting a replacement");
             return;

@@ -64,6 +64,8 @@ pub fn run(
             return fail(e);
         }
     }
+    // After the environment is set: from here on the process has threads.
+    stderr_lines::install(id);
     Python::attach(|py| {
         let loaded = match preloaded {
             Some(app) => Ok(app.clone_ref(py)),

@@ -45,6 +45,10 @@ pub enum ReadError {
     Io(io::Error),
     /// Malformed request: answer 400 (or the given status) and close.
     Bad(u16, &'static str),
+    /// The body could not be written to its temp file (a full disk, say).
+    /// It was read to its end all the same, so the edge can read the answer
+    /// rather than see a broken pipe and blame the worker.
+    Spool(io::Error),
 }
 
 impl From<io::Error> for ReadError {
@@ -151,14 +155,22 @@ fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError>
         }
         return Ok(Body::Memory(v));
     }
-    let mut f = tempfile::tempfile()?;
-    let copied = io::copy(&mut r.by_ref().take(len), &mut f)?;
-    if copied != len {
+    let mut body = r.by_ref().take(len);
+    let spooled = tempfile::tempfile().and_then(|mut f| {
+        io::copy(&mut body, &mut f)?;
+        f.flush()?;
+        f.rewind()?;
+        Ok(f)
+    });
+    // A failed write leaves the rest unread: read it away first.
+    let rest = io::copy(&mut body, &mut io::sink())?;
+    if body.limit() != 0 || rest > len {
         return Err(ReadError::Bad(400, "connection closed inside the body"));
     }
-    f.flush()?;
-    f.rewind()?;
-    Ok(Body::File(f, len))
+    match spooled {
+        Ok(f) => Ok(Body::File(f, len)),
+        Err(e) => Err(ReadError::Spool(e)),
+    }
 }
 
 #[cfg(test)]

@@ -191,6 +191,25 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
                 );
                 break;
             }
+            Err(ReadError::Spool(e)) => {
+                let dir = std::env::temp_dir();
+                tracing::error!(
+                    "cannot spool a request body to a temp file in {}: {e}; answering 507",
+                    dir.display()
+                );
+                let body = format!(
+                    "Insufficient Storage: the server cannot store the request body ({e})\n"
+                );
+                let _ = (&*stream).write_all(
+                    format!(
+                        "HTTP/1.1 507 Insufficient Storage\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                break;
+            }
             Err(ReadError::Io(e)) => {
                 debug!("connection from the edge failed: {e}");
                 break;

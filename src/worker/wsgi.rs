@@ -413,6 +413,14 @@ impl StartResponse {
                 warn!("app set hop-by-hop header {name}; ignored");
                 continue;
             }
+            // A length that is not a number would break the framing to the
+            // edge: the app's error (a 500 with this ValueError, as under
+            // gunicorn), not a broken worker.
+            if lname == "content-length" && !is_decimal(value.trim()) {
+                return Err(PyValueError::new_err(format!(
+                    "invalid Content-Length {value:?}: must be a decimal number of bytes"
+                )));
+            }
             out.push((name, value));
         }
         st.status = Some(status);
@@ -560,6 +568,11 @@ fn split_host_port(s: &str) -> Option<(String, String)> {
             .to_string(),
         port.to_string(),
     ))
+}
+
+/// Digits only, and a length the framing can hold.
+fn is_decimal(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

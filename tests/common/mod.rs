@@ -456,6 +456,14 @@ impl Site {
 
     /// Spawn `corral serve` without waiting for readiness.
     pub fn spawn(self) -> Running {
+        let mut cmd = Command::new(CORRAL);
+        cmd.arg("serve").arg("--config").arg(self.config_path());
+        self.spawn_with(cmd)
+    }
+
+    /// Spawn `cmd` (a `corral serve` set up by the caller, e.g. with a
+    /// resource limit) with this site's logs and environment.
+    pub fn spawn_with(self, mut cmd: Command) -> Running {
         let cfg = self.config_path();
         assert!(
             cfg.exists(),
@@ -465,11 +473,7 @@ impl Site {
         let stderr_path = self.dir.path().join("corral.stderr");
         let out = File::create(&stdout_path).expect("create stdout log");
         let err = File::create(&stderr_path).expect("create stderr log");
-        let mut cmd = Command::new(CORRAL);
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(&cfg)
-            .stdin(Stdio::null())
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(out))
             .stderr(Stdio::from(err));
         for (k, v) in &self.env {

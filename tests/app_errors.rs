@@ -1,0 +1,188 @@
+//! Errors told truly, as an operator reads them:
+//!
+//! * `Content-Length: abc` from the app is the app's error: a 500 with the
+//!   ValueError in the log, and the worker stays in service;
+//! * a worker whose temp folder is full answers 507 and says so, instead of
+//!   every worker in turn looking broken ("not delivered… Broken pipe");
+//! * an app that exits with code 3 while serving is not "the app failed to
+//!   load";
+//! * the file descriptor limit is raised to the hard limit at start, and a
+//!   limit too low for `max_connections` is a warning.
+mod common;
+
+use common::*;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const APP: &str = "\
+import os\n\
+def application(environ, start_response):\n    \
+path = environ['PATH_INFO']\n    \
+if path == '/bad-length':\n        \
+start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', 'abc')])\n        \
+return [b'hello']\n    \
+if path == '/exit3':\n        \
+os._exit(3)\n    \
+body = environ['wsgi.input'].read()\n    \
+start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+return [b'%d' % len(body)]\n";
+
+fn start(app_extra: &str) -> Running {
+    Site::new()
+        .file("errapp.py", APP)
+        .config(&app_config("errapp:application", 2, app_extra))
+        .start()
+}
+
+#[test]
+fn a_bad_content_length_from_the_app_is_a_500_not_a_broken_worker() {
+    let srv = start("");
+    let workers = srv.worker_pids();
+    let r = get(srv.port, "/bad-length");
+    assert_eq!(r.status, 500, "{}", r.snippet());
+    assert!(
+        srv.wait_for_stderr("ValueError", Duration::from_secs(3)),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        srv.stderr().contains("invalid Content-Length"),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        !srv.stderr().contains("failed in worker"),
+        "{}",
+        srv.stderr_tail()
+    );
+    for _ in 0..4 {
+        assert_eq!(get(srv.port, "/").status, 200);
+    }
+    assert_eq!(srv.worker_pids(), workers, "no worker was replaced");
+}
+
+/// A folder on a full filesystem: a 64 KiB tmpfs when this machine lets us
+/// mount one (root in CI), else a folder that does not exist (the same
+/// failure to spool, by another errno).
+struct FullDir {
+    path: std::path::PathBuf,
+    mounted: bool,
+}
+
+impl FullDir {
+    fn new(parent: &std::path::Path) -> FullDir {
+        let path = parent.join("full-tmp");
+        std::fs::create_dir_all(&path).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(&path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            std::fs::remove_dir(&path).unwrap();
+        }
+        FullDir { path, mounted }
+    }
+}
+
+impl Drop for FullDir {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}
+
+#[test]
+fn a_full_spool_disk_is_a_507_that_says_so() {
+    let site = Site::new().file("errapp.py", APP);
+    let full = FullDir::new(site.path());
+    let config = app_config("errapp:application", 2, "")
+        + &format!("\n[app.env]\nTMPDIR = \"{}\"\n", full.path.display());
+    let srv = site.config(&config).start();
+    let body = vec![b'z'; 3 << 20]; // past the worker's 1 MiB in-memory limit
+    let r = srv.post("/upload", "application/octet-stream", &body);
+    assert_eq!(r.status, 507, "{}", r.snippet());
+    assert!(
+        r.text().contains("cannot store the request body"),
+        "{}",
+        r.snippet()
+    );
+    assert!(srv.wait_for_stderr("cannot spool a request body", Duration::from_secs(3)));
+    let log = srv.stderr();
+    assert!(
+        !log.contains("not delivered") && !log.contains("failed in worker"),
+        "{}",
+        srv.stderr_tail()
+    );
+    let small = srv.post("/upload", "text/plain", b"small");
+    assert_eq!((small.status, small.text()), (200, "5".to_string()));
+    eprintln!("spool folder on a full tmpfs: {}", full.mounted);
+}
+
+#[test]
+fn exit_code_3_while_serving_is_not_a_failed_load() {
+    let srv = start("");
+    let r = get(srv.port, "/exit3");
+    assert_eq!(r.status, 502);
+    assert!(
+        srv.wait_for_stderr("while serving", Duration::from_secs(5)),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        !srv.stderr().contains("failed to load"),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(wait_until(Duration::from_secs(5), || get(srv.port, "/")
+        .status
+        == 200));
+}
+
+/// `corral serve` started with RLIMIT_NOFILE soft/hard as given.
+fn serve_with_fd_limit(site: Site, soft: u64, hard: u64) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_corral"));
+    cmd.arg("serve").arg("--config").arg(site.config_path());
+    // SAFETY: setrlimit is async-signal-safe; runs in the child before exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    site.spawn_with(cmd)
+}
+
+#[test]
+fn the_fd_limit_is_raised_and_a_low_one_is_reported() {
+    let site = Site::new()
+        .file("errapp.py", APP)
+        .config(&app_config("errapp:application", 1, ""));
+    let mut srv = serve_with_fd_limit(site, 256, 4096);
+    srv.wait_ready(Duration::from_secs(30));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", srv.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    assert!(
+        line.split_whitespace().filter(|w| *w == "4096").count() == 2,
+        "{line}"
+    );
+    // max_connections = 10000 by default: 4096 is too low, and it is said.
+    assert!(
+        srv.stderr().contains("needs about 20064 file descriptors"),
+        "{}",
+        srv.stderr_tail()
+    );
+}
