@@ -184,14 +184,27 @@ fn load(path: &std::path::Path) -> Result<config::Site, ExitCode> {
     Ok(site)
 }
 
+/// Everything `serve` would fail on: the config, the app's import (run in
+/// a short-lived child, as a worker would), and the listening addresses.
 fn check(path: &std::path::Path) -> ExitCode {
-    match load(path) {
-        Ok(site) => {
-            println!("ok: {}", site.file.display());
-            ExitCode::SUCCESS
-        }
-        Err(code) => code,
+    let site = match load(path) {
+        Ok(site) => site,
+        Err(code) => return code,
+    };
+    let mut ok = true;
+    if let Err(msg) = worker::probe::load_app(&site) {
+        eprintln!("corral: error: {}", site.problem_at("app.module", msg));
+        ok = false;
     }
+    if let Err(e) = master::check_listeners(&site) {
+        eprintln!("corral: {e:#}");
+        ok = false;
+    }
+    if !ok {
+        return ExitCode::FAILURE;
+    }
+    println!("ok: {}", site.file.display());
+    ExitCode::SUCCESS
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {

@@ -223,3 +223,56 @@ fn unknown_user_and_group_are_config_errors() {
     let site = hello_site("user = \"root\"\ngroup = \"no-such-group-corral\"\n", "");
     assert_rejected(site, "server.group", "no-such-group-corral");
 }
+
+/// `check` fails on what `serve` would fail on, naming the key: a wrong
+/// attribute, an import that raises, an ASGI app, a busy listen address.
+#[test]
+fn check_imports_the_app_and_binds_the_listeners() {
+    let cases: [(&str, &str); 4] = [
+        ("hello:app", "has no attribute `app`"),
+        ("boom:application", "RuntimeError: settings are wrong"),
+        ("fast:app", "is an ASGI app"),
+        ("coro:application", "is an ASGI app (an async def function)"),
+    ];
+    for (module, want) in cases {
+        let site = Site::new()
+            .app("hello.py")
+            .file("boom.py", "raise RuntimeError('settings are wrong')\n")
+            .file(
+                "fast.py",
+                "class Starlette:\n    async def __call__(self, scope, receive, send):\n        pass\napp = Starlette()\n",
+            )
+            .file("coro.py", "async def application(scope, receive, send):\n    pass\n")
+            .config(&app_config(module, 1, ""));
+        let out = site.check();
+        assert!(!out.success(), "check passed {module}:\n{out}");
+        assert!(
+            out.stderr.contains(want) && out.stderr.contains("app.module"),
+            "{module}:\n{out}"
+        );
+        // serve says the same, and gives up.
+        let mut srv = site.spawn();
+        let status = srv.wait_exit(SERVE_EXIT_TIMEOUT);
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "serve of {module} did not give up"
+        );
+        assert!(
+            srv.stderr().contains(want),
+            "serve of {module}:\n{}",
+            srv.stderr_tail()
+        );
+    }
+    // A listen address already taken by something else.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let site = Site::new()
+        .app("hello.py")
+        .config(&app_config("hello:application", 1, "").replace("{port}", &port.to_string()));
+    let out = site.check();
+    assert!(
+        !out.success() && out.stderr.contains("cannot listen on"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("server.listen"), "{out}");
+}

@@ -385,3 +385,22 @@ fn an_oversized_upload_reads_its_413_over_plain_and_tls() {
         site.stderr_tail()
     );
 }
+
+#[test]
+fn a_websocket_upgrade_to_a_wsgi_app_is_refused_plainly() {
+    let site = hello_site("", "");
+    let (status, text) = conn_roundtrip_new(
+        site.port,
+        "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert_eq!(status, 501, "{text}");
+    assert!(
+        text.contains("WSGI") && text.contains("WebSocket"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("PATH_INFO"),
+        "the app must not see it: {text}"
+    );
+}

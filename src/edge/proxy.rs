@@ -125,6 +125,18 @@ impl ProxyHttp for Edge {
         if session.req_header().raw_path() == b"*" {
             return self.server_wide(session, ctx).await;
         }
+        // WSGI has no WebSockets: say so, rather than hand the app a plain
+        // GET it would answer as a page.
+        if asks_for_websocket(session) {
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    501,
+                    "Not Implemented: this site's app speaks WSGI, which has no WebSocket support",
+                )
+                .await;
+        }
         // `[[limits.route]]` and `[[static]]` both match on the decoded
         // path: decode it once, and only if either is configured.
         let decoded = if self.routes.is_empty() && self.static_mounts.is_empty() {
@@ -538,6 +550,20 @@ impl BodyRelay {
             lease.put_conn(conn);
         }
     }
+}
+
+/// An HTTP/1.1 `Upgrade: websocket` request.
+fn asks_for_websocket(session: &Session) -> bool {
+    session
+        .req_header()
+        .headers
+        .get_all(http::header::UPGRADE)
+        .iter()
+        .any(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
 }
 
 /// What the client's `Expect` header asks of us (RFC 9110 §10.1.1).

@@ -71,6 +71,26 @@ pub fn serve(site: Site) -> anyhow::Result<()> {
     arbiter.run()
 }
 
+/// `corral check`: every listening address can be bound, or is held by
+/// this site's own running master (named in its pid file).
+pub fn check_listeners(site: &Site) -> anyhow::Result<()> {
+    match Listeners::bind_all(site) {
+        Ok(_) => Ok(()),
+        Err(_) if site_is_running(site) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn site_is_running(site: &Site) -> bool {
+    let Some(pid_file) = &site.pid_file else {
+        return false;
+    };
+    std::fs::read_to_string(pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .is_some_and(pid_file::running)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Stop {
     Graceful,

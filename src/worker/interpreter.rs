@@ -106,6 +106,14 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
     if spec.factory {
         obj = obj.call0().map_err(|e| format_err(py, &e))?;
     }
+    if let Some(kind) = asgi_kind(py, &obj) {
+        return Err(format!(
+            "TypeError: `{}:{}` is an ASGI app ({kind}), and corral runs WSGI apps only for now: \
+             point app.module at the WSGI app (Django: \"myproject.wsgi:application\"; \
+             Flask: the Flask object)",
+            spec.module, spec.callable
+        ));
+    }
     if !obj.is_callable() {
         return Err(format!(
             "TypeError: `{}:{}` is a {}, not a WSGI callable",
@@ -118,6 +126,29 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
         ));
     }
     Ok(obj.unbind())
+}
+
+/// Names what makes `obj` an ASGI app, if it is one: an `async def`
+/// callable, or an object whose `__call__` is one (FastAPI, Starlette,
+/// Django's ASGIHandler).
+fn asgi_kind(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<String> {
+    let inspect = py.import("inspect").ok()?;
+    let is_coro = |o: &Bound<'_, PyAny>| -> bool {
+        inspect
+            .call_method1("iscoroutinefunction", (o,))
+            .and_then(|r| r.extract::<bool>())
+            .unwrap_or(false)
+    };
+    let type_name = obj
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default();
+    if is_coro(obj) {
+        return Some("an async def function".to_string());
+    }
+    let call = obj.getattr("__call__").ok()?;
+    is_coro(&call).then(|| format!("a {type_name} object with an async __call__"))
 }
 
 pub use super::wsgi::format_err;

@@ -12,13 +12,40 @@ use std::time::{Duration, Instant};
 
 /// Ok if the module resolves on the configured sys.path, without running it.
 pub fn find_app_module(site: &Site) -> Result<(), String> {
+    in_child(
+        site,
+        Duration::from_secs(20),
+        "looking for the module",
+        locate,
+    )
+}
+
+/// `corral check`: imports the app as a worker would, with the worker's
+/// messages (a wrong attribute, an import that raises, an ASGI app).
+pub fn load_app(site: &Site) -> Result<(), String> {
+    in_child(
+        site,
+        Duration::from_secs(60),
+        "importing the app",
+        |py, site| interpreter::load_app(py, site).map(|_| ()),
+    )
+}
+
+/// Runs `f` with Python in a short-lived child (the master must never
+/// initialise Python: it forks) and returns its verdict.
+fn in_child(
+    site: &Site,
+    limit: Duration,
+    doing: &str,
+    f: impl FnOnce(Python<'_>, &Site) -> Result<(), String>,
+) -> Result<(), String> {
     let (rx, tx) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     // SAFETY: called before the master starts anything; single-threaded.
     match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Child => {
             drop(rx);
             let verdict = match interpreter::start(site) {
-                Ok(()) => Python::attach(|py| locate(py, site)),
+                Ok(()) => Python::attach(|py| f(py, site)),
                 Err(e) => Err(e),
             };
             let code = match verdict {
@@ -33,28 +60,37 @@ pub fn find_app_module(site: &Site) -> Result<(), String> {
         }
         ForkResult::Parent { child } => {
             drop(tx);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let status = loop {
-                match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
-                    Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Ok(WaitStatus::StillAlive) => {
-                        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
-                        let _ = waitpid(child, None);
-                        return Err("timed out while looking for the module".into());
-                    }
-                    Ok(s) => break s,
-                    Err(e) => return Err(format!("lost the probe process: {e}")),
-                }
-            };
-            let mut msg = String::new();
-            let _ = std::fs::File::from(rx).read_to_string(&mut msg);
+            // Read while waiting: a long traceback must not fill the pipe.
+            let reader = std::thread::spawn(move || {
+                let mut msg = String::new();
+                let _ = std::fs::File::from(rx).read_to_string(&mut msg);
+                msg
+            });
+            let status = wait_for(child, limit, doing)?;
+            let msg = reader.join().unwrap_or_default();
             match status {
                 WaitStatus::Exited(_, 0) => Ok(()),
                 _ if !msg.is_empty() => Err(msg),
-                other => Err(format!("the module check failed: {other:?}")),
+                other => Err(format!("{doing} failed: {other:?}")),
             }
+        }
+    }
+}
+
+fn wait_for(child: nix::unistd::Pid, limit: Duration, doing: &str) -> Result<WaitStatus, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        match waitpid(child, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Ok(WaitStatus::StillAlive) => {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(format!("timed out after {limit:?} while {doing}"));
+            }
+            Ok(s) => return Ok(s),
+            Err(e) => return Err(format!("lost the probe process: {e}")),
         }
     }
 }
