@@ -235,3 +235,104 @@ return [b'ok']\n";
         "{line:?}"
     );
 }
+
+/// A reload binds listeners the config adds (plain or TLS), releases the
+/// ones it drops, and logs them all.
+#[test]
+fn a_reload_adds_and_removes_listeners() {
+    let site = Site::new().app("hello.py");
+    let out = run_with_timeout(
+        std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .current_dir(site.path()),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}");
+    let base = app_config("hello:application", 1, "").replacen(
+        "[server]\n",
+        "[server]\npid_file = \"corral.pid\"\n",
+        1,
+    );
+    let mut srv = site.config(&base).start();
+    let base = fs::read_to_string(srv.config_path()).unwrap();
+    let (p1, p2, p3) = (srv.port, free_port(), free_port());
+    let pid_file = srv.path().join("corral.pid").display().to_string();
+    let wider = base.replace(
+        &format!("listen = [\"127.0.0.1:{p1}\"]"),
+        &format!("listen = [\"127.0.0.1:{p1}\", \"127.0.0.1:{p2}\"]"),
+    ) + &format!(
+        "\n[tls]\nlisten = [\"127.0.0.1:{p3}\"]\n[[tls.cert]]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
+    );
+    fs::write(srv.config_path(), &wider).unwrap();
+    let out = srv.run_corral_reaping(
+        &["reload", "--pid-file", &pid_file],
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
+    let want = format!(
+        "listening on http://127.0.0.1:{p1}, http://127.0.0.1:{p2}, https://127.0.0.1:{p3}"
+    );
+    assert!(
+        srv.wait_for_stderr(&want, Duration::from_secs(5)),
+        "{}",
+        srv.stderr_tail()
+    );
+    let served = |url: &str| {
+        wait_until(Duration::from_secs(10), || {
+            curl(&[
+                "-k",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "2",
+                url,
+            ])
+            .stdout
+            .trim()
+                == "200"
+        })
+    };
+    assert!(
+        served(&format!("http://127.0.0.1:{p2}/")),
+        "new plain listener"
+    );
+    assert!(
+        served(&format!("https://127.0.0.1:{p3}/")),
+        "new TLS listener"
+    );
+
+    fs::write(srv.config_path(), &base).unwrap();
+    let out = srv.run_corral_reaping(
+        &["reload", "--pid-file", &pid_file],
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{out}");
+    let gone = wait_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(("127.0.0.1", p2)).is_err()
+            && std::net::TcpStream::connect(("127.0.0.1", p3)).is_err()
+    });
+    assert!(
+        gone,
+        "dropped listeners still accept:\n{}",
+        srv.stderr_tail()
+    );
+    assert!(served(&format!("http://127.0.0.1:{p1}/")));
+}

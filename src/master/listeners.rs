@@ -20,30 +20,61 @@ pub struct Listeners {
     socks: Vec<(SocketAddr, OwnedFd)>,
 }
 
-impl Listeners {
-    pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
-        let mut socks = Vec::new();
-        let plain = site
-            .listen
+/// Every address the site listens on, with the key that names it.
+fn addresses(site: &Site) -> Vec<(String, SocketAddr)> {
+    let plain = site
+        .listen
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (format!("server.listen[{i}]"), *a));
+    let tls = site.tls.iter().flat_map(|t| {
+        t.listen
             .iter()
             .enumerate()
-            .map(|(i, a)| (format!("server.listen[{i}]"), a));
-        let tls = site.tls.iter().flat_map(|t| {
-            t.listen
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (format!("tls.listen[{i}]"), a))
-        });
-        for (key, addr) in plain.chain(tls) {
-            match bind_one(addr) {
-                Ok(fd) => socks.push((*addr, fd)),
+            .map(|(i, a)| (format!("tls.listen[{i}]"), *a))
+    });
+    plain.chain(tls).collect()
+}
+
+impl Listeners {
+    pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
+        let mut l = Listeners { socks: Vec::new() };
+        l.bind_new(site)?;
+        Ok(l)
+    }
+
+    /// A reload: binds the addresses `site` adds (all or none), returning
+    /// them; the ones it drops are closed later by [`Listeners::keep_only`].
+    pub fn bind_new(&mut self, site: &Site) -> anyhow::Result<Vec<SocketAddr>> {
+        let mut added: Vec<(SocketAddr, OwnedFd)> = Vec::new();
+        for (key, addr) in addresses(site) {
+            if self.socks.iter().chain(&added).any(|(a, _)| *a == addr) {
+                continue;
+            }
+            match bind_one(&addr) {
+                Ok(fd) => added.push((addr, fd)),
                 Err(e) => bail!(
                     "error: {}",
                     site.problem_at(&key, format!("cannot listen on {addr}: {e}"))
                 ),
             }
         }
-        Ok(Listeners { socks })
+        let addrs = added.iter().map(|(a, _)| *a).collect();
+        self.socks.extend(added);
+        Ok(addrs)
+    }
+
+    /// Closes the listeners `site` no longer has (the edges that still
+    /// hold them close their copies when they drain).
+    pub fn keep_only(&mut self, site: &Site) {
+        let wanted = addresses(site);
+        self.socks
+            .retain(|(a, _)| wanted.iter().any(|(_, w)| w == a));
+    }
+
+    /// A failed reload: lets go of what it had bound.
+    pub fn release(&mut self, addrs: &[SocketAddr]) {
+        self.socks.retain(|(a, _)| !addrs.contains(a));
     }
 
     /// Closes every listening socket: at a stop, so that new connections
@@ -60,6 +91,31 @@ impl Listeners {
             .map(|(a, fd)| (*a, fd.as_raw_fd()))
             .collect()
     }
+}
+
+/// "http://127.0.0.1:8080 (h2c), https://[::]:8443 (PROXY protocol)":
+/// what an operator needs to know a listener is there, and how it speaks.
+pub fn describe(site: &Site) -> String {
+    addresses(site)
+        .into_iter()
+        .map(|(key, addr)| {
+            let tls = key.starts_with("tls.");
+            let mut notes = Vec::new();
+            if !tls && site.config.server.h2c {
+                notes.push("h2c");
+            }
+            if site.proxy_protocol.contains(&addr) {
+                notes.push("PROXY protocol");
+            }
+            let scheme = if tls { "https" } else { "http" };
+            if notes.is_empty() {
+                format!("{scheme}://{addr}")
+            } else {
+                format!("{scheme}://{addr} ({})", notes.join(", "))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn bind_one(addr: &SocketAddr) -> nix::Result<OwnedFd> {

@@ -391,15 +391,9 @@ impl Arbiter {
             && self.workers.values().filter(|w| w.ready).count() >= self.target_workers
         {
             self.announced = true;
-            let urls: Vec<String> = self
-                .site
-                .listen
-                .iter()
-                .map(|a| format!("http://{a}"))
-                .collect();
             info!(
                 "corral ready: listening on {} with {} workers",
-                urls.join(", "),
+                listeners::describe(&self.site),
                 self.target_workers
             );
         }

@@ -29,6 +29,8 @@ pub struct PendingReload {
     canary: Pid,
     worker: WorkerProc,
     deadline: Instant,
+    /// Listening sockets the new config adds, bound at the SIGHUP.
+    added: Vec<std::net::SocketAddr>,
 }
 
 /// What became of a reload, for the log and `corral reload`.
@@ -46,6 +48,7 @@ impl Arbiter {
         info!("SIGHUP: reloading {}", self.site.file.display());
         if let Some(old) = self.pending_reload.take() {
             warn!("a newer SIGHUP replaces the reload still booting its first worker");
+            self.listeners.release(&old.added);
             let _ = kill(old.canary, Signal::SIGKILL);
         }
         let site = match crate::config::load(&self.site.file) {
@@ -58,7 +61,10 @@ impl Arbiter {
                 return self.reload_failed(format!("the config is refused: {}", text.join("; ")));
             }
         };
-        let site = self.keep_listeners(site);
+        let added = match self.listeners.bind_new(&site) {
+            Ok(added) => added,
+            Err(e) => return self.reload_failed(format!("{e:#}")),
+        };
         if self.preloaded.is_some() {
             warn!("app.preload is on: workers restart from the code imported at start; restart corral for new code");
         }
@@ -71,22 +77,14 @@ impl Arbiter {
                     canary,
                     worker,
                     deadline: Instant::now() + CANARY_LIMIT,
+                    added,
                 });
             }
-            Err(e) => self.reload_failed(format!("cannot start a worker: {e:#}")),
+            Err(e) => {
+                self.listeners.release(&added);
+                self.reload_failed(format!("cannot start a worker: {e:#}"))
+            }
         }
-    }
-
-    /// The listening sockets are bound once; a reload cannot change them.
-    fn keep_listeners(&self, mut site: Site) -> Site {
-        if site.listen != self.site.listen {
-            warn!(
-                "server.listen changed: new listeners need a full restart; keeping {:?}",
-                self.site.listen
-            );
-            site.listen = self.site.listen.clone();
-        }
-        site
     }
 
     /// The canary is ready: the reload takes effect.
@@ -102,6 +100,8 @@ impl Arbiter {
             socket: worker.socket.display().to_string(),
         };
         self.target_workers = p.site.workers();
+        self.listeners.keep_only(&p.site);
+        info!("listening on {}", super::listeners::describe(&p.site));
         self.site = p.site;
         self.generation += 1;
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
@@ -120,9 +120,10 @@ impl Arbiter {
 
     /// The canary died before it was ready (reaped), or took too long.
     pub(super) fn on_canary_exit(&mut self, how: String) {
-        if self.pending_reload.take().is_none() {
+        let Some(p) = self.pending_reload.take() else {
             return;
-        }
+        };
+        self.listeners.release(&p.added);
         let reason = self.last_boot_error.take().unwrap_or(how);
         self.reload_failed(format!("the new code does not boot: {reason}"));
     }
@@ -148,6 +149,7 @@ impl Arbiter {
     /// A stop while a canary boots: it goes too.
     pub(super) fn abandon_reload(&mut self) {
         if let Some(p) = self.pending_reload.take() {
+            self.listeners.release(&p.added);
             let _ = kill(p.canary, Signal::SIGKILL);
             let _ = std::fs::remove_file(&p.worker.socket);
         }
