@@ -8,7 +8,7 @@ pub fn init(level: &str) -> anyhow::Result<()> {
     // RUST_LOG wins over the config file for one-off debugging.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new(format!(
-            "{level},pingora_core=warn,pingora_proxy=warn,pingora=warn,pingora_core::server::transfer_fd=off"
+            "{level},pingora_core=warn,pingora_proxy=warn,pingora=warn,pingora_core::server::transfer_fd=off,rustls=error"
         ))
     });
     tracing_subscriber::fmt()

@@ -256,7 +256,6 @@ fn malformed_table() -> Table {
     t.add("tab between method and target", S400, b"GET\t@P HTTP/1.1\r\nHost: h\r\n\r\n");
     t.add("space after the version", S400, b"GET @P HTTP/1.1 \r\nHost: h\r\n\r\n");
     t.add("extra word after the version", S400, b"GET @P HTTP/1.1 extra\r\nHost: h\r\n\r\n");
-    t.add("HTTP/1.2", S505, b"GET @P HTTP/1.2\r\nHost: h\r\n\r\n");
     t.add("HTTP/2.0 in an HTTP/1 request line", S505, b"GET @P HTTP/2.0\r\nHost: h\r\n\r\n");
     t.add("HTTP/3.0", S505, b"GET @P HTTP/3.0\r\nHost: h\r\n\r\n");
     t.add("HTTP/0.9 (explicit)", S505, b"GET @P HTTP/0.9\r\nHost: h\r\n\r\n");
@@ -790,6 +789,11 @@ fn valid_cases(port: u16) -> Vec<VCase> {
     ));
     // `OPTIONS *` is answered by the edge (tests/protocol_edges.rs).
     v.push(vcase(
+        "HTTP/1.2 is served as HTTP/1.1 (RFC 9110 §2.5)",
+        h("GET /v/twelve HTTP/1.2\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
+        vec![exp("GET").env("SERVER_PROTOCOL", "HTTP/1.1")],
+    ));
+    v.push(vcase(
         "absolute-form with the matching Host",
         h("GET http://{H}/v/abs/x?q=1 HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
         vec![exp("GET")
@@ -1240,10 +1244,10 @@ fn smuggle_cases() -> Vec<Smuggle> {
         vec![("/smug/93".into(), Vec::new())],
     );
     add(
-        "websocket upgrade to a plain WSGI app is not honoured",
+        "websocket upgrade to a plain WSGI app is refused (501), never tunnelled",
         b"GET /smug/94 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade, close\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".to_vec(),
-        vec![vec![200]],
-        vec![("/smug/94".into(), Vec::new())],
+        vec![vec![501]],
+        Vec::new(),
     );
     v
 }

@@ -133,6 +133,9 @@ pub struct Framer {
     scanned: usize,
     line_end: Option<usize>,
     heads: u64,
+    /// Where, in the head just passed, a `HTTP/1.x` (x > 1) minor digit is
+    /// to be written as `1`.
+    version_fix: Option<usize>,
 }
 
 impl Framer {
@@ -149,6 +152,7 @@ impl Framer {
             scanned: 0,
             line_end: None,
             heads: 0,
+            version_fix: None,
         }
     }
 
@@ -164,6 +168,12 @@ impl Framer {
         );
         f.phase = Phase::Opaque;
         f
+    }
+
+    /// After a head is passed: the offset (from the head's first byte) of
+    /// a version digit the caller must set to `1` (see `parse_head`).
+    pub fn take_version_fix(&mut self) -> Option<usize> {
+        self.version_fix.take()
     }
 
     /// Request heads completed so far on this connection.
@@ -347,6 +357,12 @@ impl Framer {
         }
         match version {
             b"HTTP/1.1" | b"HTTP/1.0" => {}
+            // RFC 9110 §2.5: a later HTTP/1.x is answered as the highest
+            // 1.x we speak. Its minor digit is rewritten before pingora
+            // (which knows only 1.0 and 1.1) reads the line.
+            [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
+                self.version_fix = Some(line.len() - 1);
+            }
             [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
                 if major.is_ascii_digit() && minor.is_ascii_digit() =>
             {
@@ -713,6 +729,7 @@ mod tests {
             ("GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: a\rX: b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
             ("GET / HTTP/3.1\r\nHost: a\r\n\r\n", 505),
             ("GET / HTTX/1.1\r\nHost: a\r\n\r\n", 400),
             ("GET  / HTTP/1.1\r\nHost: a\r\n\r\n", 400),

@@ -169,9 +169,17 @@ impl Guarded {
         while self.checked < self.held.len() && !self.stop_after_checked {
             let heads = self.framer.heads();
             match self.framer.step(&self.held[self.checked..]) {
-                Step::Pass(n) => self.checked += n,
+                Step::Pass(n) => {
+                    if let Some(at) = self.framer.take_version_fix() {
+                        self.held[self.checked + at] = b'1';
+                    }
+                    self.checked += n
+                }
                 Step::NeedMore => break,
                 Step::StopAfter(n) => {
+                    if let Some(at) = self.framer.take_version_fix() {
+                        self.held[self.checked + at] = b'1';
+                    }
                     self.checked += n;
                     self.stop_after_checked = true;
                 }

@@ -443,9 +443,10 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
     }
 }
 
-/// Chooses `.br`, `.zst` or `.gz` by the client's Accept-Encoding (highest
-/// q first, ties in that order) when such a sibling exists and is at least
-/// as new as the original.
+/// Chooses `.br`, `.zst` or `.gz` by the client's Accept-Encoding when such
+/// a sibling exists and is at least as new as the original: the highest q
+/// wins, and among equals the smallest file (which is what a precompressed
+/// sibling is for).
 async fn pick_encoding(
     session: &Session,
     sm: &StaticMount,
@@ -463,20 +464,27 @@ async fn pick_encoding(
         .ok()?
         .to_string();
     let original_mtime = meta.modified();
-    for (enc, ext) in accepted_encodings(&accept) {
+    let mut best: Option<(PathBuf, FileMeta, &'static str, f32)> = None;
+    // Best q first: once a sibling is found, only equal q can still win.
+    for ((enc, ext), q) in accepted_with_q(&accept) {
+        if best.as_ref().is_some_and(|b| q < b.3) {
+            break;
+        }
         let mut candidate = rel.as_os_str().to_owned();
         candidate.push(ext);
         let candidate = PathBuf::from(candidate);
         if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
-            if m.is_file() && m.modified() >= original_mtime {
-                return Some((candidate, m, enc));
+            let fresh = m.is_file() && m.modified() >= original_mtime;
+            if fresh && best.as_ref().is_none_or(|b| m.len() < b.1.len()) {
+                best = Some((candidate, m, enc, q));
             }
         }
     }
-    None
+    best.map(|(path, m, enc, _)| (path, m, enc))
 }
 
 /// Encodings we have siblings for, best first, by the client's q-values.
+#[cfg(test)]
 pub fn accepted_encodings(accept: &str) -> Vec<(&'static str, &'static str)> {
     accepted_with_q(accept)
         .into_iter()
