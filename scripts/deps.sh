@@ -47,4 +47,9 @@ if [ "${1:-}" = "--test" ] && [ ! -x "$venv/bin/flask" ]; then
     "$PY" -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check flask
 fi
+# Third-party Python clients and strict decoders the client matrix uses.
+if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import requests, httpx, h2, aiohttp, brotli, zstandard" 2>/dev/null; then
+    echo "deps: installing requests, httpx[http2], aiohttp, h2, brotli, zstandard into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check requests "httpx[http2]" aiohttp h2 brotli zstandard
+fi
 echo "PYO3_PYTHON=$PY" > target/.corral-python 2>/dev/null || { mkdir -p target && echo "PYO3_PYTHON=$PY" > target/.corral-python; }

@@ -1,0 +1,129 @@
+//! The third-party client matrix: curl (--http1.0/1.1/2, prior knowledge,
+//! --compressed, -T), python requests, httpx (h1 and h2), aiohttp and wget
+//! against one site with plain, h2c and TLS listeners, each checking exact
+//! bytes (sha256, strict decoders for every encoding); and the HTTP/2
+//! edge cases scripted with the python `h2` package. The Python side lives
+//! in tests/clients/; scripts/deps.sh --test installs what it imports.
+mod common;
+
+use common::*;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn self_signed(dir: &Path) {
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=localhost",
+            ])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .current_dir(dir),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "openssl: {out}");
+}
+
+/// The site every client talks to: h2c on the plain port, TLS beside it,
+/// a static mount, the clients app.
+fn start_site() -> (Running, u16, String) {
+    let tls_port = free_port();
+    let static_bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let static_sha = format!("{:x}", Sha256::digest(&static_bytes));
+    let site = Site::new()
+        .app("clients_app.py")
+        .file("files/file.bin", &static_bytes);
+    self_signed(site.path());
+    let config = format!(
+        "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\nh2c = true\n\n\
+         [app]\nmodule = \"clients_app:application\"\nchdir = \".\"\nworkers = 2\n\n\
+         [limits]\nmax_body = \"64MiB\"\n\n\
+         [[static]]\nurl = \"/static/\"\ndir = \"files\"\n\n\
+         [tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n[[tls.cert]]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n\
+         [log]\naccess = \"off\"\n"
+    );
+    (site.config(&config).start(), tls_port, static_sha)
+}
+
+fn python() -> std::path::PathBuf {
+    let venv = std::env::var("CORRAL_TEST_VENV")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/test-venv").to_string());
+    Path::new(&venv).join("bin/python")
+}
+
+fn script(name: &str) -> String {
+    format!("{}/tests/clients/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn third_party_clients_get_exact_bytes() {
+    let (srv, tls_port, static_sha) = start_site();
+    let ca = srv.path().join("cert.pem");
+    let out = run_with_timeout(
+        Command::new(python())
+            .arg(script("matrix.py"))
+            .args(["--http", &format!("http://127.0.0.1:{}", srv.port)])
+            .args(["--https", &format!("https://127.0.0.1:{tls_port}")])
+            .args(["--cafile", ca.to_str().unwrap()])
+            .args([
+                "--static",
+                "/static/file.bin",
+                "--static-sha256",
+                &static_sha,
+            ]),
+        Duration::from_secs(300),
+    );
+    eprintln!("{}", out.stdout);
+    assert!(
+        out.success() && !out.timed_out(),
+        "client matrix failed:\n{out}\n{}",
+        srv.stderr_tail()
+    );
+    assert!(out.stdout.contains("0 failures"), "{out}");
+}
+
+#[test]
+fn http2_edge_cases_scripted_with_h2() {
+    let (srv, tls_port, _) = start_site();
+    let ca = srv.path().join("cert.pem");
+    for target in [
+        vec!["--h2c"],
+        vec!["--tls", "--cafile", ca.to_str().unwrap()],
+    ] {
+        let port = if target[0] == "--h2c" {
+            srv.port
+        } else {
+            tls_port
+        };
+        let out = run_with_timeout(
+            Command::new(python())
+                .arg(script("h2_cases.py"))
+                .args(["--port", &port.to_string()])
+                .args(&target),
+            Duration::from_secs(180),
+        );
+        eprintln!("{}", out.stdout);
+        assert!(
+            out.success() && !out.timed_out(),
+            "h2 cases {target:?} failed:\n{out}\n{}",
+            srv.stderr_tail()
+        );
+    }
+}
