@@ -1,5 +1,5 @@
 # Shortcuts for the scripts in scripts/ (which are what the README runs).
-.PHONY: run test build check bench
+.PHONY: run test build check bench conformance
 run:
 	./scripts/demo.sh
 test:
@@ -10,3 +10,5 @@ check:
 	cargo fmt --check && cargo clippy --release --all-targets -- -D warnings
 bench:
 	./benches/run.sh
+conformance:
+	./scripts/conformance.sh

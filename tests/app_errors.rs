@@ -181,7 +181,7 @@ fn the_fd_limit_is_raised_and_a_low_one_is_reported() {
     );
     // max_connections = 10000 by default: 4096 is too low, and it is said.
     assert!(
-        srv.stderr().contains("needs about 20064 file descriptors"),
+        srv.stderr().contains("needs about 10256 file descriptors"),
         "{}",
         srv.stderr_tail()
     );

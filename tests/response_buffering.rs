@@ -119,29 +119,30 @@ fn a_hundred_stalled_readers_of_15_mib_keep_the_edge_small() {
 #[test]
 fn slow_downloads_do_not_hold_the_workers() {
     let srv = site(4);
-    let idle = time_ok_requests(srv.port, 200);
+    let idle = time_ok_requests(srv.port, 50);
     let port = srv.port;
-    // 4 clients reading 200 MiB at ~20 MiB/s each.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 4 clients reading 200 MiB at ~1.5 MiB/s each: none is near done
+    // when the measurement ends.
     let slow: Vec<_> = (0..4)
         .map(|_| {
+            let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
                 s.write_all(&get_req(port, &format!("/big/{}", 200 << 20)))
                     .unwrap();
-                let mut hasher = Sha256::new();
-                let mut buf = vec![0u8; 64 * 1024];
+                let mut buf = vec![0u8; 16 * 1024];
                 let mut total = 0u64;
                 let started = Instant::now();
-                while started.elapsed() < Duration::from_secs(6) {
+                while started.elapsed() < Duration::from_secs(30)
+                    && !stop.load(std::sync::atomic::Ordering::SeqCst)
+                {
                     match s.read(&mut buf) {
                         Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            hasher.update(&buf[..n]);
-                            total += n as u64;
-                        }
+                        Ok(n) => total += n as u64,
                     }
-                    std::thread::sleep(Duration::from_millis(3));
+                    std::thread::sleep(Duration::from_millis(10));
                 }
                 total
             })
@@ -150,20 +151,21 @@ fn slow_downloads_do_not_hold_the_workers() {
     // The workers are busy while they send 4 x 200 MiB to the edge; once
     // it is buffered they are free, long before the clients have it all.
     let started = Instant::now();
-    let mut busy = time_ok_requests(srv.port, 200);
-    while busy > idle * 2 + Duration::from_millis(50) && started.elapsed() < Duration::from_secs(6)
+    let mut busy = time_ok_requests(srv.port, 50);
+    while busy > idle * 2 + Duration::from_millis(20) && started.elapsed() < Duration::from_secs(25)
     {
         std::thread::sleep(Duration::from_millis(200));
-        busy = time_ok_requests(srv.port, 200);
+        busy = time_ok_requests(srv.port, 50);
     }
     eprintln!(
-        "/ok x200: idle {idle:?}, with 4 slow 200 MiB downloads {busy:?} ({:?} after they started)",
+        "/ok x50: idle {idle:?}, with 4 slow 200 MiB downloads {busy:?} ({:?} after they started)",
         started.elapsed()
     );
     assert!(
-        busy <= idle * 2 + Duration::from_millis(50),
+        busy <= idle * 2 + Duration::from_millis(20),
         "idle {idle:?} busy {busy:?}"
     );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for t in slow {
         let got = t.join().unwrap();
         // Still downloading when /ok was fast again: the workers were not

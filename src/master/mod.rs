@@ -450,7 +450,7 @@ impl Arbiter {
     }
 }
 
-/// Every connection costs the edge a descriptor (two with a worker's):
+/// Every client connection costs the edge a descriptor:
 /// take the hard limit (as nginx's worker_rlimit_nofile would), and say so
 /// when even that is too low for `max_connections`.
 fn raise_fd_limit(max_connections: usize) {
@@ -463,8 +463,9 @@ fn raise_fd_limit(max_connections: usize) {
     } else {
         soft
     };
-    // Two per connection (client and worker side) plus some for files.
-    let needed = max_connections as u64 * 2 + 64;
+    // One per client connection, plus room for worker connections, files
+    // and spools.
+    let needed = max_connections as u64 + 256;
     if max_connections > 0 && soft < needed {
         warn!(
             "[limits] max_connections = {max_connections} needs about {needed} file descriptors, \

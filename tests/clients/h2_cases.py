@@ -301,6 +301,25 @@ def case_hpack_bomb(args):
     c.close()
 
 
+def case_early_413_resets_the_upload(args):
+    """An upload refused before it is read: 413, END_STREAM, then
+    RST_STREAM(NO_ERROR) so the client stops sending (RFC 9113 §8.1)."""
+    c = Client(args)
+    sid = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(sid, c.headers("POST", "/upload", [("content-length", str(100 << 20))]))
+    c.conn.send_data(sid, b"x" * 16000)
+    c.flush()
+    evs = c.events(lambda evs: any(isinstance(e, h2.events.StreamReset) for e in evs), limit=5)
+    status, _ = response(evs, sid)
+    resets = [e.error_code for e in evs if isinstance(e, h2.events.StreamReset) and e.stream_id == sid]
+    assert status == 413, status
+    assert resets == [0], "want RST_STREAM(NO_ERROR) after the 413, got %s" % resets
+    # The connection carries on.
+    status, data = get(c, "/bytes/100")
+    assert status == 200 and data == body(100), status
+    c.close()
+
+
 def case_ping_and_settings_flood(args):
     c = Client(args)
     try:
@@ -317,7 +336,7 @@ def case_ping_and_settings_flood(args):
 
 CASES = [case_basic, case_small_window, case_window_never_opened, case_rst_mid_response, case_goaway,
          case_pseudo_header_errors, case_options_star, case_continuation_flood, case_empty_data_flood,
-         case_rapid_reset, case_hpack_bomb, case_ping_and_settings_flood]
+         case_rapid_reset, case_hpack_bomb, case_early_413_resets_the_upload, case_ping_and_settings_flood]
 
 
 def main():

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Slow conformance runs, not part of the test suite (`make conformance`):
+# testssl.sh against corral's TLS listener and against nginx serving the
+# same certificate on this machine, side by side in docs/CONFORMANCE.md.
+# Bounded: each scan has a time limit; only 127.0.0.1 is targeted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh --test
+need=()
+command -v testssl >/dev/null || need+=(testssl.sh)
+command -v nginx >/dev/null || need+=(nginx)
+if [ ${#need[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+export $(cat target/.corral-python)
+cargo build --release
+
+work=$(mktemp -d)
+trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
+cd "$work"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem \
+    -out cert.pem -days 2 -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" 2>/dev/null
+cp "$OLDPWD/tests/apps/hello.py" .
+cat > site.toml <<EOF
+[server]
+listen = ["127.0.0.1:18480"]
+pid_file = "corral.pid"
+[app]
+module = "hello:application"
+chdir = "."
+workers = 1
+[tls]
+listen = ["127.0.0.1:18443"]
+hsts = "max-age=63072000"
+[[tls.cert]]
+cert = "cert.pem"
+key = "key.pem"
+[log]
+access = "off"
+EOF
+"$OLDPWD/target/release/corral" serve --config site.toml 2>corral.log &
+cat > nginx.conf <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx.log;
+events {}
+http {
+    access_log off;
+    server {
+        listen 127.0.0.1:18444 ssl http2;
+        ssl_certificate $work/cert.pem;
+        ssl_certificate_key $work/key.pem;
+        add_header Strict-Transport-Security "max-age=63072000";
+        location / { return 200 "Hello, World!"; }
+    }
+}
+EOF
+nginx -c "$work/nginx.conf"
+sleep 2
+
+scan() { # name port
+    timeout 600 testssl --quiet --color 0 --warnings off --jsonfile "$1.json" \
+        "https://127.0.0.1:$2/" > "$1.txt" 2>&1 || true
+}
+scan corral 18443
+scan nginx 18444
+
+summary() { # name: one line per finding that is not OK or INFO
+    python3 - "$1.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+bad = [r for r in rows if r.get("severity") not in ("OK", "INFO", "DEBUG")]
+print("%d checks, %d not OK/INFO" % (len(rows), len(bad)))
+for r in bad:
+    print("- %s (%s): %s" % (r["id"], r["severity"], r["finding"]))
+PY
+}
+out="$OLDPWD/docs/CONFORMANCE.md"
+{
+    echo "# Conformance"
+    echo
+    echo "Written by \`make conformance\` (scripts/conformance.sh) on $(date -u +%Y-%m-%d), $(uname -srm),"
+    echo "testssl.sh $(testssl --version 2>/dev/null | grep -o '3\.[0-9.]*' | head -1), nginx $(nginx -v 2>&1 | cut -d/ -f2)."
+    echo "Both serve the same ECDSA P-256 certificate (self-signed, so the chain-of-trust"
+    echo "findings below are expected for both). h2spec (HTTP/2 framing) is not packaged"
+    echo "on Debian and is not run by this script."
+    echo
+    echo "## corral"
+    echo '```'
+    summary corral.json
+    echo '```'
+    echo
+    echo "## nginx (same machine, same certificate)"
+    echo '```'
+    summary nginx.json
+    echo '```'
+} > "$out"
+echo "wrote $out"
