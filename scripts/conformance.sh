@@ -89,12 +89,12 @@ out="$OLDPWD/docs/CONFORMANCE.md"
     echo
     echo "## corral"
     echo '```'
-    summary corral.json
+    summary corral
     echo '```'
     echo
     echo "## nginx (same machine, same certificate)"
     echo '```'
-    summary nginx.json
+    summary nginx
     echo '```'
 } > "$out"
 echo "wrote $out"

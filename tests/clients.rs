@@ -81,7 +81,7 @@ fn third_party_clients_get_exact_bytes() {
             .arg(script("matrix.py"))
             .args(["--http", &format!("http://127.0.0.1:{}", srv.port)])
             .args(["--https", &format!("https://127.0.0.1:{tls_port}")])
-            .args(["--cafile", ca.to_str().unwrap()])
+            .args(["--cafile", ca.to_str().unwrap(), "--h2c"])
             .args([
                 "--static",
                 "/static/file.bin",

@@ -86,8 +86,8 @@ fn choose_coding(
 }
 
 /// The body length, when the head tells it. A HEAD response has no body
-/// but its Content-Length says what GET would send, and HEAD must get the
-/// headers GET would.
+/// but its Content-Length says what GET would send (and without one, GET
+/// would stream it), and HEAD must get the headers GET would.
 fn known_length(resp: &ResponseHead) -> Option<u64> {
     match resp.framing {
         Framing::Length(n) => Some(n),
@@ -95,8 +95,7 @@ fn known_length(resp: &ResponseHead) -> Option<u64> {
             .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok())
-            .or(Some(0)),
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok()),
         Framing::Chunked | Framing::UntilClose => None,
     }
 }
