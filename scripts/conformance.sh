@@ -41,6 +41,7 @@ key = "key.pem"
 access = "off"
 EOF
 "$OLDPWD/target/release/corral" serve --config site.toml 2>corral.log &
+echo $! > corral.pid
 cat > nginx.conf <<EOF
 worker_processes 1;
 pid $work/nginx.pid;
@@ -58,7 +59,10 @@ http {
 }
 EOF
 nginx -c "$work/nginx.conf"
-sleep 2
+# Scan only what this script started: both must be up on their own ports.
+for _ in $(seq 50); do grep -q "corral ready" corral.log && break; sleep 0.2; done
+grep -q "corral ready" corral.log || { echo "corral did not start:"; cat corral.log; exit 1; }
+[ -s nginx.pid ] || { echo "nginx did not start"; cat nginx.log; exit 1; }
 
 scan() { # name port
     timeout 600 testssl --quiet --color 0 --warnings off --jsonfile "$1.json" \
@@ -83,8 +87,9 @@ out="$OLDPWD/docs/CONFORMANCE.md"
     echo
     echo "Written by \`make conformance\` (scripts/conformance.sh) on $(date -u +%Y-%m-%d), $(uname -srm),"
     echo "testssl.sh $(testssl --version 2>/dev/null | grep -o '3\.[0-9.]*' | head -1), nginx $(nginx -v 2>&1 | cut -d/ -f2)."
-    echo "Both serve the same ECDSA P-256 certificate (self-signed, so the chain-of-trust"
-    echo "findings below are expected for both). h2spec (HTTP/2 framing) is not packaged"
+    echo "Both serve the same ECDSA P-256 certificate, self-signed and valid for 2 days,"
+    echo "so the chain-of-trust, expiry and revocation findings are expected for both."
+    echo "h2spec (HTTP/2 framing) is not packaged"
     echo "on Debian and is not run by this script."
     echo
     echo "## corral"
