@@ -40,11 +40,11 @@ pub struct ResponseFacts<'a> {
 }
 
 impl ResponseFacts<'_> {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<&[u8]> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).to_ascii_lowercase())
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -52,19 +52,30 @@ impl ResponseFacts<'_> {
 /// carries `Vary: Accept-Encoding` even to clients that get it plain, so a
 /// cache never hands the plain copy to one that wanted it compressed.
 pub fn eligible(cfg: &Compression, resp: &ResponseFacts) -> bool {
+    if !cfg.enabled
+        || resp.status < 200
+        || matches!(resp.status, 204 | 206 | 304)
+        || resp.get("content-encoding").is_some()
+        || resp.get("content-range").is_some()
+        || resp.len.is_some_and(|n| n < cfg.min_size.0)
+    {
+        return false;
+    }
+    let no_transform = resp.get("cache-control").is_some_and(|v| {
+        v.split(|&b| b == b',')
+            .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
+    });
     let content_type = resp.get("content-type").unwrap_or_default();
-    let essence = content_type.split(';').next().unwrap_or("").trim();
-    let no_transform = resp
-        .get("cache-control")
-        .is_some_and(|v| v.split(',').any(|d| d.trim() == "no-transform"));
-    cfg.enabled
-        && resp.status >= 200
-        && !matches!(resp.status, 204 | 206 | 304)
-        && resp.get("content-encoding").is_none()
-        && resp.get("content-range").is_none()
-        && !no_transform
-        && resp.len.is_none_or(|n| n >= cfg.min_size.0)
-        && cfg.types.iter().any(|t| t.eq_ignore_ascii_case(essence))
+    let essence = content_type
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    !no_transform
+        && cfg
+            .types
+            .iter()
+            .any(|t| t.as_bytes().eq_ignore_ascii_case(essence))
 }
 
 /// The coding this client takes best (q-values honoured, `q=0` refused).

@@ -170,16 +170,12 @@ impl Guarded {
             let heads = self.framer.heads();
             match self.framer.step(&self.held[self.checked..]) {
                 Step::Pass(n) => {
-                    if let Some(at) = self.framer.take_version_fix() {
-                        self.held[self.checked + at] = b'1';
-                    }
+                    self.apply_version_fix();
                     self.checked += n
                 }
                 Step::NeedMore => break,
                 Step::StopAfter(n) => {
-                    if let Some(at) = self.framer.take_version_fix() {
-                        self.held[self.checked + at] = b'1';
-                    }
+                    self.apply_version_fix();
                     self.checked += n;
                     self.stop_after_checked = true;
                 }
@@ -207,6 +203,13 @@ impl Guarded {
             }
         }
         self.arm_deadline_if_head_started();
+    }
+
+    /// A head just passed said HTTP/1.x (x > 1): pingora reads it as 1.1.
+    fn apply_version_fix(&mut self) {
+        if let Some(at) = self.framer.take_version_fix() {
+            self.held[self.checked + at] = b'1';
+        }
     }
 
     /// Copies checked bytes to pingora's buffer.

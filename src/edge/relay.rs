@@ -91,11 +91,7 @@ fn choose_coding(
 fn known_length(resp: &ResponseHead) -> Option<u64> {
     match resp.framing {
         Framing::Length(n) => Some(n),
-        Framing::Empty => resp
-            .headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok()),
+        Framing::Empty => resp.declared_len,
         Framing::Chunked | Framing::UntilClose => None,
     }
 }

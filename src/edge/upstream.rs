@@ -18,6 +18,9 @@ pub struct ResponseHead {
     pub status: u16,
     pub headers: Vec<(String, Vec<u8>)>,
     pub framing: Framing,
+    /// The Content-Length the worker declared, kept when the body is empty
+    /// by rule (HEAD): it still says what GET would send.
+    pub declared_len: Option<u64>,
     /// The worker will close after this response.
     pub close: bool,
 }
@@ -111,6 +114,7 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
     }
     let status = resp.code.unwrap_or(502);
     let mut framing = Framing::UntilClose;
+    let mut declared_len = None;
     let mut close = resp.version == Some(0);
     let mut out = Vec::with_capacity(resp.headers.len());
     for h in resp.headers.iter() {
@@ -130,6 +134,7 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
                         ExchangeError::Failed("bad Content-Length from the worker".into())
                     })?;
                 framing = Framing::Length(n);
+                declared_len = Some(n);
             }
             "connection" => {
                 close |= h.value.eq_ignore_ascii_case(b"close");
@@ -150,6 +155,7 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
         status,
         headers: out,
         framing,
+        declared_len,
         close,
     })
 }

@@ -82,13 +82,10 @@ pub fn check_listeners(site: &Site) -> anyhow::Result<()> {
 }
 
 fn site_is_running(site: &Site) -> bool {
-    let Some(pid_file) = &site.pid_file else {
-        return false;
-    };
-    std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|t| t.trim().parse::<i32>().ok())
-        .is_some_and(pid_file::running)
+    site.pid_file
+        .as_deref()
+        .and_then(pid_file::running_pid)
+        .is_some()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -63,6 +63,16 @@ pub fn signal_running(pid_file: &Path, sig: Signal, wait: Option<Duration>) -> a
     Ok(pid)
 }
 
+/// The pid in `pid_file`, if that process is running.
+pub fn running_pid(pid_file: &Path) -> Option<i32> {
+    let pid = std::fs::read_to_string(pid_file)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    running(pid).then_some(pid)
+}
+
 /// Alive and not a zombie (an exited master whose parent has not reaped it
 /// yet has stopped, as far as `corral stop` is concerned).
 pub(super) fn running(pid: i32) -> bool {
