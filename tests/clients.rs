@@ -12,35 +12,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-fn self_signed(dir: &Path) {
-    let out = run_with_timeout(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-            ])
-            .args([
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-            .current_dir(dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "openssl: {out}");
-}
-
 /// The site every client talks to: h2c on the plain port, TLS beside it,
 /// a static mount, the clients app.
 fn start_site() -> (Running, u16, String) {
@@ -50,7 +21,7 @@ fn start_site() -> (Running, u16, String) {
     let site = Site::new()
         .app("clients_app.py")
         .file("files/file.bin", &static_bytes);
-    self_signed(site.path());
+    self_signed_cert(site.path());
     let config = format!(
         "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\nh2c = true\n\n\
          [app]\nmodule = \"clients_app:application\"\nchdir = \".\"\nworkers = 2\n\n\

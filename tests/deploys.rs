@@ -241,29 +241,7 @@ return [b'ok']\n";
 #[test]
 fn a_reload_adds_and_removes_listeners() {
     let site = Site::new().app("hello.py");
-    let out = run_with_timeout(
-        std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-            ])
-            .current_dir(site.path()),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "{out}");
+    self_signed_cert(site.path());
     let base = app_config("hello:application", 1, "").replacen(
         "[server]\n",
         "[server]\npid_file = \"corral.pid\"\n",

@@ -17,7 +17,6 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -258,39 +257,10 @@ fn options_star_is_answered_by_the_edge() {
     );
 }
 
-/// A self-signed certificate for 127.0.0.1 in `dir` (cert.pem, key.pem).
-fn self_signed(dir: &Path) {
-    let out = run_with_timeout(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost,IP:127.0.0.1",
-            ])
-            .current_dir(dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "openssl: {out}");
-}
-
 fn tls_site() -> (Running, u16) {
     let tls_port = free_port();
     let site = Site::new().app("echo_environ.py");
-    self_signed(site.path());
+    self_signed_cert(site.path());
     let config = format!(
         "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\n\n\
          [app]\nmodule = \"echo_environ:application\"\nchdir = \".\"\nworkers = 2\n\n\

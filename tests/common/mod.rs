@@ -2570,3 +2570,27 @@ pub fn read_jsonl(path: &Path) -> Vec<Json> {
         })
         .collect()
 }
+
+/// A self-signed ECDSA certificate for localhost and 127.0.0.1, valid for
+/// 2 days, as `cert.pem` and `key.pem` in `dir` (openssl command line).
+pub fn self_signed_cert(dir: &Path) {
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args([
+                "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .current_dir(dir),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "openssl in {}: {out}", dir.display());
+}
