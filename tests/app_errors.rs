@@ -6,6 +6,8 @@
 //!   every worker in turn looking broken ("not delivered… Broken pipe");
 //! * an app that exits with code 3 while serving is not "the app failed to
 //!   load";
+//! * an edge out of file descriptors answers 503 naming the limit, and
+//!   blames no worker;
 //! * the file descriptor limit is raised to the hard limit at start, and a
 //!   limit too low for `max_connections` is a warning.
 mod common;
@@ -185,4 +187,63 @@ fn the_fd_limit_is_raised_and_a_low_one_is_reported() {
         "{}",
         srv.stderr_tail()
     );
+}
+
+fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// An edge whose fd table is full can still hold the client's connection
+/// but cannot open one to a worker: that is the edge's shortage, told as a
+/// 503 with the limit to raise, and no worker is blamed (before, every
+/// worker in turn was "not delivered" and suspected).
+#[test]
+fn an_edge_out_of_fds_answers_503_and_blames_no_worker() {
+    let srv = Site::new()
+        .file("errapp.py", APP)
+        .config(&app_config("errapp:application", 1, ""))
+        .start();
+    let edge = srv.edge_pid().expect("edge pid in the log");
+    let base = open_fds(edge);
+    // Room for exactly three more descriptors: the three idle clients below.
+    let limit = format!("--nofile={0}:{0}", base + 3);
+    let out = run_with_timeout(
+        Command::new("prlimit").args(["--pid", &edge.to_string(), &limit]),
+        Duration::from_secs(5),
+    );
+    assert!(out.success(), "{out}");
+    let mut clients: Vec<Conn> = (0..3).map(|_| Conn::connect(srv.port)).collect();
+    assert!(
+        wait_until(Duration::from_secs(5), || open_fds(edge) == base + 3),
+        "the edge holds {} fds, want {}",
+        open_fds(edge),
+        base + 3
+    );
+    let resp = clients[0]
+        .roundtrip(&simple_req("GET", srv.port, "/x", true))
+        .expect("an answer, not a dropped connection");
+    srv.assert_status(&resp, 503, "edge out of fds");
+    assert!(
+        srv.wait_for_stderr(
+            "the edge cannot open a connection to a worker",
+            Duration::from_secs(2)
+        ),
+        "{}",
+        srv.stderr_tail()
+    );
+    let logs = srv.stderr();
+    assert!(
+        !logs.contains("not delivered") && !logs.contains("could not reach any worker"),
+        "a worker was blamed for the edge's limit:\n{}",
+        srv.stderr_tail()
+    );
+    // With descriptors free again, the same worker serves.
+    clients.truncate(1);
+    drop(clients);
+    assert!(wait_until(Duration::from_secs(5), || open_fds(edge) < base + 2));
+    let r = srv.post("/count", "text/plain", b"abc");
+    srv.assert_status(&r, 200, "after fds were freed");
+    assert_eq!(r.text(), "3");
 }

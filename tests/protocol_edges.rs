@@ -10,8 +10,9 @@
 //! * `OPTIONS *` is answered by the edge with `Allow`, over h1 and h2;
 //! * ALPN `http/1.0` alone is negotiated (`curl --http1.0 https://…`);
 //! * an upload refused with 413 while the client is still sending reaches
-//!   the client as a 413 (lingering close), over plain HTTP and TLS, and the
-//!   413 names the key to raise.
+//!   the client as a 413 (lingering close), over plain HTTP and TLS, h1 and
+//!   h2 (curl, requests, httpx), and the 413 names the key to raise;
+//! * an IP address in SNI is served without a warning per handshake.
 mod common;
 
 use common::*;
@@ -335,6 +336,7 @@ fn an_oversized_upload_reads_its_413_over_plain_and_tls() {
             "{url}: {text}"
         );
     }
+    python_clients_read_the_413(&site, tls_port, &file);
     let (status, text, _) = curl_fetch(
         &format!("http://127.0.0.1:{}/big", site.port),
         &[
@@ -356,6 +358,35 @@ fn an_oversized_upload_reads_its_413_over_plain_and_tls() {
     );
 }
 
+/// The clients from the issue: requests over TLS got SSLEOFError (the
+/// connection closed under its upload), httpx over h2 hung (it waits for
+/// flow-control credit that a reset never gives).
+fn python_clients_read_the_413(site: &Running, tls_port: u16, file: &std::path::Path) {
+    let script = r#"
+import sys, httpx, requests
+url, ca, path = sys.argv[1], sys.argv[2], sys.argv[3]
+data = open(path, "rb").read()
+r = requests.post(url, data=data, verify=ca, timeout=20)
+print("requests", r.status_code, "1048576" in r.text)
+with httpx.Client(http2=True, verify=ca, timeout=20) as c:
+    r = c.post(url, content=data)
+    print("httpx", r.http_version, r.status_code, "1048576" in r.text)
+"#;
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .args(["-c", script])
+            .arg(format!("https://127.0.0.1:{tls_port}/small/up"))
+            .arg(site.path().join("cert.pem"))
+            .arg(file),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "requests 413 True\nhttpx HTTP/2 413 True",
+        "{out}"
+    );
+}
+
 #[test]
 fn a_websocket_upgrade_to_a_wsgi_app_is_refused_plainly() {
     let site = hello_site("", "");
@@ -372,5 +403,30 @@ fn a_websocket_upgrade_to_a_wsgi_app_is_refused_plainly() {
     assert!(
         !text.contains("PATH_INFO"),
         "the app must not see it: {text}"
+    );
+}
+
+/// Clients that put an IP address in SNI (openssl s_client, some monitors)
+/// are served; rustls' per-handshake warning about it is not an operator's
+/// concern and stays out of the error log at `level = "info"`.
+#[test]
+fn an_ip_address_in_sni_is_served_without_a_warning_per_handshake() {
+    let (site, tls_port) = tls_site();
+    for version in ["-tls1_3", "-tls1_2"] {
+        let out = run_with_timeout(
+            Command::new("openssl")
+                .args(["s_client", "-connect", &format!("127.0.0.1:{tls_port}")])
+                .args(["-servername", "127.0.0.1", version])
+                .stdin(std::process::Stdio::null()),
+            Duration::from_secs(10),
+        );
+        assert!(out.stdout.contains("Cipher is"), "{version}: {out}");
+    }
+    let r = site.get("/after");
+    site.assert_status(&r, 200, "after the handshakes");
+    assert!(
+        !site.stderr().contains("SNI"),
+        "a warning per handshake:\n{}",
+        site.stderr_tail()
     );
 }

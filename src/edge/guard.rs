@@ -34,7 +34,7 @@ const LINGER_BYTES: usize = 64 << 10;
 /// How long an unread upload is read and dropped after its early answer
 /// (nginx: lingering_time 30s; uploads here come at LAN speed or they are
 /// cut off anyway).
-const UPLOAD_LINGER: Duration = Duration::from_secs(10);
+pub(crate) const UPLOAD_LINGER: Duration = Duration::from_secs(10);
 const READ_CHUNK: usize = 16 << 10;
 /// Writes up to this size are gathered until a flush; larger ones go out
 /// directly.

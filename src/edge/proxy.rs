@@ -453,7 +453,9 @@ impl Edge {
             applied.max_body
         );
         tracing::info!("{}: {msg}", request_summary(session, ctx.request_id));
-        self.refuse(session, ctx, 413, &msg).await
+        self.refuse(session, ctx, 413, &msg).await?;
+        drain_h2_upload(session).await;
+        Ok(true)
     }
 
     /// Answers from the edge itself (413, 502, 503...).
@@ -484,6 +486,21 @@ impl Edge {
         super::respond::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
+    }
+}
+
+/// h2's lingering close: the rest of a refused upload is read (granting
+/// flow-control credit) and dropped for as long as h1 lingers. Some clients
+/// (httpx) wait for credit before they read the answer, so a reset right
+/// after the 413 would leave them hanging; once the time is up, h2 resets
+/// the stream with NO_ERROR (RFC 9113 §8.1).
+async fn drain_h2_upload(session: &mut Session) {
+    if !session.is_http2() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + super::guard::UPLOAD_LINGER;
+    while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, session.read_request_body()).await
+    {
     }
 }
 
