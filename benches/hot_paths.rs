@@ -1,27 +1,18 @@
-//! Criterion micro-benchmarks of corral's hot paths, compiled from the same
-//! source files as the binary (`#[path]`): the worker's request parser, the
+//! Criterion micro-benchmarks of corral's hot paths, from the library the
+//! binary is built on: the worker's request parser, the
 //! whole WSGI round (environ, app call, response writing) with a real
 //! embedded interpreter, worker selection in the edge, and Range parsing.
 //!
 //!     cargo bench --bench hot_paths
-#![allow(dead_code, unused_imports)]
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 
-// At the crate root, so `super::request` inside wsgi.rs resolves as in corral.
-#[path = "../src/edge/dispatch.rs"]
-mod dispatch;
-#[path = "../src/edge/http_ranges.rs"]
-mod http_ranges;
-#[path = "../src/worker/request.rs"]
-mod request;
-#[path = "../src/worker/response.rs"]
-mod response;
-#[path = "../src/worker/wsgi.rs"]
-mod wsgi;
+use corral::edge::app::pool as dispatch;
+use corral::proto::ranges as http_ranges;
+use corral::worker::{request, wsgi};
 
 const REQUEST: &[u8] = b"GET /articles/2026/11/corral?page=2&sort=new HTTP/1.1\r\n\
 host: example.com\r\nuser-agent: Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0\r\n\

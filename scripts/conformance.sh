@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Slow conformance runs, not part of the test suite (`make conformance`):
-# testssl.sh against corral's TLS listener and against nginx serving the
-# same certificate on this machine, side by side in docs/CONFORMANCE.md.
+# testssl.sh, and h2spec when it is installed (it is not packaged: see
+# docs/CONFORMANCE.md for how to build it), against corral's TLS listener
+# and against nginx serving the same certificate on this machine, side by
+# side in docs/CONFORMANCE.md. `H2SPEC=/path/to/h2spec` picks a binary.
 # Bounded: each scan has a time limit; only 127.0.0.1 is targeted.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +73,19 @@ scan() { # name port
 scan corral 18443
 scan nginx 18444
 
+h2spec_bin=${H2SPEC:-$(command -v h2spec || true)}
+h2scan() { # name port
+    timeout 600 "$h2spec_bin" -h 127.0.0.1 -p "$2" -t -k -o 5 > "$1-h2spec.txt" 2>&1 || true
+}
+h2summary() { # name: the totals line, then each failed case
+    grep -E '^[0-9]+ tests, ' "$1-h2spec.txt" || echo "h2spec printed no totals:"
+    sed -n '/^Failures:/,/^[0-9]* tests, /p' "$1-h2spec.txt" | grep -E '^ *([0-9]+\.|×|Generic|Hypertext|HPACK)' || true
+}
+if [ -n "$h2spec_bin" ]; then
+    h2scan corral 18443
+    h2scan nginx 18444
+fi
+
 summary() { # name: one line per finding that is not OK or INFO
     python3 - "$1.json" <<'PY'
 import json, sys
@@ -89,17 +104,35 @@ out="$OLDPWD/docs/CONFORMANCE.md"
     echo "testssl.sh $(testssl --version 2>/dev/null | grep -o '3\.[0-9.]*' | head -1), nginx $(nginx -v 2>&1 | cut -d/ -f2)."
     echo "Both serve the same ECDSA P-256 certificate, self-signed and valid for 2 days,"
     echo "so the chain-of-trust, expiry and revocation findings are expected for both."
-    echo "h2spec (HTTP/2 framing) is not packaged"
-    echo "on Debian and is not run by this script."
     echo
-    echo "## corral"
+    echo "## testssl.sh: corral"
     echo '```'
     summary corral
     echo '```'
     echo
-    echo "## nginx (same machine, same certificate)"
+    echo "## testssl.sh: nginx (same machine, same certificate)"
     echo '```'
     summary nginx
     echo '```'
+    echo
+    echo "## h2spec (HTTP/2 over TLS)"
+    if [ -n "$h2spec_bin" ]; then
+        echo
+        echo "$("$h2spec_bin" --version 2>&1 | head -1), with \`-t -k -o 5\`."
+        for name in corral nginx; do
+            echo
+            echo "$name:"
+            echo '```'
+            h2summary $name
+            echo '```'
+        done
+    else
+        echo
+        echo "Not run: h2spec is not packaged on Debian. Build it from its source"
+        echo "(github.com/summerwind/h2spec) with Debian's golang-go and the"
+        echo "golang-github-*-dev packages for its go.mod requirements in GOPATH mode"
+        echo "(\`GO111MODULE=off\`, GOPATH including /usr/share/gocode), then run"
+        echo "\`H2SPEC=/path/to/h2spec make conformance\`."
+    fi
 } > "$out"
 echo "wrote $out"

@@ -139,8 +139,8 @@ fn config_loader(input: &[u8]) {
 }
 
 fn static_path(input: &[u8]) {
-    let decoded = crate::edge::static_path::decode(input);
-    if let Ok((p, _)) = crate::edge::static_path::resolve(&decoded, false) {
+    let decoded = crate::proto::target::decode(input);
+    if let Ok((p, _)) = crate::proto::target::resolve(&decoded, false) {
         assert!(!p.components().any(|c| matches!(
             c,
             std::path::Component::ParentDir | std::path::Component::RootDir
@@ -151,22 +151,20 @@ fn static_path(input: &[u8]) {
 fn range_header(input: &[u8]) {
     let s = String::from_utf8_lossy(input);
     for size in [0u64, 1, 100, u64::MAX] {
-        if let crate::edge::http_ranges::Ranges::Single(a, b) =
-            crate::edge::http_ranges::parse(&s, size)
-        {
+        if let crate::proto::ranges::Ranges::Single(a, b) = crate::proto::ranges::parse(&s, size) {
             assert!(a <= b && b < size, "{s:?} {size} -> {a}-{b}");
         }
     }
 }
 
 fn strict_head(input: &[u8]) {
-    let _ = crate::edge::strict::check_raw_for_fuzz(input);
+    let _ = crate::proto::strict::check_raw_for_fuzz(input);
 }
 
 /// The edge's framing check must decide the same whatever way the bytes
 /// are split into reads (a client controls the splits).
 fn edge_framing(input: &[u8]) {
-    use crate::edge::framing::{Framer, HeadLimits, Step};
+    use crate::proto::framing::{Framer, HeadLimits, Step};
     fn frame(input: &[u8], piece: usize) -> (usize, u8) {
         let mut f = Framer::new(
             HeadLimits {

@@ -1,17 +1,9 @@
 //! `corral`: one binary that replaces nginx + gunicorn. This file is only the
-//! command line; `master::serve` runs a site and `config::load` reads one.
-
-mod config;
-pub(crate) mod edge;
-#[cfg(test)]
-mod fuzz;
-mod ipc;
-mod logging;
-mod master;
-mod proctitle;
-pub(crate) mod worker;
+//! command line; `master::serve` runs a site and `config::load` reads one
+//! (the module tree is in lib.rs).
 
 use clap::{Parser, Subcommand};
+use corral::{config, logging, master, worker};
 
 /// jemalloc for Rust's allocations (see Cargo.toml for why). Its fork
 /// handlers keep the master's fork-at-any-time promise.

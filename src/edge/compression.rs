@@ -85,7 +85,7 @@ pub fn choose(req: &RequestHeader) -> Option<Coding> {
         .get(http::header::ACCEPT_ENCODING)?
         .to_str()
         .ok()?;
-    let best = super::static_files::accepted_encodings_with_q(accept)
+    let best = crate::edge::files::accepted_encodings_with_q(accept)
         .into_iter()
         .next()?;
     match best.0 {

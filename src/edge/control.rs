@@ -2,7 +2,7 @@
 //! list of workers current. If the pipe closes the master is gone, and the
 //! edge exits (PDEATHSIG would kill it too; this is the belt to those braces).
 
-use super::dispatch::Pool;
+use crate::edge::app::pool::Pool;
 use crate::ipc::Control;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -50,7 +50,7 @@ impl BackgroundService for ControlListener {
                         debug!("worker {id} down");
                         self.pool.worker_down(id);
                     }
-                    Some(Control::ReopenLogs) => super::access_log::reopen(),
+                    Some(Control::ReopenLogs) => crate::edge::access_log::reopen(),
                     None => error!("unreadable control line {line:?}"),
                 },
                 Ok(None) | Err(_) => {

@@ -8,36 +8,16 @@
 //! in-flight requests finish (up to `app.graceful_timeout`) and exits as
 //! soon as none is left; SIGINT/SIGQUIT exit at once.
 
-mod accept;
-mod access_log;
-mod autoindex;
-mod body;
-mod compression;
-mod conditional;
-mod conn_limits;
-mod control;
-mod dispatch;
-mod drain;
-mod file_read;
-mod forward;
-pub(crate) mod framing;
-mod guard;
-pub(crate) mod http_ranges;
-mod mount_dir;
-mod proxy;
-mod proxy_protocol;
-mod rate_limit;
-mod redirect;
-mod relay;
-mod respond;
-mod response_buffer;
-mod routes;
-mod static_cache;
-mod static_files;
-pub(crate) mod static_path;
-pub(crate) mod strict;
-mod tls;
-mod upstream;
+pub(crate) mod access_log;
+pub(crate) mod admit;
+pub mod app;
+pub(crate) mod compression;
+pub(crate) mod conn;
+pub(crate) mod control;
+pub(crate) mod files;
+pub(crate) mod proxy;
+pub(crate) mod reply;
+pub(crate) mod state;
 
 use crate::config::Site;
 use async_trait::async_trait;
@@ -89,24 +69,24 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
 
-    let pool = dispatch::Pool::new(
+    let pool = app::pool::Pool::new(
         site.config.app.queue_size,
         site.queue_timeout(),
         site.threads(),
     );
     let edge = proxy::Edge {
         pool: pool.clone(),
-        routes: routes::Routes::new(&site.config.limits),
+        routes: admit::routes::Routes::new(&site.config.limits),
         timeout: site.timeout(),
         status_fd,
         static_mounts: site
             .static_mounts
             .iter()
             .cloned()
-            .map(static_files::StaticMount::new)
+            .map(files::StaticMount::new)
             .collect(),
         compression: site.config.compression.clone(),
-        buffers: response_buffer::Budget::new(
+        buffers: app::response_buffer::Budget::new(
             site.config.limits.buffer_memory.0,
             site.config.limits.response_buffer.0,
             site.config.limits.max_temp_file.0,
@@ -128,19 +108,19 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     }
     let mut handshaker = None;
     if let Some(tls_site) = &site.tls {
-        respond::set_tls_facts(respond::TlsFacts {
+        reply::set_tls_facts(reply::TlsFacts {
             hsts: tls_site.hsts.clone(),
             redirect_http: tls_site.redirect_http,
             https_port: tls_site.listen.first().map(|a| a.port()),
         });
-        match tls::Prepared::load(tls_site).and_then(|p| p.acceptor()) {
+        match conn::tls::Prepared::load(tls_site).and_then(|p| p.acceptor()) {
             Ok(h) => handshaker = Some(h),
             Err(e) => return fail(format!("TLS: {e}")),
         }
     }
     let listeners = listen_fds
         .into_iter()
-        .map(|(addr, fd)| accept::Listener {
+        .map(|(addr, fd)| conn::accept::Listener {
             fd,
             addr,
             tls: site.tls.as_ref().is_some_and(|t| t.listen.contains(&addr)),
@@ -148,20 +128,20 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         })
         .collect();
     let limits = &site.config.limits;
-    let head_limits = framing::HeadLimits {
+    let head_limits = crate::proto::framing::HeadLimits {
         max_request_line: limits.max_request_line.0 as usize,
         max_head: limits.max_header_size.0 as usize,
         max_headers: limits.max_headers,
     };
-    let shared = accept::Shared {
+    let shared = conn::accept::Shared {
         app: std::sync::Arc::new(proxy),
         tls: handshaker,
-        conns: conn_limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
+        conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
         header_timeout: limits.header_timeout.0,
         head_limits,
         h2c: site.config.server.h2c,
     };
-    server.add_service(accept::AcceptService::new(
+    server.add_service(conn::accept::AcceptService::new(
         listeners,
         shared,
         site.config.server.edge_threads,
@@ -204,7 +184,7 @@ impl ShutdownSignalWatch for EdgeSignals {
         };
         tokio::select! {
             _ = term.recv() => {
-                drain::drain(self.limit).await;
+                state::drain(self.limit).await;
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,

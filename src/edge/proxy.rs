@@ -6,11 +6,12 @@
 //!    Everything is answered here, so pingora's own upstream phases never run.
 //! 3. `logging`: the access log line.
 
-use super::body::{BodyError, RequestBody};
-use super::dispatch::{Lease, Pool, Refused};
-use super::static_files::{self, Served};
-use super::upstream::{self, BodyReader, ExchangeError, Framing};
-use super::{access_log, forward};
+use crate::edge::access_log;
+use crate::edge::app::forward;
+use crate::edge::app::pool::{Lease, Pool, Refused};
+use crate::edge::app::request_body::{BodyError, RequestBody};
+use crate::edge::app::upstream::{self, BodyReader, ExchangeError, Framing};
+use crate::edge::files::{self, Served};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -33,15 +34,15 @@ static EDGE_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::proces
 pub struct Edge {
     pub pool: Arc<Pool>,
     /// `[limits]` body size, body time and rate, per URL prefix.
-    pub routes: super::routes::Routes,
+    pub routes: crate::edge::admit::routes::Routes,
     /// `app.timeout`: from the moment a worker has the request until its
     /// whole response is in.
     pub timeout: Option<Duration>,
     pub status_fd: std::os::fd::RawFd,
-    pub static_mounts: Vec<static_files::StaticMount>,
+    pub static_mounts: Vec<files::StaticMount>,
     pub compression: crate::config::schema::Compression,
     /// Memory (and temp files) for response bodies waiting for slow clients.
-    pub buffers: super::response_buffer::Budget,
+    pub buffers: crate::edge::app::response_buffer::Budget,
     pub limits: crate::config::schema::Limits,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
@@ -116,7 +117,7 @@ impl ProxyHttp for Edge {
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
         if let Err((status, why)) =
-            super::strict::check(session.req_header(), raw_head.as_deref(), &self.limits)
+            crate::proto::strict::check(session.req_header(), raw_head.as_deref(), &self.limits)
         {
             return self.refuse(session, ctx, status, why).await;
         }
@@ -142,7 +143,7 @@ impl ProxyHttp for Edge {
         let decoded = if self.routes.is_empty() && self.static_mounts.is_empty() {
             Vec::new()
         } else {
-            super::static_path::decode(session.req_header().uri.path().as_bytes())
+            crate::proto::target::decode(session.req_header().uri.path().as_bytes())
         };
         let applied = self.routes.for_path(&decoded);
         if let Some(rate) = applied.rate {
@@ -151,13 +152,13 @@ impl ProxyHttp for Edge {
                 return self.refuse(session, ctx, 429, "Too Many Requests").await;
             }
         }
-        if let Some(status) = super::redirect::to_https(session).await? {
+        if let Some(status) = crate::edge::admit::redirect::to_https(session).await? {
             ctx.status = status;
             return Ok(true);
         }
         // Static files never reach Python (unless a mount falls back to the app).
-        if let Some(mount) = static_files::find(&self.static_mounts, &decoded) {
-            match static_files::serve(session, mount, &decoded).await? {
+        if let Some(mount) = files::find(&self.static_mounts, &decoded) {
+            match files::serve(session, mount, &decoded).await? {
                 Served::Done(status) => {
                     ctx.status = status;
                     return Ok(true);
@@ -310,13 +311,14 @@ impl ProxyHttp for Edge {
         };
 
         ctx.status = resp.status;
-        let (header, mut sink) = super::relay::prepare(session, &self.compression, &resp)?;
+        let (header, mut sink) =
+            crate::edge::app::relay::prepare(session, &self.compression, &resp)?;
         if resp.framing == Framing::Empty {
             if !resp.close {
                 lease.put_conn(conn);
             }
             drop(lease);
-            super::respond::header(session, header, true).await?;
+            crate::edge::reply::header(session, header, true).await?;
             return Ok(true);
         }
         // A body already sitting whole in our read buffer (small responses,
@@ -330,19 +332,19 @@ impl ProxyHttp for Edge {
                     lease.put_conn(conn);
                 }
                 drop(lease);
-                super::respond::header(session, header, false).await?;
+                crate::edge::reply::header(session, header, false).await?;
                 sink.whole(session, body).await?;
                 return Ok(true);
             }
         }
-        super::respond::header(session, header, false).await?;
+        crate::edge::reply::header(session, header, false).await?;
 
         // Read the worker's body in its own task into the response buffer
         // (memory, then a temp file), so the worker is free once its
         // response is in, whatever the client's speed. If the client goes
         // away the task stops reading, which the app sees as a broken
         // connection.
-        let (writer, mut reader) = super::response_buffer::channel(&self.buffers);
+        let (writer, mut reader) = crate::edge::app::response_buffer::channel(&self.buffers);
         let relay = BodyRelay {
             framing: resp.framing,
             reusable: !resp.close,
@@ -432,7 +434,7 @@ impl Edge {
         let mut resp = ResponseHeader::build(200, Some(3))?;
         resp.insert_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")?;
         resp.insert_header("Content-Length", "0")?;
-        super::respond::header(session, resp, true).await?;
+        crate::edge::reply::header(session, resp, true).await?;
         Ok(true)
     }
 
@@ -442,7 +444,7 @@ impl Edge {
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
-        applied: &super::routes::Applied<'_>,
+        applied: &crate::edge::admit::routes::Applied<'_>,
     ) -> Result<bool> {
         let key = match applied.max_body_route {
             Some(path) => format!("max_body of the [[limits.route]] with path = \"{path}\""),
@@ -483,7 +485,7 @@ impl Edge {
             resp.insert_header("Connection", "close")?;
             session.set_keepalive(None);
         }
-        super::respond::header(session, resp, false).await?;
+        crate::edge::reply::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         Ok(true)
     }
@@ -498,7 +500,7 @@ async fn drain_h2_upload(session: &mut Session) {
     if !session.is_http2() {
         return;
     }
-    let deadline = tokio::time::Instant::now() + super::guard::UPLOAD_LINGER;
+    let deadline = tokio::time::Instant::now() + crate::edge::conn::guard::UPLOAD_LINGER;
     while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, session.read_request_body()).await
     {
     }
@@ -522,8 +524,8 @@ impl BodyRelay {
     async fn run(
         self,
         lease: Lease,
-        mut conn: super::dispatch::Conn,
-        writer: super::response_buffer::Writer,
+        mut conn: crate::edge::app::pool::Conn,
+        writer: crate::edge::app::response_buffer::Writer,
     ) {
         let mut reader = BodyReader::new(self.framing);
         let mut deadline = self.deadline;
@@ -648,7 +650,7 @@ async fn exchange(
     head: &[u8],
     body: &RequestBody,
     is_head: bool,
-) -> std::result::Result<(super::dispatch::Conn, upstream::ResponseHead), ExchangeError> {
+) -> std::result::Result<(crate::edge::app::pool::Conn, upstream::ResponseHead), ExchangeError> {
     let mut conn = match lease.take_conn() {
         Some(c) => c,
         None => {

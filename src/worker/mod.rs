@@ -9,11 +9,11 @@
 mod interpreter;
 pub mod probe;
 mod recycle;
-pub(crate) mod request;
-mod response;
+pub mod request;
+pub mod response;
 mod server;
 pub mod stderr_lines;
-mod wsgi;
+pub mod wsgi;
 
 use crate::config::Site;
 use crate::ipc::{send_status, Status};

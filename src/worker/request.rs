@@ -36,6 +36,10 @@ impl Body {
             Body::File(_, n) => *n,
         }
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[derive(Debug)]

@@ -13,8 +13,8 @@
 //!   stream would: a response head and a small body leave in one packet
 //!   (and one TLS record), not one each.
 
-use super::conn_limits::Ticket;
-use super::framing::{Framer, Step};
+use crate::edge::conn::limits::Ticket;
+use crate::proto::framing::{Framer, Step};
 use async_trait::async_trait;
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
@@ -134,7 +134,7 @@ impl Guarded {
             parts.next().unwrap_or("-"),
         );
         tracing::debug!("refused {} from {}: {why}", status, self.client);
-        super::access_log::log(&super::access_log::Entry {
+        crate::edge::access_log::log(&crate::edge::access_log::Entry {
             client: &self.client,
             method: if method.is_empty() { "-" } else { method },
             target,

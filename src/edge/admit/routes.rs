@@ -5,9 +5,9 @@
 //! Prefixes are matched on the percent-decoded path, as the app will see
 //! it, so `/%75pload/` cannot slip past the limits of `/upload/`.
 
-use super::rate_limit::RateLimit;
 use crate::config::schema::Limits;
 use crate::config::units::parse_rate;
+use crate::edge::admit::rate_limit::RateLimit;
 use std::time::Duration;
 
 /// The limits that apply to one request.
@@ -121,7 +121,7 @@ mod tests {
             ..Limits::default()
         };
         let routes = Routes::new(&limits);
-        let for_path = |raw: &[u8]| routes.for_path(&super::super::static_path::decode(raw));
+        let for_path = |raw: &[u8]| routes.for_path(&crate::proto::target::decode(raw));
         let site = for_path(b"/other");
         assert_eq!(site.max_body, limits.max_body.0);
         assert!(site.rate.is_some());

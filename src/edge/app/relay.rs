@@ -2,9 +2,9 @@
 //! client (compression, framing, `X-Accel-Buffering`), then its body through
 //! an optional encoder.
 
-use super::compression::{self, Coding, Encoder, ResponseFacts};
-use super::upstream::{Framing, ResponseHead};
 use crate::config::schema::Compression;
+use crate::edge::app::upstream::{Framing, ResponseHead};
+use crate::edge::compression::{self, Coding, Encoder, ResponseFacts};
 use bytes::Bytes;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -24,7 +24,7 @@ pub fn prepare(
     cfg: &Compression,
     resp: &ResponseHead,
 ) -> Result<(ResponseHeader, Sink)> {
-    let mut header = super::forward::response_header(session, resp)?;
+    let mut header = crate::edge::app::forward::response_header(session, resp)?;
     let unbuffered = header
         .headers
         .get("x-accel-buffering")

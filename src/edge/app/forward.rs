@@ -7,7 +7,7 @@
 //! the same way nginx's usual proxy config does, but replace (rather than
 //! extend) what the client sent, since nothing trusted stands in front.
 
-use super::upstream::{Framing, ResponseHead};
+use crate::edge::app::upstream::{Framing, ResponseHead};
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -46,7 +46,7 @@ pub fn client_and_scheme(
     trusted: &[(std::net::IpAddr, u8)],
 ) -> (Option<std::net::SocketAddr>, &'static str) {
     let peer = session.client_addr().and_then(|a| a.as_inet().copied());
-    let own_scheme = if super::respond::is_tls(session) {
+    let own_scheme = if crate::edge::reply::is_tls(session) {
         "https"
     } else {
         "http"
@@ -128,7 +128,7 @@ pub fn request_head(
     let client_subject = session
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
-        .and_then(|s| s.extension.get::<super::tls::ClientSubject>())
+        .and_then(|s| s.extension.get::<crate::edge::conn::tls::ClientSubject>())
         .map(|s| s.0.clone());
     let mut add = |k: &str, v: &[u8]| {
         h.extend_from_slice(k.as_bytes());

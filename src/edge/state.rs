@@ -9,7 +9,7 @@
 //! clients to reconnect (`Connection: close`), and only hands over to
 //! pingora's shutdown once nothing has been in flight for a moment.
 
-use super::proxy::IN_FLIGHT;
+use crate::edge::proxy::IN_FLIGHT;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -23,7 +23,7 @@ const QUIET: Duration = Duration::from_millis(1000);
 
 pub async fn drain(limit: Duration) {
     DRAINING.store(true, Ordering::SeqCst);
-    super::accept::stop_accepting();
+    crate::edge::conn::accept::stop_accepting();
     info!("edge draining: no new connections, finishing in-flight requests");
     let started = Instant::now();
     let mut quiet_since: Option<Instant> = None;

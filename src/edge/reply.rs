@@ -35,7 +35,9 @@ pub fn is_tls(session: &Session) -> bool {
 }
 
 pub async fn header(session: &mut Session, mut resp: ResponseHeader, end: bool) -> Result<()> {
-    if super::drain::DRAINING.load(std::sync::atomic::Ordering::Relaxed) && !session.is_http2() {
+    if crate::edge::state::DRAINING.load(std::sync::atomic::Ordering::Relaxed)
+        && !session.is_http2()
+    {
         // Keep-alive clients reconnect, to the edge that replaces this one.
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;

@@ -1,7 +1,7 @@
 //! `autoindex = true`: an HTML listing of a folder, names escaped, dotfiles
 //! hidden. Off by default, as in nginx.
 
-use super::static_files::Served;
+use crate::edge::files::Served;
 use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -25,7 +25,7 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     })
     .await;
     let Ok(Ok(entries)) = entries else {
-        return super::static_files::error(session, 404).await;
+        return crate::edge::files::error(session, 404).await;
     };
     let title = escape(url_path);
     let mut html = format!(
@@ -47,7 +47,7 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
-    super::respond::header(session, resp, head).await?;
+    crate::edge::reply::header(session, resp, head).await?;
     if !head {
         session.write_response_body(Some(body), true).await?;
     }

@@ -5,12 +5,16 @@
 //! served from `static_cache` while unchanged) and large bodies stream in
 //! 512 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
 
-use super::conditional::{self, Outcome};
-use super::http_ranges::{self, Ranges};
-use super::mount_dir::{FileMeta, MountDir};
-use super::static_cache;
-use super::static_path::{self, Refused};
+pub(crate) mod autoindex;
+pub(crate) mod cache;
+pub(crate) mod mount_dir;
+pub(crate) mod read;
+
 use crate::config::Mount;
+use crate::edge::files::mount_dir::{FileMeta, MountDir};
+use crate::proto::conditional::{self, Outcome};
+use crate::proto::ranges::{self, Ranges};
+use crate::proto::target::{self, Refused};
 use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -62,7 +66,7 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
         return redirect(session, &with_slash(session)).await;
     }
     let rel = &decoded[mount.url.len()..];
-    let (mut rel_path, dir_request) = match static_path::resolve(rel, mount.settings.dotfiles) {
+    let (mut rel_path, dir_request) = match target::resolve(rel, mount.settings.dotfiles) {
         Ok(r) => r,
         Err(Refused::Hidden) if fallback => return Ok(Served::Fallback),
         Err(Refused::Hidden) => return error(session, 404).await,
@@ -108,7 +112,7 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
                 let shown = String::from_utf8_lossy(session.req_header().uri.path().as_bytes());
                 let shown = shown.into_owned();
                 let folder = mount.dir.join(&rel_path);
-                return super::autoindex::serve(session, &folder, &shown).await;
+                return crate::edge::files::autoindex::serve(session, &folder, &shown).await;
             }
             None if fallback => return Ok(Served::Fallback),
             None => return error(session, 404).await,
@@ -158,9 +162,9 @@ async fn send_file(
     // The cache serves every mount: it knows files by their full path.
     let path = mount.dir.join(&rel);
     let size = meta.len();
-    let small = size <= static_cache::MAX_FILE;
+    let small = size <= crate::edge::files::cache::MAX_FILE;
     let cached = small
-        .then(|| static_cache::get(&path, encoding, &meta))
+        .then(|| crate::edge::files::cache::get(&path, encoding, &meta))
         .flatten();
     let facts = match &cached {
         Some(entry) => entry.facts.clone(),
@@ -231,7 +235,7 @@ async fn send_file(
     let (start, len) = match range
         .as_deref()
         .filter(|_| honour_range)
-        .map(|r| http_ranges::parse(r, size))
+        .map(|r| ranges::parse(r, size))
     {
         Some(Ranges::Single(first, last)) => {
             resp.set_status(206)?;
@@ -253,7 +257,7 @@ async fn send_file(
     }
     let status = resp.status.as_u16();
     if head || len == 0 {
-        super::respond::header(session, resp, true).await?;
+        crate::edge::reply::header(session, resp, true).await?;
         return Ok(Served::Done(status));
     }
     if small {
@@ -276,8 +280,8 @@ async fn send_file(
                     return error(session, 404).await;
                 };
                 let body = Bytes::from(data);
-                let entry = std::sync::Arc::new(static_cache::Entry { facts, body });
-                static_cache::put(&path, encoding, &meta, entry.clone());
+                let entry = std::sync::Arc::new(crate::edge::files::cache::Entry { facts, body });
+                crate::edge::files::cache::put(&path, encoding, &meta, entry.clone());
                 entry
             }
         };
@@ -287,7 +291,7 @@ async fn send_file(
             return error(session, 404).await;
         };
         let body = data.slice_ref(body);
-        super::respond::header(session, resp, false).await?;
+        crate::edge::reply::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
@@ -295,7 +299,7 @@ async fn send_file(
         Ok(f) => std::sync::Arc::new(f),
         Err(e) => return open_failed(session, e).await,
     };
-    super::respond::header(session, resp, false).await?;
+    crate::edge::reply::header(session, resp, false).await?;
     let (mut offset, mut left) = (start, len);
     while left > 0 {
         // Each chunk is read straight into the buffer that goes out (no
@@ -306,7 +310,7 @@ async fn send_file(
         let mut buf = Vec::with_capacity(want);
         let f = file.clone();
         let read = tokio::task::spawn_blocking(move || {
-            super::file_read::pread_into(&f, &mut buf, offset)?;
+            crate::edge::files::read::pread_into(&f, &mut buf, offset)?;
             Ok::<_, std::io::Error>(Bytes::from(buf))
         })
         .await;
@@ -539,12 +543,12 @@ fn facts_of(
     original: &Path,
     meta: &FileMeta,
     encoding: Option<&str>,
-) -> std::result::Result<static_cache::Facts, http::header::InvalidHeaderValue> {
+) -> std::result::Result<crate::edge::files::cache::Facts, http::header::InvalidHeaderValue> {
     // HTTP dates run from 1970 to 9999 (httpdate panics outside): a file
     // touched to 1969 or to the year 10000 is served with the nearest.
     let latest = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
     let modified = meta.modified().clamp(SystemTime::UNIX_EPOCH, latest);
-    Ok(static_cache::Facts {
+    Ok(crate::edge::files::cache::Facts {
         modified,
         etag: make_etag(meta.len(), modified, encoding).try_into()?,
         last_modified: httpdate::fmt_http_date(modified).try_into()?,
@@ -616,12 +620,12 @@ pub async fn finish(
             resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
             resp.insert_header("Content-Length", b.len().to_string())?;
             let head = session.req_header().method == http::Method::HEAD;
-            super::respond::header(session, resp, head).await?;
+            crate::edge::reply::header(session, resp, head).await?;
             if !head {
                 session.write_response_body(Some(b), true).await?;
             }
         }
-        None => super::respond::header(session, resp, true).await?,
+        None => crate::edge::reply::header(session, resp, true).await?,
     }
     Ok(Served::Done(status))
 }

@@ -2,7 +2,7 @@
 //! path over https: 301 for GET/HEAD, 308 for the rest (which keeps the
 //! method and body, where 301 lets clients turn a POST into a GET).
 
-use super::respond;
+use crate::edge::reply;
 use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -10,10 +10,10 @@ use pingora_proxy::Session;
 
 /// Answers with a redirect when this plain-HTTP request must go to https.
 pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
-    let Some(facts) = respond::tls_facts() else {
+    let Some(facts) = reply::tls_facts() else {
         return Ok(None);
     };
-    if !facts.redirect_http || respond::is_tls(session) {
+    if !facts.redirect_http || reply::is_tls(session) {
         return Ok(None);
     }
     let req = session.req_header();
@@ -31,7 +31,7 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
     };
     if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
         let resp = ResponseHeader::build(400, Some(1))?;
-        respond::header(session, resp, true).await?;
+        reply::header(session, resp, true).await?;
         return Ok(Some(400));
     }
     let port = match facts.https_port {
@@ -51,7 +51,7 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
     resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
-    respond::header(session, resp, head).await?;
+    reply::header(session, resp, head).await?;
     if !head {
         session.write_response_body(Some(body), true).await?;
     }

@@ -11,7 +11,7 @@
 //! modification and change times. So a replaced or edited file is never
 //! served stale, not even for a moment.
 
-use super::mount_dir::FileMeta;
+use crate::edge::files::mount_dir::FileMeta;
 use bytes::Bytes;
 use http::HeaderValue;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! can never be desynchronised by what a client sent. Responses come back
 //! with Content-Length or chunked framing, decoded here.
 
-use super::dispatch::Conn;
+use crate::edge::app::pool::Conn;
 use bytes::{Bytes, BytesMut};
 use std::io;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -60,7 +60,7 @@ impl ExchangeError {
 pub async fn send(
     conn: &mut Conn,
     head: &[u8],
-    body: &super::body::RequestBody,
+    body: &crate::edge::app::request_body::RequestBody,
 ) -> Result<(), ExchangeError> {
     let stream = conn.get_mut();
     stream

@@ -81,7 +81,7 @@ impl RequestBody {
                     let f = f.clone();
                     let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
                         let mut buf = Vec::with_capacity(256 * 1024);
-                        super::file_read::pread_into(&f, &mut buf, offset)?;
+                        crate::edge::files::read::pread_into(&f, &mut buf, offset)?;
                         Ok(buf)
                     })
                     .await

@@ -13,11 +13,11 @@
 //! which closes this process's copies of the listening sockets; the master
 //! still holds them for the next edge.
 
-use super::conn_limits::ConnLimits;
-use super::framing::{Framer, HeadLimits};
-use super::guard::Guarded;
-use super::proxy::Edge;
-use super::tls::Handshaker;
+use crate::edge::conn::guard::Guarded;
+use crate::edge::conn::limits::ConnLimits;
+use crate::edge::conn::tls::Handshaker;
+use crate::edge::proxy::Edge;
+use crate::proto::framing::{Framer, HeadLimits};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -206,7 +206,7 @@ async fn serve(
     let deadline = accepted + shared.header_timeout;
     let mut client = peer;
     if proxy_protocol {
-        let read = super::proxy_protocol::read_header(&mut tcp);
+        let read = crate::edge::conn::proxy_protocol::read_header(&mut tcp);
         match in_time(deadline, peer, "PROXY header", read).await {
             Some(Some(named)) => client = named,
             Some(None) => {}

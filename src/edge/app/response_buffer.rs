@@ -246,7 +246,10 @@ impl Reader {
                 let file = st.file.clone()?;
                 drop(st);
                 let mut buf = Vec::with_capacity(n as usize);
-                Some(super::file_read::pread_into(&file, &mut buf, at).map(|()| Bytes::from(buf)))
+                Some(
+                    crate::edge::files::read::pread_into(&file, &mut buf, at)
+                        .map(|()| Bytes::from(buf)),
+                )
             }
         }
     }
