@@ -158,7 +158,7 @@ fn range_header(input: &[u8]) {
 }
 
 fn strict_head(input: &[u8]) {
-    let _ = crate::proto::strict::check_raw_for_fuzz(input);
+    let _ = crate::proto::framing::transfer_coding(input.split(|&b| b == b'\n'));
 }
 
 /// The edge's framing check must decide the same whatever way the bytes

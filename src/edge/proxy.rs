@@ -12,11 +12,11 @@ use crate::edge::app::pool::{Lease, Pool, Refused};
 use crate::edge::app::request_body::{BodyError, RequestBody};
 use crate::edge::app::upstream::{self, BodyReader, ExchangeError, Framing};
 use crate::edge::files::{self, Served};
+use crate::edge::reply::{self, After};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use pingora_proxy::{ProxyHttp, Session};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -167,11 +167,9 @@ impl ProxyHttp for Edge {
             }
         }
         // A declared length over the limit is refused before reading a byte.
-        let declared = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        let declared = crate::proto::strict::declared_length(session.req_header())
+            .ok()
+            .flatten();
         if declared.is_some_and(|n| n > applied.max_body) {
             return self.too_large(session, ctx, &applied).await;
         }
@@ -318,7 +316,7 @@ impl ProxyHttp for Edge {
                 lease.put_conn(conn);
             }
             drop(lease);
-            crate::edge::reply::header(session, header, true).await?;
+            reply::header(session, header, true).await?;
             return Ok(true);
         }
         // A body already sitting whole in our read buffer (small responses,
@@ -332,12 +330,12 @@ impl ProxyHttp for Edge {
                     lease.put_conn(conn);
                 }
                 drop(lease);
-                crate::edge::reply::header(session, header, false).await?;
+                reply::header(session, header, false).await?;
                 sink.whole(session, body).await?;
                 return Ok(true);
             }
         }
-        crate::edge::reply::header(session, header, false).await?;
+        reply::header(session, header, false).await?;
 
         // Read the worker's body in its own task into the response buffer
         // (memory, then a temp file), so the worker is free once its
@@ -431,10 +429,8 @@ impl Edge {
                 .await;
         }
         ctx.status = 200;
-        let mut resp = ResponseHeader::build(200, Some(3))?;
-        resp.insert_header("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")?;
-        resp.insert_header("Content-Length", "0")?;
-        crate::edge::reply::header(session, resp, true).await?;
+        let allow = [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")];
+        reply::text(session, 200, "", &allow, After::KeepAlive).await?;
         Ok(true)
     }
 
@@ -469,24 +465,22 @@ impl Edge {
         msg: &str,
     ) -> Result<bool> {
         ctx.status = status;
-        let body = Bytes::from(format!("{msg}\n"));
-        let mut resp = ResponseHeader::build(status, Some(4))?;
-        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
-        resp.insert_header("Content-Length", body.len().to_string())?;
-        if status == 503 {
-            resp.insert_header("Retry-After", "1")?;
-        }
-        if status == 429 {
-            resp.insert_header("Retry-After", ctx.retry_after.max(1).to_string())?;
-        }
-        if status != 503 && status != 504 {
-            // The rest of an unread (or malformed) request would be taken as
-            // the next request: close instead.
-            resp.insert_header("Connection", "close")?;
-            session.set_keepalive(None);
-        }
-        crate::edge::reply::header(session, resp, false).await?;
-        session.write_response_body(Some(body), true).await?;
+        let retry_after = match status {
+            503 => Some("1".to_string()),
+            429 => Some(ctx.retry_after.max(1).to_string()),
+            _ => None,
+        };
+        let extra: Vec<(&'static str, &str)> = retry_after
+            .iter()
+            .map(|v| ("Retry-After", v.as_str()))
+            .collect();
+        // 503 and 504 come after the whole request was read; the others
+        // may leave some of it unread.
+        let after = match status {
+            503 | 504 => After::KeepAlive,
+            _ => After::Close,
+        };
+        reply::text(session, status, format!("{msg}\n"), &extra, after).await?;
         Ok(true)
     }
 }

@@ -1,7 +1,9 @@
 //! The one door every response head goes out through, so that what is
 //! true of all responses is added in one place: HSTS on TLS connections.
-//! Settings that are the same for the whole edge live here too.
+//! And the one builder of the edge's own small answers (errors, redirects,
+//! `OPTIONS *`). Settings that are the same for the whole edge live here too.
 
+use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
@@ -48,4 +50,43 @@ pub async fn header(session: &mut Session, mut resp: ResponseHeader, end: bool) 
         }
     }
     session.write_response_header(Box::new(resp), end).await
+}
+
+/// Whether a connection may carry another request after a small answer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    KeepAlive,
+    /// The rest of an unread (or malformed) request would be taken as the
+    /// next request: close instead.
+    Close,
+}
+
+/// A small answer made by the edge itself: a plain-text body (none for
+/// HEAD, and no Content-Type when empty), a few extra headers.
+pub async fn text(
+    session: &mut Session,
+    status: u16,
+    body: impl Into<Bytes>,
+    extra: &[(&'static str, &str)],
+    after: After,
+) -> Result<()> {
+    let body: Bytes = body.into();
+    let mut resp = ResponseHeader::build(status, Some(extra.len() + 3))?;
+    if !body.is_empty() {
+        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+    }
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    for (name, value) in extra {
+        resp.insert_header(*name, *value)?;
+    }
+    if after == After::Close {
+        resp.insert_header("Connection", "close")?;
+        session.set_keepalive(None);
+    }
+    let end = body.is_empty() || session.req_header().method == http::Method::HEAD;
+    header(session, resp, end).await?;
+    if !end {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
 }

@@ -15,6 +15,7 @@
 //! syntax that governs them; header semantics (Host rules, duplicate
 //! headers, limits per header) stay in `strict.rs`, on the parsed head.
 
+use super::length::{self, trim_ows};
 /// What the caller does with the unchecked bytes it holds.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -371,8 +372,7 @@ impl Framer {
             _ => return Err((400, "malformed HTTP version")),
         }
         let mut content_length: Option<u64> = None;
-        let mut chunked = false;
-        let mut other_coding = false;
+        let mut codings: Vec<&[u8]> = Vec::new();
         let mut count = 0usize;
         for line in lines {
             count += 1;
@@ -393,45 +393,23 @@ impl Framer {
             }
             let value = trim_ows(value);
             if name.eq_ignore_ascii_case(b"content-length") {
-                for part in value.split(|&b| b == b',') {
-                    let part = trim_ows(part);
-                    if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-                        return Err((400, "invalid Content-Length"));
-                    }
-                    let n: u64 = std::str::from_utf8(part)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .ok_or((400, "invalid Content-Length"))?;
-                    if content_length.is_some_and(|c| c != n) {
-                        return Err((400, "conflicting Content-Length values"));
-                    }
-                    content_length = Some(n);
-                }
+                content_length =
+                    Some(length::add_field(content_length, value).map_err(|e| (400, e.reason()))?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-                for coding in value.split(|&b| b == b',') {
-                    let coding = trim_ows(coding);
-                    if chunked {
-                        // Anything after chunked: the body's end is unknowable.
-                        other_coding = true;
-                    }
-                    if coding.eq_ignore_ascii_case(b"chunked") {
-                        chunked = true;
-                    } else {
-                        other_coding = true;
-                    }
-                }
+                codings.push(value);
             }
         }
-        if (chunked || other_coding) && content_length.is_some() {
+        if !codings.is_empty() && content_length.is_some() {
+            // RFC 9112 §6.1: a smuggling attempt or a broken client either way.
             return Err((400, "both Transfer-Encoding and Content-Length"));
         }
-        if other_coding {
-            return Ok(Body::Unframed);
-        }
-        if chunked {
-            return Ok(Body::Chunked);
-        }
-        Ok(Body::Fixed(content_length.unwrap_or(0)))
+        Ok(match transfer_coding(codings) {
+            Coding::Identity => Body::Fixed(content_length.unwrap_or(0)),
+            Coding::Chunked => Body::Chunked,
+            // The head is passed on and answered with the reason by the
+            // request path (`strict::check`), which asks this function.
+            Coding::Refused(..) => Body::Unframed,
+        })
     }
 
     fn chunked(&mut self, mut state: Chunk, buf: &[u8]) -> Step {
@@ -591,6 +569,53 @@ enum Body {
     Unframed,
 }
 
+/// What a request's Transfer-Encoding fields make of its body.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Coding {
+    /// No Transfer-Encoding: Content-Length (or nothing) frames the body.
+    Identity,
+    Chunked,
+    /// Answered with this status and reason, then the connection closes.
+    Refused(u16, &'static str),
+}
+
+/// Transfer-Encoding (RFC 9112 §6.1): exactly one field, and exactly
+/// `chunked`. Anything else is refused rather than guessed at: codings
+/// stacked under chunked (501, corral does not decode them) and oddities
+/// like `chunked, chunked` or `identity, chunked` (400), which other HTTP
+/// parsers read differently (request smuggling). `values` are the fields'
+/// values, in order.
+pub fn transfer_coding<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Coding {
+    let mut values = values.into_iter();
+    let Some(value) = values.next() else {
+        return Coding::Identity;
+    };
+    if values.next().is_some() {
+        return Coding::Refused(400, "more than one Transfer-Encoding header");
+    }
+    let codings: Vec<&[u8]> = value.split(|&b| b == b',').map(trim_ows).collect();
+    let chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+    let known = |c: &&[u8]| {
+        [
+            &b"gzip"[..],
+            b"x-gzip",
+            b"deflate",
+            b"compress",
+            b"br",
+            b"zstd",
+        ]
+        .iter()
+        .any(|k| c.eq_ignore_ascii_case(k))
+    };
+    match codings.split_last() {
+        Some((last, [])) if chunked(last) => Coding::Chunked,
+        Some((last, before)) if chunked(last) && before.iter().all(known) => {
+            Coding::Refused(501, "transfer codings other than chunked are not supported")
+        }
+        _ => Coding::Refused(400, "Transfer-Encoding must be exactly \"chunked\""),
+    }
+}
+
 /// RFC 9110 §5.6.2 token characters.
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
@@ -599,18 +624,6 @@ fn is_tchar(b: u8) -> bool {
 /// Bytes allowed in a field value: HTAB, SP, VCHAR, obs-text.
 fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80
-}
-
-fn trim_ows(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(start, |e| e + 1);
-    &v[start..end]
 }
 
 #[cfg(test)]
@@ -754,6 +767,50 @@ mod tests {
                 "{head:?} -> {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn transfer_coding_is_exactly_one_chunked() {
+        let tc = |vs: &[&[u8]]| transfer_coding(vs.iter().copied());
+        assert_eq!(tc(&[]), Coding::Identity);
+        assert_eq!(tc(&[b"chunked"]), Coding::Chunked);
+        assert_eq!(tc(&[b"Chunked"]), Coding::Chunked);
+        let status = |vs: &[&[u8]]| match tc(vs) {
+            Coding::Refused(s, _) => s,
+            other => panic!("{vs:?} -> {other:?}"),
+        };
+        assert_eq!(status(&[b"chunked, chunked"]), 400);
+        assert_eq!(status(&[b"gzip, chunked"]), 501);
+        assert_eq!(status(&[b"GZIP, chunked"]), 501);
+        assert_eq!(status(&[b"identity, chunked"]), 400);
+        assert_eq!(status(&[b"chunked", b"chunked"]), 400);
+        assert_eq!(status(&[b"gzip"]), 400);
+    }
+
+    #[test]
+    fn request_line_rules() {
+        accepted(b"GET / HTTP/1.2\r\n\r\n");
+        assert_eq!(
+            refused(b"GET / HTTP/2.0\r\n\r\n"),
+            Step::Refuse(505, "HTTP version not supported")
+        );
+        assert!(matches!(
+            refused(b"GET /a\x01 HTTP/1.1\r\n\r\n"),
+            Step::Refuse(400, _)
+        ));
+        assert!(matches!(
+            refused(b"GET / HTTP/1.1\nHost: a\n\n"),
+            Step::Refuse(400, _)
+        ));
+        // A line exactly max_request_line long (without its CRLF) passes.
+        let line = format!("GET /{} HTTP/1.1", "a".repeat(8192 - 14));
+        assert_eq!(line.len(), 8192);
+        accepted(format!("{line}\r\nHost: a\r\n\r\n").as_bytes());
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(8192));
+        assert_eq!(
+            refused(long.as_bytes()),
+            Step::Refuse(414, "request line too long")
+        );
     }
 
     #[test]

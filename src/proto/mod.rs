@@ -4,6 +4,7 @@
 
 pub(crate) mod conditional;
 pub(crate) mod framing;
+pub mod length;
 pub mod ranges;
 pub(crate) mod strict;
 pub(crate) mod target;

@@ -82,10 +82,8 @@ pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError>
     let mut headers = Vec::with_capacity(req.headers.len());
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|s| s.parse::<u64>().ok())
+            // The edge writes one plain length; anything else is refused.
+            let n = crate::proto::length::parse_one(h.value)
                 .ok_or(ReadError::Bad(400, "bad content-length"))?;
             if content_length.is_some_and(|c| c != n) {
                 return Err(ReadError::Bad(400, "conflicting content-length"));

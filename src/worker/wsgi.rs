@@ -416,7 +416,9 @@ impl StartResponse {
             // A length that is not a number would break the framing to the
             // edge: the app's error (a 500 with this ValueError, as under
             // gunicorn), not a broken worker.
-            if lname == "content-length" && !is_decimal(value.trim()) {
+            if lname == "content-length"
+                && crate::proto::length::parse_one(value.trim().as_bytes()).is_none()
+            {
                 return Err(PyValueError::new_err(format!(
                     "invalid Content-Length {value:?}: must be a decimal number of bytes"
                 )));
@@ -568,11 +570,6 @@ fn split_host_port(s: &str) -> Option<(String, String)> {
             .to_string(),
         port.to_string(),
     ))
-}
-
-/// Digits only, and a length the framing can hold.
-fn is_decimal(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

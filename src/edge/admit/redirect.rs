@@ -2,10 +2,8 @@
 //! path over https: 301 for GET/HEAD, 308 for the rest (which keeps the
 //! method and body, where 301 lets clients turn a POST into a GET).
 
-use crate::edge::reply;
-use bytes::Bytes;
+use crate::edge::reply::{self, After};
 use pingora_core::Result;
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Answers with a redirect when this plain-HTTP request must go to https.
@@ -30,8 +28,8 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
         _ => host.as_str(),
     };
     if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
-        let resp = ResponseHeader::build(400, Some(1))?;
-        reply::header(session, resp, true).await?;
+        let why = "Bad Request: no valid Host to redirect to\n";
+        reply::text(session, 400, why, &[], After::Close).await?;
         return Ok(Some(400));
     }
     let port = match facts.https_port {
@@ -45,15 +43,8 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
     } else {
         308
     };
-    let body = Bytes::from(format!("Moved to {location}\n"));
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header("Location", &location)?;
-    resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    let head = session.req_header().method == http::Method::HEAD;
-    reply::header(session, resp, head).await?;
-    if !head {
-        session.write_response_body(Some(body), true).await?;
-    }
+    let body = format!("Moved to {location}\n");
+    let extra = [("Location", location.as_str())];
+    reply::text(session, status, body, &extra, After::KeepAlive).await?;
     Ok(Some(status))
 }

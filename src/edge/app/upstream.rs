@@ -127,12 +127,9 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
                 continue;
             }
             "content-length" if framing != Framing::Chunked => {
-                let n = std::str::from_utf8(h.value)
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .ok_or_else(|| {
-                        ExchangeError::Failed("bad Content-Length from the worker".into())
-                    })?;
+                let n = crate::proto::length::parse_one(h.value).ok_or_else(|| {
+                    ExchangeError::Failed("bad Content-Length from the worker".into())
+                })?;
                 framing = Framing::Length(n);
                 declared_len = Some(n);
             }

@@ -12,6 +12,7 @@ pub(crate) mod read;
 
 use crate::config::Mount;
 use crate::edge::files::mount_dir::{FileMeta, MountDir};
+use crate::edge::reply::{self, After};
 use crate::proto::conditional::{self, Outcome};
 use crate::proto::ranges::{self, Ranges};
 use crate::proto::target::{self, Refused};
@@ -79,15 +80,8 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
         Lookup::Missing => return error(session, 404).await,
     };
     if method != http::Method::GET && method != http::Method::HEAD {
-        let mut resp = ResponseHeader::build(405, Some(3))?;
-        resp.insert_header("Allow", "GET, HEAD")?;
-        return finish(
-            session,
-            resp,
-            Some(Bytes::from_static(b"Method Not Allowed\n")),
-            405,
-        )
-        .await;
+        let allow = [("Allow", "GET, HEAD")];
+        return answer(session, 405, "Method Not Allowed\n", &allow).await;
     }
     let meta = if meta.is_dir() {
         if !dir_request {
@@ -135,15 +129,12 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
 
 /// The request's path with a slash added (and its query kept): where a
 /// folder asked for without its slash is.
-fn with_slash(session: &Session) -> Vec<u8> {
+fn with_slash(session: &Session) -> String {
     let uri = &session.req_header().uri;
-    let mut location = uri.path().as_bytes().to_vec();
-    location.push(b'/');
-    if let Some(q) = uri.query() {
-        location.push(b'?');
-        location.extend_from_slice(q.as_bytes());
+    match uri.query() {
+        Some(q) => format!("{}/?{q}", uri.path()),
+        None => format!("{}/", uri.path()),
     }
-    location
 }
 
 async fn send_file(
@@ -214,12 +205,12 @@ async fn send_file(
     match conditional::evaluate(&cond, etag, modified) {
         Outcome::NotModified => {
             resp.set_status(304)?;
-            return finish(session, resp, None, 304).await;
+            return head_only(session, resp).await;
         }
         Outcome::PreconditionFailed => {
             let mut resp = ResponseHeader::build(412, Some(2))?;
             resp.insert_header("Content-Length", "0")?;
-            return finish(session, resp, None, 412).await;
+            return head_only(session, resp).await;
         }
         Outcome::Proceed => {}
     }
@@ -246,7 +237,7 @@ async fn send_file(
             let mut resp = ResponseHeader::build(416, Some(3))?;
             resp.insert_header("Content-Range", format!("bytes */{size}"))?;
             resp.insert_header("Content-Length", "0")?;
-            return finish(session, resp, None, 416).await;
+            return head_only(session, resp).await;
         }
         _ => (0, size),
     };
@@ -257,7 +248,7 @@ async fn send_file(
     }
     let status = resp.status.as_u16();
     if head || len == 0 {
-        crate::edge::reply::header(session, resp, true).await?;
+        reply::header(session, resp, true).await?;
         return Ok(Served::Done(status));
     }
     if small {
@@ -291,7 +282,7 @@ async fn send_file(
             return error(session, 404).await;
         };
         let body = data.slice_ref(body);
-        crate::edge::reply::header(session, resp, false).await?;
+        reply::header(session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
@@ -299,7 +290,7 @@ async fn send_file(
         Ok(f) => std::sync::Arc::new(f),
         Err(e) => return open_failed(session, e).await,
     };
-    crate::edge::reply::header(session, resp, false).await?;
+    reply::header(session, resp, false).await?;
     let (mut offset, mut left) = (start, len);
     while left > 0 {
         // Each chunk is read straight into the buffer that goes out (no
@@ -378,17 +369,8 @@ async fn open_failed(session: &mut Session, e: NotOpened) -> Result<Served> {
     if let NotOpened::Gone = e {
         return error(session, 404).await;
     }
-    let mut resp = ResponseHeader::build(503, Some(2))?;
-    resp.insert_header("Retry-After", "1")?;
-    finish(
-        session,
-        resp,
-        Some(Bytes::from_static(
-            b"Service Unavailable: file changed, retry\n",
-        )),
-        503,
-    )
-    .await
+    let why = "Service Unavailable: file changed, retry\n";
+    answer(session, 503, why, &[("Retry-After", "1")]).await
 }
 
 enum Lookup {
@@ -586,47 +568,37 @@ fn content_type(path: &Path) -> String {
     }
 }
 
-async fn redirect(session: &mut Session, location: &[u8]) -> Result<Served> {
-    let mut resp = ResponseHeader::build(301, Some(3))?;
-    resp.insert_header("Location", location)?;
-    finish(
-        session,
-        resp,
-        Some(Bytes::from_static(b"Moved Permanently\n")),
-        301,
-    )
-    .await
+async fn redirect(session: &mut Session, location: &str) -> Result<Served> {
+    let extra = [("Location", location)];
+    answer(session, 301, "Moved Permanently\n", &extra).await
 }
 
 /// 400/403/404 with a short body that reveals no paths.
 pub async fn error(session: &mut Session, status: u16) -> Result<Served> {
-    let text: &'static [u8] = match status {
-        400 => b"Bad Request\n",
-        403 => b"Forbidden\n",
-        _ => b"Not Found\n",
+    let text = match status {
+        400 => "Bad Request\n",
+        403 => "Forbidden\n",
+        _ => "Not Found\n",
     };
-    let resp = ResponseHeader::build(status, Some(2))?;
-    finish(session, resp, Some(Bytes::from_static(text)), status).await
+    answer(session, status, text, &[]).await
 }
 
-pub async fn finish(
+/// A small answer about a file; the request was a plain GET or HEAD, so
+/// the connection carries on.
+async fn answer(
     session: &mut Session,
-    mut resp: ResponseHeader,
-    body: Option<Bytes>,
     status: u16,
+    text: &'static str,
+    extra: &[(&'static str, &str)],
 ) -> Result<Served> {
-    match body {
-        Some(b) => {
-            resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
-            resp.insert_header("Content-Length", b.len().to_string())?;
-            let head = session.req_header().method == http::Method::HEAD;
-            crate::edge::reply::header(session, resp, head).await?;
-            if !head {
-                session.write_response_body(Some(b), true).await?;
-            }
-        }
-        None => crate::edge::reply::header(session, resp, true).await?,
-    }
+    reply::text(session, status, text, extra, After::KeepAlive).await?;
+    Ok(Served::Done(status))
+}
+
+/// A head with no body (304, 412, 416).
+async fn head_only(session: &mut Session, resp: ResponseHeader) -> Result<Served> {
+    let status = resp.status.as_u16();
+    reply::header(session, resp, true).await?;
     Ok(Served::Done(status))
 }
 
