@@ -5,7 +5,6 @@
 use crate::config::AccessLog;
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 enum Msg {
@@ -14,8 +13,6 @@ enum Msg {
     /// Reopen the file by name (logrotate moved it away).
     Reopen,
 }
-
-static LOG: OnceLock<Option<Sender<Msg>>> = OnceLock::new();
 
 pub struct Entry<'a> {
     pub client: &'a str,
@@ -34,7 +31,18 @@ pub struct Entry<'a> {
     pub complete: bool,
 }
 
-pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
+/// The sending end of the access log; cheap to clone (a channel sender).
+/// Made by `start` in `edge::run`; held by the edge state (the request
+/// path), the connection guard (refusals) and the control listener
+/// (reopen on USR1).
+#[derive(Clone)]
+pub struct Log {
+    tx: Option<Sender<Msg>>,
+    json: bool,
+}
+
+/// Opens the log and starts its writer thread (nothing with `access = "off"`).
+pub fn start(target: &AccessLog, json: bool) -> std::io::Result<Log> {
     let tx = match target {
         AccessLog::Off => None,
         target => {
@@ -48,12 +56,8 @@ pub fn start(target: &AccessLog, json: bool) -> std::io::Result<()> {
             Some(tx)
         }
     };
-    let _ = LOG.set(tx);
-    FORMAT_JSON.get_or_init(|| json);
-    Ok(())
+    Ok(Log { tx, json })
 }
-
-static FORMAT_JSON: OnceLock<bool> = OnceLock::new();
 
 fn open(target: &AccessLog) -> std::io::Result<Box<dyn Write + Send>> {
     Ok(match target {
@@ -95,34 +99,36 @@ fn writer(sink: Box<dyn Write + Send>, target: &AccessLog, rx: Receiver<Msg>) {
     }
 }
 
-/// Whether lines are written at all; with `access = "off"` the caller
-/// skips building them.
-pub fn enabled() -> bool {
-    matches!(LOG.get(), Some(Some(_)))
-}
-
-pub fn log(e: &Entry) {
-    let Some(Some(tx)) = LOG.get() else { return };
-    let line = if *FORMAT_JSON.get().unwrap_or(&false) {
-        json_line(e)
-    } else {
-        combined_line(e, SystemTime::now())
-    };
-    let _ = tx.send(Msg::Line(line));
-}
-
-pub fn reopen() {
-    if let Some(Some(tx)) = LOG.get() {
-        let _ = tx.send(Msg::Reopen);
+impl Log {
+    /// Whether lines are written at all; with `access = "off"` the caller
+    /// skips building them.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
     }
-}
 
-/// Waits (briefly) until every line logged so far is written.
-pub fn flush() {
-    if let Some(Some(tx)) = LOG.get() {
-        let (done_tx, done_rx) = mpsc::sync_channel(1);
-        if tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(Duration::from_secs(2));
+    pub fn log(&self, e: &Entry) {
+        let Some(tx) = &self.tx else { return };
+        let line = if self.json {
+            json_line(e)
+        } else {
+            combined_line(e, SystemTime::now())
+        };
+        let _ = tx.send(Msg::Line(line));
+    }
+
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.send(Msg::Reopen);
+        }
+    }
+
+    /// Waits (briefly) until every line logged so far is written.
+    pub fn flush(&self) {
+        if let Some(tx) = &self.tx {
+            let (done_tx, done_rx) = mpsc::sync_channel(1);
+            if tx.send(Msg::Flush(done_tx)).is_ok() {
+                let _ = done_rx.recv_timeout(Duration::from_secs(2));
+            }
         }
     }
 }

@@ -16,6 +16,8 @@ pub struct ControlListener {
     pub pool: Arc<Pool>,
     pub fd: Mutex<Option<RawFd>>,
     pub status_fd: RawFd,
+    /// Reopened on the master's word (SIGUSR1, logrotate).
+    pub log: crate::edge::access_log::Log,
 }
 
 #[async_trait]
@@ -50,7 +52,7 @@ impl BackgroundService for ControlListener {
                         debug!("worker {id} down");
                         self.pool.worker_down(id);
                     }
-                    Some(Control::ReopenLogs) => crate::edge::access_log::reopen(),
+                    Some(Control::ReopenLogs) => self.log.reopen(),
                     None => error!("unreadable control line {line:?}"),
                 },
                 Ok(None) | Err(_) => {

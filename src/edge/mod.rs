@@ -54,9 +54,16 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     if let Err(e) = crate::master::privileges::drop_privileges(site) {
         return fail(format!("{e:#}"));
     }
-    if let Err(e) = access_log::start(&site.access_log, site.config.log.access_format == "json") {
-        return fail(format!("cannot open the access log: {e}"));
-    }
+    let log = match access_log::start(&site.access_log, site.config.log.access_format == "json") {
+        Ok(log) => log,
+        Err(e) => return fail(format!("cannot open the access log: {e}")),
+    };
+    let tls_facts = site.tls.as_ref().map(|t| state::TlsFacts {
+        hsts: t.hsts.clone(),
+        redirect_http: t.redirect_http,
+        https_port: t.listen.first().map(|a| a.port()),
+    });
+    let state = state::EdgeState::new(tls_facts, log.clone());
     let conf = ServerConf {
         threads: site.config.server.edge_threads,
         // corral drains before telling pingora (see drain.rs); pingora then
@@ -75,6 +82,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         site.threads(),
     );
     let edge = proxy::Edge {
+        state: state.clone(),
         pool: pool.clone(),
         routes: admit::routes::Routes::new(&site.config.limits),
         timeout: site.timeout(),
@@ -108,11 +116,6 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     }
     let mut handshaker = None;
     if let Some(tls_site) = &site.tls {
-        reply::set_tls_facts(reply::TlsFacts {
-            hsts: tls_site.hsts.clone(),
-            redirect_http: tls_site.redirect_http,
-            https_port: tls_site.listen.first().map(|a| a.port()),
-        });
         match conn::tls::Prepared::load(tls_site).and_then(|p| p.acceptor()) {
             Ok(h) => handshaker = Some(h),
             Err(e) => return fail(format!("TLS: {e}")),
@@ -134,6 +137,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         max_headers: limits.max_headers,
     };
     let shared = conn::accept::Shared {
+        state: state.clone(),
         app: std::sync::Arc::new(proxy),
         tls: handshaker,
         conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
@@ -152,15 +156,17 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             pool,
             fd: Mutex::new(Some(control_fd)),
             status_fd,
+            log: log.clone(),
         },
     ));
     info!("edge {pid} listening on {:?}", site.listen);
     server.run(RunArgs {
         shutdown_signal: Box::new(EdgeSignals {
             limit: site.graceful_timeout(),
+            state,
         }),
     });
-    access_log::flush();
+    log.flush();
     0
 }
 
@@ -168,6 +174,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
 /// (see `drain`).
 struct EdgeSignals {
     limit: Duration,
+    state: std::sync::Arc<state::EdgeState>,
 }
 
 #[async_trait]
@@ -184,7 +191,7 @@ impl ShutdownSignalWatch for EdgeSignals {
         };
         tokio::select! {
             _ = term.recv() => {
-                state::drain(self.limit).await;
+                self.state.drain(self.limit).await;
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,

@@ -13,25 +13,21 @@ use crate::edge::app::request_body::{BodyError, RequestBody};
 use crate::edge::app::upstream::{self, BodyReader, ExchangeError, Framing};
 use crate::edge::files::{self, Served};
 use crate::edge::reply::{self, After};
+use crate::edge::state::{EdgeState, InFlight};
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::{ProxyHttp, Session};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 use tracing::{error, warn};
 
-/// Requests being handled; graceful stop waits for this to reach zero.
-pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
-/// This process's pid, asked once: `getpid` is a system call every time.
-static EDGE_PID: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
-
 pub struct Edge {
+    /// Lifecycle, TLS facts, the access log: what the whole edge shares.
+    pub state: Arc<EdgeState>,
     pub pool: Arc<Pool>,
     /// `[limits]` body size, body time and rate, per URL prefix.
     pub routes: crate::edge::admit::routes::Routes,
@@ -69,12 +65,8 @@ pub struct Ctx {
     scheme: &'static str,
     /// The response body was cut short.
     incomplete: bool,
-}
-
-impl Drop for Ctx {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-    }
+    /// Counts this request as in flight until the context is dropped.
+    _in_flight: InFlight,
 }
 
 #[async_trait]
@@ -82,11 +74,11 @@ impl ProxyHttp for Edge {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+        let (in_flight, pid, seq) = self.state.enter();
         Ctx {
+            _in_flight: in_flight,
             started: Instant::now(),
-            request_id: RequestId(*EDGE_PID, seq),
+            request_id: RequestId(pid, seq),
             status: 0,
             retry_after: 0,
             client: None,
@@ -152,13 +144,13 @@ impl ProxyHttp for Edge {
                 return self.refuse(session, ctx, 429, "Too Many Requests").await;
             }
         }
-        if let Some(status) = crate::edge::admit::redirect::to_https(session).await? {
+        if let Some(status) = crate::edge::admit::redirect::to_https(&self.state, session).await? {
             ctx.status = status;
             return Ok(true);
         }
         // Static files never reach Python (unless a mount falls back to the app).
         if let Some(mount) = files::find(&self.static_mounts, &decoded) {
-            match files::serve(session, mount, &decoded).await? {
+            match files::serve(&self.state, session, mount, &decoded).await? {
                 Served::Done(status) => {
                     ctx.status = status;
                     return Ok(true);
@@ -316,7 +308,7 @@ impl ProxyHttp for Edge {
                 lease.put_conn(conn);
             }
             drop(lease);
-            reply::header(session, header, true).await?;
+            reply::header(&self.state, session, header, true).await?;
             return Ok(true);
         }
         // A body already sitting whole in our read buffer (small responses,
@@ -330,12 +322,12 @@ impl ProxyHttp for Edge {
                     lease.put_conn(conn);
                 }
                 drop(lease);
-                reply::header(session, header, false).await?;
+                reply::header(&self.state, session, header, false).await?;
                 sink.whole(session, body).await?;
                 return Ok(true);
             }
         }
-        reply::header(session, header, false).await?;
+        reply::header(&self.state, session, header, false).await?;
 
         // Read the worker's body in its own task into the response buffer
         // (memory, then a temp file), so the worker is free once its
@@ -377,7 +369,7 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if !access_log::enabled() {
+        if !self.state.log.enabled() {
             return;
         }
         let req = session.req_header();
@@ -403,7 +395,7 @@ impl ProxyHttp for Edge {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default()
         };
-        access_log::log(&access_log::Entry {
+        self.state.log.log(&access_log::Entry {
             client: &client,
             method: req.method.as_str(),
             target: &String::from_utf8_lossy(req.raw_path()),
@@ -430,7 +422,7 @@ impl Edge {
         }
         ctx.status = 200;
         let allow = [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")];
-        reply::text(session, 200, "", &allow, After::KeepAlive).await?;
+        reply::text(&self.state, session, 200, "", &allow, After::KeepAlive).await?;
         Ok(true)
     }
 
@@ -480,7 +472,15 @@ impl Edge {
             503 | 504 => After::KeepAlive,
             _ => After::Close,
         };
-        reply::text(session, status, format!("{msg}\n"), &extra, after).await?;
+        reply::text(
+            &self.state,
+            session,
+            status,
+            format!("{msg}\n"),
+            &extra,
+            after,
+        )
+        .await?;
         Ok(true)
     }
 }

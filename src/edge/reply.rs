@@ -1,32 +1,13 @@
 //! The one door every response head goes out through, so that what is
 //! true of all responses is added in one place: HSTS on TLS connections.
 //! And the one builder of the edge's own small answers (errors, redirects,
-//! `OPTIONS *`). Settings that are the same for the whole edge live here too.
+//! `OPTIONS *`).
 
+use crate::edge::state::EdgeState;
 use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use std::sync::OnceLock;
-
-/// Edge-wide TLS facts, set once at start.
-#[derive(Default)]
-pub struct TlsFacts {
-    pub hsts: String,
-    pub redirect_http: bool,
-    /// Port of the first TLS listener, for redirects.
-    pub https_port: Option<u16>,
-}
-
-static TLS: OnceLock<TlsFacts> = OnceLock::new();
-
-pub fn set_tls_facts(facts: TlsFacts) {
-    let _ = TLS.set(facts);
-}
-
-pub fn tls_facts() -> Option<&'static TlsFacts> {
-    TLS.get()
-}
 
 /// Whether this request arrived over TLS.
 pub fn is_tls(session: &Session) -> bool {
@@ -36,15 +17,18 @@ pub fn is_tls(session: &Session) -> bool {
         .is_some()
 }
 
-pub async fn header(session: &mut Session, mut resp: ResponseHeader, end: bool) -> Result<()> {
-    if crate::edge::state::DRAINING.load(std::sync::atomic::Ordering::Relaxed)
-        && !session.is_http2()
-    {
+pub async fn header(
+    state: &EdgeState,
+    session: &mut Session,
+    mut resp: ResponseHeader,
+    end: bool,
+) -> Result<()> {
+    if state.is_draining() && !session.is_http2() {
         // Keep-alive clients reconnect, to the edge that replaces this one.
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;
     }
-    if let Some(facts) = tls_facts() {
+    if let Some(facts) = &state.tls {
         if !facts.hsts.is_empty() && is_tls(session) {
             resp.insert_header("Strict-Transport-Security", &facts.hsts)?;
         }
@@ -64,6 +48,7 @@ pub enum After {
 /// A small answer made by the edge itself: a plain-text body (none for
 /// HEAD, and no Content-Type when empty), a few extra headers.
 pub async fn text(
+    state: &EdgeState,
     session: &mut Session,
     status: u16,
     body: impl Into<Bytes>,
@@ -84,7 +69,7 @@ pub async fn text(
         session.set_keepalive(None);
     }
     let end = body.is_empty() || session.req_header().method == http::Method::HEAD;
-    header(session, resp, end).await?;
+    header(state, session, resp, end).await?;
     if !end {
         session.write_response_body(Some(body), true).await?;
     }

@@ -1,43 +1,117 @@
-//! Graceful stop of an edge (SIGTERM: shutdown, or a reload handing over
-//! to a new edge), done the way nginx does it rather than pingora's way.
+//! What the parts of one edge process share, made once in `edge::run` and
+//! passed down as an `Arc<EdgeState>`: no process-wide statics, so every
+//! reader of a fact can be found from where it is handed in. Each field
+//! says who writes it.
 //!
-//! pingora's graceful shutdown drops every connection whose request has not
-//! arrived yet, including ones accepted a moment before, and then sleeps a
-//! fixed grace period. During a reload that fails fresh connections. So the
-//! edge first stops accepting on its own (its accept loops end; the master
-//! keeps the listening sockets open for the new edge), keeps serving what it has, tells keep-alive
-//! clients to reconnect (`Connection: close`), and only hands over to
-//! pingora's shutdown once nothing has been in flight for a moment.
+//! Graceful stop (SIGTERM: shutdown, or a reload handing over to a new
+//! edge) is done the way nginx does it rather than pingora's way. pingora's
+//! graceful shutdown drops every connection whose request has not arrived
+//! yet, including ones accepted a moment before, and then sleeps a fixed
+//! grace period. During a reload that fails fresh connections. So the edge
+//! first stops accepting on its own (its accept loops end; the master keeps
+//! the listening sockets open for the new edge), keeps serving what it has,
+//! tells keep-alive clients to reconnect (`Connection: close`), and only
+//! hands over to pingora's shutdown once nothing has been in flight for a
+//! moment.
 
-use crate::edge::proxy::IN_FLIGHT;
-use std::sync::atomic::{AtomicBool, Ordering};
+use crate::edge::access_log;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{info, warn};
 
-/// Set once the edge is draining: responses then close their connection.
-pub static DRAINING: AtomicBool = AtomicBool::new(false);
+/// Edge-wide TLS facts, from the config.
+#[derive(Default)]
+pub struct TlsFacts {
+    pub hsts: String,
+    pub redirect_http: bool,
+    /// Port of the first TLS listener, for redirects.
+    pub https_port: Option<u16>,
+}
+
+pub struct EdgeState {
+    /// Set by `drain`; read by `reply::header`: responses then close their
+    /// connection.
+    draining: AtomicBool,
+    /// Requests being handled: counted up by `enter`, down when its
+    /// `InFlight` drops (with the request's context); `drain` waits for 0.
+    in_flight: AtomicUsize,
+    /// Flipped once by `drain`; every accept loop (`conn::accept`) watches it.
+    stop: watch::Sender<bool>,
+    /// This process's pid, asked once (`getpid` is a system call every
+    /// time), and the sequence of request ids.
+    pid: u32,
+    requests: AtomicU64,
+    /// `[tls]` facts; None without TLS.
+    pub tls: Option<TlsFacts>,
+    /// The access log's sending end.
+    pub log: access_log::Log,
+    /// Small static files kept in memory (`files` reads and fills it).
+    pub files_cache: crate::edge::files::cache::Cache,
+}
+
+/// One request in flight, for as long as this lives.
+pub struct InFlight(Arc<EdgeState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 /// How long nothing must be in flight before the edge lets go: covers a
 /// request whose connection was accepted just before accepting stopped.
 const QUIET: Duration = Duration::from_millis(1000);
 
-pub async fn drain(limit: Duration) {
-    DRAINING.store(true, Ordering::SeqCst);
-    crate::edge::conn::accept::stop_accepting();
-    info!("edge draining: no new connections, finishing in-flight requests");
-    let started = Instant::now();
-    let mut quiet_since: Option<Instant> = None;
-    while started.elapsed() < limit {
-        if IN_FLIGHT.load(Ordering::SeqCst) == 0 {
-            let since = *quiet_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= QUIET {
-                info!("edge drained");
-                return;
-            }
-        } else {
-            quiet_since = None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+impl EdgeState {
+    pub fn new(tls: Option<TlsFacts>, log: access_log::Log) -> Arc<Self> {
+        Arc::new(EdgeState {
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            stop: watch::channel(false).0,
+            pid: std::process::id(),
+            requests: AtomicU64::new(0),
+            tls,
+            log,
+            files_cache: Default::default(),
+        })
     }
-    warn!("edge drain hit graceful_timeout ({limit:?}) with requests still in flight");
+
+    /// A request begins: its in-flight token and its id (pid, sequence).
+    pub fn enter(self: &Arc<Self>) -> (InFlight, u32, u64) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let seq = self.requests.fetch_add(1, Ordering::Relaxed);
+        (InFlight(self.clone()), self.pid, seq)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// For accept loops: changes to true when accepting must stop.
+    pub fn stopped(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub async fn drain(&self, limit: Duration) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.stop.send_replace(true);
+        info!("edge draining: no new connections, finishing in-flight requests");
+        let started = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        while started.elapsed() < limit {
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= QUIET {
+                    info!("edge drained");
+                    return;
+                }
+            } else {
+                quiet_since = None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        warn!("edge drain hit graceful_timeout ({limit:?}) with requests still in flight");
+    }
 }

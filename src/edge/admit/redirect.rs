@@ -3,12 +3,13 @@
 //! method and body, where 301 lets clients turn a POST into a GET).
 
 use crate::edge::reply::{self, After};
+use crate::edge::state::EdgeState;
 use pingora_core::Result;
 use pingora_proxy::Session;
 
 /// Answers with a redirect when this plain-HTTP request must go to https.
-pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
-    let Some(facts) = reply::tls_facts() else {
+pub async fn to_https(state: &EdgeState, session: &mut Session) -> Result<Option<u16>> {
+    let Some(facts) = &state.tls else {
         return Ok(None);
     };
     if !facts.redirect_http || reply::is_tls(session) {
@@ -29,7 +30,7 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
     };
     if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
         let why = "Bad Request: no valid Host to redirect to\n";
-        reply::text(session, 400, why, &[], After::Close).await?;
+        reply::text(state, session, 400, why, &[], After::Close).await?;
         return Ok(Some(400));
     }
     let port = match facts.https_port {
@@ -45,6 +46,6 @@ pub async fn to_https(session: &mut Session) -> Result<Option<u16>> {
     };
     let body = format!("Moved to {location}\n");
     let extra = [("Location", location.as_str())];
-    reply::text(session, status, body, &extra, After::KeepAlive).await?;
+    reply::text(state, session, status, body, &extra, After::KeepAlive).await?;
     Ok(Some(status))
 }

@@ -9,7 +9,7 @@
 //! connection goes through those, then to pingora's own HTTP code
 //! (`HttpProxy`, running `proxy::Edge`) exactly as pingora would hand it.
 //!
-//! Stopping: `stop_accepting` (a reload or graceful stop) ends every loop,
+//! Stopping: `EdgeState::drain` (a reload or graceful stop) ends every loop,
 //! which closes this process's copies of the listening sockets; the master
 //! still holds them for the next edge.
 
@@ -17,6 +17,7 @@ use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
 use crate::edge::conn::tls::Handshaker;
 use crate::edge::proxy::Edge;
+use crate::edge::state::EdgeState;
 use crate::proto::framing::{Framer, HeadLimits};
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -30,7 +31,7 @@ use pingora_core::services::Service;
 use pingora_proxy::HttpProxy;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -46,6 +47,8 @@ pub struct Listener {
 
 /// What every connection needs, shared by all accept loops.
 pub struct Shared {
+    /// Lifecycle (when to stop accepting) and the access log.
+    pub state: Arc<EdgeState>,
     /// pingora's HTTP code running corral's request path.
     pub app: Arc<HttpProxy<Edge>>,
     pub tls: Option<Handshaker>,
@@ -69,14 +72,6 @@ impl AcceptService {
             threads,
         }
     }
-}
-
-/// Set once to make every accept loop of this process stop.
-static STOP: LazyLock<watch::Sender<bool>> = LazyLock::new(|| watch::channel(false).0);
-
-/// Stops accepting new connections (open ones carry on).
-pub fn stop_accepting() {
-    STOP.send_replace(true);
 }
 
 #[async_trait]
@@ -142,7 +137,7 @@ async fn accept_loop(
     shared: Arc<Shared>,
     shutdown: ShutdownWatch,
 ) {
-    let mut stop = STOP.subscribe();
+    let mut stop = shared.state.stopped();
     let mut shutdown_rx = shutdown.clone();
     let stopping =
         |stop: &watch::Receiver<bool>, sd: &ShutdownWatch| *stop.borrow() || *sd.borrow();
@@ -246,6 +241,7 @@ async fn serve(
         accepted,
         client.ip().to_string(),
         ticket,
+        shared.state.log.clone(),
     );
     if over_limit {
         if is_h2 {

@@ -86,6 +86,8 @@ pub struct Guarded {
     wsent: usize,
     /// For the access-log line of a refusal.
     client: String,
+    /// For the line of a refused request.
+    log: crate::edge::access_log::Log,
     _ticket: Ticket,
 }
 
@@ -97,6 +99,7 @@ impl Guarded {
         accepted: Instant,
         client: String,
         ticket: Ticket,
+        log: crate::edge::access_log::Log,
     ) -> Self {
         let deadline = (!framer.is_opaque() && !header_timeout.is_zero())
             .then(|| Box::pin(tokio::time::sleep_until((accepted + header_timeout).into())));
@@ -115,6 +118,7 @@ impl Guarded {
             wbuf: Vec::new(),
             wsent: 0,
             client,
+            log,
             _ticket: ticket,
         }
     }
@@ -134,7 +138,7 @@ impl Guarded {
             parts.next().unwrap_or("-"),
         );
         tracing::debug!("refused {} from {}: {why}", status, self.client);
-        crate::edge::access_log::log(&crate::edge::access_log::Entry {
+        self.log.log(&crate::edge::access_log::Entry {
             client: &self.client,
             method: if method.is_empty() { "-" } else { method },
             target,

@@ -8,7 +8,12 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use std::path::Path;
 
-pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<Served> {
+pub async fn serve(
+    st: &crate::edge::state::EdgeState,
+    session: &mut Session,
+    dir: &Path,
+    url_path: &str,
+) -> Result<Served> {
     let dir = dir.to_path_buf();
     let entries = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<(String, bool)>> {
         let mut v = Vec::new();
@@ -25,7 +30,7 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     })
     .await;
     let Ok(Ok(entries)) = entries else {
-        return crate::edge::files::error(session, 404).await;
+        return crate::edge::files::error(st, session, 404).await;
     };
     let title = escape(url_path);
     let mut html = format!(
@@ -47,7 +52,7 @@ pub async fn serve(session: &mut Session, dir: &Path, url_path: &str) -> Result<
     resp.insert_header("Content-Type", "text/html; charset=utf-8")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     let head = session.req_header().method == http::Method::HEAD;
-    crate::edge::reply::header(session, resp, head).await?;
+    crate::edge::reply::header(st, session, resp, head).await?;
     if !head {
         session.write_response_body(Some(body), true).await?;
     }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Files up to this size are cached.
@@ -49,54 +49,66 @@ pub struct Entry {
 /// times, the same file.
 type Variants = Vec<(Option<&'static str>, FileMeta, Arc<Entry>)>;
 
-struct Cache {
+/// Small static files by path, up to `MAX_TOTAL` bytes in all. Owned by
+/// the edge state; read and filled by `files` only.
+#[derive(Default)]
+pub struct Cache(Mutex<Files>);
+
+#[derive(Default)]
+struct Files {
     files: HashMap<PathBuf, Variants>,
     total: usize,
 }
 
-static CACHE: LazyLock<Mutex<Cache>> = LazyLock::new(|| {
-    Mutex::new(Cache {
-        files: HashMap::new(),
-        total: 0,
-    })
-});
-
-/// The cached entry for `path` sent with `encoding`, if it was made from
-/// the file `meta` describes.
-pub fn get(path: &Path, encoding: Option<&'static str>, meta: &FileMeta) -> Option<Arc<Entry>> {
-    let cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    cache
-        .files
-        .get(path)?
-        .iter()
-        .find(|(enc, of, _)| *enc == encoding && of == meta)
-        .map(|(_, _, entry)| entry.clone())
-}
-
-/// Remembers `entry` as made from the file `meta` describes.
-pub fn put(path: &Path, encoding: Option<&'static str>, meta: &FileMeta, entry: Arc<Entry>) {
-    let size = entry.body.len();
-    if size as u64 != meta.len() || meta.len() > MAX_FILE {
-        return;
+impl Cache {
+    /// The cached entry for `path` sent with `encoding`, if it was made from
+    /// the file `meta` describes.
+    pub fn get(
+        &self,
+        path: &Path,
+        encoding: Option<&'static str>,
+        meta: &FileMeta,
+    ) -> Option<Arc<Entry>> {
+        let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .files
+            .get(path)?
+            .iter()
+            .find(|(enc, of, _)| *enc == encoding && of == meta)
+            .map(|(_, _, entry)| entry.clone())
     }
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    if cache.total + size > MAX_TOTAL {
-        cache.files.clear();
-        cache.total = 0;
-    }
-    cache.total += size;
-    let variants = cache.files.entry(path.to_path_buf()).or_default();
-    // A new version of the file replaces the old, whatever its encoding.
-    let mut freed = 0;
-    variants.retain(|(enc, of, old)| {
-        let keep = *enc != encoding && of == meta;
-        if !keep {
-            freed += old.body.len();
+
+    /// Remembers `entry` as made from the file `meta` describes.
+    pub fn put(
+        &self,
+        path: &Path,
+        encoding: Option<&'static str>,
+        meta: &FileMeta,
+        entry: Arc<Entry>,
+    ) {
+        let size = entry.body.len();
+        if size as u64 != meta.len() || meta.len() > MAX_FILE {
+            return;
         }
-        keep
-    });
-    variants.push((encoding, *meta, entry));
-    cache.total -= freed;
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.total + size > MAX_TOTAL {
+            cache.files.clear();
+            cache.total = 0;
+        }
+        cache.total += size;
+        let variants = cache.files.entry(path.to_path_buf()).or_default();
+        // A new version of the file replaces the old, whatever its encoding.
+        let mut freed = 0;
+        variants.retain(|(enc, of, old)| {
+            let keep = *enc != encoding && of == meta;
+            if !keep {
+                freed += old.body.len();
+            }
+            keep
+        });
+        variants.push((encoding, *meta, entry));
+        cache.total -= freed;
+    }
 }
 
 #[cfg(test)]
@@ -122,22 +134,23 @@ mod tests {
                 body: Bytes::from_static(body),
             })
         };
-        assert!(get(&path, None, &meta).is_none());
-        put(&path, None, &meta, entry(b"body{}"));
-        let got = get(&path, None, &meta).map(|e| e.body.clone());
+        let cache = Cache::default();
+        assert!(cache.get(&path, None, &meta).is_none());
+        cache.put(&path, None, &meta, entry(b"body{}"));
+        let got = cache.get(&path, None, &meta).map(|e| e.body.clone());
         assert_eq!(got.as_deref(), Some(&b"body{}"[..]));
         // The same file sent with a Content-Encoding is another entry.
-        assert!(get(&path, Some("gzip"), &meta).is_none());
+        assert!(cache.get(&path, Some("gzip"), &meta).is_none());
         // Same size, new contents: the change time moves on.
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(&path, b"p{a:b}").unwrap();
         let changed = FileMeta::from_std(&std::fs::metadata(&path).unwrap());
         assert!(
-            get(&path, None, &changed).is_none(),
+            cache.get(&path, None, &changed).is_none(),
             "stale contents served"
         );
         // Contents that do not match the metadata are not kept.
-        put(&path, None, &changed, entry(b"short"));
-        assert!(get(&path, None, &changed).is_none());
+        cache.put(&path, None, &changed, entry(b"short"));
+        assert!(cache.get(&path, None, &changed).is_none());
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod read;
 use crate::config::Mount;
 use crate::edge::files::mount_dir::{FileMeta, MountDir};
 use crate::edge::reply::{self, After};
+use crate::edge::state::EdgeState;
 use crate::proto::conditional::{self, Outcome};
 use crate::proto::ranges::{self, Ranges};
 use crate::proto::target::{self, Refused};
@@ -58,34 +59,39 @@ pub fn find<'a>(mounts: &'a [StaticMount], decoded: &[u8]) -> Option<&'a StaticM
 }
 
 /// `decoded` is the request path, percent-decoded once.
-pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> Result<Served> {
+pub async fn serve(
+    st: &EdgeState,
+    session: &mut Session,
+    sm: &StaticMount,
+    decoded: &[u8],
+) -> Result<Served> {
     let mount = &sm.mount;
     let method = session.req_header().method.clone();
     let fallback = mount.settings.fallback == "app";
     // "/static" without the slash: send the browser to the folder.
     if decoded.len() < mount.url.len() {
-        return redirect(session, &with_slash(session)).await;
+        return redirect(st, session, &with_slash(session)).await;
     }
     let rel = &decoded[mount.url.len()..];
     let (mut rel_path, dir_request) = match target::resolve(rel, mount.settings.dotfiles) {
         Ok(r) => r,
         Err(Refused::Hidden) if fallback => return Ok(Served::Fallback),
-        Err(Refused::Hidden) => return error(session, 404).await,
-        Err(Refused::Invalid) => return error(session, 400).await,
+        Err(Refused::Hidden) => return error(st, session, 404).await,
+        Err(Refused::Invalid) => return error(st, session, 400).await,
     };
     let meta = match metadata_within(sm, &rel_path).await {
         Lookup::Found(m) => m,
-        Lookup::Outside => return error(session, 403).await,
+        Lookup::Outside => return error(st, session, 403).await,
         Lookup::Missing if fallback => return Ok(Served::Fallback),
-        Lookup::Missing => return error(session, 404).await,
+        Lookup::Missing => return error(st, session, 404).await,
     };
     if method != http::Method::GET && method != http::Method::HEAD {
         let allow = [("Allow", "GET, HEAD")];
-        return answer(session, 405, "Method Not Allowed\n", &allow).await;
+        return answer(st, session, 405, "Method Not Allowed\n", &allow).await;
     }
     let meta = if meta.is_dir() {
         if !dir_request {
-            return redirect(session, &with_slash(session)).await;
+            return redirect(st, session, &with_slash(session)).await;
         }
         let mut found = None;
         for name in &mount.settings.index {
@@ -106,25 +112,33 @@ pub async fn serve(session: &mut Session, sm: &StaticMount, decoded: &[u8]) -> R
                 let shown = String::from_utf8_lossy(session.req_header().uri.path().as_bytes());
                 let shown = shown.into_owned();
                 let folder = mount.dir.join(&rel_path);
-                return crate::edge::files::autoindex::serve(session, &folder, &shown).await;
+                return autoindex::serve(st, session, &folder, &shown).await;
             }
             None if fallback => return Ok(Served::Fallback),
-            None => return error(session, 404).await,
+            None => return error(st, session, 404).await,
         }
     } else if dir_request {
         // "/file.css/" is not a folder.
         return if fallback {
             Ok(Served::Fallback)
         } else {
-            error(session, 404).await
+            error(st, session, 404).await
         };
     } else {
         meta
     };
     if !meta.is_file() {
-        return error(session, 404).await;
+        return error(st, session, 404).await;
     }
-    send_file(session, sm, &rel_path, meta, method == http::Method::HEAD).await
+    send_file(
+        st,
+        session,
+        sm,
+        &rel_path,
+        meta,
+        method == http::Method::HEAD,
+    )
+    .await
 }
 
 /// The request's path with a slash added (and its query kept): where a
@@ -138,6 +152,7 @@ fn with_slash(session: &Session) -> String {
 }
 
 async fn send_file(
+    st: &EdgeState,
     session: &mut Session,
     sm: &StaticMount,
     original: &Path,
@@ -155,7 +170,7 @@ async fn send_file(
     let size = meta.len();
     let small = size <= crate::edge::files::cache::MAX_FILE;
     let cached = small
-        .then(|| crate::edge::files::cache::get(&path, encoding, &meta))
+        .then(|| st.files_cache.get(&path, encoding, &meta))
         .flatten();
     let facts = match &cached {
         Some(entry) => entry.facts.clone(),
@@ -205,12 +220,12 @@ async fn send_file(
     match conditional::evaluate(&cond, etag, modified) {
         Outcome::NotModified => {
             resp.set_status(304)?;
-            return head_only(session, resp).await;
+            return head_only(st, session, resp).await;
         }
         Outcome::PreconditionFailed => {
             let mut resp = ResponseHeader::build(412, Some(2))?;
             resp.insert_header("Content-Length", "0")?;
-            return head_only(session, resp).await;
+            return head_only(st, session, resp).await;
         }
         Outcome::Proceed => {}
     }
@@ -237,7 +252,7 @@ async fn send_file(
             let mut resp = ResponseHeader::build(416, Some(3))?;
             resp.insert_header("Content-Range", format!("bytes */{size}"))?;
             resp.insert_header("Content-Length", "0")?;
-            return head_only(session, resp).await;
+            return head_only(st, session, resp).await;
         }
         _ => (0, size),
     };
@@ -248,7 +263,7 @@ async fn send_file(
     }
     let status = resp.status.as_u16();
     if head || len == 0 {
-        reply::header(session, resp, true).await?;
+        reply::header(st, session, resp, true).await?;
         return Ok(Served::Done(status));
     }
     if small {
@@ -259,7 +274,7 @@ async fn send_file(
             None => {
                 let file = match open_found(sm, &rel, &meta) {
                     Ok(f) => f,
-                    Err(e) => return open_failed(session, e).await,
+                    Err(e) => return open_failed(st, session, e).await,
                 };
                 let read = tokio::task::spawn_blocking(move || {
                     use std::io::Read;
@@ -268,29 +283,29 @@ async fn send_file(
                 })
                 .await;
                 let Ok(Ok(data)) = read else {
-                    return error(session, 404).await;
+                    return error(st, session, 404).await;
                 };
                 let body = Bytes::from(data);
                 let entry = std::sync::Arc::new(crate::edge::files::cache::Entry { facts, body });
-                crate::edge::files::cache::put(&path, encoding, &meta, entry.clone());
+                st.files_cache.put(&path, encoding, &meta, entry.clone());
                 entry
             }
         };
         let data = &entry.body;
         let Some(body) = data.get(start as usize..(start + len) as usize) else {
             // The file shrank between its stat and its read.
-            return error(session, 404).await;
+            return error(st, session, 404).await;
         };
         let body = data.slice_ref(body);
-        reply::header(session, resp, false).await?;
+        reply::header(st, session, resp, false).await?;
         session.write_response_body(Some(body), true).await?;
         return Ok(Served::Done(status));
     }
     let file = match open_found(sm, &rel, &meta) {
         Ok(f) => std::sync::Arc::new(f),
-        Err(e) => return open_failed(session, e).await,
+        Err(e) => return open_failed(st, session, e).await,
     };
-    reply::header(session, resp, false).await?;
+    reply::header(st, session, resp, false).await?;
     let (mut offset, mut left) = (start, len);
     while left > 0 {
         // Each chunk is read straight into the buffer that goes out (no
@@ -365,12 +380,12 @@ enum NotOpened {
 
 /// 404 for a file gone, 503 (retry in a second) for one that changed
 /// under the request: not a 404 a cache could keep.
-async fn open_failed(session: &mut Session, e: NotOpened) -> Result<Served> {
+async fn open_failed(st: &EdgeState, session: &mut Session, e: NotOpened) -> Result<Served> {
     if let NotOpened::Gone = e {
-        return error(session, 404).await;
+        return error(st, session, 404).await;
     }
     let why = "Service Unavailable: file changed, retry\n";
-    answer(session, 503, why, &[("Retry-After", "1")]).await
+    answer(st, session, 503, why, &[("Retry-After", "1")]).await
 }
 
 enum Lookup {
@@ -568,37 +583,38 @@ fn content_type(path: &Path) -> String {
     }
 }
 
-async fn redirect(session: &mut Session, location: &str) -> Result<Served> {
+async fn redirect(st: &EdgeState, session: &mut Session, location: &str) -> Result<Served> {
     let extra = [("Location", location)];
-    answer(session, 301, "Moved Permanently\n", &extra).await
+    answer(st, session, 301, "Moved Permanently\n", &extra).await
 }
 
 /// 400/403/404 with a short body that reveals no paths.
-pub async fn error(session: &mut Session, status: u16) -> Result<Served> {
+pub async fn error(st: &EdgeState, session: &mut Session, status: u16) -> Result<Served> {
     let text = match status {
         400 => "Bad Request\n",
         403 => "Forbidden\n",
         _ => "Not Found\n",
     };
-    answer(session, status, text, &[]).await
+    answer(st, session, status, text, &[]).await
 }
 
 /// A small answer about a file; the request was a plain GET or HEAD, so
 /// the connection carries on.
 async fn answer(
+    st: &EdgeState,
     session: &mut Session,
     status: u16,
     text: &'static str,
     extra: &[(&'static str, &str)],
 ) -> Result<Served> {
-    reply::text(session, status, text, extra, After::KeepAlive).await?;
+    reply::text(st, session, status, text, extra, After::KeepAlive).await?;
     Ok(Served::Done(status))
 }
 
 /// A head with no body (304, 412, 416).
-async fn head_only(session: &mut Session, resp: ResponseHeader) -> Result<Served> {
+async fn head_only(st: &EdgeState, session: &mut Session, resp: ResponseHeader) -> Result<Served> {
     let status = resp.status.as_u16();
-    reply::header(session, resp, true).await?;
+    reply::header(st, session, resp, true).await?;
     Ok(Served::Done(status))
 }
 
