@@ -17,6 +17,7 @@ pub(crate) mod control;
 pub(crate) mod files;
 pub(crate) mod proxy;
 pub(crate) mod reply;
+pub(crate) mod route;
 pub(crate) mod state;
 
 use crate::config::Site;

@@ -2,18 +2,24 @@
 //! path over https: 301 for GET/HEAD, 308 for the rest (which keeps the
 //! method and body, where 301 lets clients turn a POST into a GET).
 
-use crate::edge::reply::{self, After};
+use crate::edge::reply;
 use crate::edge::state::EdgeState;
-use pingora_core::Result;
 use pingora_proxy::Session;
 
-/// Answers with a redirect when this plain-HTTP request must go to https.
-pub async fn to_https(state: &EdgeState, session: &mut Session) -> Result<Option<u16>> {
-    let Some(facts) = &state.tls else {
-        return Ok(None);
-    };
+pub enum Redirect {
+    /// No usable host to send the client to: 400.
+    BadHost,
+    To {
+        status: u16,
+        location: String,
+    },
+}
+
+/// Where this request must go instead, if it must go to https.
+pub fn decide(state: &EdgeState, session: &Session) -> Option<Redirect> {
+    let facts = state.tls.as_ref()?;
     if !facts.redirect_http || reply::is_tls(session) {
-        return Ok(None);
+        return None;
     }
     let req = session.req_header();
     let host = req
@@ -29,23 +35,20 @@ pub async fn to_https(state: &EdgeState, session: &mut Session) -> Result<Option
         _ => host.as_str(),
     };
     if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
-        let why = "Bad Request: no valid Host to redirect to\n";
-        reply::text(state, session, 400, why, &[], After::Close).await?;
-        return Ok(Some(400));
+        return Some(Redirect::BadHost);
     }
     let port = match facts.https_port {
         Some(443) | None => String::new(),
         Some(p) => format!(":{p}"),
     };
-    let target = String::from_utf8_lossy(req.raw_path()).into_owned();
-    let location = format!("https://{name}{port}{target}");
+    let target = String::from_utf8_lossy(req.raw_path());
     let status = if matches!(req.method, http::Method::GET | http::Method::HEAD) {
         301
     } else {
         308
     };
-    let body = format!("Moved to {location}\n");
-    let extra = [("Location", location.as_str())];
-    reply::text(state, session, status, body, &extra, After::KeepAlive).await?;
-    Ok(Some(status))
+    Some(Redirect::To {
+        status,
+        location: format!("https://{name}{port}{target}"),
+    })
 }

@@ -2,9 +2,41 @@
 //! the pool (queue, 503), write the request to it over its Unix socket, and
 //! relay its response (compression, the response buffer).
 
+pub(crate) mod exchange;
 pub(crate) mod forward;
 pub mod pool;
 pub(crate) mod relay;
 pub(crate) mod request_body;
 pub(crate) mod response_buffer;
 pub(crate) mod upstream;
+
+use crate::edge::admit::routes::Applied;
+use crate::edge::proxy::{Ctx, Edge};
+use pingora_core::Result;
+use pingora_proxy::Session;
+
+impl Edge {
+    /// A request for the app: its body (limits), a worker (queue, retry),
+    /// then the worker's response out to the client.
+    pub(crate) async fn serve_app(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        applied: &Applied<'_>,
+    ) -> Result<bool> {
+        let Some(body) = self.read_body(session, ctx, applied).await? else {
+            return Ok(true);
+        };
+        let head = forward::request_head(
+            session,
+            &ctx.request_id.to_string(),
+            body.len(),
+            ctx.client,
+            ctx.scheme,
+        );
+        let Some(answer) = self.dispatch(session, ctx, &head, &body).await? else {
+            return Ok(true);
+        };
+        self.relay_response(session, ctx, answer).await
+    }
+}

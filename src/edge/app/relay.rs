@@ -1,14 +1,24 @@
 //! How an app response goes out to the client: its head adjusted for the
 //! client (compression, framing, `X-Accel-Buffering`), then its body through
-//! an optional encoder.
+//! an optional encoder, from the worker's connection or the response
+//! buffer (memory, then a temp file) a task fills from it.
 
 use crate::config::schema::Compression;
-use crate::edge::app::upstream::{Framing, ResponseHead};
+use crate::edge::app::exchange::{report_timeout, Answer};
+use crate::edge::app::pool::{Conn, Lease, Pool};
+use crate::edge::app::response_buffer;
+use crate::edge::app::upstream::{BodyReader, Framing, ResponseHead};
 use crate::edge::compression::{self, Coding, Encoder, ResponseFacts};
+use crate::edge::proxy::{request_summary, Ctx, Edge};
+use crate::edge::reply;
 use bytes::Bytes;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+use tracing::error;
 
 /// Where a response body goes: straight to the client or through an encoder.
 pub struct Sink {
@@ -134,4 +144,136 @@ fn encode_error(e: std::io::Error) -> Box<Error> {
         ErrorType::InternalError,
         format!("compressing the response: {e}"),
     )
+}
+
+impl Edge {
+    /// Sends a worker's answer on to the client. Small bodies already
+    /// read go out at once; longer ones are read by their own task into
+    /// the response buffer, so the worker is free once its response is in.
+    pub(crate) async fn relay_response(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        answer: Answer,
+    ) -> Result<bool> {
+        let Answer {
+            lease,
+            mut conn,
+            resp,
+            deadline,
+        } = answer;
+        ctx.status = resp.status;
+        let (header, mut sink) = prepare(session, &self.compression, &resp)?;
+        if resp.framing == Framing::Empty {
+            if !resp.close {
+                lease.put_conn(conn);
+            }
+            drop(lease);
+            reply::header(&self.state, session, header, true).await?;
+            return Ok(true);
+        }
+        // A body already sitting whole in our read buffer (small responses,
+        // the common case) goes out at once: no task, no channel, and the
+        // worker is released before the client write even starts.
+        if let Framing::Length(n) = resp.framing {
+            if conn.buffer().len() as u64 == n {
+                let body = Bytes::copy_from_slice(conn.buffer());
+                conn.consume(n as usize);
+                if !resp.close {
+                    lease.put_conn(conn);
+                }
+                drop(lease);
+                reply::header(&self.state, session, header, false).await?;
+                sink.whole(session, body).await?;
+                return Ok(true);
+            }
+        }
+        reply::header(&self.state, session, header, false).await?;
+        // If the client goes away the task stops reading, which the app
+        // sees as a broken connection.
+        let (writer, mut reader) = response_buffer::channel(&self.buffers);
+        let relay = BodyRelay {
+            framing: resp.framing,
+            reusable: !resp.close,
+            deadline,
+            pool: self.pool.clone(),
+            status_fd: self.status_fd,
+            timeout: self.timeout,
+            what: request_summary(session, ctx.request_id),
+        };
+        tokio::spawn(relay.run(lease, conn, writer));
+        while let Some(piece) = reader.next().await {
+            match piece {
+                Ok(data) => sink.send(session, data).await?,
+                Err(e) => {
+                    error!("request {}: {e}", ctx.request_id);
+                    ctx.incomplete = true;
+                    // Cut the client off: a truncated body must not look complete.
+                    return Err(Error::explain(ErrorType::ReadError, e.to_string()));
+                }
+            }
+        }
+        sink.end(session).await?;
+        Ok(true)
+    }
+}
+
+/// Reads a worker's response body into the response buffer, then gives
+/// the connection back to the pool (or drops it).
+struct BodyRelay {
+    framing: Framing,
+    reusable: bool,
+    /// `app.timeout`, counted from when the worker got the request; then
+    /// from each piece of the body.
+    deadline: Option<tokio::time::Instant>,
+    pool: Arc<Pool>,
+    status_fd: std::os::fd::RawFd,
+    timeout: Option<Duration>,
+    what: String,
+}
+
+impl BodyRelay {
+    async fn run(self, lease: Lease, mut conn: Conn, writer: response_buffer::Writer) {
+        let mut reader = BodyReader::new(self.framing);
+        let mut deadline = self.deadline;
+        loop {
+            let next = match deadline {
+                None => reader.next(&mut conn).await,
+                Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        report_timeout(
+                            &self.pool,
+                            self.status_fd,
+                            lease.worker,
+                            &self.what,
+                            self.timeout,
+                        );
+                        writer.fail(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "app.timeout passed while the app was still sending its body",
+                        ));
+                        return;
+                    }
+                },
+            };
+            match next {
+                Ok(Some(chunk)) => {
+                    // gunicorn's rule: a worker that keeps sending is alive,
+                    // so a streamed response gets app.timeout per piece,
+                    // not for its whole length.
+                    deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+                    if !writer.push(chunk).await {
+                        return; // client gone: drop conn and lease
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return writer.fail(e),
+            }
+        }
+        writer.end();
+        if self.reusable && reader.is_done() {
+            lease.put_conn(conn);
+        }
+    }
 }

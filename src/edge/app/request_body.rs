@@ -1,7 +1,11 @@
 //! Request bodies, read in full from the client before a worker is chosen:
 //! a slow upload then costs the edge a buffer, never a Python worker.
 //! Small bodies stay in memory; larger ones spill to an unlinked temp file.
+//! The route's limits apply here: a declared or actual size over `max_body`
+//! is a 413, `Expect: 100-continue` is answered, `body_timeout` is a 408.
 
+use crate::edge::admit::routes::Applied;
+use crate::edge::proxy::{request_summary, Ctx, Edge};
 use pingora_proxy::Session;
 use std::io::Write;
 use tokio::io::AsyncWriteExt;
@@ -109,4 +113,115 @@ async fn write_blocking(f: &mut std::fs::File, data: &[u8]) -> Result<(), BodyEr
         .await
         .map_err(|e| BodyError::Io(std::io::Error::other(e)))?
         .map_err(BodyError::Io)
+}
+
+impl Edge {
+    /// The request's body, read whole under the route's limits. None: the
+    /// request was answered here (413, 417, 408, 400, 500).
+    pub(crate) async fn read_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        applied: &Applied<'_>,
+    ) -> pingora_core::Result<Option<RequestBody>> {
+        // A declared length over the limit is refused before reading a byte.
+        let declared = crate::proto::strict::declared_length(session.req_header())
+            .ok()
+            .flatten();
+        if declared.is_some_and(|n| n > applied.max_body) {
+            return self.too_large(session, ctx, applied).await.map(|_| None);
+        }
+        match expectation(session) {
+            Expectation::None => {}
+            Expectation::Continue => session.write_continue_response().await?,
+            Expectation::Unsupported => {
+                let why = "Expectation Failed: only 100-continue is supported";
+                return self.refuse(session, ctx, 417, why).await.map(|_| None);
+            }
+        }
+        let body_timeout = applied.body_timeout;
+        session.set_read_timeout(Some(body_timeout));
+        let read =
+            tokio::time::timeout(body_timeout, RequestBody::read(session, applied.max_body)).await;
+        let (status, why) = match read {
+            Ok(Ok(b)) => return Ok(Some(b)),
+            // Two clocks, one meaning: the whole body, or its next piece,
+            // took longer than body_timeout.
+            Err(_) | Ok(Err(BodyError::TimedOut)) => {
+                (408, "Request Timeout: the body took too long")
+            }
+            Ok(Err(BodyError::TooLarge)) => {
+                return self.too_large(session, ctx, applied).await.map(|_| None)
+            }
+            Ok(Err(BodyError::Client(e))) => {
+                // The client broke off or sent a malformed body (bad chunk
+                // sizes, missing CRLFs...): answer 400 if it is still there.
+                tracing::debug!("request {}: bad or broken body: {e}", ctx.request_id);
+                (400, "Bad Request: malformed body")
+            }
+            Ok(Err(BodyError::Io(e))) => {
+                tracing::error!("cannot buffer a request body: {e}");
+                (500, "Internal Server Error")
+            }
+        };
+        self.refuse(session, ctx, status, why).await.map(|_| None)
+    }
+
+    /// 413, naming the limit and the key that sets it, for the client and
+    /// in the error log (an operator raising a limit needs the key).
+    async fn too_large(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        applied: &Applied<'_>,
+    ) -> pingora_core::Result<bool> {
+        let key = match applied.max_body_route {
+            Some(path) => format!("max_body of the [[limits.route]] with path = \"{path}\""),
+            None => "[limits] max_body".to_string(),
+        };
+        let msg = format!(
+            "Request body too large: the limit is {} bytes (set by {key})",
+            applied.max_body
+        );
+        tracing::info!("{}: {msg}", request_summary(session, ctx.request_id));
+        self.refuse(session, ctx, 413, &msg).await?;
+        drain_h2_upload(session).await;
+        Ok(true)
+    }
+}
+
+/// h2's lingering close: the rest of a refused upload is read (granting
+/// flow-control credit) and dropped for as long as h1 lingers. Some clients
+/// (httpx) wait for credit before they read the answer, so a reset right
+/// after the 413 would leave them hanging; once the time is up, h2 resets
+/// the stream with NO_ERROR (RFC 9113 §8.1).
+async fn drain_h2_upload(session: &mut Session) {
+    if !session.is_http2() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + crate::edge::conn::guard::UPLOAD_LINGER;
+    while let Ok(Ok(Some(_))) = tokio::time::timeout_at(deadline, session.read_request_body()).await
+    {
+    }
+}
+
+/// What the client's `Expect` header asks of us (RFC 9110 §10.1.1).
+enum Expectation {
+    None,
+    /// Send `100 Continue`: the body is going to be read.
+    Continue,
+    Unsupported,
+}
+
+fn expectation(session: &Session) -> Expectation {
+    let req = session.req_header();
+    // An HTTP/1.0 client cannot read a 1xx: the header is ignored.
+    if req.version == http::Version::HTTP_10 || req.version == http::Version::HTTP_09 {
+        return Expectation::None;
+    }
+    match req.headers.get(http::header::EXPECT) {
+        None => Expectation::None,
+        Some(v) if v.as_bytes().eq_ignore_ascii_case(b"100-continue") => Expectation::Continue,
+        Some(_) => Expectation::Unsupported,
+    }
 }

@@ -1,0 +1,206 @@
+//! Getting a request to a worker and its response head back: a worker from
+//! the pool (queue, 503), the request written over its Unix socket, the
+//! head read within `app.timeout`. A request is retried on another worker
+//! only while the app cannot have run it (not delivered).
+
+use crate::edge::app::pool::{Conn, Lease, Pool, Refused};
+use crate::edge::app::request_body::RequestBody;
+use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
+use crate::edge::proxy::{request_summary, Ctx, Edge};
+use pingora_core::Result;
+use pingora_proxy::Session;
+use std::time::Duration;
+use tokio::io::BufReader;
+use tokio::net::UnixStream;
+use tracing::{error, warn};
+
+/// A worker's answer: its head read, its body still on `conn`.
+pub struct Answer {
+    pub lease: Lease,
+    pub conn: Conn,
+    pub resp: ResponseHead,
+    /// When `app.timeout` runs out for the rest of the response.
+    pub deadline: Option<tokio::time::Instant>,
+}
+
+/// How one attempt went.
+enum Attempt {
+    Answered(Answer),
+    /// Not delivered: the app cannot have run it; try another worker.
+    Retry(u64),
+    /// Answered here with this status and reason.
+    Refuse(u16, &'static str),
+}
+
+impl Edge {
+    /// None: the request was answered here (503, 502, 504).
+    pub(crate) async fn dispatch(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        head: &[u8],
+        body: &RequestBody,
+    ) -> Result<Option<Answer>> {
+        let mut avoid = Vec::new();
+        loop {
+            let lease = match self.pool.acquire(&avoid).await {
+                Ok(l) => l,
+                Err(Refused::QueueFull) => {
+                    let why = "All workers are busy (queue full)";
+                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                }
+                Err(Refused::Timeout) => {
+                    let why = "All workers are busy (queue timeout)";
+                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                }
+            };
+            match self
+                .attempt(session, ctx, lease, head, body, avoid.len())
+                .await
+            {
+                Attempt::Answered(a) => return Ok(Some(a)),
+                Attempt::Retry(worker) => avoid.push(worker),
+                Attempt::Refuse(status, why) => {
+                    return self.refuse(session, ctx, status, why).await.map(|_| None)
+                }
+            }
+        }
+    }
+
+    /// One exchange with the worker `lease` holds, under `app.timeout`.
+    async fn attempt(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        lease: Lease,
+        head: &[u8],
+        body: &RequestBody,
+        retries: usize,
+    ) -> Attempt {
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
+        let result = match deadline {
+            None => exchange(&lease, head, body, is_head).await,
+            Some(d) => {
+                match tokio::time::timeout_at(d, exchange(&lease, head, body, is_head)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let what = request_summary(session, ctx.request_id);
+                        report_timeout(
+                            &self.pool,
+                            self.status_fd,
+                            lease.worker,
+                            &what,
+                            self.timeout,
+                        );
+                        return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
+                    }
+                }
+            }
+        };
+        match result {
+            Ok((conn, resp)) => Attempt::Answered(Answer {
+                lease,
+                conn,
+                resp,
+                deadline,
+            }),
+            Err(e) => self.failed(session, ctx, lease.worker, e, retries),
+        }
+    }
+
+    /// What a failed exchange means, told in the log.
+    fn failed(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        worker: u64,
+        e: ExchangeError,
+        retries: usize,
+    ) -> Attempt {
+        match e {
+            ExchangeError::NotDelivered(e) if retries < 8 => {
+                warn!(
+                    "request {} not delivered to worker {worker}: {e}; retrying",
+                    ctx.request_id
+                );
+                suspect(&self.pool, self.status_fd, worker);
+                Attempt::Retry(worker)
+            }
+            ExchangeError::NotDelivered(e) => {
+                error!("request {} could not reach any worker: {e}", ctx.request_id);
+                Attempt::Refuse(502, "Bad Gateway")
+            }
+            ExchangeError::EdgeOutOfFds(e) => {
+                error!(
+                    "request {}: the edge cannot open a connection to a worker: {e}; \
+                     raise the file descriptor limit (systemd LimitNOFILE=, ulimit -n) \
+                     or lower [limits] max_connections",
+                    ctx.request_id
+                );
+                Attempt::Refuse(503, "Service Unavailable: server out of resources")
+            }
+            ExchangeError::Failed(why) => {
+                suspect(&self.pool, self.status_fd, worker);
+                error!(
+                    "request {} ({} {}) failed in worker {worker}: {why}",
+                    ctx.request_id,
+                    session.req_header().method,
+                    String::from_utf8_lossy(session.req_header().raw_path()),
+                );
+                Attempt::Refuse(502, "Bad Gateway")
+            }
+        }
+    }
+}
+
+/// One request/response head exchange with a worker, on a pooled or new connection.
+async fn exchange(
+    lease: &Lease,
+    head: &[u8],
+    body: &RequestBody,
+    is_head: bool,
+) -> std::result::Result<(Conn, ResponseHead), ExchangeError> {
+    let mut conn = match lease.take_conn() {
+        Some(c) => c,
+        None => {
+            let stream =
+                tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&lease.socket))
+                    .await
+                    .map_err(|_| ExchangeError::NotDelivered(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(ExchangeError::from_connect)?;
+            BufReader::with_capacity(upstream::READ_CHUNK, stream)
+        }
+    };
+    upstream::send(&mut conn, head, body).await?;
+    let resp = upstream::read_head(&mut conn, is_head).await?;
+    Ok((conn, resp))
+}
+
+/// A worker just failed an exchange: most likely it is dead, and the master
+/// will say so shortly. Until then, send it nothing more; the master puts
+/// it back (`up` again) if it turns out to be alive.
+fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64) {
+    pool.worker_down(worker);
+    crate::ipc::send_status(status_fd, &crate::ipc::Status::Suspect(worker));
+}
+
+/// A request overran `app.timeout`: its worker gets no more requests here,
+/// and the master dumps the worker's Python stacks and replaces it.
+pub(crate) fn report_timeout(
+    pool: &Pool,
+    status_fd: std::os::fd::RawFd,
+    worker: u64,
+    what: &str,
+    timeout: Option<Duration>,
+) {
+    error!(
+        "{what} timed out after {:?} in worker {worker}; the worker will be replaced",
+        timeout.unwrap_or_default()
+    );
+    pool.worker_down(worker);
+    crate::ipc::send_status(
+        status_fd,
+        &crate::ipc::Status::Timeout(worker, what.to_string()),
+    );
+}

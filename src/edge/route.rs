@@ -1,0 +1,179 @@
+//! What the edge does with a request: decided from its head by
+//! `Edge::route` (no I/O), then acted on by `Edge::act`, a small function
+//! per kind of answer. The checks run in the order nginx applies them: the
+//! head rules, server-wide requests, upgrades, the route's rate, the
+//! redirect to https, static files, then the app.
+
+use crate::edge::admit::redirect::{self, Redirect};
+use crate::edge::admit::routes::Applied;
+use crate::edge::files::{self, Served, StaticMount};
+use crate::edge::proxy::{Ctx, Edge};
+use crate::edge::reply::{self, After};
+use pingora_core::Result;
+use pingora_proxy::Session;
+
+pub enum Route<'a> {
+    /// Refused by a rule on the head, with this status and reason.
+    Refuse(u16, &'static str),
+    /// `OPTIONS *`: about the server, not a resource (the app would get a
+    /// PATH_INFO that is not a path, PEP 3333).
+    ServerWide,
+    /// Over the route's request rate: 429, retry after this many seconds.
+    RateLimited(u64),
+    /// `[tls] redirect_http` on a plain-HTTP request.
+    Redirect(Redirect),
+    /// A `[[static]]` mount (which may hand the request on to the app).
+    Files(&'a StaticMount),
+    /// The Python app.
+    App,
+}
+
+impl Edge {
+    /// `decoded` is the request path, percent-decoded (empty when no
+    /// route or mount needs it); `applied` the `[limits]` for it.
+    pub(crate) fn route<'a>(
+        &'a self,
+        session: &Session,
+        ctx: &Ctx,
+        decoded: &[u8],
+        applied: &Applied,
+    ) -> Route<'a> {
+        let raw_head = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        let req = session.req_header();
+        if let Err((status, why)) =
+            crate::proto::strict::check(req, raw_head.as_deref(), &self.limits)
+        {
+            return Route::Refuse(status, why);
+        }
+        if req.raw_path() == b"*" {
+            return Route::ServerWide;
+        }
+        // WSGI has no WebSockets: say so, rather than hand the app a plain
+        // GET it would answer as a page.
+        if asks_for_websocket(req) {
+            return Route::Refuse(
+                501,
+                "Not Implemented: this site's app speaks WSGI, which has no WebSocket support",
+            );
+        }
+        if let (Some(rate), Some(client)) = (applied.rate, ctx.client) {
+            if let Err(wait) = rate.check(client.ip()) {
+                return Route::RateLimited(wait);
+            }
+        }
+        if let Some(r) = redirect::decide(&self.state, session) {
+            return Route::Redirect(r);
+        }
+        match files::find(&self.static_mounts, decoded) {
+            Some(mount) => Route::Files(mount),
+            None => Route::App,
+        }
+    }
+
+    pub(crate) async fn act(
+        &self,
+        route: Route<'_>,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        decoded: &[u8],
+        applied: &Applied<'_>,
+    ) -> Result<bool> {
+        match route {
+            Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
+            Route::ServerWide => self.server_wide(session, ctx).await,
+            Route::RateLimited(wait) => {
+                ctx.retry_after = wait;
+                self.refuse(session, ctx, 429, "Too Many Requests").await
+            }
+            Route::Redirect(r) => self.redirect(session, ctx, r).await,
+            Route::Files(mount) => {
+                match files::serve(&self.state, session, mount, decoded).await? {
+                    Served::Done(status) => {
+                        ctx.status = status;
+                        Ok(true)
+                    }
+                    Served::Fallback => self.serve_app(session, ctx, applied).await,
+                }
+            }
+            Route::App => self.serve_app(session, ctx, applied).await,
+        }
+    }
+
+    /// `OPTIONS *` (the server's own capabilities) gets 200 with `Allow`;
+    /// any other method on `*` is malformed.
+    async fn server_wide(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if session.req_header().method != http::Method::OPTIONS {
+            return self
+                .refuse(session, ctx, 400, "Bad Request: '*' is only for OPTIONS")
+                .await;
+        }
+        ctx.status = 200;
+        let allow = [("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")];
+        reply::text(&self.state, session, 200, "", &allow, After::KeepAlive).await?;
+        Ok(true)
+    }
+
+    async fn redirect(&self, session: &mut Session, ctx: &mut Ctx, r: Redirect) -> Result<bool> {
+        match r {
+            Redirect::BadHost => {
+                let why = "Bad Request: no valid Host to redirect to";
+                self.refuse(session, ctx, 400, why).await
+            }
+            Redirect::To { status, location } => {
+                ctx.status = status;
+                let body = format!("Moved to {location}\n");
+                let extra = [("Location", location.as_str())];
+                reply::text(&self.state, session, status, body, &extra, After::KeepAlive).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Answers from the edge itself (413, 502, 503...).
+    pub(crate) async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        msg: &str,
+    ) -> Result<bool> {
+        ctx.status = status;
+        let retry_after = match status {
+            503 => Some("1".to_string()),
+            429 => Some(ctx.retry_after.max(1).to_string()),
+            _ => None,
+        };
+        let extra: Vec<(&'static str, &str)> = retry_after
+            .iter()
+            .map(|v| ("Retry-After", v.as_str()))
+            .collect();
+        // 503 and 504 come after the whole request was read; the others
+        // may leave some of it unread.
+        let after = match status {
+            503 | 504 => After::KeepAlive,
+            _ => After::Close,
+        };
+        reply::text(
+            &self.state,
+            session,
+            status,
+            format!("{msg}\n"),
+            &extra,
+            after,
+        )
+        .await?;
+        Ok(true)
+    }
+}
+
+/// An HTTP/1.1 `Upgrade: websocket` request.
+fn asks_for_websocket(req: &pingora_http::RequestHeader) -> bool {
+    req.headers.get_all(http::header::UPGRADE).iter().any(|v| {
+        String::from_utf8_lossy(v.as_bytes())
+            .split(',')
+            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+    })
+}
