@@ -85,10 +85,10 @@ pub fn choose(req: &RequestHeader) -> Option<Coding> {
         .get(http::header::ACCEPT_ENCODING)?
         .to_str()
         .ok()?;
-    let best = crate::edge::files::accepted_encodings_with_q(accept)
+    let ((best, _), _) = crate::proto::accept_encoding::accepted(accept)
         .into_iter()
         .next()?;
-    match best.0 {
+    match best {
         "br" => Some(Coding::Brotli),
         "zstd" => Some(Coding::Zstd),
         "gzip" => Some(Coding::Gzip),

@@ -1,6 +1,6 @@
 //! The edge: the one process that talks to clients. A pingora server with
 //! corral's accept service (`accept`: limits, PROXY protocol, TLS, strict
-//! framing, then pingora's HTTP code running `proxy::Edge`, the request
+//! framing, then pingora's HTTP code running `request::Edge`, the request
 //! path) and one background service (`control::ControlListener`, worker
 //! membership from the master).
 //!
@@ -17,6 +17,7 @@ pub(crate) mod control;
 pub(crate) mod files;
 pub(crate) mod proxy;
 pub(crate) mod reply;
+pub(crate) mod request;
 pub(crate) mod route;
 pub(crate) mod state;
 
@@ -82,7 +83,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         site.queue_timeout(),
         site.threads(),
     );
-    let edge = proxy::Edge {
+    let edge = request::Edge {
         state: state.clone(),
         pool: pool.clone(),
         routes: admit::routes::Routes::new(&site.config.limits),

@@ -7,8 +7,8 @@
 use crate::edge::admit::redirect::{self, Redirect};
 use crate::edge::admit::routes::Applied;
 use crate::edge::files::{self, Served, StaticMount};
-use crate::edge::proxy::{Ctx, Edge};
 use crate::edge::reply::{self, After};
+use crate::edge::request::{Ctx, Edge};
 use pingora_core::Result;
 use pingora_proxy::Session;
 

@@ -6,7 +6,7 @@
 use crate::edge::app::pool::{Conn, Lease, Pool, Refused};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
-use crate::edge::proxy::{request_summary, Ctx, Edge};
+use crate::edge::request::{request_summary, Ctx, Edge};
 use pingora_core::Result;
 use pingora_proxy::Session;
 use std::time::Duration;

@@ -11,7 +11,7 @@ pub(crate) mod response_buffer;
 pub(crate) mod upstream;
 
 use crate::edge::admit::routes::Applied;
-use crate::edge::proxy::{Ctx, Edge};
+use crate::edge::request::{Ctx, Edge};
 use pingora_core::Result;
 use pingora_proxy::Session;
 

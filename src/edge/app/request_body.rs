@@ -5,7 +5,7 @@
 //! is a 413, `Expect: 100-continue` is answered, `body_timeout` is a 408.
 
 use crate::edge::admit::routes::Applied;
-use crate::edge::proxy::{request_summary, Ctx, Edge};
+use crate::edge::request::{request_summary, Ctx, Edge};
 use pingora_proxy::Session;
 use std::io::Write;
 use tokio::io::AsyncWriteExt;

@@ -7,7 +7,7 @@
 //! header (`proxy_protocol`), a deadline on the TLS handshake plus the
 //! request head, and the strict framing check (`guard`). Each accepted
 //! connection goes through those, then to pingora's own HTTP code
-//! (`HttpProxy`, running `proxy::Edge`) exactly as pingora would hand it.
+//! (`HttpProxy`, running `request::Edge`) exactly as pingora would hand it.
 //!
 //! Stopping: `EdgeState::drain` (a reload or graceful stop) ends every loop,
 //! which closes this process's copies of the listening sockets; the master
@@ -16,7 +16,7 @@
 use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
 use crate::edge::conn::tls::Handshaker;
-use crate::edge::proxy::Edge;
+use crate::edge::request::Edge;
 use crate::edge::state::EdgeState;
 use crate::proto::framing::{Framer, HeadLimits};
 use async_trait::async_trait;

@@ -14,6 +14,7 @@ use crate::config::Mount;
 use crate::edge::files::mount_dir::{FileMeta, MountDir};
 use crate::edge::reply::{self, After};
 use crate::edge::state::EdgeState;
+use crate::proto::accept_encoding;
 use crate::proto::conditional::{self, Outcome};
 use crate::proto::ranges::{self, Ranges};
 use crate::proto::target::{self, Refused};
@@ -467,7 +468,7 @@ async fn pick_encoding(
     let original_mtime = meta.modified();
     let mut best: Option<(PathBuf, FileMeta, &'static str, f32)> = None;
     // Best q first: once a sibling is found, only equal q can still win.
-    for ((enc, ext), q) in accepted_with_q(&accept) {
+    for ((enc, ext), q) in accept_encoding::accepted(&accept) {
         if best.as_ref().is_some_and(|b| q < b.3) {
             break;
         }
@@ -482,56 +483,6 @@ async fn pick_encoding(
         }
     }
     best.map(|(path, m, enc, _)| (path, m, enc))
-}
-
-/// Encodings we have siblings for, best first, by the client's q-values.
-#[cfg(test)]
-pub fn accepted_encodings(accept: &str) -> Vec<(&'static str, &'static str)> {
-    accepted_with_q(accept)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect()
-}
-
-/// Content codings corral can produce (br, zstd, gzip) that the client
-/// accepts, best first, with their q-values.
-pub fn accepted_encodings_with_q(accept: &str) -> Vec<(&'static str, f32)> {
-    accepted_with_q(accept)
-        .into_iter()
-        .map(|((name, _), q)| (name, q))
-        .collect()
-}
-
-fn accepted_with_q(accept: &str) -> Vec<((&'static str, &'static str), f32)> {
-    const KNOWN: [(&str, &str); 3] = [("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz")];
-    let q_of = |name: &str| -> Option<f32> {
-        let mut star = None;
-        for item in accept.split(',') {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let q = parts
-                .find_map(|p| {
-                    p.trim()
-                        .strip_prefix("q=")
-                        .and_then(|v| v.trim().parse::<f32>().ok())
-                })
-                .unwrap_or(1.0);
-            if coding == name || (name == "gzip" && coding == "x-gzip") {
-                return Some(q);
-            }
-            if coding == "*" {
-                star = Some(q);
-            }
-        }
-        star
-    };
-    let mut out: Vec<(f32, usize, (&str, &str))> = KNOWN
-        .iter()
-        .enumerate()
-        .filter_map(|(i, k)| q_of(k.0).filter(|q| *q > 0.0).map(|q| (q, i, *k)))
-        .collect();
-    out.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    out.into_iter().map(|(q, _, k)| (k, q)).collect()
 }
 
 /// Header values for one version of a file (`original` names the type even
@@ -621,33 +572,6 @@ async fn head_only(st: &EdgeState, session: &mut Session, resp: ResponseHeader) 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn encodings_by_quality() {
-        assert_eq!(
-            accepted_encodings("gzip, br")
-                .iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>(),
-            ["br", "gzip"]
-        );
-        assert_eq!(
-            accepted_encodings("gzip;q=1, br;q=0.5")
-                .iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>(),
-            ["gzip", "br"]
-        );
-        assert_eq!(
-            accepted_encodings("br;q=0, gzip")
-                .iter()
-                .map(|e| e.0)
-                .collect::<Vec<_>>(),
-            ["gzip"]
-        );
-        assert_eq!(accepted_encodings("*").len(), 3);
-        assert!(accepted_encodings("identity").is_empty());
-    }
 
     #[test]
     fn content_types() {

@@ -1,0 +1,80 @@
+//! What the request path works with: `Edge`, the parts every request
+//! shares (read-only once the edge runs), and `Ctx`, one request's own
+//! facts, made by pingora for each request (`ProxyHttp::new_ctx`).
+
+use crate::edge::app::pool::Pool;
+use crate::edge::files;
+use crate::edge::state::{EdgeState, InFlight};
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct Edge {
+    /// Lifecycle, TLS facts, the access log: what the whole edge shares.
+    pub state: Arc<EdgeState>,
+    pub pool: Arc<Pool>,
+    /// `[limits]` body size, body time and rate, per URL prefix.
+    pub routes: crate::edge::admit::routes::Routes,
+    /// `app.timeout`: from the moment a worker has the request until its
+    /// whole response is in.
+    pub timeout: Option<Duration>,
+    pub status_fd: std::os::fd::RawFd,
+    pub static_mounts: Vec<files::StaticMount>,
+    pub compression: crate::config::schema::Compression,
+    /// Memory (and temp files) for response bodies waiting for slow clients.
+    pub buffers: crate::edge::app::response_buffer::Budget,
+    pub limits: crate::config::schema::Limits,
+    pub trusted: Vec<(std::net::IpAddr, u8)>,
+}
+
+/// `x-corral-request-id`: the edge's pid and a sequence number, written
+/// out only when something (the app, a log line) needs it.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestId(u32, u64);
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08x}{:08x}", self.0, self.1)
+    }
+}
+
+pub struct Ctx {
+    pub(crate) started: Instant,
+    pub(crate) request_id: RequestId,
+    pub(crate) status: u16,
+    pub(crate) retry_after: u64,
+    /// The real client (after `trusted_proxies`) and scheme; set at the
+    /// start of `request_filter`.
+    pub(crate) client: Option<std::net::SocketAddr>,
+    pub(crate) scheme: &'static str,
+    /// The response body was cut short.
+    pub(crate) incomplete: bool,
+    /// Counts this request as in flight until the context is dropped.
+    _in_flight: InFlight,
+}
+
+impl Ctx {
+    pub fn new(state: &Arc<EdgeState>) -> Ctx {
+        let (in_flight, pid, seq) = state.enter();
+        Ctx {
+            _in_flight: in_flight,
+            started: Instant::now(),
+            request_id: RequestId(pid, seq),
+            status: 0,
+            retry_after: 0,
+            client: None,
+            scheme: "http",
+            incomplete: false,
+        }
+    }
+}
+
+/// `GET /path (request 0a1b…)`: how logs name a request.
+pub(crate) fn request_summary(session: &Session, request_id: RequestId) -> String {
+    let req = session.req_header();
+    format!(
+        "{} {} (request {request_id})",
+        req.method,
+        String::from_utf8_lossy(req.raw_path())
+    )
+}
