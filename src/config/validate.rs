@@ -12,6 +12,38 @@ use std::time::Duration;
 /// The Python minor version corral was built against (from build.rs).
 pub const PYTHON_VERSION: &str = env!("CORRAL_PYTHON_VERSION");
 
+/// Collects problems and warnings, each pointing at its key, and resolves
+/// paths against the config file's folder.
+struct Checker<'a> {
+    source: &'a Source<'a>,
+    base: PathBuf,
+    problems: &'a mut Vec<Problem>,
+    warnings: &'a mut Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn bad(&mut self, key: &str, msg: String) {
+        self.problems.push(self.source.at_key(key, msg));
+    }
+
+    fn warn(&mut self, key: &str, msg: String) {
+        self.warnings.push(self.source.at_key(key, msg));
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p == Path::new(".") {
+            self.base.clone()
+        } else if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// Checks every table in the order of site.toml, so problems are listed
+/// in the order a reader meets the keys.
 pub fn validate(
     source: &Source,
     config: Config,
@@ -23,295 +55,31 @@ pub fn validate(
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let resolve = |p: &str| -> PathBuf {
-        let p = Path::new(p);
-        if p == Path::new(".") {
-            base.clone()
-        } else if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base.join(p)
-        }
+    let ck = &mut Checker {
+        source,
+        base,
+        problems,
+        warnings,
     };
-    let mut bad = |key: &str, msg: String| problems.push(source.at_key(key, msg));
-    let mut warnings = |key: &str, msg: String| warnings.push(source.at_key(key, msg));
-
-    // [server]
-    let mut listen = Vec::new();
-    if config.server.listen.is_empty() {
-        bad(
-            "server.listen",
-            "needs at least one address, e.g. [\"127.0.0.1:8080\"]".into(),
-        );
-    }
-    for (i, addr) in config.server.listen.iter().enumerate() {
-        match addr.parse::<SocketAddr>() {
-            Ok(a) if listen.contains(&a) => {
-                bad(&format!("server.listen[{i}]"), format!("`{addr}` is listed twice"))
-            }
-            Ok(a) => listen.push(a),
-            Err(_) => bad(
-                &format!("server.listen[{i}]"),
-                format!("`{addr}` is not an address: use IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
-            ),
-        }
-    }
-    if config.server.edge_threads == 0 || config.server.edge_threads > 256 {
-        bad("server.edge_threads", "must be between 1 and 256".into());
-    }
-
-    // [app]
-    let app = parse_app_spec(&config.app.module);
-    if let Err(msg) = &app {
-        bad("app.module", msg.clone());
-    }
-    let chdir = resolve(&config.app.chdir);
-    if !chdir.is_dir() {
-        bad(
-            "app.chdir",
-            format!("folder {} does not exist", chdir.display()),
-        );
-    }
-    let pythonpath: Vec<PathBuf> = config.app.pythonpath.iter().map(|p| resolve(p)).collect();
-    for (i, p) in pythonpath.iter().enumerate() {
-        if !p.exists() {
-            bad(
-                &format!("app.pythonpath[{i}]"),
-                format!("{} does not exist", p.display()),
-            );
-        }
-    }
-    let virtualenv = if config.app.virtualenv.is_empty() {
-        None
-    } else {
-        let venv = resolve(&config.app.virtualenv);
-        if let Err(msg) = check_virtualenv(&venv) {
-            bad("app.virtualenv", msg);
-        }
-        Some(venv)
-    };
-    if config.app.workers == 0 || config.app.workers > 1024 {
-        bad("app.workers", "must be between 1 and 1024".into());
-    }
-    if config.app.threads == 0 || config.app.threads > 1024 {
-        bad("app.threads", "must be between 1 and 1024".into());
-    }
-    if config.app.max_requests_jitter > 0 && config.app.max_requests == 0 {
-        bad("app.max_requests_jitter", "needs app.max_requests".into());
-    }
-    if !config.server.group.is_empty() && config.server.user.is_empty() {
-        bad("server.group", "needs server.user".into());
-    }
-    if !config.server.user.is_empty() {
-        match nix::unistd::User::from_name(&config.server.user) {
-            Ok(Some(_)) => {}
-            _ => bad(
-                "server.user",
-                format!("no user named `{}`", config.server.user),
-            ),
-        }
-    }
-    if !config.server.group.is_empty() {
-        match nix::unistd::Group::from_name(&config.server.group) {
-            Ok(Some(_)) => {}
-            _ => bad(
-                "server.group",
-                format!("no group named `{}`", config.server.group),
-            ),
-        }
-    }
-    if !config.server.pid_file.is_empty() {
-        let p = resolve(&config.server.pid_file);
-        if !p.parent().is_some_and(Path::is_dir) {
-            bad(
-                "server.pid_file",
-                format!("folder of {} does not exist", p.display()),
-            );
-        }
-    }
-    if config.app.queue_timeout.0.is_zero() {
-        bad("app.queue_timeout", "must be more than zero".into());
-    }
-    for key in config.app.env.keys() {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            bad(
-                "app.env",
-                format!("`{key}` is not a valid environment variable name"),
-            );
-        }
-    }
-
-    // [[static]]
-    let mut static_mounts = Vec::new();
-    for (i, m) in config.static_mounts.iter().enumerate() {
-        let key = |k: &str| format!("static[{i}].{k}");
-        if !m.url.starts_with('/') || !m.url.ends_with('/') {
-            bad(
-                &key("url"),
-                format!(
-                    "`{}` must start and end with \"/\", e.g. \"/static/\"",
-                    m.url
-                ),
-            );
-        }
-        if m.dir.is_empty() {
-            bad(&key("dir"), "is required: the folder to serve".into());
-            continue;
-        }
-        let dir = resolve(&m.dir);
-        match dir.canonicalize() {
-            Ok(d) if d.is_dir() => static_mounts.push(super::Mount {
-                url: m.url.clone(),
-                dir: d,
-                settings: m.clone(),
-            }),
-            _ => bad(
-                &key("dir"),
-                format!("folder {} does not exist", dir.display()),
-            ),
-        }
-        if !matches!(m.fallback.as_str(), "" | "app") {
-            bad(
-                &key("fallback"),
-                "must be \"app\" (or left out for 404)".into(),
-            );
-        }
-        for (j, name) in m.index.iter().enumerate() {
-            if name.is_empty() || name.contains('/') {
-                bad(
-                    &format!("static[{i}].index[{j}]"),
-                    format!("`{name}` must be a plain file name"),
-                );
-            }
-        }
-        if config.static_mounts[..i].iter().any(|o| o.url == m.url) {
-            bad(&key("url"), format!("`{}` is mounted twice", m.url));
-        }
-    }
-    static_mounts.sort_by_key(|m| std::cmp::Reverse(m.url.len()));
-
-    // [tls]
-    let tls = validate_tls(&config.tls, &resolve, &listen, &mut bad, &mut warnings);
-
-    // [compression]
-    if !(1..=9).contains(&config.compression.level) {
-        bad("compression.level", "must be between 1 and 9".into());
-    }
-
-    // [limits]
-    if config.limits.max_request_line.0 < 64 {
-        bad(
-            "limits.max_request_line",
-            "must be at least 64 bytes".into(),
-        );
-    }
-    if config.limits.max_header_size.0 < 256 || config.limits.max_header_size.0 > 1 << 20 {
-        // pingora's parser stops at 1 MiB whatever we say.
-        bad(
-            "limits.max_header_size",
-            "must be between 256 bytes and 1MiB".into(),
-        );
-    }
-    if config.limits.max_headers == 0 || config.limits.max_headers > 250 {
-        bad("limits.max_headers", "must be between 1 and 250".into());
-    }
-    if !config.limits.rate.is_empty() {
-        if let Err(e) = super::units::parse_rate(&config.limits.rate) {
-            bad("limits.rate", e);
-        }
-    } else if config.limits.burst > 0 {
-        bad("limits.burst", "needs limits.rate".into());
-    }
-    for (i, p) in config.server.trusted_proxies.iter().enumerate() {
-        if super::units::parse_cidr(p).is_none() {
-            bad(
-                &format!("server.trusted_proxies[{i}]"),
-                format!("`{p}` is not an IP address or CIDR block (e.g. \"10.0.0.0/8\")"),
-            );
-        }
-    }
+    let listen = server_listen(ck, &config);
+    let code = app_code(ck, &config);
+    app_pool(ck, &config);
+    process(ck, &config);
+    app_env(ck, &config);
+    let static_mounts = static_mounts(ck, &config);
+    let tls = validate_tls(ck, &config.tls, &listen);
+    limits(ck, &config);
     let all_listeners: Vec<SocketAddr> = listen
         .iter()
         .chain(tls.iter().flat_map(|t| t.listen.iter()))
         .copied()
         .collect();
-    let mut proxy_protocol = Vec::new();
-    for (i, addr) in config.server.proxy_protocol.iter().enumerate() {
-        match addr.parse::<SocketAddr>() {
-            Ok(a) if all_listeners.contains(&a) => proxy_protocol.push(a),
-            Ok(_) => bad(
-                &format!("server.proxy_protocol[{i}]"),
-                format!("`{addr}` is not one of server.listen or tls.listen"),
-            ),
-            Err(_) => bad(
-                &format!("server.proxy_protocol[{i}]"),
-                format!("`{addr}` is not an address: use IP:PORT as in server.listen"),
-            ),
-        }
-    }
-    for (i, r) in config.limits.route.iter().enumerate() {
-        let key = |k: &str| format!("limits.route[{i}].{k}");
-        if !r.path.starts_with('/') {
-            bad(&key("path"), format!("`{}` must start with /", r.path));
-        } else if config.limits.route[..i].iter().any(|o| o.path == r.path) {
-            bad(&key("path"), format!("`{}` is listed twice", r.path));
-        }
-        if r.max_body.is_some_and(|b| b.0 == 0) {
-            bad(&key("max_body"), "must be more than zero".into());
-        }
-        match &r.rate {
-            Some(rate) if rate.is_empty() => {}
-            Some(rate) => {
-                if let Err(e) = super::units::parse_rate(rate) {
-                    bad(&key("rate"), e);
-                }
-            }
-            None if r.burst.is_some() => {
-                bad(&key("burst"), "needs a rate on the same route".into())
-            }
-            None => {}
-        }
-    }
-    if config.limits.header_timeout.0 > Duration::from_secs(3600) {
-        bad("limits.header_timeout", "must be at most 1h".into());
-    }
-    if config.limits.max_body.0 == 0 {
-        bad("limits.max_body", "must be more than zero".into());
-    }
-
-    // [log]
-    let access_log = match config.log.access.as_str() {
-        "off" => AccessLog::Off,
-        "stdout" | "-" => AccessLog::Stdout,
-        path => {
-            let p = resolve(path);
-            match p.parent() {
-                Some(dir) if dir.is_dir() => {}
-                _ => bad(
-                    "log.access",
-                    format!("folder of {} does not exist", p.display()),
-                ),
-            }
-            AccessLog::File(p)
-        }
-    };
-    if !matches!(config.log.access_format.as_str(), "combined" | "json") {
-        bad(
-            "log.access_format",
-            "must be \"combined\" or \"json\"".into(),
-        );
-    }
-    if !matches!(
-        config.log.level.as_str(),
-        "error" | "warn" | "info" | "debug" | "trace"
-    ) {
-        bad(
-            "log.level",
-            "must be one of error, warn, info, debug, trace".into(),
-        );
-    }
-
-    let pid_file = (!config.server.pid_file.is_empty()).then(|| resolve(&config.server.pid_file));
+    let proxy_protocol = proxy_protocol(ck, &config, &all_listeners);
+    limit_routes(ck, &config);
+    let access_log = log(ck, &config);
+    let pid_file =
+        (!config.server.pid_file.is_empty()).then(|| ck.resolve(&config.server.pid_file));
+    let (app, chdir, pythonpath, virtualenv) = code;
     Some(Site {
         file: source.file.to_path_buf(),
         pid_file,
@@ -329,16 +97,330 @@ pub fn validate(
     })
 }
 
+/// `[server] listen` and the edge's threads.
+fn server_listen(ck: &mut Checker, config: &Config) -> Vec<SocketAddr> {
+    let mut listen = Vec::new();
+    if config.server.listen.is_empty() {
+        ck.bad(
+            "server.listen",
+            "needs at least one address, e.g. [\"127.0.0.1:8080\"]".into(),
+        );
+    }
+    for (i, addr) in config.server.listen.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if listen.contains(&a) => {
+                ck.bad(&format!("server.listen[{i}]"), format!("`{addr}` is listed twice"))
+            }
+            Ok(a) => listen.push(a),
+            Err(_) => ck.bad(
+                &format!("server.listen[{i}]"),
+                format!("`{addr}` is not an address: use IP:PORT, e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+            ),
+        }
+    }
+    if config.server.edge_threads == 0 || config.server.edge_threads > 256 {
+        ck.bad("server.edge_threads", "must be between 1 and 256".into());
+    }
+    listen
+}
+
+type AppCode = (
+    Result<AppSpec, String>,
+    PathBuf,
+    Vec<PathBuf>,
+    Option<PathBuf>,
+);
+
+/// `[app]`: what to import, and from where.
+fn app_code(ck: &mut Checker, config: &Config) -> AppCode {
+    let app = parse_app_spec(&config.app.module);
+    if let Err(msg) = &app {
+        ck.bad("app.module", msg.clone());
+    }
+    let chdir = ck.resolve(&config.app.chdir);
+    if !chdir.is_dir() {
+        ck.bad(
+            "app.chdir",
+            format!("folder {} does not exist", chdir.display()),
+        );
+    }
+    let pythonpath: Vec<PathBuf> = config
+        .app
+        .pythonpath
+        .iter()
+        .map(|p| ck.resolve(p))
+        .collect();
+    for (i, p) in pythonpath.iter().enumerate() {
+        if !p.exists() {
+            ck.bad(
+                &format!("app.pythonpath[{i}]"),
+                format!("{} does not exist", p.display()),
+            );
+        }
+    }
+    let virtualenv = if config.app.virtualenv.is_empty() {
+        None
+    } else {
+        let venv = ck.resolve(&config.app.virtualenv);
+        if let Err(msg) = check_virtualenv(&venv) {
+            ck.bad("app.virtualenv", msg);
+        }
+        Some(venv)
+    };
+    (app, chdir, pythonpath, virtualenv)
+}
+
+/// `[app]`: the pool's size and recycling.
+fn app_pool(ck: &mut Checker, config: &Config) {
+    if config.app.workers == 0 || config.app.workers > 1024 {
+        ck.bad("app.workers", "must be between 1 and 1024".into());
+    }
+    if config.app.threads == 0 || config.app.threads > 1024 {
+        ck.bad("app.threads", "must be between 1 and 1024".into());
+    }
+    if config.app.max_requests_jitter > 0 && config.app.max_requests == 0 {
+        ck.bad("app.max_requests_jitter", "needs app.max_requests".into());
+    }
+}
+
+/// `[server]`: the user and group to run as, the pid file.
+fn process(ck: &mut Checker, config: &Config) {
+    if !config.server.group.is_empty() && config.server.user.is_empty() {
+        ck.bad("server.group", "needs server.user".into());
+    }
+    if !config.server.user.is_empty() {
+        match nix::unistd::User::from_name(&config.server.user) {
+            Ok(Some(_)) => {}
+            _ => ck.bad(
+                "server.user",
+                format!("no user named `{}`", config.server.user),
+            ),
+        }
+    }
+    if !config.server.group.is_empty() {
+        match nix::unistd::Group::from_name(&config.server.group) {
+            Ok(Some(_)) => {}
+            _ => ck.bad(
+                "server.group",
+                format!("no group named `{}`", config.server.group),
+            ),
+        }
+    }
+    if !config.server.pid_file.is_empty() {
+        let p = ck.resolve(&config.server.pid_file);
+        if !p.parent().is_some_and(Path::is_dir) {
+            ck.bad(
+                "server.pid_file",
+                format!("folder of {} does not exist", p.display()),
+            );
+        }
+    }
+}
+
+/// `[app]`: the queue and the environment.
+fn app_env(ck: &mut Checker, config: &Config) {
+    if config.app.queue_timeout.0.is_zero() {
+        ck.bad("app.queue_timeout", "must be more than zero".into());
+    }
+    for key in config.app.env.keys() {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            ck.bad(
+                "app.env",
+                format!("`{key}` is not a valid environment variable name"),
+            );
+        }
+    }
+}
+
+/// `[[static]]` mounts, longest URL first.
+fn static_mounts(ck: &mut Checker, config: &Config) -> Vec<super::Mount> {
+    let mut static_mounts = Vec::new();
+    for (i, m) in config.static_mounts.iter().enumerate() {
+        let key = |k: &str| format!("static[{i}].{k}");
+        if !m.url.starts_with('/') || !m.url.ends_with('/') {
+            ck.bad(
+                &key("url"),
+                format!(
+                    "`{}` must start and end with \"/\", e.g. \"/static/\"",
+                    m.url
+                ),
+            );
+        }
+        if m.dir.is_empty() {
+            ck.bad(&key("dir"), "is required: the folder to serve".into());
+            continue;
+        }
+        let dir = ck.resolve(&m.dir);
+        match dir.canonicalize() {
+            Ok(d) if d.is_dir() => static_mounts.push(super::Mount {
+                url: m.url.clone(),
+                dir: d,
+                settings: m.clone(),
+            }),
+            _ => ck.bad(
+                &key("dir"),
+                format!("folder {} does not exist", dir.display()),
+            ),
+        }
+        if !matches!(m.fallback.as_str(), "" | "app") {
+            ck.bad(
+                &key("fallback"),
+                "must be \"app\" (or left out for 404)".into(),
+            );
+        }
+        for (j, name) in m.index.iter().enumerate() {
+            if name.is_empty() || name.contains('/') {
+                ck.bad(
+                    &format!("static[{i}].index[{j}]"),
+                    format!("`{name}` must be a plain file name"),
+                );
+            }
+        }
+        if config.static_mounts[..i].iter().any(|o| o.url == m.url) {
+            ck.bad(&key("url"), format!("`{}` is mounted twice", m.url));
+        }
+    }
+    static_mounts.sort_by_key(|m| std::cmp::Reverse(m.url.len()));
+    static_mounts
+}
+
+/// `[compression]` and `[limits]` on the head and rate; `[server]
+/// trusted_proxies`.
+fn limits(ck: &mut Checker, config: &Config) {
+    // [compression]
+    if !(1..=9).contains(&config.compression.level) {
+        ck.bad("compression.level", "must be between 1 and 9".into());
+    }
+
+    // [limits]
+    if config.limits.max_request_line.0 < 64 {
+        ck.bad(
+            "limits.max_request_line",
+            "must be at least 64 bytes".into(),
+        );
+    }
+    if config.limits.max_header_size.0 < 256 || config.limits.max_header_size.0 > 1 << 20 {
+        // pingora's parser stops at 1 MiB whatever we say.
+        ck.bad(
+            "limits.max_header_size",
+            "must be between 256 bytes and 1MiB".into(),
+        );
+    }
+    if config.limits.max_headers == 0 || config.limits.max_headers > 250 {
+        ck.bad("limits.max_headers", "must be between 1 and 250".into());
+    }
+    if !config.limits.rate.is_empty() {
+        if let Err(e) = super::units::parse_rate(&config.limits.rate) {
+            ck.bad("limits.rate", e);
+        }
+    } else if config.limits.burst > 0 {
+        ck.bad("limits.burst", "needs limits.rate".into());
+    }
+    for (i, p) in config.server.trusted_proxies.iter().enumerate() {
+        if super::units::parse_cidr(p).is_none() {
+            ck.bad(
+                &format!("server.trusted_proxies[{i}]"),
+                format!("`{p}` is not an IP address or CIDR block (e.g. \"10.0.0.0/8\")"),
+            );
+        }
+    }
+}
+
+/// `[server] proxy_protocol`: each must be one of the listeners.
+fn proxy_protocol(ck: &mut Checker, config: &Config, listeners: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut proxy_protocol = Vec::new();
+    for (i, addr) in config.server.proxy_protocol.iter().enumerate() {
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if listeners.contains(&a) => proxy_protocol.push(a),
+            Ok(_) => ck.bad(
+                &format!("server.proxy_protocol[{i}]"),
+                format!("`{addr}` is not one of server.listen or tls.listen"),
+            ),
+            Err(_) => ck.bad(
+                &format!("server.proxy_protocol[{i}]"),
+                format!("`{addr}` is not an address: use IP:PORT as in server.listen"),
+            ),
+        }
+    }
+    proxy_protocol
+}
+
+/// `[[limits.route]]`, then the site-wide timeouts and body limit.
+fn limit_routes(ck: &mut Checker, config: &Config) {
+    for (i, r) in config.limits.route.iter().enumerate() {
+        let key = |k: &str| format!("limits.route[{i}].{k}");
+        if !r.path.starts_with('/') {
+            ck.bad(&key("path"), format!("`{}` must start with /", r.path));
+        } else if config.limits.route[..i].iter().any(|o| o.path == r.path) {
+            ck.bad(&key("path"), format!("`{}` is listed twice", r.path));
+        }
+        if r.max_body.is_some_and(|b| b.0 == 0) {
+            ck.bad(&key("max_body"), "must be more than zero".into());
+        }
+        match &r.rate {
+            Some(rate) if rate.is_empty() => {}
+            Some(rate) => {
+                if let Err(e) = super::units::parse_rate(rate) {
+                    ck.bad(&key("rate"), e);
+                }
+            }
+            None if r.burst.is_some() => {
+                ck.bad(&key("burst"), "needs a rate on the same route".into())
+            }
+            None => {}
+        }
+    }
+    if config.limits.header_timeout.0 > Duration::from_secs(3600) {
+        ck.bad("limits.header_timeout", "must be at most 1h".into());
+    }
+    if config.limits.max_body.0 == 0 {
+        ck.bad("limits.max_body", "must be more than zero".into());
+    }
+}
+
+/// `[log]`.
+fn log(ck: &mut Checker, config: &Config) -> AccessLog {
+    let access_log = match config.log.access.as_str() {
+        "off" => AccessLog::Off,
+        "stdout" | "-" => AccessLog::Stdout,
+        path => {
+            let p = ck.resolve(path);
+            match p.parent() {
+                Some(dir) if dir.is_dir() => {}
+                _ => ck.bad(
+                    "log.access",
+                    format!("folder of {} does not exist", p.display()),
+                ),
+            }
+            AccessLog::File(p)
+        }
+    };
+    if !matches!(config.log.access_format.as_str(), "combined" | "json") {
+        ck.bad(
+            "log.access_format",
+            "must be \"combined\" or \"json\"".into(),
+        );
+    }
+    if !matches!(
+        config.log.level.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace"
+    ) {
+        ck.bad(
+            "log.level",
+            "must be one of error, warn, info, debug, trace".into(),
+        );
+    }
+    access_log
+}
+
 fn validate_tls(
+    ck: &mut Checker,
     cfg: &super::schema::Tls,
-    resolve: &dyn Fn(&str) -> PathBuf,
     plain: &[SocketAddr],
-    bad: &mut dyn FnMut(&str, String),
-    warn: &mut dyn FnMut(&str, String),
 ) -> Option<super::TlsSite> {
     if cfg.listen.is_empty() && cfg.cert.is_empty() {
         if cfg.redirect_http {
-            bad(
+            ck.bad(
                 "tls.redirect_http",
                 "needs [tls] listen and a [[tls.cert]]".into(),
             );
@@ -348,66 +430,39 @@ fn validate_tls(
     let mut listen = Vec::new();
     for (i, addr) in cfg.listen.iter().enumerate() {
         match addr.parse::<SocketAddr>() {
-            Ok(a) if plain.contains(&a) || listen.contains(&a) => bad(
+            Ok(a) if plain.contains(&a) || listen.contains(&a) => ck.bad(
                 &format!("tls.listen[{i}]"),
                 format!("`{addr}` is already a listener"),
             ),
             Ok(a) => listen.push(a),
-            Err(_) => bad(
+            Err(_) => ck.bad(
                 &format!("tls.listen[{i}]"),
                 format!("`{addr}` is not an address: use IP:PORT, e.g. \"0.0.0.0:443\""),
             ),
         }
     }
     if cfg.listen.is_empty() {
-        bad(
+        ck.bad(
             "tls.listen",
             "needs at least one address, e.g. [\"0.0.0.0:443\"]".into(),
         );
     }
     if cfg.cert.is_empty() {
-        bad(
+        ck.bad(
             "tls",
             "needs at least one [[tls.cert]] with cert and key".into(),
         );
     }
-    let mut certs = Vec::new();
-    for (i, c) in cfg.cert.iter().enumerate() {
-        if c.cert.is_empty() || c.key.is_empty() {
-            bad(
-                &format!("tls.cert[{i}]"),
-                "needs both `cert` and `key`".into(),
-            );
-            continue;
-        }
-        let (cert, key) = (resolve(&c.cert), resolve(&c.key));
-        match super::tls::load(&cert, &key, &c.hosts) {
-            Ok(loaded) => {
-                for w in &loaded.warnings {
-                    warn(&format!("tls.cert[{i}].cert"), w.clone());
-                }
-                certs.push(super::TlsCertFiles {
-                    cert,
-                    key,
-                    hosts: if c.hosts.is_empty() {
-                        loaded.names
-                    } else {
-                        c.hosts.clone()
-                    },
-                });
-            }
-            Err(e) => bad(&format!("tls.cert[{i}]"), e),
-        }
-    }
+    let certs = tls_certs(ck, cfg);
     let client_ca = if cfg.client_ca.is_empty() {
         if !cfg.client_auth.is_empty() {
-            bad("tls.client_auth", "needs tls.client_ca".into());
+            ck.bad("tls.client_auth", "needs tls.client_ca".into());
         }
         None
     } else {
-        let ca = resolve(&cfg.client_ca);
+        let ca = ck.resolve(&cfg.client_ca);
         if let Err(e) = super::tls::read_chain(&ca) {
-            bad("tls.client_ca", e);
+            ck.bad("tls.client_ca", e);
         }
         Some(ca)
     };
@@ -415,7 +470,7 @@ fn validate_tls(
         "" | "required" => true,
         "optional" => false,
         _ => {
-            bad(
+            ck.bad(
                 "tls.client_auth",
                 "must be \"required\" or \"optional\"".into(),
             );
@@ -423,7 +478,7 @@ fn validate_tls(
         }
     };
     if !cfg.hsts.is_empty() && !cfg.hsts.to_ascii_lowercase().contains("max-age=") {
-        bad(
+        ck.bad(
             "tls.hsts",
             "must contain max-age, e.g. \"max-age=63072000; includeSubDomains\"".into(),
         );
@@ -436,6 +491,39 @@ fn validate_tls(
         hsts: cfg.hsts.clone(),
         redirect_http: cfg.redirect_http,
     })
+}
+
+/// `[[tls.cert]]`: each pair loads, and its host names are known.
+fn tls_certs(ck: &mut Checker, cfg: &super::schema::Tls) -> Vec<super::TlsCertFiles> {
+    let mut certs = Vec::new();
+    for (i, c) in cfg.cert.iter().enumerate() {
+        if c.cert.is_empty() || c.key.is_empty() {
+            ck.bad(
+                &format!("tls.cert[{i}]"),
+                "needs both `cert` and `key`".into(),
+            );
+            continue;
+        }
+        let (cert, key) = (ck.resolve(&c.cert), ck.resolve(&c.key));
+        match super::tls::load(&cert, &key, &c.hosts) {
+            Ok(loaded) => {
+                for w in &loaded.warnings {
+                    ck.warn(&format!("tls.cert[{i}].cert"), w.clone());
+                }
+                certs.push(super::TlsCertFiles {
+                    cert,
+                    key,
+                    hosts: if c.hosts.is_empty() {
+                        loaded.names
+                    } else {
+                        c.hosts.clone()
+                    },
+                });
+            }
+            Err(e) => ck.bad(&format!("tls.cert[{i}]"), e),
+        }
+    }
+    certs
 }
 
 /// `pkg.module:callable` or `pkg.module:factory()`.

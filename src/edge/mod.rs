@@ -28,7 +28,7 @@ use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch}
 use pingora_core::services::background::background_service;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{error, info};
 
@@ -60,15 +60,19 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         Ok(log) => log,
         Err(e) => return fail(format!("cannot open the access log: {e}")),
     };
-    let tls_facts = site.tls.as_ref().map(|t| state::TlsFacts {
-        hsts: t.hsts.clone(),
-        redirect_http: t.redirect_http,
-        https_port: t.listen.first().map(|a| a.port()),
-    });
-    let state = state::EdgeState::new(tls_facts, log.clone());
+    let handshaker = match site
+        .tls
+        .as_ref()
+        .map(|t| conn::tls::Prepared::load(t).and_then(|p| p.acceptor()))
+    {
+        None => None,
+        Some(Ok(h)) => Some(h),
+        Some(Err(e)) => return fail(format!("TLS: {e}")),
+    };
+    let state = state::EdgeState::new(tls_facts(site), log.clone());
     let conf = ServerConf {
         threads: site.config.server.edge_threads,
-        // corral drains before telling pingora (see drain.rs); pingora then
+        // corral drains before telling pingora (see state.rs); pingora then
         // has nothing left to wait for.
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
@@ -77,78 +81,21 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-
     let pool = app::pool::Pool::new(
         site.config.app.queue_size,
         site.queue_timeout(),
         site.threads(),
     );
-    let edge = request::Edge {
-        state: state.clone(),
-        pool: pool.clone(),
-        routes: admit::routes::Routes::new(&site.config.limits),
-        timeout: site.timeout(),
-        status_fd,
-        static_mounts: site
-            .static_mounts
-            .iter()
-            .cloned()
-            .map(files::StaticMount::new)
-            .collect(),
-        compression: site.config.compression.clone(),
-        buffers: app::response_buffer::Budget::new(
-            site.config.limits.buffer_memory.0,
-            site.config.limits.response_buffer.0,
-            site.config.limits.max_temp_file.0,
-        ),
-        limits: site.config.limits.clone(),
-        trusted: site
-            .config
-            .server
-            .trusted_proxies
-            .iter()
-            .filter_map(|p| crate::config::units::parse_cidr(p))
-            .collect(),
-    };
+    let edge = request_path(site, &state, &pool, status_fd);
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     if site.config.server.h2c {
         let mut options = pingora_core::apps::HttpServerOptions::default();
         options.h2c = true;
         proxy.server_options = Some(options);
     }
-    let mut handshaker = None;
-    if let Some(tls_site) = &site.tls {
-        match conn::tls::Prepared::load(tls_site).and_then(|p| p.acceptor()) {
-            Ok(h) => handshaker = Some(h),
-            Err(e) => return fail(format!("TLS: {e}")),
-        }
-    }
-    let listeners = listen_fds
-        .into_iter()
-        .map(|(addr, fd)| conn::accept::Listener {
-            fd,
-            addr,
-            tls: site.tls.as_ref().is_some_and(|t| t.listen.contains(&addr)),
-            proxy_protocol: site.proxy_protocol.contains(&addr),
-        })
-        .collect();
-    let limits = &site.config.limits;
-    let head_limits = crate::proto::framing::HeadLimits {
-        max_request_line: limits.max_request_line.0 as usize,
-        max_head: limits.max_header_size.0 as usize,
-        max_headers: limits.max_headers,
-    };
-    let shared = conn::accept::Shared {
-        state: state.clone(),
-        app: std::sync::Arc::new(proxy),
-        tls: handshaker,
-        conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
-        header_timeout: limits.header_timeout.0,
-        head_limits,
-        h2c: site.config.server.h2c,
-    };
+    let shared = accept_shared(site, &state, proxy, handshaker);
     server.add_service(conn::accept::AcceptService::new(
-        listeners,
+        listeners(site, listen_fds),
         shared,
         site.config.server.edge_threads,
     ));
@@ -172,11 +119,92 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     0
 }
 
+fn tls_facts(site: &Site) -> Option<state::TlsFacts> {
+    site.tls.as_ref().map(|t| state::TlsFacts {
+        hsts: t.hsts.clone(),
+        redirect_http: t.redirect_http,
+        https_port: t.listen.first().map(|a| a.port()),
+    })
+}
+
+/// What every request shares, from the config.
+fn request_path(
+    site: &Site,
+    state: &Arc<state::EdgeState>,
+    pool: &Arc<app::pool::Pool>,
+    status_fd: RawFd,
+) -> request::Edge {
+    let limits = &site.config.limits;
+    request::Edge {
+        state: state.clone(),
+        pool: pool.clone(),
+        routes: admit::routes::Routes::new(limits),
+        timeout: site.timeout(),
+        status_fd,
+        static_mounts: site
+            .static_mounts
+            .iter()
+            .cloned()
+            .map(files::StaticMount::new)
+            .collect(),
+        compression: site.config.compression.clone(),
+        buffers: app::response_buffer::Budget::new(
+            limits.buffer_memory.0,
+            limits.response_buffer.0,
+            limits.max_temp_file.0,
+        ),
+        limits: limits.clone(),
+        trusted: site
+            .config
+            .server
+            .trusted_proxies
+            .iter()
+            .filter_map(|p| crate::config::units::parse_cidr(p))
+            .collect(),
+    }
+}
+
+fn listeners(site: &Site, listen_fds: Vec<(SocketAddr, RawFd)>) -> Vec<conn::accept::Listener> {
+    listen_fds
+        .into_iter()
+        .map(|(addr, fd)| conn::accept::Listener {
+            fd,
+            addr,
+            tls: site.tls.as_ref().is_some_and(|t| t.listen.contains(&addr)),
+            proxy_protocol: site.proxy_protocol.contains(&addr),
+        })
+        .collect()
+}
+
+/// What the accept loops share: limits, TLS and the HTTP code they hand
+/// each connection to.
+fn accept_shared(
+    site: &Site,
+    state: &Arc<state::EdgeState>,
+    proxy: pingora_proxy::HttpProxy<request::Edge>,
+    tls: Option<conn::tls::Handshaker>,
+) -> conn::accept::Shared {
+    let limits = &site.config.limits;
+    conn::accept::Shared {
+        state: state.clone(),
+        app: Arc::new(proxy),
+        tls,
+        conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
+        header_timeout: limits.header_timeout.0,
+        head_limits: crate::proto::framing::HeadLimits {
+            max_request_line: limits.max_request_line.0 as usize,
+            max_head: limits.max_header_size.0 as usize,
+            max_headers: limits.max_headers,
+        },
+        h2c: site.config.server.h2c,
+    }
+}
+
 /// Maps signals to pingora's shutdown kinds; a graceful stop drains first
 /// (see `drain`).
 struct EdgeSignals {
     limit: Duration,
-    state: std::sync::Arc<state::EdgeState>,
+    state: Arc<state::EdgeState>,
 }
 
 #[async_trait]

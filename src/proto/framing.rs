@@ -104,6 +104,8 @@ enum Chunk {
     TrailerValue,
     TrailerLf,
     EndLf,
+    /// The final CRLF is in: the message is complete.
+    Done,
 }
 
 /// Longest chunk-size line (size plus extensions) accepted, as nginx's
@@ -447,104 +449,20 @@ impl Framer {
                     return self.bad_at(state, i - 1, "chunk-size line too long");
                 }
             }
-            state = match (state, b) {
-                (Chunk::Size { digits, value }, b) if b.is_ascii_hexdigit() => {
-                    if digits >= 16 {
-                        return self.bad_at(state, i - 1, "chunk size too large");
-                    }
-                    let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                    Chunk::Size {
-                        digits: digits + 1,
-                        value: value << 4 | d,
-                    }
-                }
-                (Chunk::Size { digits: 0, .. }, _) => {
-                    return self.bad_at(state, i - 1, "missing chunk size")
-                }
-                (Chunk::Size { value, .. }, b'\r') => Chunk::SizeLf { value },
-                (Chunk::Size { value, .. }, b';') => Chunk::ExtNameStart { value },
-                (Chunk::Size { value, .. } | Chunk::BwsBeforeSemi { value }, b' ' | b'\t') => {
-                    Chunk::BwsBeforeSemi { value }
-                }
-                (Chunk::BwsBeforeSemi { value }, b';') => Chunk::ExtNameStart { value },
-                (Chunk::ExtNameStart { value }, b' ' | b'\t') => Chunk::ExtNameStart { value },
-                (Chunk::ExtNameStart { value } | Chunk::ExtName { value }, b) if is_tchar(b) => {
-                    Chunk::ExtName { value }
-                }
-                (Chunk::ExtName { value } | Chunk::AfterExtName { value }, b' ' | b'\t') => {
-                    Chunk::AfterExtName { value }
-                }
-                (Chunk::ExtName { value } | Chunk::AfterExtName { value }, b'=') => {
-                    Chunk::ExtValueStart { value }
-                }
-                (Chunk::ExtValueStart { value }, b' ' | b'\t') => Chunk::ExtValueStart { value },
-                (Chunk::ExtValueStart { value }, b'"') => Chunk::ExtQuoted { value },
-                (Chunk::ExtValueStart { value } | Chunk::ExtToken { value }, b) if is_tchar(b) => {
-                    Chunk::ExtToken { value }
-                }
-                (Chunk::ExtQuoted { value }, b'"') => Chunk::AfterExtValue { value },
-                (Chunk::ExtQuoted { value }, b'\\') => Chunk::ExtQuotedEscape { value },
-                (Chunk::ExtQuoted { value }, b) if is_field_byte(b) => Chunk::ExtQuoted { value },
-                (Chunk::ExtQuotedEscape { value }, b) if is_field_byte(b) => {
-                    Chunk::ExtQuoted { value }
-                }
-                (Chunk::ExtToken { value } | Chunk::AfterExtValue { value }, b' ' | b'\t') => {
-                    Chunk::AfterExtValue { value }
-                }
-                (
-                    Chunk::ExtName { value }
-                    | Chunk::AfterExtName { value }
-                    | Chunk::ExtToken { value }
-                    | Chunk::AfterExtValue { value },
-                    b';',
-                ) => Chunk::ExtNameStart { value },
-                (
-                    Chunk::ExtName { value }
-                    | Chunk::AfterExtName { value }
-                    | Chunk::ExtToken { value }
-                    | Chunk::AfterExtValue { value },
-                    b'\r',
-                ) => Chunk::SizeLf { value },
-                (Chunk::SizeLf { value: 0 }, b'\n') => {
-                    self.trailer_len = 0;
-                    Chunk::TrailerLineStart
-                }
-                (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
-                (Chunk::DataCr, b'\r') => Chunk::DataLf,
-                (Chunk::DataLf, b'\n') => {
-                    self.line_len = 0;
-                    Chunk::Size {
-                        digits: 0,
-                        value: 0,
-                    }
-                }
-                (Chunk::TrailerLineStart, b'\r') => Chunk::EndLf,
-                (Chunk::TrailerLineStart | Chunk::TrailerName, b) if is_tchar(b) => {
-                    Chunk::TrailerName
-                }
-                (Chunk::TrailerName, b':') => Chunk::TrailerValue,
-                (Chunk::TrailerValue, b'\r') => Chunk::TrailerLf,
-                (Chunk::TrailerValue, b) if is_field_byte(b) => Chunk::TrailerValue,
-                (Chunk::TrailerLf, b'\n') => Chunk::TrailerLineStart,
-                (Chunk::EndLf, b'\n') => {
-                    // The message is complete: what follows is the next head.
+            let next = match Chunk::step(state, b) {
+                Ok(next) => next,
+                Err(why) => return self.bad_at(state, i - 1, why),
+            };
+            match (state, next) {
+                (_, Chunk::Done) => {
                     self.phase = Phase::Head;
                     return Step::Pass(i);
                 }
-                (Chunk::Size { .. } | Chunk::BwsBeforeSemi { .. }, _) => {
-                    return self.bad_at(state, i - 1, "malformed chunk size")
-                }
-                (Chunk::DataCr | Chunk::DataLf, _) => {
-                    return self.bad_at(state, i - 1, "chunk data not followed by CRLF")
-                }
-                (Chunk::SizeLf { .. } | Chunk::TrailerLf | Chunk::EndLf, _) => {
-                    return self.bad_at(state, i - 1, "bare CR in a chunked body")
-                }
-                (Chunk::TrailerLineStart | Chunk::TrailerName | Chunk::TrailerValue, _) => {
-                    return self.bad_at(state, i - 1, "malformed trailer field")
-                }
-                _ => return self.bad_at(state, i - 1, "malformed chunk extension"),
-            };
+                (Chunk::SizeLf { .. }, Chunk::TrailerLineStart) => self.trailer_len = 0,
+                (Chunk::DataLf, _) => self.line_len = 0,
+                _ => {}
+            }
+            state = next;
         }
         self.phase = Phase::Chunked(state);
         Step::Pass(buf.len())
@@ -613,6 +531,95 @@ pub fn transfer_coding<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Coding
             Coding::Refused(501, "transfer codings other than chunked are not supported")
         }
         _ => Coding::Refused(400, "Transfer-Encoding must be exactly \"chunked\""),
+    }
+}
+
+impl Chunk {
+    /// One byte of the chunked grammar (RFC 9112 §7.1, no leniency): the
+    /// next state, or why the byte cannot be there.
+    fn step(self, b: u8) -> Result<Chunk, &'static str> {
+        let state = self;
+        Ok(match (state, b) {
+            (Chunk::Size { digits, value }, b) if b.is_ascii_hexdigit() => {
+                if digits >= 16 {
+                    return Err("chunk size too large");
+                }
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Chunk::Size {
+                    digits: digits + 1,
+                    value: value << 4 | d,
+                }
+            }
+            (Chunk::Size { digits: 0, .. }, _) => return Err("missing chunk size"),
+            (Chunk::Size { value, .. }, b'\r') => Chunk::SizeLf { value },
+            (Chunk::Size { value, .. }, b';') => Chunk::ExtNameStart { value },
+            (Chunk::Size { value, .. } | Chunk::BwsBeforeSemi { value }, b' ' | b'\t') => {
+                Chunk::BwsBeforeSemi { value }
+            }
+            (Chunk::BwsBeforeSemi { value }, b';') => Chunk::ExtNameStart { value },
+            (Chunk::ExtNameStart { value }, b' ' | b'\t') => Chunk::ExtNameStart { value },
+            (Chunk::ExtNameStart { value } | Chunk::ExtName { value }, b) if is_tchar(b) => {
+                Chunk::ExtName { value }
+            }
+            (Chunk::ExtName { value } | Chunk::AfterExtName { value }, b' ' | b'\t') => {
+                Chunk::AfterExtName { value }
+            }
+            (Chunk::ExtName { value } | Chunk::AfterExtName { value }, b'=') => {
+                Chunk::ExtValueStart { value }
+            }
+            (Chunk::ExtValueStart { value }, b' ' | b'\t') => Chunk::ExtValueStart { value },
+            (Chunk::ExtValueStart { value }, b'"') => Chunk::ExtQuoted { value },
+            (Chunk::ExtValueStart { value } | Chunk::ExtToken { value }, b) if is_tchar(b) => {
+                Chunk::ExtToken { value }
+            }
+            (Chunk::ExtQuoted { value }, b'"') => Chunk::AfterExtValue { value },
+            (Chunk::ExtQuoted { value }, b'\\') => Chunk::ExtQuotedEscape { value },
+            (Chunk::ExtQuoted { value }, b) if is_field_byte(b) => Chunk::ExtQuoted { value },
+            (Chunk::ExtQuotedEscape { value }, b) if is_field_byte(b) => Chunk::ExtQuoted { value },
+            (Chunk::ExtToken { value } | Chunk::AfterExtValue { value }, b' ' | b'\t') => {
+                Chunk::AfterExtValue { value }
+            }
+            (
+                Chunk::ExtName { value }
+                | Chunk::AfterExtName { value }
+                | Chunk::ExtToken { value }
+                | Chunk::AfterExtValue { value },
+                b';',
+            ) => Chunk::ExtNameStart { value },
+            (
+                Chunk::ExtName { value }
+                | Chunk::AfterExtName { value }
+                | Chunk::ExtToken { value }
+                | Chunk::AfterExtValue { value },
+                b'\r',
+            ) => Chunk::SizeLf { value },
+            (Chunk::SizeLf { value: 0 }, b'\n') => Chunk::TrailerLineStart,
+            (Chunk::SizeLf { value }, b'\n') => Chunk::Data { left: value },
+            (Chunk::DataCr, b'\r') => Chunk::DataLf,
+            (Chunk::DataLf, b'\n') => Chunk::Size {
+                digits: 0,
+                value: 0,
+            },
+            (Chunk::TrailerLineStart, b'\r') => Chunk::EndLf,
+            (Chunk::TrailerLineStart | Chunk::TrailerName, b) if is_tchar(b) => Chunk::TrailerName,
+            (Chunk::TrailerName, b':') => Chunk::TrailerValue,
+            (Chunk::TrailerValue, b'\r') => Chunk::TrailerLf,
+            (Chunk::TrailerValue, b) if is_field_byte(b) => Chunk::TrailerValue,
+            (Chunk::TrailerLf, b'\n') => Chunk::TrailerLineStart,
+            // The message is complete: what follows is the next head.
+            (Chunk::EndLf, b'\n') => Chunk::Done,
+            (Chunk::Size { .. } | Chunk::BwsBeforeSemi { .. }, _) => {
+                return Err("malformed chunk size")
+            }
+            (Chunk::DataCr | Chunk::DataLf, _) => return Err("chunk data not followed by CRLF"),
+            (Chunk::SizeLf { .. } | Chunk::TrailerLf | Chunk::EndLf, _) => {
+                return Err("bare CR in a chunked body")
+            }
+            (Chunk::TrailerLineStart | Chunk::TrailerName | Chunk::TrailerValue, _) => {
+                return Err("malformed trailer field")
+            }
+            _ => return Err("malformed chunk extension"),
+        })
     }
 }
 

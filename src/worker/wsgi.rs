@@ -118,63 +118,15 @@ impl Wsgi {
 
     fn environ<'py>(&self, py: Python<'py>, req: Request) -> PyResult<Bound<'py, PyDict>> {
         let env = self.base_environ.bind(py).copy()?;
-        let (path, query) = match req.target.split_once('?') {
-            Some((p, q)) => (p, q),
-            None => (req.target.as_str(), ""),
-        };
-        // Absolute-form targets (`http://host/path`) carry the path after the authority.
-        let path = match path.split_once("://") {
-            // Absolute-form targets (`http://host/path`) carry the path after
-            // the authority; an origin-form path (starting with "/") is taken
-            // as it is, even if it contains "://".
-            Some((_, rest)) if !path.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
-            _ => path,
-        };
-        env.set_item("REQUEST_METHOD", &req.method)?;
-        env.set_item("PATH_INFO", latin1(&percent_decode(path.as_bytes())))?;
-        env.set_item("QUERY_STRING", query)?;
-        env.set_item("REQUEST_URI", &req.target)?;
-        env.set_item("RAW_URI", &req.target)?;
-
-        let mut info = EdgeInfo::default();
-        let mut host: Option<String> = None;
-        // HTTP_* keys in arrival order; duplicates joined as PEP 3333 asks.
-        let mut http: Vec<(String, String)> = Vec::with_capacity(req.headers.len());
-        for (name, value) in &req.headers {
-            let lname = name.to_ascii_lowercase();
-            let value = latin1(value);
-            match lname.as_str() {
-                "x-corral-client" => info.client = split_host_port(&value),
-                "x-corral-local" => info.local = split_host_port(&value),
-                "x-corral-scheme" => info.scheme = Some(value),
-                "x-corral-protocol" => info.protocol = Some(value),
-                "x-corral-request-id" => info.request_id = Some(value),
-                "x-corral-client-cert" => {
-                    let utf8 =
-                        percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy();
-                    info.client_cert = Some(utf8.into_owned());
-                }
-                "x-corral-client-verify" => info.client_verified = value == "SUCCESS",
-                "content-type" => env.set_item("CONTENT_TYPE", value)?,
-                "content-length" => {}
-                // Underscored names could spoof dashed ones (X_Forwarded_For
-                // vs X-Forwarded-For both map to HTTP_X_FORWARDED_FOR): drop
-                // them, as nginx and gunicorn do.
-                _ if lname.contains('_') => {}
-                _ => {
-                    if lname == "host" {
-                        host = Some(value.clone());
-                    }
-                    let key = format!("HTTP_{}", lname.to_ascii_uppercase().replace('-', "_"));
-                    match http.iter_mut().find(|(k, _)| *k == key) {
-                        Some((_, v)) => {
-                            v.push_str(if key == "HTTP_COOKIE" { "; " } else { ", " });
-                            v.push_str(&value);
-                        }
-                        None => http.push((key, value)),
-                    }
-                }
-            }
+        set_target(&env, &req)?;
+        let Fields {
+            info,
+            host,
+            content_type,
+            http,
+        } = fields(&req);
+        if let Some(ct) = content_type {
+            env.set_item("CONTENT_TYPE", ct)?;
         }
         for (k, v) in http {
             env.set_item(k, v)?;
@@ -183,39 +135,7 @@ impl Wsgi {
         if body_len > 0 || !matches!(req.method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
             env.set_item("CONTENT_LENGTH", body_len.to_string())?;
         }
-        let (client_ip, client_port) = info.client.unwrap_or_default();
-        env.set_item("REMOTE_ADDR", client_ip)?;
-        env.set_item("REMOTE_PORT", client_port)?;
-        let (local_ip, local_port) = info.local.unwrap_or_default();
-        let server_name = host
-            .as_deref()
-            .and_then(|h| {
-                split_host_port(h)
-                    .map(|(n, _)| n)
-                    .or_else(|| Some(h.to_string()))
-            })
-            .unwrap_or(local_ip);
-        env.set_item("SERVER_NAME", server_name)?;
-        env.set_item("SERVER_PORT", local_port)?;
-        let scheme = info.scheme.unwrap_or_else(|| "http".into());
-        if scheme == "https" {
-            env.set_item("HTTPS", "on")?;
-            // The names nginx (uwsgi_param) and Apache use for client certificates.
-            if info.client_verified {
-                env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
-                env.set_item("SSL_CLIENT_S_DN", info.client_cert.unwrap_or_default())?;
-            } else {
-                env.set_item("SSL_CLIENT_VERIFY", "NONE")?;
-            }
-        }
-        env.set_item("wsgi.url_scheme", scheme)?;
-        env.set_item(
-            "SERVER_PROTOCOL",
-            info.protocol.unwrap_or_else(|| "HTTP/1.1".into()),
-        )?;
-        if let Some(id) = info.request_id {
-            env.set_item("corral.request_id", id)?;
-        }
+        set_connection(&env, info, host)?;
         let input = match req.body {
             Body::Memory(v) => self.bytes_io.bind(py).call1((PyBytes::new(py, &v),))?,
             Body::File(f, _) => {
@@ -226,6 +146,122 @@ impl Wsgi {
         env.set_item("wsgi.input", input)?;
         Ok(env)
     }
+}
+
+/// REQUEST_METHOD, PATH_INFO (decoded, as latin-1), QUERY_STRING and the
+/// raw target.
+fn set_target(env: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
+    let (path, query) = match req.target.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (req.target.as_str(), ""),
+    };
+    let path = match path.split_once("://") {
+        // Absolute-form targets (`http://host/path`) carry the path after
+        // the authority; an origin-form path (starting with "/") is taken
+        // as it is, even if it contains "://".
+        Some((_, rest)) if !path.starts_with('/') => rest.find('/').map_or("/", |i| &rest[i..]),
+        _ => path,
+    };
+    env.set_item("REQUEST_METHOD", &req.method)?;
+    env.set_item("PATH_INFO", latin1(&percent_decode(path.as_bytes())))?;
+    env.set_item("QUERY_STRING", query)?;
+    env.set_item("REQUEST_URI", &req.target)?;
+    env.set_item("RAW_URI", &req.target)?;
+    Ok(())
+}
+
+/// The request's header fields, sorted for the environ.
+struct Fields {
+    /// What the edge told about the connection (`x-corral-*`).
+    info: EdgeInfo,
+    host: Option<String>,
+    content_type: Option<String>,
+    /// HTTP_* keys in arrival order; duplicates joined as PEP 3333 asks.
+    http: Vec<(String, String)>,
+}
+
+fn fields(req: &Request) -> Fields {
+    let mut f = Fields {
+        info: EdgeInfo::default(),
+        host: None,
+        content_type: None,
+        http: Vec::with_capacity(req.headers.len()),
+    };
+    for (name, value) in &req.headers {
+        let lname = name.to_ascii_lowercase();
+        let value = latin1(value);
+        match lname.as_str() {
+            "x-corral-client" => f.info.client = split_host_port(&value),
+            "x-corral-local" => f.info.local = split_host_port(&value),
+            "x-corral-scheme" => f.info.scheme = Some(value),
+            "x-corral-protocol" => f.info.protocol = Some(value),
+            "x-corral-request-id" => f.info.request_id = Some(value),
+            "x-corral-client-cert" => {
+                let utf8 = percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy();
+                f.info.client_cert = Some(utf8.into_owned());
+            }
+            "x-corral-client-verify" => f.info.client_verified = value == "SUCCESS",
+            "content-type" => f.content_type = Some(value),
+            "content-length" => {}
+            // Underscored names could spoof dashed ones (X_Forwarded_For
+            // vs X-Forwarded-For both map to HTTP_X_FORWARDED_FOR): drop
+            // them, as nginx and gunicorn do.
+            _ if lname.contains('_') => {}
+            _ => {
+                if lname == "host" {
+                    f.host = Some(value.clone());
+                }
+                let key = format!("HTTP_{}", lname.to_ascii_uppercase().replace('-', "_"));
+                match f.http.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, v)) => {
+                        v.push_str(if key == "HTTP_COOKIE" { "; " } else { ", " });
+                        v.push_str(&value);
+                    }
+                    None => f.http.push((key, value)),
+                }
+            }
+        }
+    }
+    f
+}
+
+/// REMOTE_*, SERVER_*, the scheme, TLS client certificates, the protocol
+/// and the request id, from what the edge told.
+fn set_connection(env: &Bound<'_, PyDict>, info: EdgeInfo, host: Option<String>) -> PyResult<()> {
+    let (client_ip, client_port) = info.client.unwrap_or_default();
+    env.set_item("REMOTE_ADDR", client_ip)?;
+    env.set_item("REMOTE_PORT", client_port)?;
+    let (local_ip, local_port) = info.local.unwrap_or_default();
+    let server_name = host
+        .as_deref()
+        .and_then(|h| {
+            split_host_port(h)
+                .map(|(n, _)| n)
+                .or_else(|| Some(h.to_string()))
+        })
+        .unwrap_or(local_ip);
+    env.set_item("SERVER_NAME", server_name)?;
+    env.set_item("SERVER_PORT", local_port)?;
+    let scheme = info.scheme.unwrap_or_else(|| "http".into());
+    if scheme == "https" {
+        env.set_item("HTTPS", "on")?;
+        // The names nginx (uwsgi_param) and Apache use for client certificates.
+        if info.client_verified {
+            env.set_item("SSL_CLIENT_VERIFY", "SUCCESS")?;
+            env.set_item("SSL_CLIENT_S_DN", info.client_cert.unwrap_or_default())?;
+        } else {
+            env.set_item("SSL_CLIENT_VERIFY", "NONE")?;
+        }
+    }
+    env.set_item("wsgi.url_scheme", scheme)?;
+    env.set_item(
+        "SERVER_PROTOCOL",
+        info.protocol.unwrap_or_else(|| "HTTP/1.1".into()),
+    )?;
+    if let Some(id) = info.request_id {
+        env.set_item("corral.request_id", id)?;
+    }
+    Ok(())
 }
 
 fn with<T>(w: &Arc<Mutex<ResponseWriter>>, f: impl FnOnce(&mut ResponseWriter) -> T) -> T {
@@ -350,81 +386,8 @@ impl StartResponse {
             }
             _ => {}
         }
-        let status: String = status
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?
-            .to_str()?
-            .to_owned();
-        let valid = status.len() >= 4
-            && status.as_bytes()[..3].iter().all(u8::is_ascii_digit)
-            && status.as_bytes()[3] == b' '
-            && !status.contains(['\r', '\n']);
-        if !valid {
-            return Err(PyValueError::new_err(format!(
-                "invalid status {status:?}: it must be a str like '200 OK'"
-            )));
-        }
-        let list = headers
-            .cast::<PyList>()
-            .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?;
-        let mut out = Vec::with_capacity(list.len());
-        for item in list.iter() {
-            let pair = item
-                .cast::<PyTuple>()
-                .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
-            if pair.len() != 2 {
-                return Err(PyTypeError::new_err(
-                    "each header must be a (name, value) tuple",
-                ));
-            }
-            let name: String = pair
-                .get_item(0)?
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err("header names must be str"))?
-                .to_str()?
-                .to_owned();
-            let value: String = pair
-                .get_item(1)?
-                .cast::<PyString>()
-                .map_err(|_| PyTypeError::new_err(format!("value of header {name} must be str")))?
-                .to_str()?
-                .to_owned();
-            if name.is_empty()
-                || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
-                || value.contains(['\r', '\n', '\0'])
-                || value.chars().any(|c| c as u32 > 255)
-            {
-                return Err(PyValueError::new_err(format!(
-                    "invalid header {name:?}: {value:?} (names are tokens, values latin-1 without CR/LF)"
-                )));
-            }
-            // Framing is the server's job (PEP 3333 hop-by-hop rule).
-            let lname = name.to_ascii_lowercase();
-            if matches!(
-                lname.as_str(),
-                "connection"
-                    | "keep-alive"
-                    | "transfer-encoding"
-                    | "te"
-                    | "trailer"
-                    | "upgrade"
-                    | "proxy-connection"
-            ) {
-                warn!("app set hop-by-hop header {name}; ignored");
-                continue;
-            }
-            // A length that is not a number would break the framing to the
-            // edge: the app's error (a 500 with this ValueError, as under
-            // gunicorn), not a broken worker.
-            if lname == "content-length"
-                && crate::proto::length::parse_one(value.trim().as_bytes()).is_none()
-            {
-                return Err(PyValueError::new_err(format!(
-                    "invalid Content-Length {value:?}: must be a decimal number of bytes"
-                )));
-            }
-            out.push((name, value));
-        }
+        let status = checked_status(status)?;
+        let out = checked_headers(headers)?;
         st.status = Some(status);
         st.headers = out;
         let _ = py;
@@ -433,6 +396,92 @@ impl StartResponse {
             writer: self.writer.clone(),
         })
     }
+}
+
+/// PEP 3333: a str like '200 OK'.
+fn checked_status(status: &Bound<'_, PyAny>) -> PyResult<String> {
+    let status: String = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("status must be a str like '200 OK'"))?
+        .to_str()?
+        .to_owned();
+    let valid = status.len() >= 4
+        && status.as_bytes()[..3].iter().all(u8::is_ascii_digit)
+        && status.as_bytes()[3] == b' '
+        && !status.contains(['\r', '\n']);
+    if !valid {
+        return Err(PyValueError::new_err(format!(
+            "invalid status {status:?}: it must be a str like '200 OK'"
+        )));
+    }
+    Ok(status)
+}
+
+/// PEP 3333: a list of (name, value) str tuples, values latin-1. The
+/// app's hop-by-hop headers are dropped (framing is the server's job).
+fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
+    let list = headers
+        .cast::<PyList>()
+        .map_err(|_| PyTypeError::new_err("headers must be a list of (name, value) tuples"))?;
+    let mut out = Vec::with_capacity(list.len());
+    for item in list.iter() {
+        let pair = item
+            .cast::<PyTuple>()
+            .map_err(|_| PyTypeError::new_err("each header must be a (name, value) tuple"))?;
+        if pair.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "each header must be a (name, value) tuple",
+            ));
+        }
+        let name: String = pair
+            .get_item(0)?
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("header names must be str"))?
+            .to_str()?
+            .to_owned();
+        let value: String = pair
+            .get_item(1)?
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err(format!("value of header {name} must be str")))?
+            .to_str()?
+            .to_owned();
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+            || value.contains(['\r', '\n', '\0'])
+            || value.chars().any(|c| c as u32 > 255)
+        {
+            return Err(PyValueError::new_err(format!(
+                "invalid header {name:?}: {value:?} (names are tokens, values latin-1 without CR/LF)"
+            )));
+        }
+        // Framing is the server's job (PEP 3333 hop-by-hop rule).
+        let lname = name.to_ascii_lowercase();
+        if matches!(
+            lname.as_str(),
+            "connection"
+                | "keep-alive"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "proxy-connection"
+        ) {
+            warn!("app set hop-by-hop header {name}; ignored");
+            continue;
+        }
+        // A length that is not a number would break the framing to the
+        // edge: the app's error (a 500 with this ValueError, as under
+        // gunicorn), not a broken worker.
+        if lname == "content-length"
+            && crate::proto::length::parse_one(value.trim().as_bytes()).is_none()
+        {
+            return Err(PyValueError::new_err(format!(
+                "invalid Content-Length {value:?}: must be a decimal number of bytes"
+            )));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
 }
 
 /// The legacy `write()` callable returned by start_response.

@@ -152,6 +152,39 @@ fn with_slash(session: &Session) -> String {
     }
 }
 
+/// The version of a file that is sent: a precompressed sibling the client
+/// takes (and that is not stale), or the file itself.
+struct Version {
+    rel: PathBuf,
+    /// Full path: the cache serves every mount, so it knows files by it.
+    path: PathBuf,
+    meta: FileMeta,
+    encoding: Option<&'static str>,
+    /// Its bytes from memory, when small, cached and unchanged.
+    cached: Option<std::sync::Arc<cache::Entry>>,
+    facts: cache::Facts,
+}
+
+impl Version {
+    fn small(&self) -> bool {
+        self.meta.len() <= cache::MAX_FILE
+    }
+}
+
+/// What to answer, from the file's validators and the request's
+/// conditionals and Range (RFC 9110 §13.2.2: conditionals first).
+enum Plan {
+    NotModified,
+    PreconditionFailed,
+    Unsatisfiable,
+    /// `len` bytes from `start`; `partial`: a 206 for a Range.
+    Bytes {
+        start: u64,
+        len: u64,
+        partial: bool,
+    },
+}
+
 async fn send_file(
     st: &EdgeState,
     session: &mut Session,
@@ -160,17 +193,57 @@ async fn send_file(
     meta: FileMeta,
     head: bool,
 ) -> Result<Served> {
-    let mount = &sm.mount;
-    // A precompressed sibling, if the client takes it and it is not stale.
+    let v = version(st, session, sm, original, meta).await?;
+    let size = v.meta.len();
+    let (start, len, partial) = match plan(session, &v.facts, size) {
+        Plan::NotModified => {
+            let mut resp = validator_head(&sm.mount, &v.facts)?;
+            resp.set_status(304)?;
+            return head_only(st, session, resp).await;
+        }
+        Plan::PreconditionFailed => {
+            let mut resp = ResponseHeader::build(412, Some(2))?;
+            resp.insert_header("Content-Length", "0")?;
+            return head_only(st, session, resp).await;
+        }
+        Plan::Unsatisfiable => {
+            let mut resp = ResponseHeader::build(416, Some(3))?;
+            resp.insert_header("Content-Range", format!("bytes */{size}"))?;
+            resp.insert_header("Content-Length", "0")?;
+            return head_only(st, session, resp).await;
+        }
+        Plan::Bytes {
+            start,
+            len,
+            partial,
+        } => (start, len, partial),
+    };
+    let resp = file_head(&sm.mount, &v, start, len, partial)?;
+    let status = resp.status.as_u16();
+    if head || len == 0 {
+        reply::header(st, session, resp, true).await?;
+        return Ok(Served::Done(status));
+    }
+    if v.small() {
+        send_small(st, session, sm, v, resp, start, len).await
+    } else {
+        send_stream(st, session, sm, &v, resp, start, len).await
+    }
+}
+
+async fn version(
+    st: &EdgeState,
+    session: &Session,
+    sm: &StaticMount,
+    original: &Path,
+    meta: FileMeta,
+) -> Result<Version> {
     let (rel, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
-    // The cache serves every mount: it knows files by their full path.
-    let path = mount.dir.join(&rel);
-    let size = meta.len();
-    let small = size <= crate::edge::files::cache::MAX_FILE;
-    let cached = small
+    let path = sm.mount.dir.join(&rel);
+    let cached = (meta.len() <= cache::MAX_FILE)
         .then(|| st.files_cache.get(&path, encoding, &meta))
         .flatten();
     let facts = match &cached {
@@ -183,32 +256,62 @@ async fn send_file(
             )
         })?,
     };
-    let modified = facts.modified;
-    // Built from ASCII by facts_of, so never empty here.
-    let etag = facts.etag.to_str().unwrap_or_default();
+    Ok(Version {
+        rel,
+        path,
+        meta,
+        encoding,
+        cached,
+        facts,
+    })
+}
+
+fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
     let header = |name: http::header::HeaderName| {
         session
             .req_header()
             .headers
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
     };
-    let (if_match, if_none_match, ims, ius, range, if_range) = (
-        header(http::header::IF_MATCH),
-        header(http::header::IF_NONE_MATCH),
-        header(http::header::IF_MODIFIED_SINCE),
-        header(http::header::IF_UNMODIFIED_SINCE),
-        header(http::header::RANGE),
-        header(http::header::IF_RANGE),
-    );
+    // Built from ASCII by facts_of, so never empty here.
+    let etag = facts.etag.to_str().unwrap_or_default();
     let cond = conditional::Request {
-        if_match: if_match.as_deref(),
-        if_none_match: if_none_match.as_deref(),
-        if_modified_since: ims.as_deref(),
-        if_unmodified_since: ius.as_deref(),
+        if_match: header(http::header::IF_MATCH),
+        if_none_match: header(http::header::IF_NONE_MATCH),
+        if_modified_since: header(http::header::IF_MODIFIED_SINCE),
+        if_unmodified_since: header(http::header::IF_UNMODIFIED_SINCE),
         is_get_or_head: true,
     };
+    match conditional::evaluate(&cond, etag, facts.modified) {
+        Outcome::NotModified => return Plan::NotModified,
+        Outcome::PreconditionFailed => return Plan::PreconditionFailed,
+        Outcome::Proceed => {}
+    }
+    let honour_range = match header(http::header::IF_RANGE) {
+        Some(v) => conditional::if_range_matches(v, etag, facts.modified),
+        None => true,
+    };
+    match header(http::header::RANGE)
+        .filter(|_| honour_range)
+        .map(|r| ranges::parse(r, size))
+    {
+        Some(Ranges::Single(first, last)) => Plan::Bytes {
+            start: first,
+            len: last - first + 1,
+            partial: true,
+        },
+        Some(Ranges::Unsatisfiable) => Plan::Unsatisfiable,
+        _ => Plan::Bytes {
+            start: 0,
+            len: size,
+            partial: false,
+        },
+    }
+}
+
+/// The headers a 200 and a 304 share: validators and caching.
+fn validator_head(mount: &Mount, facts: &cache::Facts) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(10))?;
     resp.insert_header("ETag", facts.etag.clone())?;
     resp.insert_header("Last-Modified", facts.last_modified.clone())?;
@@ -218,106 +321,114 @@ async fn send_file(
     if mount.settings.precompressed {
         resp.insert_header("Vary", "Accept-Encoding")?;
     }
-    match conditional::evaluate(&cond, etag, modified) {
-        Outcome::NotModified => {
-            resp.set_status(304)?;
-            return head_only(st, session, resp).await;
-        }
-        Outcome::PreconditionFailed => {
-            let mut resp = ResponseHeader::build(412, Some(2))?;
-            resp.insert_header("Content-Length", "0")?;
-            return head_only(st, session, resp).await;
-        }
-        Outcome::Proceed => {}
-    }
-    resp.insert_header("Content-Type", facts.content_type.clone())?;
-    if let Some(enc) = encoding {
+    Ok(resp)
+}
+
+/// The head of a 200 (or a 206 for `len` bytes from `start`).
+fn file_head(
+    mount: &Mount,
+    v: &Version,
+    start: u64,
+    len: u64,
+    partial: bool,
+) -> Result<ResponseHeader> {
+    let size = v.meta.len();
+    let mut resp = validator_head(mount, &v.facts)?;
+    resp.insert_header("Content-Type", v.facts.content_type.clone())?;
+    if let Some(enc) = v.encoding {
         resp.insert_header("Content-Encoding", enc)?;
     }
     resp.insert_header("Accept-Ranges", "bytes")?;
-    let honour_range = match &if_range {
-        Some(v) => conditional::if_range_matches(v, etag, modified),
-        None => true,
-    };
-    let (start, len) = match range
-        .as_deref()
-        .filter(|_| honour_range)
-        .map(|r| ranges::parse(r, size))
-    {
-        Some(Ranges::Single(first, last)) => {
-            resp.set_status(206)?;
-            resp.insert_header("Content-Range", format!("bytes {first}-{last}/{size}"))?;
-            (first, last - first + 1)
-        }
-        Some(Ranges::Unsatisfiable) => {
-            let mut resp = ResponseHeader::build(416, Some(3))?;
-            resp.insert_header("Content-Range", format!("bytes */{size}"))?;
-            resp.insert_header("Content-Length", "0")?;
-            return head_only(st, session, resp).await;
-        }
-        _ => (0, size),
-    };
+    if partial {
+        resp.set_status(206)?;
+        let last = start + len - 1;
+        resp.insert_header("Content-Range", format!("bytes {start}-{last}/{size}"))?;
+    }
     if len == size {
-        resp.insert_header("Content-Length", facts.content_length.clone())?;
+        resp.insert_header("Content-Length", v.facts.content_length.clone())?;
     } else {
         resp.insert_header("Content-Length", len.to_string())?;
     }
+    Ok(resp)
+}
+
+/// Small files: from memory while unchanged, else opened here and read in
+/// one trip to the blocking pool, then cached.
+async fn send_small(
+    st: &EdgeState,
+    session: &mut Session,
+    sm: &StaticMount,
+    v: Version,
+    resp: ResponseHeader,
+    start: u64,
+    len: u64,
+) -> Result<Served> {
     let status = resp.status.as_u16();
-    if head || len == 0 {
-        reply::header(st, session, resp, true).await?;
-        return Ok(Served::Done(status));
-    }
-    if small {
-        // Small files: from memory while unchanged, else opened here and
-        // read in one trip to the blocking pool.
-        let entry = match cached {
-            Some(entry) => entry,
-            None => {
-                let file = match open_found(sm, &rel, &meta) {
-                    Ok(f) => f,
-                    Err(e) => return open_failed(st, session, e).await,
-                };
-                let read = tokio::task::spawn_blocking(move || {
-                    use std::io::Read;
-                    let mut data = Vec::with_capacity(size as usize);
-                    (&file).read_to_end(&mut data).map(|_| data)
-                })
-                .await;
-                let Ok(Ok(data)) = read else {
-                    return error(st, session, 404).await;
-                };
-                let body = Bytes::from(data);
-                let entry = std::sync::Arc::new(crate::edge::files::cache::Entry { facts, body });
-                st.files_cache.put(&path, encoding, &meta, entry.clone());
-                entry
-            }
-        };
-        let data = &entry.body;
-        let Some(body) = data.get(start as usize..(start + len) as usize) else {
-            // The file shrank between its stat and its read.
-            return error(st, session, 404).await;
-        };
-        let body = data.slice_ref(body);
-        reply::header(st, session, resp, false).await?;
-        session.write_response_body(Some(body), true).await?;
-        return Ok(Served::Done(status));
-    }
-    let file = match open_found(sm, &rel, &meta) {
+    let entry = match v.cached {
+        Some(entry) => entry,
+        None => {
+            let file = match open_found(sm, &v.rel, &v.meta) {
+                Ok(f) => f,
+                Err(e) => return open_failed(st, session, e).await,
+            };
+            let size = v.meta.len() as usize;
+            let read = tokio::task::spawn_blocking(move || {
+                use std::io::Read;
+                let mut data = Vec::with_capacity(size);
+                (&file).read_to_end(&mut data).map(|_| data)
+            })
+            .await;
+            let Ok(Ok(data)) = read else {
+                return error(st, session, 404).await;
+            };
+            let body = Bytes::from(data);
+            let entry = std::sync::Arc::new(cache::Entry {
+                facts: v.facts,
+                body,
+            });
+            st.files_cache
+                .put(&v.path, v.encoding, &v.meta, entry.clone());
+            entry
+        }
+    };
+    let data = &entry.body;
+    let Some(body) = data.get(start as usize..(start + len) as usize) else {
+        // The file shrank between its stat and its read.
+        return error(st, session, 404).await;
+    };
+    let body = data.slice_ref(body);
+    reply::header(st, session, resp, false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(Served::Done(status))
+}
+
+/// Larger files: read a chunk at a time, each straight into the buffer
+/// that goes out (no copies), positioned (no seek state), off the async
+/// threads.
+async fn send_stream(
+    st: &EdgeState,
+    session: &mut Session,
+    sm: &StaticMount,
+    v: &Version,
+    resp: ResponseHeader,
+    start: u64,
+    len: u64,
+) -> Result<Served> {
+    let status = resp.status.as_u16();
+    let file = match open_found(sm, &v.rel, &v.meta) {
         Ok(f) => std::sync::Arc::new(f),
         Err(e) => return open_failed(st, session, e).await,
     };
     reply::header(st, session, resp, false).await?;
     let (mut offset, mut left) = (start, len);
     while left > 0 {
-        // Each chunk is read straight into the buffer that goes out (no
-        // copies), positioned (no seek state), off the async threads.
         let want = (left as usize).min(CHUNK);
         // Allocated here, not on the blocking thread: memory then stays
         // with the edge's own threads, which free it once it is sent.
         let mut buf = Vec::with_capacity(want);
         let f = file.clone();
         let read = tokio::task::spawn_blocking(move || {
-            crate::edge::files::read::pread_into(&f, &mut buf, offset)?;
+            read::pread_into(&f, &mut buf, offset)?;
             Ok::<_, std::io::Error>(Bytes::from(buf))
         })
         .await;
