@@ -7,6 +7,7 @@
 //! - `edge`: the pingora process that talks to clients.
 //! - `proto`: HTTP rules with no I/O, used by the edge.
 //! - `worker`: the processes that embed CPython and run the app.
+//! - `wire`: the edge↔worker request link's shared names.
 //! - `ipc`: the master↔edge and worker→master status messages.
 
 pub mod config;
@@ -18,4 +19,5 @@ pub mod logging;
 pub mod master;
 pub mod proctitle;
 pub mod proto;
+pub mod wire;
 pub mod worker;

@@ -8,6 +8,7 @@
 
 use super::request::{Body, Request};
 use super::response::ResponseWriter;
+use crate::wire;
 use pyo3::exceptions::{PyAssertionError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -191,16 +192,16 @@ fn fields(req: &Request) -> Fields {
         let lname = name.to_ascii_lowercase();
         let value = latin1(value);
         match lname.as_str() {
-            "x-corral-client" => f.info.client = split_host_port(&value),
-            "x-corral-local" => f.info.local = split_host_port(&value),
-            "x-corral-scheme" => f.info.scheme = Some(value),
-            "x-corral-protocol" => f.info.protocol = Some(value),
-            "x-corral-request-id" => f.info.request_id = Some(value),
-            "x-corral-client-cert" => {
+            wire::CLIENT => f.info.client = split_host_port(&value),
+            wire::LOCAL => f.info.local = split_host_port(&value),
+            wire::SCHEME => f.info.scheme = Some(value),
+            wire::PROTOCOL => f.info.protocol = Some(value),
+            wire::REQUEST_ID => f.info.request_id = Some(value),
+            wire::CLIENT_CERT => {
                 let utf8 = percent_encoding::percent_decode(value.as_bytes()).decode_utf8_lossy();
                 f.info.client_cert = Some(utf8.into_owned());
             }
-            "x-corral-client-verify" => f.info.client_verified = value == "SUCCESS",
+            wire::CLIENT_VERIFY => f.info.client_verified = value == "SUCCESS",
             "content-type" => f.content_type = Some(value),
             "content-length" => {}
             // Underscored names could spoof dashed ones (X_Forwarded_For
@@ -456,16 +457,7 @@ fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>
         }
         // Framing is the server's job (PEP 3333 hop-by-hop rule).
         let lname = name.to_ascii_lowercase();
-        if matches!(
-            lname.as_str(),
-            "connection"
-                | "keep-alive"
-                | "transfer-encoding"
-                | "te"
-                | "trailer"
-                | "upgrade"
-                | "proxy-connection"
-        ) {
+        if wire::is_hop_by_hop(&lname) && lname != "content-length" {
             warn!("app set hop-by-hop header {name}; ignored");
             continue;
         }

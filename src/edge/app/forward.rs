@@ -8,24 +8,13 @@
 //! extend) what the client sent, since nothing trusted stands in front.
 
 use crate::edge::app::upstream::{Framing, ResponseHead};
+use crate::wire;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// Bytes escaped in the forwarded client DN: controls, non-ASCII and `%`.
 const DN_ENCODE: percent_encoding::AsciiSet = percent_encoding::CONTROLS.add(b'%');
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "trailer",
-    "content-length",
-];
 
 pub fn protocol(v: http::Version) -> &'static str {
     match v {
@@ -104,7 +93,7 @@ pub fn request_head(
     let mut host: Option<Vec<u8>> = None;
     for (name, value) in req.headers.iter() {
         let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || n.starts_with("x-corral-") || n.starts_with("x-forwarded-") {
+        if wire::is_hop_by_hop(n) || n.starts_with(wire::PREFIX) || n.starts_with("x-forwarded-") {
             continue;
         }
         if n == "host" {
@@ -137,26 +126,26 @@ pub fn request_head(
         h.extend_from_slice(b"\r\n");
     };
     if let Some(c) = client {
-        add("x-corral-client", c.to_string().as_bytes());
+        add(wire::CLIENT, c.to_string().as_bytes());
         add("x-forwarded-for", c.ip().to_string().as_bytes());
     }
     if let Some(l) = local {
-        add("x-corral-local", l.to_string().as_bytes());
+        add(wire::LOCAL, l.to_string().as_bytes());
     }
-    add("x-corral-scheme", scheme.as_bytes());
+    add(wire::SCHEME, scheme.as_bytes());
     if let Some(subject) = &client_subject {
         // Presence of this header means the certificate was verified; the
         // subject goes as percent-encoded UTF-8, so any name survives intact.
-        add("x-corral-client-verify", b"SUCCESS");
+        add(wire::CLIENT_VERIFY, b"SUCCESS");
         let safe: String = percent_encoding::utf8_percent_encode(subject, &DN_ENCODE).to_string();
-        add("x-corral-client-cert", safe.as_bytes());
+        add(wire::CLIENT_CERT, safe.as_bytes());
     }
     add("x-forwarded-proto", scheme.as_bytes());
     if let Some(host) = &host {
         add("x-forwarded-host", host);
     }
-    add("x-corral-protocol", protocol(req.version).as_bytes());
-    add("x-corral-request-id", request_id.as_bytes());
+    add(wire::PROTOCOL, protocol(req.version).as_bytes());
+    add(wire::REQUEST_ID, request_id.as_bytes());
     add("content-length", body_len.to_string().as_bytes());
     h.extend_from_slice(b"\r\n");
     h
@@ -168,7 +157,7 @@ pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<Respons
     for (name, value) in &resp.headers {
         let lname = name.to_ascii_lowercase();
         // Content-Length passes through (for HEAD it reports the GET length).
-        if HOP_BY_HOP.contains(&lname.as_str()) && lname != "content-length" {
+        if wire::is_hop_by_hop(&lname) && lname != "content-length" {
             continue;
         }
         has_date |= lname == "date";

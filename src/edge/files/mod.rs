@@ -515,7 +515,7 @@ enum Lookup {
 async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
     let root = &sm.mount.dir;
     if rel.has_root() {
-        // Never from static_path; an absolute path would ignore the folder.
+        // Never from proto::target; an absolute path would ignore the folder.
         return Lookup::Outside;
     }
     if sm.mount.settings.follow_symlinks {
@@ -524,7 +524,7 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
             Err(_) => Lookup::Missing,
         };
     }
-    // `rel` has no `..` (static_path refuses it): unless some part of it is
+    // `rel` has no `..` (proto::target refuses it): unless some part of it is
     // a symlink, it cannot lead outside the (canonical) root. One lstat per
     // part, from the open folder, is cheaper than canonicalizing (a
     // readlink for every part from `/`); symlinks take the slow, exact way.

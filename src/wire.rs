@@ -1,0 +1,41 @@
+//! The edge↔worker link, both sides' shared words. The edge writes each
+//! request to a worker as HTTP/1.1 over a Unix socket, with what it knows
+//! about the connection in `x-corral-*` fields (clients' own `x-corral-*`
+//! fields are dropped first, so the app can trust these); the worker reads
+//! them into the WSGI environ. Both sides name them from here.
+
+/// The real client, `ip:port` (after `[server] trusted_proxies`).
+pub const CLIENT: &str = "x-corral-client";
+/// The listener the request came in on, `ip:port`.
+pub const LOCAL: &str = "x-corral-local";
+/// `http` or `https`.
+pub const SCHEME: &str = "x-corral-scheme";
+/// The client's protocol, e.g. `HTTP/2.0`.
+pub const PROTOCOL: &str = "x-corral-protocol";
+/// The edge's request id (also in the access and error logs).
+pub const REQUEST_ID: &str = "x-corral-request-id";
+/// `SUCCESS` when the client sent a certificate that verified.
+pub const CLIENT_VERIFY: &str = "x-corral-client-verify";
+/// The verified client certificate's subject DN, percent-encoded UTF-8.
+pub const CLIENT_CERT: &str = "x-corral-client-cert";
+/// What every field above starts with.
+pub const PREFIX: &str = "x-corral-";
+
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1),
+/// plus Content-Length: each hop frames its own body. Never forwarded from
+/// the client to the app; never taken from the app's headers.
+pub const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "transfer-encoding",
+    "upgrade",
+    "trailer",
+    "content-length",
+];
+
+/// Whether a (lower-case) field name is hop-by-hop.
+pub fn is_hop_by_hop(lname: &str) -> bool {
+    HOP_BY_HOP.contains(&lname)
+}
