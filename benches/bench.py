@@ -155,8 +155,20 @@ class Corral(Server):
             text += (f'[tls]\nlisten = ["127.0.0.1:{self.tls_port}"]\n[[tls.cert]]\n'
                      f'cert = "{self.args.certs[tls][0]}"\nkey = "{self.args.certs[tls][1]}"\n')
         cfg.write_text(text)
-        self.spawn([str(CORRAL), "serve", "--config", str(cfg)])
+        self.spawn([str(self.binary()), "serve", "--config", str(cfg)])
         wait_port(self.port)
+
+    def binary(self):
+        return CORRAL
+
+
+class CorralBaseline(Corral):
+    """Another corral binary (`--baseline`), e.g. a build of main before a
+    change, measured in the same rounds: an A/B on one host."""
+    name = "corral-baseline"
+
+    def binary(self):
+        return Path(self.args.baseline).resolve()
 
 
 class Gunicorn(Server):
@@ -269,7 +281,7 @@ http {{
         wait_port(self.port)
 
 
-SERVERS = {"corral": Corral, "nginx+gunicorn": NginxGunicorn, "gunicorn": Gunicorn,
+SERVERS = {"corral": Corral, "corral-baseline": CorralBaseline, "nginx+gunicorn": NginxGunicorn, "gunicorn": Gunicorn,
            "granian": Granian, "uwsgi": Uwsgi, "nginx": Nginx}
 # name: app module, path, connections, threads per worker, peers, options
 SCENARIOS = {
@@ -388,6 +400,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--baseline", help="another corral binary to measure beside this one (A/B)")
+    ap.add_argument("--only-corral", action="store_true", help="skip the peers (with --baseline: a plain A/B)")
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = ap.parse_args()
     args.venv = str(Path(args.venv).resolve())
@@ -409,7 +423,8 @@ def main():
             args.certs[kind] = (cert, key)
         for scen in args.scenarios:
             sc = SCENARIOS[scen]
-            servers = ["corral", *sc["peers"]]
+            servers = ["corral"] + (["corral-baseline"] if args.baseline else []) \
+                + ([] if args.only_corral else sc["peers"])
             runs = {s: [] for s in servers}
             for rnd in range(args.rounds):
                 for sname in servers:

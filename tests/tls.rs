@@ -499,18 +499,7 @@ fn fetch(url: &str, extra: &[&str]) -> Fetched {
     let mut w = out.stdout.split_whitespace();
     let status = w.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let version = w.next().unwrap_or("0").to_string();
-    let text = fs::read_to_string(&hdr_path).unwrap_or_default();
-    let block = text
-        .split("\r\n\r\n")
-        .filter(|b| !b.trim().is_empty())
-        .last()
-        .unwrap_or("");
-    let headers = block
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
+    let headers = last_header_block(&fs::read_to_string(&hdr_path).unwrap_or_default());
     Fetched {
         status,
         version,
@@ -1152,7 +1141,7 @@ fn session_resumption_tls_1_2_and_1_3() {
     let r = t.python("resume.py", PY_RESUME, &[&t.tls.to_string(), &t.ca()]);
     let mut problems = Vec::new();
     for (v, name) in [("TLSv1_2", "TLSv1.2"), ("TLSv1_3", "TLSv1.3")] {
-        let rounds = r[v].as_array().unwrap_or(&[]);
+        let rounds = r[v].as_array().map(Vec::as_slice).unwrap_or(&[]);
         for (i, round) in rounds.iter().enumerate() {
             let want_reused = i > 0;
             if round["status"].as_i64() != Some(200)
@@ -1483,7 +1472,13 @@ fn client_certificates_required() {
         &[&t.tls.to_string(), &t.ca(), &c1, &k1],
     );
     for v in ["TLSv1_2", "TLSv1_3"] {
-        for (i, round) in r[v].as_array().unwrap_or(&[]).iter().enumerate() {
+        for (i, round) in r[v]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .enumerate()
+        {
             if round["status"].as_i64() != Some(200)
                 || round["verify"].as_str() != Some("SUCCESS")
                 || !round["dn"].as_str().unwrap_or("").contains("CN=client1")
@@ -2020,7 +2015,11 @@ fn sighup_reloads_certificates_without_failing_a_request() {
             r["c1_after"], r["c1_close_secs"]
         ));
     }
-    let new_conn = r["new_conn"].as_array().unwrap_or(&[]).to_vec();
+    let new_conn = r["new_conn"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .to_vec();
     let first_new = new_conn
         .iter()
         .position(|c| c["cert"].as_str() == Some("new"));
@@ -2046,7 +2045,11 @@ fn sighup_reloads_certificates_without_failing_a_request() {
             "a new connection after the reload failed: {new_conn:?}"
         ));
     }
-    let bg_fail = r["bg_fail"].as_array().unwrap_or(&[]).to_vec();
+    let bg_fail = r["bg_fail"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .to_vec();
     if !bg_fail.is_empty() || r["bg_ok"].as_i64().unwrap_or(0) < 10 {
         problems.push(format!(
             "fresh connections during the reload: {:?} succeeded, failures: {bg_fail:?} (certificates seen: {:?})",
