@@ -95,7 +95,7 @@ pub fn run(
         send_status(status_fd, &Status::Ready(pid));
         info!("worker {pid} (id {id}) booted");
         let recycle = recycle::Recycle::new(site, status_fd);
-        let code = server::serve(py, wsgi, listener, site.threads(), recycle);
+        let code = server::serve(py, Box::new(wsgi), listener, site.threads(), recycle);
         let _ = std::fs::remove_file(socket);
         code
     })

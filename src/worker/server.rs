@@ -16,8 +16,7 @@
 //! A slow peer only ever blocks its own connection thread without the GIL.
 
 use super::recycle::Recycle;
-use super::request::{read_request, ReadError};
-use super::wsgi::Wsgi;
+use super::request::{read_request, ReadError, Request};
 use pyo3::prelude::*;
 use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -34,9 +33,16 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// covering a request the edge dispatched just before it heard "down".
 const DRAIN_QUIET: Duration = Duration::from_millis(300);
 
+/// What a worker serves: a request in, its response written to the edge's
+/// stream; false when the connection must close. WSGI today
+/// (`wsgi::Wsgi`); an ASGI app plugs in here too.
+pub trait App: Send + Sync {
+    fn handle(&self, py: Python<'_>, req: Request, stream: Arc<UnixStream>) -> bool;
+}
+
 /// What every connection thread shares.
 struct Shared {
-    wsgi: Wsgi,
+    app: Box<dyn App>,
     recycle: Recycle,
     slots: Slots,
 }
@@ -100,13 +106,13 @@ impl Slots {
 /// Serves until stopped; returns the exit code.
 pub fn serve(
     py: Python<'_>,
-    wsgi: Wsgi,
+    app: Box<dyn App>,
     listener: UnixListener,
     threads: usize,
     recycle: Recycle,
 ) -> i32 {
     let shared = Arc::new(Shared {
-        wsgi,
+        app,
         recycle,
         slots: Slots::new(threads.max(1)),
     });
@@ -170,7 +176,7 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
                 if !shared.slots.try_acquire() {
                     py.detach(|| shared.slots.acquire());
                 }
-                let keep_alive = shared.wsgi.handle(py, req, stream.clone());
+                let keep_alive = shared.app.handle(py, req, stream.clone());
                 shared.slots.release();
                 IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
                 shared.recycle.after_request();
