@@ -75,3 +75,20 @@ pub async fn text(
     }
     Ok(())
 }
+
+/// The same small answer, as raw HTTP/1.1 bytes, for a connection refused
+/// before pingora reads it (`conn::guard`: bad framing, header deadline):
+/// no session exists yet, and the connection closes after it.
+pub fn before_http(status: u16) -> Vec<u8> {
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("Error");
+    let body = format!("{status} {reason}\n");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

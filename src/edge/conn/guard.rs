@@ -151,19 +151,9 @@ impl Guarded {
             request_id: "-",
             complete: true,
         });
-        let reason = http::StatusCode::from_u16(status)
-            .ok()
-            .and_then(|s| s.canonical_reason())
-            .unwrap_or("Error");
-        let body = format!("{status} {reason}\n");
-        let response = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
         self.deadline = None;
         self.mode = Mode::Answering {
-            response: response.into_bytes(),
+            response: crate::edge::reply::before_http(status),
             written: 0,
         };
     }
