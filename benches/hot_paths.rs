@@ -79,7 +79,10 @@ fn dispatch(c: &mut Criterion) {
         .expect("runtime");
     let pool = Pool::new(1024, std::time::Duration::from_secs(1), 1);
     for id in 0..8 {
-        pool.worker_up(id, format!("/tmp/w{id}.sock").into());
+        pool.worker_up(
+            id,
+            std::path::PathBuf::from(format!("/tmp/w{id}.sock")).into(),
+        );
     }
     c.bench_function("edge: take and give back a worker (8 workers)", |b| {
         b.iter(|| rt.block_on(async { black_box(pool.acquire(&[]).await.expect("lease")) }))

@@ -46,7 +46,8 @@ impl BackgroundService for ControlListener {
                 Ok(Some(line)) => match Control::decode(&line) {
                     Some(Control::Up { id, socket }) => {
                         debug!("worker {id} up at {socket}");
-                        self.pool.worker_up(id, socket.into());
+                        self.pool
+                            .worker_up(id, std::path::PathBuf::from(socket).into());
                     }
                     Some(Control::Down { id }) => {
                         debug!("worker {id} down");

@@ -4,6 +4,7 @@
 
 pub(crate) mod exchange;
 pub(crate) mod forward;
+pub mod peer;
 pub mod pool;
 pub(crate) mod relay;
 pub(crate) mod request_body;

@@ -7,18 +7,17 @@
 //! waiter, which keeps the queue strictly first-in, first-out. Leases
 //! release on drop, so every error path gives the worker back.
 
+use crate::edge::app::peer::{Peer, Stream};
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::BufReader;
-use tokio::net::UnixStream;
 use tokio::sync::oneshot;
 
 /// Idle connections kept per worker for reuse.
 const MAX_IDLE_CONNS: usize = 4;
 
-pub type Conn = BufReader<UnixStream>;
+pub type Conn = BufReader<Stream>;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
@@ -30,7 +29,7 @@ pub enum Refused {
 
 struct Worker {
     id: u64,
-    socket: PathBuf,
+    peer: Peer,
     busy: usize,
     capacity: usize,
     idle: Vec<Conn>,
@@ -58,7 +57,7 @@ pub struct Pool {
 pub struct Lease {
     pool: Arc<Pool>,
     pub worker: u64,
-    pub socket: PathBuf,
+    pub peer: Peer,
     live: bool,
 }
 
@@ -125,7 +124,7 @@ impl Pool {
                     .min_by_key(|w| w.busy);
                 if let Some(w) = pick {
                     w.busy += 1;
-                    return Ok(self.lease(w.id, w.socket.clone()));
+                    return Ok(self.lease(w.id, w.peer.clone()));
                 }
             }
             if inner.waiters.len() >= self.queue_size {
@@ -147,11 +146,11 @@ impl Pool {
         }
     }
 
-    fn lease(self: &Arc<Self>, worker: u64, socket: PathBuf) -> Lease {
+    fn lease(self: &Arc<Self>, worker: u64, peer: Peer) -> Lease {
         Lease {
             pool: self.clone(),
             worker,
-            socket,
+            peer,
             live: true,
         }
     }
@@ -162,9 +161,9 @@ impl Pool {
         let Some(pos) = inner.workers.iter().position(|w| w.id == worker) else {
             return; // the worker went down meanwhile
         };
-        let socket = inner.workers[pos].socket.clone();
+        let peer = inner.workers[pos].peer.clone();
         while let Some(waiter) = inner.waiters.pop_front() {
-            match waiter.tx.send(self.lease(worker, socket.clone())) {
+            match waiter.tx.send(self.lease(worker, peer.clone())) {
                 Ok(()) => return,
                 Err(mut lease) => lease.live = false, // waiter timed out; try the next
             }
@@ -173,7 +172,7 @@ impl Pool {
     }
 
     /// A worker is ready: add it and let it serve waiting requests at once.
-    pub fn worker_up(self: &Arc<Self>, id: u64, socket: PathBuf) {
+    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer) {
         let mut inner = self.lock();
         if inner.workers.iter().any(|w| w.id == id) {
             return;
@@ -183,14 +182,14 @@ impl Pool {
             let Some(waiter) = inner.waiters.pop_front() else {
                 break;
             };
-            match waiter.tx.send(self.lease(id, socket.clone())) {
+            match waiter.tx.send(self.lease(id, peer.clone())) {
                 Ok(()) => busy += 1,
                 Err(mut lease) => lease.live = false,
             }
         }
         inner.workers.push(Worker {
             id,
-            socket,
+            peer,
             busy,
             capacity: self.capacity,
             idle: Vec::new(),
@@ -218,8 +217,8 @@ mod tests {
     fn least_busy_and_one_at_a_time() {
         rt().block_on(async {
             let pool = Pool::new(10, Duration::from_millis(50), 1);
-            pool.worker_up(1, "a".into());
-            pool.worker_up(2, "b".into());
+            pool.worker_up(1, Peer::Unix("a".into()));
+            pool.worker_up(2, Peer::Unix("b".into()));
             let a = pool.acquire(&[]).await.unwrap();
             let b = pool.acquire(&[]).await.unwrap();
             assert_ne!(a.worker, b.worker);
@@ -233,7 +232,7 @@ mod tests {
     fn queue_is_fifo_and_bounded() {
         rt().block_on(async {
             let pool = Pool::new(2, Duration::from_secs(5), 1);
-            pool.worker_up(1, "a".into());
+            pool.worker_up(1, Peer::Unix("a".into()));
             let first = pool.acquire(&[]).await.unwrap();
             let p1 = pool.clone();
             let w1 = tokio::spawn(async move { p1.acquire(&[]).await.map(|l| (1, l)) });
@@ -257,7 +256,7 @@ mod tests {
             let p = pool.clone();
             let waiting = tokio::spawn(async move { p.acquire(&[]).await.map(|l| l.worker) });
             tokio::task::yield_now().await;
-            pool.worker_up(7, "w".into());
+            pool.worker_up(7, Peer::Unix("w".into()));
             assert_eq!(waiting.await.unwrap(), Ok(7));
         });
     }

@@ -9,7 +9,6 @@ use crate::edge::request::{request_summary, Ctx, Edge};
 use pingora_proxy::Session;
 use std::io::Write;
 use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
 
 /// Bodies up to this size stay in memory.
 const IN_MEMORY: usize = 1 << 20;
@@ -76,7 +75,10 @@ impl RequestBody {
     }
 
     /// Sends the body to a worker; a file body is read off the async threads.
-    pub async fn write_to(&self, stream: &mut UnixStream) -> std::io::Result<()> {
+    pub async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        stream: &mut W,
+    ) -> std::io::Result<()> {
         match self {
             RequestBody::Memory(v) => stream.write_all(v).await,
             RequestBody::File(f, len) => {
