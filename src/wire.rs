@@ -21,10 +21,10 @@ pub const CLIENT_CERT: &str = "x-corral-client-cert";
 /// What every field above starts with.
 pub const PREFIX: &str = "x-corral-";
 
-/// Fields that describe one connection, not the message (RFC 9110 §7.6.1),
-/// plus Content-Length: each hop frames its own body. Never forwarded from
-/// the client to the app; never taken from the app's headers.
-pub const HOP_BY_HOP: [&str; 8] = [
+/// Fields that describe one connection, not the message (RFC 9110 §7.6.1).
+/// Never forwarded from the client to the app; never taken from the app's
+/// headers.
+pub const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -32,7 +32,6 @@ pub const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
     "trailer",
-    "content-length",
 ];
 
 /// Whether a (lower-case) field name is hop-by-hop.

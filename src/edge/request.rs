@@ -49,6 +49,8 @@ pub struct Ctx {
     pub(crate) scheme: &'static str,
     /// The response body was cut short.
     pub(crate) incomplete: bool,
+    /// The body length the head declares, once `route` has checked it.
+    pub(crate) declared_length: Option<u64>,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlight,
 }
@@ -65,6 +67,7 @@ impl Ctx {
             client: None,
             scheme: "http",
             incomplete: false,
+            declared_length: None,
         }
     }
 }

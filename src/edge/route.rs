@@ -34,7 +34,7 @@ impl Edge {
     pub(crate) fn route<'a>(
         &'a self,
         session: &Session,
-        ctx: &Ctx,
+        ctx: &mut Ctx,
         decoded: &[u8],
         applied: &Applied,
     ) -> Route<'a> {
@@ -43,10 +43,9 @@ impl Edge {
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
         let req = session.req_header();
-        if let Err((status, why)) =
-            crate::proto::strict::check(req, raw_head.as_deref(), &self.limits)
-        {
-            return Route::Refuse(status, why);
+        match crate::proto::strict::check(req, raw_head.as_deref(), &self.limits) {
+            Ok(declared) => ctx.declared_length = declared,
+            Err((status, why)) => return Route::Refuse(status, why),
         }
         if req.raw_path() == b"*" {
             return Route::ServerWide;
@@ -146,10 +145,10 @@ impl Edge {
             429 => Some(ctx.retry_after.max(1).to_string()),
             _ => None,
         };
-        let extra: Vec<(&'static str, &str)> = retry_after
-            .iter()
-            .map(|v| ("Retry-After", v.as_str()))
-            .collect();
+        let extra = match &retry_after {
+            Some(v) => &[("Retry-After", v.as_str())][..],
+            None => &[],
+        };
         // 503 and 504 come after the whole request was read; the others
         // may leave some of it unread.
         let after = match status {
@@ -161,7 +160,7 @@ impl Edge {
             session,
             status,
             format!("{msg}\n"),
-            &extra,
+            extra,
             after,
         )
         .await?;

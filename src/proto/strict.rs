@@ -10,12 +10,14 @@ use super::framing::{transfer_coding, Coding};
 use crate::config::schema::Limits;
 use pingora_http::RequestHeader;
 
-/// Checks a request head. `raw` is its exact bytes as received (HTTP/1 only).
+/// Checks a request head. `raw` is its exact bytes as received (HTTP/1
+/// only). A valid head's declared body length comes back (None: no
+/// Content-Length), so nothing parses it again.
 pub fn check(
     req: &RequestHeader,
     raw: Option<&[u8]>,
     limits: &Limits,
-) -> Result<(), (u16, &'static str)> {
+) -> Result<Option<u64>, (u16, &'static str)> {
     if let Some(raw) = raw {
         // The framer passed this head but stopped after it if its coding
         // is refused; the reason is told here, where it can be answered.
@@ -71,14 +73,9 @@ pub fn check(
         // RFC 9112 §6.1: a smuggling attempt or a broken client either way.
         return Err((400, "both Transfer-Encoding and Content-Length"));
     }
-    declared_length(req).map_err(|e| (400, e.reason()))?;
-    Ok(())
-}
-
-/// The body length the request declares (None: no Content-Length).
-pub fn declared_length(req: &RequestHeader) -> Result<Option<u64>, super::length::BadLength> {
     let values = req.headers.get_all(http::header::CONTENT_LENGTH);
     super::length::content_length(values.iter().map(|v| v.as_bytes()))
+        .map_err(|e| (400, e.reason()))
 }
 
 /// The values of the raw head's fields called `name` (given lower-case;
@@ -149,7 +146,7 @@ mod tests {
         for x in r.headers.iter() {
             h.append_header(x.name.to_string(), x.value).unwrap();
         }
-        check(&h, Some(raw), &limits())
+        check(&h, Some(raw), &limits()).map(|_| ())
     }
 
     #[test]

@@ -93,7 +93,11 @@ pub fn request_head(
     let mut host: Option<Vec<u8>> = None;
     for (name, value) in req.headers.iter() {
         let n = name.as_str();
-        if wire::is_hop_by_hop(n) || n.starts_with(wire::PREFIX) || n.starts_with("x-forwarded-") {
+        // Content-Length too: the body goes to the worker re-framed, with
+        // the length the edge counted (added below).
+        let ours =
+            n == "content-length" || n.starts_with(wire::PREFIX) || n.starts_with("x-forwarded-");
+        if wire::is_hop_by_hop(n) || ours {
             continue;
         }
         if n == "host" {
@@ -157,7 +161,7 @@ pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<Respons
     for (name, value) in &resp.headers {
         let lname = name.to_ascii_lowercase();
         // Content-Length passes through (for HEAD it reports the GET length).
-        if wire::is_hop_by_hop(&lname) && lname != "content-length" {
+        if wire::is_hop_by_hop(&lname) {
             continue;
         }
         has_date |= lname == "date";

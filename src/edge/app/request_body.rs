@@ -127,10 +127,7 @@ impl Edge {
         applied: &Applied<'_>,
     ) -> pingora_core::Result<Option<RequestBody>> {
         // A declared length over the limit is refused before reading a byte.
-        let declared = crate::proto::strict::declared_length(session.req_header())
-            .ok()
-            .flatten();
-        if declared.is_some_and(|n| n > applied.max_body) {
+        if ctx.declared_length.is_some_and(|n| n > applied.max_body) {
             return self.too_large(session, ctx, applied).await.map(|_| None);
         }
         match expectation(session) {

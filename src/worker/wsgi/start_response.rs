@@ -121,7 +121,7 @@ pub(super) fn checked_headers(headers: &Bound<'_, PyAny>) -> PyResult<Vec<(Strin
         }
         // Framing is the server's job (PEP 3333 hop-by-hop rule).
         let lname = name.to_ascii_lowercase();
-        if wire::is_hop_by_hop(&lname) && lname != "content-length" {
+        if wire::is_hop_by_hop(&lname) {
             warn!("app set hop-by-hop header {name}; ignored");
             continue;
         }
