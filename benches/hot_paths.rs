@@ -77,11 +77,16 @@ fn dispatch(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let pool = Pool::new(1024, std::time::Duration::from_secs(1), 1);
+    let pool = Pool::new(1024, std::time::Duration::from_secs(1));
+    let serves = corral::ipc::Serves {
+        interface: corral::ipc::Interface::Wsgi,
+        capacity: 1,
+    };
     for id in 0..8 {
         pool.worker_up(
             id,
             std::path::PathBuf::from(format!("/tmp/w{id}.sock")).into(),
+            serves,
         );
     }
     c.bench_function("edge: take and give back a worker (8 workers)", |b| {

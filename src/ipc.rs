@@ -1,11 +1,12 @@
 //! The two pipes between processes, and what travels on them.
 //!
-//! * status pipe, every child → master: `ready <pid>` once a child can take
-//!   work, `fail <pid> <reason>` just before a child gives up at boot,
+//! * status pipe, every child → master: `ready <pid> [asgi:1000]` once a
+//!   child can take work (a worker says what it serves), `fail <pid> <reason>` just before a child gives up at boot,
 //!   `retire <pid> <reason>` when a worker wants replacing (max_requests,
 //!   max_rss, max_lifetime), `timeout <worker id> <request>` from the edge
 //!   when a request overran `app.timeout`.
-//! * control pipe, master → edge: `up <id> <socket>` when a worker is ready,
+//! * control pipe, master → edge: `up <id> <wsgi:4> <socket>` when a worker
+//!   is ready,
 //!   `down <id>` when it must get no more requests (dying or draining).
 //!
 //! Messages are single lines shorter than PIPE_BUF, so writes from several
@@ -17,9 +18,48 @@ use std::os::fd::{BorrowedFd, RawFd};
 /// Longest reason carried in a `fail` line (PIPE_BUF is 4096 on Linux).
 const MAX_REASON: usize = 1000;
 
+/// The protocol a worker speaks to its app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    Wsgi,
+    Asgi,
+}
+
+/// What a ready worker serves: its interface, and how many requests it
+/// takes at once (WSGI: `threads`; ASGI: `concurrency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serves {
+    pub interface: Interface,
+    pub capacity: usize,
+}
+
+impl Serves {
+    fn encode(&self) -> String {
+        let kind = match self.interface {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        };
+        format!("{kind}:{}", self.capacity)
+    }
+
+    fn decode(s: &str) -> Option<Serves> {
+        let (kind, n) = s.split_once(':')?;
+        let interface = match kind {
+            "wsgi" => Interface::Wsgi,
+            "asgi" => Interface::Asgi,
+            _ => return None,
+        };
+        Some(Serves {
+            interface,
+            capacity: n.parse().ok().filter(|&n| n > 0)?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
-    Ready(i32),
+    /// A child can take work; a worker says what it serves.
+    Ready(i32, Option<Serves>),
     Failed(i32, String),
     Retire(i32, String),
     /// Worker id (not pid: the edge only knows ids) and the request.
@@ -31,7 +71,8 @@ pub enum Status {
 impl Status {
     pub fn encode(&self) -> String {
         match self {
-            Status::Ready(pid) => format!("ready {pid}\n"),
+            Status::Ready(pid, None) => format!("ready {pid}\n"),
+            Status::Ready(pid, Some(s)) => format!("ready {pid} {}\n", s.encode()),
             Status::Failed(pid, reason) => format!("fail {pid} {}\n", one_line(reason)),
             Status::Retire(pid, reason) => format!("retire {pid} {}\n", one_line(reason)),
             Status::Timeout(id, what) => format!("timeout {id} {}\n", one_line(what)),
@@ -45,7 +86,11 @@ impl Status {
         let num = parts.next()?.trim();
         let rest = parts.next().unwrap_or("").to_string();
         match kind {
-            "ready" => Some(Status::Ready(num.parse().ok()?)),
+            "ready" if rest.is_empty() => Some(Status::Ready(num.parse().ok()?, None)),
+            "ready" => Some(Status::Ready(
+                num.parse().ok()?,
+                Some(Serves::decode(&rest)?),
+            )),
             "fail" => Some(Status::Failed(num.parse().ok()?, rest)),
             "retire" => Some(Status::Retire(num.parse().ok()?, rest)),
             "timeout" => Some(Status::Timeout(num.parse().ok()?, rest)),
@@ -80,6 +125,7 @@ pub fn send_status(fd: RawFd, status: &Status) {
 pub enum Control {
     Up {
         id: u64,
+        serves: Serves,
         socket: String,
     },
     Down {
@@ -92,19 +138,22 @@ pub enum Control {
 impl Control {
     pub fn encode(&self) -> String {
         match self {
-            Control::Up { id, socket } => format!("up {id} {socket}\n"),
+            Control::Up { id, serves, socket } => {
+                format!("up {id} {} {socket}\n", serves.encode())
+            }
             Control::Down { id } => format!("down {id}\n"),
             Control::ReopenLogs => "reopen 0\n".into(),
         }
     }
 
     pub fn decode(line: &str) -> Option<Control> {
-        let mut parts = line.trim_end().splitn(3, ' ');
+        let mut parts = line.trim_end().splitn(4, ' ');
         let kind = parts.next()?;
         let id = parts.next()?.parse().ok()?;
         match kind {
             "up" => Some(Control::Up {
                 id,
+                serves: Serves::decode(parts.next()?)?,
                 socket: parts.next()?.to_string(),
             }),
             "down" => Some(Control::Down { id }),
@@ -127,7 +176,14 @@ mod tests {
     #[test]
     fn round_trips() {
         for s in [
-            Status::Ready(12),
+            Status::Ready(12, None),
+            Status::Ready(
+                13,
+                Some(Serves {
+                    interface: Interface::Asgi,
+                    capacity: 1000,
+                }),
+            ),
             Status::Failed(3, "ImportError: x y".into()),
         ] {
             assert_eq!(Status::decode(s.encode().trim_end()), Some(s));
@@ -135,7 +191,11 @@ mod tests {
         for c in [
             Control::Up {
                 id: 7,
-                socket: "/run/c/w7.sock".into(),
+                serves: Serves {
+                    interface: Interface::Wsgi,
+                    capacity: 4,
+                },
+                socket: "/run/c/w 7.sock".into(),
             },
             Control::Down { id: 7 },
             Control::ReopenLogs,

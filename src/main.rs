@@ -184,9 +184,12 @@ fn check(path: &std::path::Path) -> ExitCode {
         Err(code) => return code,
     };
     let mut ok = true;
-    if let Err(msg) = worker::probe::load_app(&site) {
-        eprintln!("corral: error: {}", site.problem_at("app.module", msg));
-        ok = false;
+    match worker::probe::load_app(&site) {
+        Ok(serves) => println!("app: {}:{} is {serves}", site.app.module, site.app.callable),
+        Err(msg) => {
+            eprintln!("corral: error: {}", site.problem_at("app.module", msg));
+            ok = false;
+        }
     }
     if let Err(e) = master::check_listeners(&site) {
         eprintln!("corral: {e:#}");

@@ -225,16 +225,26 @@ fn unknown_user_and_group_are_config_errors() {
 }
 
 /// `check` fails on what `serve` would fail on, naming the key: a wrong
-/// attribute, an import that raises, an ASGI app, a busy listen address.
+/// attribute, an import that raises, an ASGI app where `app.interface =
+/// "wsgi"`, a busy listen address. It says which interface it found.
 #[test]
 fn check_imports_the_app_and_binds_the_listeners() {
-    let cases: [(&str, &str); 4] = [
-        ("hello:app", "has no attribute `app`"),
-        ("boom:application", "RuntimeError: settings are wrong"),
-        ("fast:app", "is an ASGI app"),
-        ("coro:application", "is an ASGI app (an async def function)"),
+    let wsgi = "interface = \"wsgi\"";
+    let cases: [(&str, &str, &str); 4] = [
+        ("hello:app", "", "has no attribute `app`"),
+        ("boom:application", "", "RuntimeError: settings are wrong"),
+        (
+            "fast:app",
+            wsgi,
+            "is an ASGI app (a Starlette object with an async __call__)",
+        ),
+        (
+            "coro:application",
+            wsgi,
+            "is an ASGI app (an async def function)",
+        ),
     ];
-    for (module, want) in cases {
+    for (module, extra, want) in cases {
         let site = Site::new()
             .app("hello.py")
             .file("boom.py", "raise RuntimeError('settings are wrong')\n")
@@ -243,7 +253,7 @@ fn check_imports_the_app_and_binds_the_listeners() {
                 "class Starlette:\n    async def __call__(self, scope, receive, send):\n        pass\napp = Starlette()\n",
             )
             .file("coro.py", "async def application(scope, receive, send):\n    pass\n")
-            .config(&app_config(module, 1, ""));
+            .config(&app_config(module, 1, extra));
         let out = site.check();
         assert!(!out.success(), "check passed {module}:\n{out}");
         assert!(
@@ -263,6 +273,32 @@ fn check_imports_the_app_and_binds_the_listeners() {
             srv.stderr_tail()
         );
     }
+    // With `interface = "auto"` (the default) both are served as ASGI.
+    for (module, want) in [
+        (
+            "fast:app",
+            "is ASGI (a Starlette object with an async __call__)",
+        ),
+        ("coro:application", "is ASGI (an async def function)"),
+    ] {
+        let out = Site::new()
+            .file("fast.py", "class Starlette:\n    async def __call__(self, s, r, w):\n        pass\napp = Starlette()\n")
+            .file("coro.py", "async def application(scope, receive, send):\n    pass\n")
+            .config(&app_config(module, 1, ""))
+            .check();
+        assert!(
+            out.success() && out.stdout.contains(want),
+            "{module}:\n{out}"
+        );
+    }
+    let out = Site::new()
+        .app("hello.py")
+        .config(&app_config("hello:application", 1, ""))
+        .check();
+    assert!(
+        out.stdout.contains("is WSGI (a callable that is not async"),
+        "{out}"
+    );
     // A listen address already taken by something else.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
@@ -275,4 +311,31 @@ fn check_imports_the_app_and_binds_the_listeners() {
         "{out}"
     );
     assert!(out.stderr.contains("server.listen"), "{out}");
+}
+
+#[test]
+fn asgi_settings_are_checked_in_the_app_table() {
+    let app = |extra: &str| {
+        Site::new().app("hello.py").config(&format!(
+            "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\n\n\
+             [app]\nmodule = \"hello:application\"\nworkers = 1\n{extra}\n"
+        ))
+    };
+    assert_rejected(
+        app("interface = \"trio\""),
+        "app.interface",
+        "interface = \"trio\"",
+    );
+    assert_rejected(app("loop = \"tokio\""), "app.loop", "loop = \"tokio\"");
+    assert_rejected(
+        app("lifespan = \"maybe\""),
+        "app.lifespan",
+        "lifespan = \"maybe\"",
+    );
+    assert_rejected(app("concurrency = 0"), "app.concurrency", "concurrency = 0");
+    assert_rejected(
+        app("interface = \"asgi\"\nthreads = 4"),
+        "app.threads",
+        "threads = 4",
+    );
 }

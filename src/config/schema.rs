@@ -89,6 +89,45 @@ pub struct App {
     pub preload: bool,
     /// Extra environment variables for the workers (e.g. DJANGO_SETTINGS_MODULE).
     pub env: BTreeMap<String, String>,
+    /// WSGI or ASGI; `auto` looks at the callable (an `async def` is ASGI).
+    pub interface: Interface,
+    /// ASGI lifespan events (startup/shutdown).
+    pub lifespan: Lifespan,
+    /// The ASGI worker's event loop.
+    #[serde(rename = "loop")]
+    pub event_loop: EventLoop,
+    /// ASGI: requests and WebSockets one worker runs at once.
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Interface {
+    #[default]
+    Auto,
+    Wsgi,
+    Asgi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifespan {
+    /// Run it; an app that does not speak lifespan is served without it.
+    #[default]
+    Auto,
+    /// Run it; any failure is a boot failure.
+    On,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EventLoop {
+    /// uvloop when the virtualenv has it, else asyncio's own.
+    #[default]
+    Auto,
+    Asyncio,
+    Uvloop,
 }
 
 impl Default for App {
@@ -110,6 +149,10 @@ impl Default for App {
             threads: 1,
             preload: false,
             env: BTreeMap::new(),
+            interface: Interface::Auto,
+            lifespan: Lifespan::Auto,
+            event_loop: EventLoop::Auto,
+            concurrency: 1000,
         }
     }
 }

@@ -178,6 +178,15 @@ fn app_pool(ck: &mut Checker, config: &Config) {
     if config.app.threads == 0 || config.app.threads > 1024 {
         ck.bad("app.threads", "must be between 1 and 1024".into());
     }
+    if config.app.concurrency == 0 || config.app.concurrency > 100_000 {
+        ck.bad("app.concurrency", "must be between 1 and 100000".into());
+    }
+    if config.app.interface == super::schema::Interface::Asgi && config.app.threads > 1 {
+        ck.bad(
+            "app.threads",
+            "applies to WSGI apps; an ASGI worker runs one event loop (see app.concurrency)".into(),
+        );
+    }
     if config.app.max_requests_jitter > 0 && config.app.max_requests == 0 {
         ck.bad("app.max_requests_jitter", "needs app.max_requests".into());
     }

@@ -38,16 +38,16 @@ impl BackgroundService for ControlListener {
         };
         crate::ipc::send_status(
             self.status_fd,
-            &crate::ipc::Status::Ready(std::process::id() as i32),
+            &crate::ipc::Status::Ready(std::process::id() as i32, None),
         );
         let mut lines = tokio::io::BufReader::new(rx).lines();
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) => match Control::decode(&line) {
-                    Some(Control::Up { id, socket }) => {
-                        debug!("worker {id} up at {socket}");
-                        self.pool
-                            .worker_up(id, std::path::PathBuf::from(socket).into());
+                    Some(Control::Up { id, serves, socket }) => {
+                        debug!("worker {id} up at {socket} ({serves:?})");
+                        let peer = std::path::PathBuf::from(socket).into();
+                        self.pool.worker_up(id, peer, serves);
                     }
                     Some(Control::Down { id }) => {
                         debug!("worker {id} down");

@@ -81,11 +81,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let pool = app::pool::Pool::new(
-        site.config.app.queue_size,
-        site.queue_timeout(),
-        site.threads(),
-    );
+    let pool = app::pool::Pool::new(site.config.app.queue_size, site.queue_timeout());
     let edge = request_path(site, &state, &pool, status_fd);
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     if site.config.server.h2c {

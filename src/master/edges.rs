@@ -122,10 +122,7 @@ impl Arbiter {
             .workers
             .values()
             .filter(|w| w.ready && !w.retiring)
-            .map(|w| Control::Up {
-                id: w.id,
-                socket: w.socket.display().to_string(),
-            })
+            .map(|w| w.up())
             .collect();
         if let Some(edge) = self.edges.last_mut() {
             for msg in ups {

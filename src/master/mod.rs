@@ -122,7 +122,7 @@ struct Arbiter {
     fatal: Option<String>,
     oom_kills: Option<u64>,
     /// The app imported in this process, with `app.preload`.
-    preloaded: Option<pyo3::Py<pyo3::PyAny>>,
+    preloaded: Option<crate::worker::Loaded>,
     /// A SIGHUP whose first new worker is still booting.
     pending_reload: Option<reload::PendingReload>,
     /// Reloads finished (done or failed), for `corral reload`.
@@ -342,7 +342,7 @@ impl Arbiter {
         while let Some(nl) = self.status_buf.find('\n') {
             let line: String = self.status_buf.drain(..=nl).collect();
             match Status::decode(line.trim_end()) {
-                Some(Status::Ready(pid)) => self.on_ready(Pid::from_raw(pid)),
+                Some(Status::Ready(pid, serves)) => self.on_ready(Pid::from_raw(pid), serves),
                 Some(Status::Failed(pid, reason)) => {
                     let pid = Pid::from_raw(pid);
                     if self.edges.iter().any(|e| e.pid == pid) {
@@ -363,19 +363,17 @@ impl Arbiter {
         }
     }
 
-    fn on_ready(&mut self, pid: Pid) {
+    fn on_ready(&mut self, pid: Pid, serves: Option<ipc::Serves>) {
         if self.is_canary(pid) {
-            self.on_canary_ready();
+            self.on_canary_ready(serves);
         } else if self.edges.iter().any(|e| e.pid == pid) {
             self.on_edge_ready(pid);
         } else if let Some(w) = self.workers.get_mut(&pid) {
             w.ready = true;
             w.ready_at = Some(Instant::now());
+            w.serves = serves;
             self.boot_failures = 0;
-            let msg = Control::Up {
-                id: w.id,
-                socket: w.socket.display().to_string(),
-            };
+            let msg = w.up();
             info!("worker {pid} ready (id {})", w.id);
             self.tell_edges(&msg);
         }

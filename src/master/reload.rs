@@ -88,17 +88,15 @@ impl Arbiter {
     }
 
     /// The canary is ready: the reload takes effect.
-    pub(super) fn on_canary_ready(&mut self) {
+    pub(super) fn on_canary_ready(&mut self, serves: Option<crate::ipc::Serves>) {
         let Some(p) = self.pending_reload.take() else {
             return;
         };
         let mut worker = p.worker;
         worker.ready = true;
         worker.ready_at = Some(Instant::now());
-        let msg = crate::ipc::Control::Up {
-            id: worker.id,
-            socket: worker.socket.display().to_string(),
-        };
+        worker.serves = serves;
+        let msg = worker.up();
         self.target_workers = p.site.workers();
         self.listeners.keep_only(&p.site);
         info!("listening on {}", super::listeners::describe(&p.site));

@@ -8,7 +8,7 @@
 use super::death::Death;
 use super::{backoff, spawn, Arbiter, DUMP_GRACE, HEALTHY_AFTER, MAX_BOOT_FAILURES};
 use crate::config::Site;
-use crate::ipc::Control;
+use crate::ipc::{Control, Interface, Serves};
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -34,6 +34,22 @@ pub struct WorkerProc {
     /// Why corral is killing it, and when SIGKILL follows.
     pub killed_for: Option<String>,
     pub kill_at: Option<Instant>,
+    /// What it serves, from its `ready` line.
+    pub serves: Option<Serves>,
+}
+
+impl WorkerProc {
+    /// The line that tells an edge to route to this worker.
+    pub fn up(&self) -> Control {
+        Control::Up {
+            id: self.id,
+            serves: self.serves.unwrap_or(Serves {
+                interface: Interface::Wsgi,
+                capacity: 1,
+            }),
+            socket: self.socket.display().to_string(),
+        }
+    }
 }
 
 impl Arbiter {
@@ -134,6 +150,7 @@ impl Arbiter {
             recycle: None,
             killed_for: None,
             kill_at: None,
+            serves: None,
         };
         Ok((pid, worker))
     }
@@ -180,10 +197,7 @@ impl Arbiter {
         // still succeeds on a zombie: look at its state instead.
         if w.ready && !w.retiring && super::pid_file::running(pid.as_raw()) {
             info!("worker {pid} (id {id}) is alive after a failed exchange; routing to it again");
-            let msg = Control::Up {
-                id,
-                socket: w.socket.display().to_string(),
-            };
+            let msg = w.up();
             self.tell_edges(&msg);
         }
     }

@@ -5,7 +5,8 @@
 //! Python is initialised only after fork, so each worker has its own
 //! interpreter and the master never holds one.
 
-use crate::config::Site;
+use crate::config::{schema, Site};
+use crate::ipc::Interface;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 use std::path::Path;
@@ -87,8 +88,9 @@ fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
     Ok(())
 }
 
-/// Imports the app and returns the WSGI callable, or the traceback text.
-pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
+/// Imports the app; returns it with the interface it speaks, or the
+/// traceback text.
+pub fn load_app(py: Python<'_>, site: &Site) -> Result<Loaded, String> {
     let spec = &site.app;
     let module = py
         .import("importlib")
@@ -106,17 +108,9 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
     if spec.factory {
         obj = obj.call0().map_err(|e| format_err(py, &e))?;
     }
-    if let Some(kind) = asgi_kind(py, &obj) {
-        return Err(format!(
-            "TypeError: `{}:{}` is an ASGI app ({kind}), and corral runs WSGI apps only for now: \
-             point app.module at the WSGI app (Django: \"myproject.wsgi:application\"; \
-             Flask: the Flask object)",
-            spec.module, spec.callable
-        ));
-    }
     if !obj.is_callable() {
         return Err(format!(
-            "TypeError: `{}:{}` is a {}, not a WSGI callable",
+            "TypeError: `{}:{}` is a {}, not a WSGI or ASGI callable",
             spec.module,
             spec.callable,
             obj.get_type()
@@ -125,7 +119,55 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Py<PyAny>, String> {
                 .unwrap_or_default()
         ));
     }
-    Ok(obj.unbind())
+    let (interface, why) = interface_of(py, &obj, site)?;
+    Ok(Loaded {
+        app: obj.unbind(),
+        interface,
+        why,
+    })
+}
+
+/// An imported app.
+pub struct Loaded {
+    pub app: Py<PyAny>,
+    pub interface: Interface,
+    /// How the interface was decided, for `corral check` and the log.
+    pub why: String,
+}
+
+impl Loaded {
+    pub fn clone_ref(&self, py: Python<'_>) -> Loaded {
+        Loaded {
+            app: self.app.clone_ref(py),
+            interface: self.interface,
+            why: self.why.clone(),
+        }
+    }
+}
+
+/// `[app] interface`, or for `auto` what the callable looks like.
+fn interface_of(
+    py: Python<'_>,
+    obj: &Bound<'_, PyAny>,
+    site: &Site,
+) -> Result<(Interface, String), String> {
+    let spec = &site.app;
+    let found = asgi_kind(py, obj);
+    match (site.config.app.interface, found) {
+        (schema::Interface::Asgi, _) => Ok((Interface::Asgi, "app.interface = \"asgi\"".into())),
+        (schema::Interface::Wsgi, Some(kind)) => Err(format!(
+            "TypeError: `{}:{}` is an ASGI app ({kind}) but app.interface = \"wsgi\": \
+             set app.interface = \"asgi\" (or \"auto\"), or point app.module at the WSGI app \
+             (Django: \"myproject.wsgi:application\")",
+            spec.module, spec.callable
+        )),
+        (schema::Interface::Wsgi, None) => Ok((Interface::Wsgi, "app.interface = \"wsgi\"".into())),
+        (schema::Interface::Auto, Some(kind)) => Ok((Interface::Asgi, kind)),
+        (schema::Interface::Auto, None) => Ok((
+            Interface::Wsgi,
+            "a callable that is not async (set app.interface = \"asgi\" if it is one)".into(),
+        )),
+    }
 }
 
 /// Names what makes `obj` an ASGI app, if it is one: an `async def`

@@ -6,6 +6,7 @@
 //! that cannot answer. An import error prints the traceback, reports a
 //! one-line reason to the master and exits with code 3 (as gunicorn does).
 
+pub mod asgi;
 mod interpreter;
 pub mod probe;
 mod recycle;
@@ -16,7 +17,8 @@ pub mod stderr_lines;
 pub mod wsgi;
 
 use crate::config::Site;
-use crate::ipc::{send_status, Status};
+use crate::ipc::{send_status, Interface, Serves, Status};
+pub use interpreter::Loaded;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use pyo3::prelude::*;
 use std::os::fd::RawFd;
@@ -29,7 +31,7 @@ pub const EXIT_BOOT_FAILED: i32 = 3;
 
 /// `app.preload`: imports the app in the master, before any fork. Returns
 /// the one-line reason on failure (the traceback is logged).
-pub fn preload(site: &Site) -> Result<Py<PyAny>, String> {
+pub fn preload(site: &Site) -> Result<Loaded, String> {
     interpreter::start(site)?;
     Python::attach(|py| {
         interpreter::load_app(py, site).map_err(|traceback| {
@@ -50,7 +52,7 @@ pub fn run(
     id: u64,
     socket: &Path,
     status_fd: RawFd,
-    preloaded: Option<&Py<PyAny>>,
+    preloaded: Option<&Loaded>,
 ) -> i32 {
     let pid = std::process::id() as i32;
     install_signal_handlers();
@@ -68,11 +70,11 @@ pub fn run(
     stderr_lines::install(id);
     Python::attach(|py| {
         let loaded = match preloaded {
-            Some(app) => Ok(app.clone_ref(py)),
+            Some(l) => Ok(l.clone_ref(py)),
             None => interpreter::load_app(py, site),
         };
-        let app = match loaded {
-            Ok(app) => app,
+        let loaded = match loaded {
+            Ok(l) => l,
             Err(traceback) => {
                 error!(
                     "worker {pid} cannot load {}:{}\n{}",
@@ -83,22 +85,61 @@ pub fn run(
                 return fail(interpreter::last_line(&traceback).to_string());
             }
         };
-        let wsgi = match wsgi::Wsgi::new(py, app, site.threads()) {
-            Ok(w) => w,
-            Err(e) => return fail(interpreter::format_err(py, &e)),
+        let recycle = || recycle::Recycle::new(site, status_fd);
+        let booted = match loaded.interface {
+            Interface::Wsgi => wsgi::Wsgi::new(py, loaded.app, site.threads())
+                .map(Booted::Wsgi)
+                .map_err(|e| interpreter::format_err(py, &e)),
+            Interface::Asgi => asgi::boot(py, loaded.app, site, recycle()).map(Booted::Asgi),
+        };
+        let booted = match booted {
+            Ok(b) => b,
+            Err(e) => return fail(e),
         };
         let _ = std::fs::remove_file(socket);
         let listener = match UnixListener::bind(socket) {
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on {}: {e}", socket.display())),
         };
-        send_status(status_fd, &Status::Ready(pid));
-        info!("worker {pid} (id {id}) booted");
-        let recycle = recycle::Recycle::new(site, status_fd);
-        let code = server::serve(py, Box::new(wsgi), listener, site.threads(), recycle);
+        send_status(status_fd, &Status::Ready(pid, Some(booted.serves(site))));
+        info!("worker {pid} (id {id}) booted: {}", booted.describe());
+        let code = match booted {
+            Booted::Wsgi(wsgi) => {
+                server::serve(py, Box::new(wsgi), listener, site.threads(), recycle())
+            }
+            Booted::Asgi(asgi) => asgi::serve(py, asgi, listener, site, id, status_fd),
+        };
         let _ = std::fs::remove_file(socket);
         code
     })
+}
+
+/// An app ready to serve.
+enum Booted {
+    Wsgi(wsgi::Wsgi),
+    Asgi(asgi::Asgi),
+}
+
+impl Booted {
+    fn serves(&self, site: &Site) -> Serves {
+        match self {
+            Booted::Wsgi(_) => Serves {
+                interface: Interface::Wsgi,
+                capacity: site.threads(),
+            },
+            Booted::Asgi(_) => Serves {
+                interface: Interface::Asgi,
+                capacity: site.config.app.concurrency,
+            },
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Booted::Wsgi(_) => "WSGI".into(),
+            Booted::Asgi(a) => format!("ASGI on {}", a.loop_name),
+        }
+    }
 }
 
 extern "C" fn on_sigterm(_: libc::c_int) {

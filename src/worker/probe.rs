@@ -16,18 +16,29 @@ pub fn find_app_module(site: &Site) -> Result<(), String> {
         site,
         Duration::from_secs(20),
         "looking for the module",
-        locate,
+        |py, site| locate(py, site).map(|()| String::new()),
     )
+    .map(|_| ())
 }
 
 /// `corral check`: imports the app as a worker would, with the worker's
 /// messages (a wrong attribute, an import that raises, an ASGI app).
-pub fn load_app(site: &Site) -> Result<(), String> {
+/// Ok: the interface found and why (e.g. `ASGI: a FastAPI object with an
+/// async __call__`).
+pub fn load_app(site: &Site) -> Result<String, String> {
     in_child(
         site,
         Duration::from_secs(60),
         "importing the app",
-        |py, site| interpreter::load_app(py, site).map(|_| ()),
+        |py, site| {
+            interpreter::load_app(py, site).map(|l| {
+                let name = match l.interface {
+                    crate::ipc::Interface::Wsgi => "WSGI",
+                    crate::ipc::Interface::Asgi => "ASGI",
+                };
+                format!("{name} ({})", l.why)
+            })
+        },
     )
 }
 
@@ -37,8 +48,8 @@ fn in_child(
     site: &Site,
     limit: Duration,
     doing: &str,
-    f: impl FnOnce(Python<'_>, &Site) -> Result<(), String>,
-) -> Result<(), String> {
+    f: impl FnOnce(Python<'_>, &Site) -> Result<String, String>,
+) -> Result<String, String> {
     let (rx, tx) = nix::unistd::pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
     // SAFETY: called before the master starts anything; single-threaded.
     match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
@@ -48,13 +59,11 @@ fn in_child(
                 Ok(()) => Python::attach(|py| f(py, site)),
                 Err(e) => Err(e),
             };
-            let code = match verdict {
-                Ok(()) => 0,
-                Err(msg) => {
-                    let _ = nix::unistd::write(&tx, msg.as_bytes());
-                    1
-                }
+            let (code, msg) = match verdict {
+                Ok(msg) => (0, msg),
+                Err(msg) => (1, msg),
             };
+            let _ = nix::unistd::write(&tx, msg.as_bytes());
             // Skip Python finalisation and atexit: this child did its job.
             unsafe { libc::_exit(code) }
         }
@@ -69,7 +78,7 @@ fn in_child(
             let status = wait_for(child, limit, doing)?;
             let msg = reader.join().unwrap_or_default();
             match status {
-                WaitStatus::Exited(_, 0) => Ok(()),
+                WaitStatus::Exited(_, 0) => Ok(msg),
                 _ if !msg.is_empty() => Err(msg),
                 other => Err(format!("{doing} failed: {other:?}")),
             }

@@ -1,17 +1,12 @@
-//! The worker's socket side of a request: read one whole HTTP/1.1 request
-//! from the edge, body included, before any Python runs.
-//!
-//! Only the edge connects here and it always re-frames requests with a
-//! Content-Length, so this parser is deliberately narrow and strict: anything
-//! else (Transfer-Encoding, bad lengths, oversized heads) is refused.
+//! The WSGI worker's socket side of a request: read one whole HTTP/1.1
+//! request from the edge, body included, before any Python runs. The head's
+//! rules are `wire::request`'s, shared with the ASGI worker.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 use std::os::unix::net::UnixStream;
 
-/// Largest request head accepted from the edge.
-pub const MAX_HEAD: usize = 1 << 20;
-const MAX_HEADERS: usize = 256;
+use crate::wire::request;
 /// Bodies above this are spooled to an anonymous temp file, not memory.
 pub const SPOOL_ABOVE: u64 = 1 << 20;
 
@@ -64,53 +59,15 @@ impl From<io::Error> for ReadError {
 /// Reads the next request. Blocks only on the edge, never while holding the GIL.
 pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError> {
     let head = read_head(r)?;
-    let mut headers_buf = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers_buf);
-    match req.parse(&head) {
-        Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(ReadError::Bad(400, "incomplete head")),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(ReadError::Bad(431, "too many headers"))
-        }
-        Err(_) => return Err(ReadError::Bad(400, "malformed request")),
-    }
-    let method = req.method.unwrap_or("GET").to_string();
-    let target = req.path.unwrap_or("/").to_string();
-    let http11 = req.version == Some(1);
-    let mut content_length: Option<u64> = None;
-    let mut keep_alive = http11;
-    let mut headers = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            // The edge writes one plain length; anything else is refused.
-            let n = crate::proto::length::parse_one(h.value)
-                .ok_or(ReadError::Bad(400, "bad content-length"))?;
-            if content_length.is_some_and(|c| c != n) {
-                return Err(ReadError::Bad(400, "conflicting content-length"));
-            }
-            content_length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(ReadError::Bad(
-                400,
-                "transfer-encoding is not accepted here",
-            ));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            let v = String::from_utf8_lossy(h.value).to_ascii_lowercase();
-            if v.contains("close") {
-                keep_alive = false;
-            } else if v.contains("keep-alive") {
-                keep_alive = true;
-            }
-        }
-        headers.push((h.name.to_string(), h.value.to_vec()));
-    }
-    let body = read_body(r, content_length.unwrap_or(0))?;
+    let head =
+        request::parse(&head).map_err(|request::Bad(status, why)| ReadError::Bad(status, why))?;
+    let body = read_body(r, head.content_length)?;
     Ok(Request {
-        method,
-        target,
-        headers,
+        method: head.method,
+        target: head.target,
+        headers: head.headers,
         body,
-        keep_alive,
+        keep_alive: head.keep_alive,
     })
 }
 
@@ -129,7 +86,7 @@ fn read_head(r: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ReadError> {
         let start = head.len().saturating_sub(3);
         head.extend_from_slice(buf);
         let consumed = buf.len();
-        if let Some(pos) = find_head_end(&head[start..]) {
+        if let Some(pos) = request::head_end(&head[start..]) {
             let end = start + pos;
             let extra = head.len() - end;
             r.consume(consumed - extra);
@@ -137,14 +94,10 @@ fn read_head(r: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ReadError> {
             return Ok(head);
         }
         r.consume(consumed);
-        if head.len() > MAX_HEAD {
+        if head.len() > request::MAX_HEAD {
             return Err(ReadError::Bad(431, "request head too large"));
         }
     }
-}
-
-fn find_head_end(b: &[u8]) -> Option<usize> {
-    b.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
 }
 
 fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError> {

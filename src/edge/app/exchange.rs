@@ -11,7 +11,7 @@ use pingora_core::Result;
 use pingora_proxy::Session;
 use std::time::Duration;
 use tokio::io::BufReader;
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 /// A worker's answer: its head read, its body still on `conn`.
 pub struct Answer {
@@ -31,7 +31,27 @@ enum Attempt {
     Retry(u64),
     /// Answered here with this status and reason.
     Refuse(u16, &'static str),
+    /// The client closed its connection first.
+    ClientGone(Box<pingora_core::Error>),
 }
+
+/// Resolves when the client goes away (FIN or reset on HTTP/1, a reset
+/// stream on h2); never for a client that waits.
+async fn client_gone(session: &mut Session) -> Box<pingora_core::Error> {
+    tokio::time::sleep(WATCH_CLIENT_AFTER).await;
+    loop {
+        // The body is read: this only returns on a close (or, for bytes
+        // of a pipelined next request, stays pending).
+        if let Err(e) = session.as_downstream_mut().read_body_or_idle(true).await {
+            return e;
+        }
+    }
+}
+
+/// How long a request waits for its worker before the edge starts
+/// watching its client: nearly every request is answered sooner, and those
+/// pay nothing for the watch (one read per request otherwise).
+const WATCH_CLIENT_AFTER: Duration = Duration::from_millis(50);
 
 impl Edge {
     /// None: the request was answered here (503, 502, 504).
@@ -42,6 +62,8 @@ impl Edge {
         head: &[u8],
         body: &RequestBody,
     ) -> Result<Option<Answer>> {
+        let is_head = session.req_header().method == http::Method::HEAD;
+        let what = request_summary(session, ctx.request_id);
         let mut avoid = Vec::new();
         loop {
             let lease = match self.pool.acquire(&avoid).await {
@@ -55,30 +77,41 @@ impl Edge {
                     return self.refuse(session, ctx, 503, why).await.map(|_| None);
                 }
             };
-            match self
-                .attempt(session, ctx, lease, head, body, avoid.len())
-                .await
-            {
+            let attempt = self.attempt(ctx, lease, head, body, avoid.len(), is_head, &what);
+            let outcome = tokio::select! {
+                a = attempt => a,
+                e = client_gone(session) => Attempt::ClientGone(e),
+            };
+            match outcome {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Refuse(status, why) => {
                     return self.refuse(session, ctx, status, why).await.map(|_| None)
+                }
+                Attempt::ClientGone(e) => {
+                    // nginx's 499: the client closed before the answer. The
+                    // worker's connection is dropped, which cancels the
+                    // request's task on an ASGI worker.
+                    ctx.status = 499;
+                    debug!("{what}: the client went away while the app ran: {e}");
+                    return Err(e);
                 }
             }
         }
     }
 
     /// One exchange with the worker `lease` holds, under `app.timeout`.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
-        session: &Session,
         ctx: &Ctx,
         lease: Lease,
         head: &[u8],
         body: &RequestBody,
         retries: usize,
+        is_head: bool,
+        what: &str,
     ) -> Attempt {
-        let is_head = session.req_header().method == http::Method::HEAD;
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let result = match deadline {
             None => exchange(&lease, head, body, is_head).await,
@@ -86,14 +119,7 @@ impl Edge {
                 match tokio::time::timeout_at(d, exchange(&lease, head, body, is_head)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        let what = request_summary(session, ctx.request_id);
-                        report_timeout(
-                            &self.pool,
-                            self.status_fd,
-                            lease.worker,
-                            &what,
-                            self.timeout,
-                        );
+                        report_timeout(&self.pool, self.status_fd, &lease, what, self.timeout);
                         return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
                     }
                 }
@@ -106,15 +132,15 @@ impl Edge {
                 resp,
                 deadline,
             }),
-            Err(e) => self.failed(session, ctx, lease.worker, e, retries),
+            Err(e) => self.failed(ctx, what, lease.worker, e, retries),
         }
     }
 
     /// What a failed exchange means, told in the log.
     fn failed(
         &self,
-        session: &Session,
         ctx: &Ctx,
+        what: &str,
         worker: u64,
         e: ExchangeError,
         retries: usize,
@@ -143,12 +169,7 @@ impl Edge {
             }
             ExchangeError::Failed(why) => {
                 suspect(&self.pool, self.status_fd, worker);
-                error!(
-                    "request {} ({} {}) failed in worker {worker}: {why}",
-                    ctx.request_id,
-                    session.req_header().method,
-                    String::from_utf8_lossy(session.req_header().raw_path()),
-                );
+                error!("{what} failed in worker {worker}: {why}");
                 Attempt::Refuse(502, "Bad Gateway")
             }
         }
@@ -185,15 +206,26 @@ fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64) {
     crate::ipc::send_status(status_fd, &crate::ipc::Status::Suspect(worker));
 }
 
-/// A request overran `app.timeout`: its worker gets no more requests here,
-/// and the master dumps the worker's Python stacks and replaces it.
+/// A request overran `app.timeout`. A WSGI worker is stuck in it: it gets
+/// no more requests here, and the master dumps its Python stacks and
+/// replaces it. An ASGI worker runs other requests beside it: dropping the
+/// connection cancels just this one's task (the worker's own watchdog
+/// reports a blocked event loop).
 pub(crate) fn report_timeout(
     pool: &Pool,
     status_fd: std::os::fd::RawFd,
-    worker: u64,
+    lease: &Lease,
     what: &str,
     timeout: Option<Duration>,
 ) {
+    let worker = lease.worker;
+    if lease.interface == crate::ipc::Interface::Asgi {
+        error!(
+            "{what} timed out after {:?} in worker {worker}; its task is cancelled",
+            timeout.unwrap_or_default()
+        );
+        return;
+    }
     error!(
         "{what} timed out after {:?} in worker {worker}; the worker will be replaced",
         timeout.unwrap_or_default()

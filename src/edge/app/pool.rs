@@ -8,14 +8,18 @@
 //! release on drop, so every error path gives the worker back.
 
 use crate::edge::app::peer::{Peer, Stream};
+use crate::ipc::{Interface, Serves};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::io::BufReader;
 use tokio::sync::oneshot;
 
-/// Idle connections kept per worker for reuse.
-const MAX_IDLE_CONNS: usize = 4;
+/// Idle connections kept per worker for reuse: at least this many, and up
+/// to 64 for a worker that takes many requests at once (ASGI), which would
+/// otherwise connect anew for most of them.
+const MIN_IDLE_CONNS: usize = 4;
+const MAX_IDLE_CONNS: usize = 64;
 
 pub type Conn = BufReader<Stream>;
 
@@ -32,6 +36,7 @@ struct Worker {
     peer: Peer,
     busy: usize,
     capacity: usize,
+    interface: Interface,
     idle: Vec<Conn>,
 }
 
@@ -50,7 +55,6 @@ pub struct Pool {
     inner: Mutex<Inner>,
     queue_size: usize,
     queue_timeout: Duration,
-    capacity: usize,
 }
 
 /// The right to send one request to one worker.
@@ -58,6 +62,7 @@ pub struct Lease {
     pool: Arc<Pool>,
     pub worker: u64,
     pub peer: Peer,
+    pub interface: Interface,
     live: bool,
 }
 
@@ -86,7 +91,7 @@ impl Lease {
     pub fn put_conn(&self, conn: Conn) {
         let mut inner = self.pool.lock();
         if let Some(w) = inner.workers.iter_mut().find(|w| w.id == self.worker) {
-            if w.idle.len() < MAX_IDLE_CONNS {
+            if w.idle.len() < w.capacity.clamp(MIN_IDLE_CONNS, MAX_IDLE_CONNS) {
                 w.idle.push(conn);
             }
         }
@@ -94,7 +99,7 @@ impl Lease {
 }
 
 impl Pool {
-    pub fn new(queue_size: usize, queue_timeout: Duration, capacity: usize) -> Arc<Self> {
+    pub fn new(queue_size: usize, queue_timeout: Duration) -> Arc<Self> {
         Arc::new(Pool {
             inner: Mutex::new(Inner {
                 workers: Vec::new(),
@@ -103,7 +108,6 @@ impl Pool {
             }),
             queue_size,
             queue_timeout,
-            capacity: capacity.max(1),
         })
     }
 
@@ -124,7 +128,7 @@ impl Pool {
                     .min_by_key(|w| w.busy);
                 if let Some(w) = pick {
                     w.busy += 1;
-                    return Ok(self.lease(w.id, w.peer.clone()));
+                    return Ok(self.lease(w.id, w.peer.clone(), w.interface));
                 }
             }
             if inner.waiters.len() >= self.queue_size {
@@ -146,11 +150,12 @@ impl Pool {
         }
     }
 
-    fn lease(self: &Arc<Self>, worker: u64, peer: Peer) -> Lease {
+    fn lease(self: &Arc<Self>, worker: u64, peer: Peer, interface: Interface) -> Lease {
         Lease {
             pool: self.clone(),
             worker,
             peer,
+            interface,
             live: true,
         }
     }
@@ -162,8 +167,9 @@ impl Pool {
             return; // the worker went down meanwhile
         };
         let peer = inner.workers[pos].peer.clone();
+        let interface = inner.workers[pos].interface;
         while let Some(waiter) = inner.waiters.pop_front() {
-            match waiter.tx.send(self.lease(worker, peer.clone())) {
+            match waiter.tx.send(self.lease(worker, peer.clone(), interface)) {
                 Ok(()) => return,
                 Err(mut lease) => lease.live = false, // waiter timed out; try the next
             }
@@ -172,17 +178,20 @@ impl Pool {
     }
 
     /// A worker is ready: add it and let it serve waiting requests at once.
-    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer) {
+    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer, serves: Serves) {
         let mut inner = self.lock();
         if inner.workers.iter().any(|w| w.id == id) {
             return;
         }
         let mut busy = 0;
-        while busy < self.capacity {
+        while busy < serves.capacity {
             let Some(waiter) = inner.waiters.pop_front() else {
                 break;
             };
-            match waiter.tx.send(self.lease(id, peer.clone())) {
+            match waiter
+                .tx
+                .send(self.lease(id, peer.clone(), serves.interface))
+            {
                 Ok(()) => busy += 1,
                 Err(mut lease) => lease.live = false,
             }
@@ -191,7 +200,8 @@ impl Pool {
             id,
             peer,
             busy,
-            capacity: self.capacity,
+            capacity: serves.capacity.max(1),
+            interface: serves.interface,
             idle: Vec::new(),
         });
     }
@@ -206,6 +216,11 @@ impl Pool {
 mod tests {
     use super::*;
 
+    const SYNC: Serves = Serves {
+        interface: Interface::Wsgi,
+        capacity: 1,
+    };
+
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -216,9 +231,9 @@ mod tests {
     #[test]
     fn least_busy_and_one_at_a_time() {
         rt().block_on(async {
-            let pool = Pool::new(10, Duration::from_millis(50), 1);
-            pool.worker_up(1, Peer::Unix("a".into()));
-            pool.worker_up(2, Peer::Unix("b".into()));
+            let pool = Pool::new(10, Duration::from_millis(50));
+            pool.worker_up(1, Peer::Unix("a".into()), SYNC);
+            pool.worker_up(2, Peer::Unix("b".into()), SYNC);
             let a = pool.acquire(&[]).await.unwrap();
             let b = pool.acquire(&[]).await.unwrap();
             assert_ne!(a.worker, b.worker);
@@ -231,8 +246,8 @@ mod tests {
     #[test]
     fn queue_is_fifo_and_bounded() {
         rt().block_on(async {
-            let pool = Pool::new(2, Duration::from_secs(5), 1);
-            pool.worker_up(1, Peer::Unix("a".into()));
+            let pool = Pool::new(2, Duration::from_secs(5));
+            pool.worker_up(1, Peer::Unix("a".into()), SYNC);
             let first = pool.acquire(&[]).await.unwrap();
             let p1 = pool.clone();
             let w1 = tokio::spawn(async move { p1.acquire(&[]).await.map(|l| (1, l)) });
@@ -252,11 +267,11 @@ mod tests {
     #[test]
     fn a_new_worker_serves_the_queue() {
         rt().block_on(async {
-            let pool = Pool::new(2, Duration::from_secs(5), 1);
+            let pool = Pool::new(2, Duration::from_secs(5));
             let p = pool.clone();
             let waiting = tokio::spawn(async move { p.acquire(&[]).await.map(|l| l.worker) });
             tokio::task::yield_now().await;
-            pool.worker_up(7, Peer::Unix("w".into()));
+            pool.worker_up(7, Peer::Unix("w".into()), SYNC);
             assert_eq!(waiting.await.unwrap(), Ok(7));
         });
     }

@@ -245,7 +245,7 @@ impl BodyRelay {
                         report_timeout(
                             &self.pool,
                             self.status_fd,
-                            lease.worker,
+                            &lease,
                             &self.what,
                             self.timeout,
                         );

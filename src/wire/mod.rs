@@ -38,3 +38,6 @@ pub const HOP_BY_HOP: [&str; 7] = [
 pub fn is_hop_by_hop(lname: &str) -> bool {
     HOP_BY_HOP.contains(&lname)
 }
+
+pub mod framer;
+pub mod request;

@@ -1,0 +1,144 @@
+//! The ASGI scope of a request, built from the head the edge wrote
+//! (`wire::request`'s rules, shared with the WSGI worker). What the edge
+//! knows about the connection arrives in `x-corral-*` fields; they become
+//! `client`, `server` and `scheme`, and are not passed on as headers.
+
+use crate::wire::{self, request};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+
+/// What `parse_head` hands the Python side: the scope, the body length,
+/// whether the hop stays open after the response, and whether it is a
+/// WebSocket handshake.
+pub type Parsed = (Py<PyDict>, u64, bool);
+
+/// Parses one request head into its scope. A head the edge would never
+/// write raises ValueError((status, reason)).
+pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyResult<Parsed> {
+    let head = request::parse(head)
+        .map_err(|request::Bad(status, why)| PyValueError::new_err((status, why)))?;
+    let scope = PyDict::new(py);
+    let edge = EdgeFields::of(&head);
+    let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
+    let websocket = head.upgrade && edge.websocket;
+    scope.set_item("type", if websocket { "websocket" } else { "http" })?;
+    let asgi = PyDict::new(py);
+    asgi.set_item("version", "3.0")?;
+    asgi.set_item("spec_version", "2.4")?;
+    scope.set_item("asgi", asgi)?;
+    scope.set_item("http_version", http_version(edge.protocol.as_deref()))?;
+    if !websocket {
+        scope.set_item("method", &head.method)?;
+    }
+    scope.set_item("scheme", scheme(edge.https, websocket))?;
+    let decoded = percent_encoding::percent_decode(path.as_bytes()).decode_utf8_lossy();
+    scope.set_item("path", decoded)?;
+    scope.set_item("raw_path", PyBytes::new(py, path.as_bytes()))?;
+    scope.set_item("query_string", PyBytes::new(py, query.as_bytes()))?;
+    scope.set_item("root_path", "")?;
+    scope.set_item("headers", headers(py, &head)?)?;
+    scope.set_item("client", address(py, edge.client.as_deref())?)?;
+    scope.set_item("server", address(py, edge.local.as_deref())?)?;
+    if websocket {
+        scope.set_item("subprotocols", subprotocols(&head))?;
+    }
+    scope.set_item("state", state.copy()?)?;
+    scope.set_item("extensions", PyDict::new(py))?;
+    Ok((scope.unbind(), head.content_length, head.keep_alive))
+}
+
+/// The `x-corral-*` facts, and whether the Upgrade is to WebSocket.
+#[derive(Default)]
+struct EdgeFields {
+    client: Option<String>,
+    local: Option<String>,
+    protocol: Option<String>,
+    https: bool,
+    websocket: bool,
+}
+
+impl EdgeFields {
+    fn of(head: &request::RequestHead) -> Self {
+        let mut f = EdgeFields::default();
+        for (name, value) in &head.headers {
+            let text = || String::from_utf8_lossy(value).into_owned();
+            if name.eq_ignore_ascii_case(wire::CLIENT) {
+                f.client = Some(text());
+            } else if name.eq_ignore_ascii_case(wire::LOCAL) {
+                f.local = Some(text());
+            } else if name.eq_ignore_ascii_case(wire::PROTOCOL) {
+                f.protocol = Some(text());
+            } else if name.eq_ignore_ascii_case(wire::SCHEME) {
+                f.https = value.eq_ignore_ascii_case(b"https");
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                f.websocket = value.eq_ignore_ascii_case(b"websocket");
+            }
+        }
+        f
+    }
+}
+
+fn http_version(protocol: Option<&str>) -> &'static str {
+    match protocol {
+        Some("HTTP/2.0") => "2",
+        Some("HTTP/1.0") => "1.0",
+        _ => "1.1",
+    }
+}
+
+fn scheme(https: bool, websocket: bool) -> &'static str {
+    match (https, websocket) {
+        (true, true) => "wss",
+        (false, true) => "ws",
+        (true, false) => "https",
+        (false, false) => "http",
+    }
+}
+
+/// `[name, value]` pairs, names lower-case, the edge's own fields left out.
+fn headers<'py>(py: Python<'py>, head: &request::RequestHead) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in &head.headers {
+        let lname = name.to_ascii_lowercase();
+        if lname.starts_with(wire::PREFIX) {
+            continue;
+        }
+        let pair = PyTuple::new(
+            py,
+            [PyBytes::new(py, lname.as_bytes()), PyBytes::new(py, value)],
+        )?;
+        list.append(pair)?;
+    }
+    Ok(list)
+}
+
+/// `"1.2.3.4:80"` or `"[::1]:80"` as `(host, port)`; None if absent.
+fn address<'py>(py: Python<'py>, addr: Option<&str>) -> PyResult<Bound<'py, PyAny>> {
+    let parsed = addr.and_then(|a| a.parse::<std::net::SocketAddr>().ok());
+    match parsed {
+        Some(a) => Ok(PyTuple::new(
+            py,
+            [
+                a.ip().to_string().into_pyobject(py)?.into_any(),
+                a.port().into_pyobject(py)?.into_any(),
+            ],
+        )?
+        .into_any()),
+        None => Ok(py.None().into_bound(py)),
+    }
+}
+
+fn subprotocols(head: &request::RequestHead) -> Vec<String> {
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}

@@ -1,0 +1,424 @@
+# corral's ASGI server, run on an ASGI worker's one Python thread.
+#
+# The worker's socket is served by the event loop itself (asyncio or uvloop):
+# the edge opens one Unix connection per request in flight and reuses it for
+# the next, so a connection (`Hop`) carries at most one request at a time.
+# The request head is parsed and the scope built in Rust (`rt.parse_head`);
+# responses are framed in Rust (`rt.Framer`, shared with the WSGI worker).
+# No thread hands work to another: the loop reads, runs the app and writes.
+#
+# `rt` is the Rust side (worker/asgi/runtime.rs): the parser, the framer,
+# the stop flag, the heartbeat the loop-blocked watchdog watches, the
+# recycling counters and the log.
+
+import asyncio
+import collections
+import traceback
+
+# Request body bytes buffered per request before the edge is asked to wait.
+READ_HIGH_WATER = 1 << 20
+MAX_HEAD = 1 << 20
+# How often the loop proves it is alive and checks stop and recycling.
+TICK = 0.1
+# A stopping worker exits after this long with nothing in flight (covers a
+# request the edge dispatched just before it heard "down").
+DRAIN_QUIET = 0.3
+
+rt = None  # set by boot()
+
+
+class ClientDisconnected(OSError):
+    """send() after the client went away (ASGI HTTP spec 2.4)."""
+
+
+class BootFailure(Exception):
+    """Lifespan startup failed: the worker does not come up."""
+
+
+def new_loop(choice):
+    """The event loop for `[app] loop`; returns (loop, name)."""
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise BootFailure(
+                    "app.loop = \"uvloop\" but uvloop is not installed in the virtualenv "
+                    "(pip install uvloop)")
+        else:
+            return uvloop.new_event_loop(), "uvloop"
+    return asyncio.new_event_loop(), "asyncio"
+
+
+def error_text(exc):
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+class Lifespan:
+    """ASGI lifespan: startup before the worker says ready, shutdown when it
+    stops. `state` is shared (copied shallowly) into every request's scope."""
+
+    def __init__(self, app, mode, loop):
+        self.app = app
+        self.mode = mode
+        self.loop = loop
+        self.state = {}
+        self.supported = mode != "off"
+        self.inbox = asyncio.Queue()
+        self.started = loop.create_future()
+        self.stopped = loop.create_future()
+        self.task = None
+
+    async def run(self):
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"},
+                 "state": self.state}
+        try:
+            await self.app(scope, self.inbox.get, self.send)
+        except BaseException as e:
+            if not self.started.done():
+                if self.mode == "auto":
+                    rt.log_info("the app does not support ASGI lifespan; serving without it "
+                                f"({type(e).__name__}: {e})")
+                    self.supported = False
+                    self.started.set_result(None)
+                else:
+                    self.started.set_exception(BootFailure(
+                        f"lifespan startup raised:\n{error_text(e)}"))
+            else:
+                rt.log_error(f"error in the app's lifespan:\n{error_text(e)}")
+        finally:
+            if not self.started.done():
+                self.supported = self.mode == "on"
+                if self.mode == "on":
+                    self.started.set_exception(BootFailure(
+                        "the app returned from lifespan without completing startup"))
+                else:
+                    self.started.set_result(None)
+            if not self.stopped.done():
+                self.stopped.set_result(None)
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "lifespan.startup.complete":
+            self.started.set_result(None)
+        elif kind == "lifespan.startup.failed":
+            self.started.set_exception(BootFailure(
+                message.get("message") or "lifespan startup failed"))
+        elif kind == "lifespan.shutdown.complete":
+            self.stopped.set_result(None)
+        elif kind == "lifespan.shutdown.failed":
+            rt.log_error(f"lifespan shutdown failed: {message.get('message', '')}")
+            self.stopped.set_result(None)
+        else:
+            raise RuntimeError(f"unexpected lifespan message {kind!r}")
+
+    async def startup(self):
+        if self.mode == "off":
+            return
+        self.task = self.loop.create_task(self.run())
+        await self.inbox.put({"type": "lifespan.startup"})
+        await self.started
+
+    async def shutdown(self, timeout):
+        if not self.supported or self.task is None or self.task.done():
+            return
+        await self.inbox.put({"type": "lifespan.shutdown"})
+        try:
+            await asyncio.wait_for(asyncio.shield(self.stopped), timeout)
+        except asyncio.TimeoutError:
+            rt.log_error(f"lifespan shutdown did not finish within {timeout:.0f}s")
+
+
+class Server:
+    def __init__(self, app, loop, lifespan, graceful):
+        self.app = app
+        self.loop = loop
+        self.lifespan = lifespan
+        self.graceful = graceful
+        self.hops = set()
+        self.in_flight = 0
+
+    async def serve(self, sock):
+        server = await self.loop.create_unix_server(lambda: Hop(self), sock=sock, backlog=1024)
+        quiet_since = None
+        while True:
+            rt.tick()
+            if rt.stopping() and self.in_flight == 0:
+                now = self.loop.time()
+                quiet_since = quiet_since or now
+                if now - quiet_since >= DRAIN_QUIET:
+                    break
+            else:
+                quiet_since = None
+            await asyncio.sleep(TICK)
+        server.close()
+        for hop in list(self.hops):
+            hop.transport.close()
+        await self.lifespan.shutdown(self.graceful)
+
+
+class Hop(asyncio.Protocol):
+    """One connection from the edge."""
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+        self.buf = b""
+        self.cycle = None
+        self.paused = False
+        self.drain = None
+        self.lost = False
+
+    def connection_made(self, transport):
+        self.transport = transport
+        self.server.hops.add(self)
+
+    def connection_lost(self, exc):
+        self.lost = True
+        self.server.hops.discard(self)
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        self.wake_writer()
+
+    def data_received(self, data):
+        if self.cycle is not None:
+            self.cycle.feed(data)
+            return
+        self.buf += data
+        self.next_request()
+
+    def next_request(self):
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD:
+                self.refuse(431, "request head too large")
+            return
+        self.buf = b""
+        try:
+            scope, length, keep_alive = rt.parse_head(buf[:end + 4], self.server.lifespan.state)
+        except ValueError as e:
+            self.refuse(*e.args)
+            return
+        cycle = self.cycle = HttpCycle(self, scope, length, keep_alive)
+        if end + 4 < len(buf):
+            cycle.feed(buf[end + 4:])
+        cycle.task = self.server.loop.create_task(cycle.run())
+
+    def refuse(self, status, why):
+        rt.log_debug(f"bad request from the edge: {why}")
+        self.transport.write(rt.error_response(status, False))
+        self.transport.close()
+
+    def response_done(self, keep_alive):
+        """The response is all written: the next request may come."""
+        self.cycle = None
+        if not keep_alive:
+            self.transport.close()
+        elif self.buf:
+            self.next_request()
+
+    def pause_writing(self):
+        self.paused = True
+
+    def resume_writing(self):
+        self.paused = False
+        self.wake_writer()
+
+    def wake_writer(self):
+        if self.drain is not None and not self.drain.done():
+            self.drain.set_result(None)
+        self.drain = None
+
+    async def drained(self):
+        if self.paused and not self.lost:
+            if self.drain is None:
+                self.drain = self.server.loop.create_future()
+            await self.drain
+
+
+class HttpCycle:
+    """One HTTP request: the app's receive() and send()."""
+
+    __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
+                 "disconnected", "complete", "started", "status", "headers", "framer",
+                 "keep_alive", "task", "reading_paused")
+
+    def __init__(self, hop, scope, length, keep_alive):
+        self.hop = hop
+        self.scope = scope
+        self.left = length
+        self.chunks = collections.deque()
+        self.buffered = 0
+        self.final_sent = False
+        self.waiter = None
+        self.disconnected = False
+        self.complete = False
+        self.started = False
+        self.status = 200
+        self.headers = ()
+        self.framer = None
+        self.keep_alive = keep_alive
+        self.task = None
+        self.reading_paused = False
+
+    # ---- from the edge ----------------------------------------------------
+
+    def feed(self, data):
+        hop = self.hop
+        if self.left == 0:
+            hop.buf += data  # the next request, sent early
+            return
+        if len(data) > self.left:
+            hop.buf += data[self.left:]
+            data = data[:self.left]
+        self.left -= len(data)
+        self.chunks.append(data)
+        self.buffered += len(data)
+        if self.buffered > READ_HIGH_WATER and not self.reading_paused:
+            self.reading_paused = True
+            hop.transport.pause_reading()
+        self.wake()
+
+    def disconnect(self):
+        """The edge closed the hop: the client went away, or app.timeout
+        passed. An app waiting in receive() hears http.disconnect and ends
+        its own work; otherwise its task is cancelled (it, and nothing else)."""
+        self.disconnected = True
+        listening = self.waiter is not None
+        self.wake()
+        if not listening and not self.complete and self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def wake(self):
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+    # ---- the app's side -----------------------------------------------------
+
+    async def receive(self):
+        while True:
+            if self.chunks or (self.left == 0 and not self.final_sent):
+                return self.body_message()
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            self.waiter = self.hop.server.loop.create_future()
+            await self.waiter
+
+    def body_message(self):
+        chunks = self.chunks
+        if len(chunks) == 1:
+            body = chunks.popleft()
+        else:
+            body = b"".join(chunks)
+            chunks.clear()
+        self.buffered = 0
+        if self.reading_paused:
+            self.reading_paused = False
+            self.hop.transport.resume_reading()
+        more = self.left > 0
+        self.final_sent = not more
+        return {"type": "http.request", "body": body, "more_body": more}
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started:
+                raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
+            if self.complete:
+                raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
+            if self.disconnected:
+                raise ClientDisconnected("the client went away")
+            body = message.get("body", b"")
+            more = message.get("more_body", False)
+            framer = self.framer
+            if framer is None:
+                framer = rt.Framer(self.scope["method"] == "HEAD", self.keep_alive)
+                out = framer.head(self.status, self.headers, None if more else len(body), body)
+                self.framer = framer
+            else:
+                out = framer.body(body)
+            if not more:
+                out += framer.finish()
+            if out:
+                self.hop.transport.write(out)
+            if not more:
+                self.end(framer.keep_alive)
+            elif self.hop.paused:
+                await self.hop.drained()
+        elif kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("ASGI app sent 'http.response.start' twice")
+            self.status = message["status"]
+            self.headers = message.get("headers", ())
+            self.started = True
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
+
+    def end(self, keep_alive):
+        self.complete = True
+        self.wake()
+        self.hop.response_done(keep_alive and not self.hop.lost)
+
+    async def run(self):
+        server = self.hop.server
+        server.in_flight += 1
+        try:
+            await server.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            if not self.disconnected:
+                raise
+        except BaseException as e:
+            if not self.disconnected:
+                rt.log_error(f"error in app for {self.summary()}:\n{error_text(e)}")
+                self.fail()
+        else:
+            if not self.complete and not self.disconnected:
+                rt.log_error(f"ASGI app returned without completing the response for {self.summary()}")
+                self.fail()
+        finally:
+            server.in_flight -= 1
+            rt.after_request()
+
+    def summary(self):
+        s = self.scope
+        q = s["query_string"]
+        return f"{s['method']} {s['path']}" + (f"?{q.decode('latin-1')}" if q else "")
+
+    def fail(self):
+        """A 500 if nothing was sent, else cut the response short (the edge
+        sees the truncation and tells the client)."""
+        if self.complete or self.hop.lost:
+            return
+        if self.framer is None:
+            self.hop.transport.write(rt.error_response(500, self.keep_alive))
+            self.end(self.keep_alive)
+        else:
+            self.complete = True
+            self.hop.cycle = None
+            self.hop.transport.close()
+
+
+def boot(runtime, app, lifespan_mode, loop_choice, graceful):
+    """Makes the loop and runs lifespan startup; returns the server, or
+    raises BootFailure with the app's message."""
+    global rt
+    rt = runtime
+    loop, name = new_loop(loop_choice)
+    asyncio.set_event_loop(loop)
+    lifespan = Lifespan(app, lifespan_mode, loop)
+    loop.run_until_complete(lifespan.startup())
+    return Server(app, loop, lifespan, graceful), name
+
+
+def serve(server, fd):
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
+    sock.setblocking(False)
+    try:
+        server.loop.run_until_complete(server.serve(sock))
+    finally:
+        server.loop.close()

@@ -1,0 +1,131 @@
+"""An ASGI site for corral's tests: FastAPI routes plus raw ASGI endpoints
+that record what the server did (cancellations, disconnects, body pieces)."""
+import asyncio
+import contextlib
+import hashlib
+import os
+import time
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+# What the app saw, reported by GET /seen.
+seen = {"cancelled": 0, "disconnects": 0}
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    if os.environ.get("FAIL_STARTUP"):
+        raise RuntimeError("database unreachable at startup")
+    yield {"greeting": "hello from lifespan", "started_pid": os.getpid()}
+    mark = os.environ.get("SHUTDOWN_MARK")
+    if mark:
+        with open(mark, "a") as f:
+            f.write(f"shutdown {os.getpid()}\n")
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+@app.get("/")
+async def index(request: Request):
+    return {"hello": "world", "state": request.state.greeting, "pid": os.getpid(),
+            "started_pid": request.state.started_pid}
+
+
+@app.get("/scope")
+async def scope(request: Request):
+    s = request.scope
+    return {"type": s["type"], "asgi": s["asgi"], "http_version": s["http_version"],
+            "method": s["method"], "scheme": s["scheme"], "path": s["path"],
+            "raw_path": s["raw_path"].decode("latin-1"),
+            "query_string": s["query_string"].decode("latin-1"),
+            "root_path": s["root_path"], "client": list(s["client"] or []),
+            "server": list(s["server"] or []),
+            "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in s["headers"]]}
+
+
+@app.post("/sha256")
+async def sha256(request: Request):
+    h = hashlib.sha256()
+    pieces = 0
+    async for chunk in request.stream():
+        if chunk:
+            pieces += 1
+        h.update(chunk)
+    return {"sha256": h.hexdigest(), "pieces": pieces}
+
+
+@app.api_route("/bytes/{n}", methods=["GET", "HEAD"])
+async def some_bytes(n: int):
+    data = bytes((i * 7) % 251 for i in range(n))
+    return PlainTextResponse(data, headers={"x-sha256": hashlib.sha256(data).hexdigest()})
+
+
+@app.get("/sleep/{s}")
+async def sleep(s: float):
+    try:
+        await asyncio.sleep(s)
+    except asyncio.CancelledError:
+        seen["cancelled"] += 1
+        raise
+    return {"slept": s, "pid": os.getpid()}
+
+
+@app.get("/block/{s}")
+async def block(s: float):
+    time.sleep(s)  # the mistake the watchdog is for
+    return {"blocked": s}
+
+
+@app.get("/stream")
+async def stream(n: int = 5, gap: float = 0.2):
+    async def gen():
+        for i in range(n):
+            yield f"chunk {i} at {time.monotonic():.3f}\n"
+            await asyncio.sleep(gap)
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
+@app.get("/error")
+async def error():
+    raise ValueError("boom in an async view")
+
+
+@app.get("/seen")
+async def get_seen():
+    return seen
+
+
+async def wait_disconnect(scope, receive, send):
+    """Raw ASGI: answers nothing until the client goes away."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            seen["disconnects"] += 1
+            return
+
+
+async def no_response(scope, receive, send):
+    """Raw ASGI: returns without answering."""
+    await receive()
+
+
+async def bad_header(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"x-bad", b"a\r\nInjected: 1")]})
+    await send({"type": "http.response.body", "body": b"never"})
+
+
+class Routes:
+    """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
+
+    raw = {"/raw/wait-disconnect": wait_disconnect, "/raw/no-response": no_response,
+           "/raw/bad-header": bad_header}
+
+    async def __call__(self, scope, receive, send):
+        handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None
+        await (handler or app)(scope, receive, send)
+
+
+application = Routes()
