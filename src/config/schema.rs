@@ -18,6 +18,29 @@ pub struct Config {
     pub tls: Tls,
     pub limits: Limits,
     pub log: Log,
+    pub websocket: Websocket,
+}
+
+/// `[websocket]`: WebSockets to ASGI apps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Websocket {
+    /// Largest message (and frame) a client may send; bigger closes with 1009.
+    pub max_message: ByteSize,
+    /// A ping this often keeps idle sockets alive through NATs and proxies (0 = off).
+    pub ping_interval: Seconds,
+    /// Close (1001) a socket the client sent nothing on, not even a pong, for this long (0 = never).
+    pub idle_timeout: Seconds,
+}
+
+impl Default for Websocket {
+    fn default() -> Self {
+        Websocket {
+            max_message: ByteSize(16 << 20),
+            ping_interval: Seconds(Duration::from_secs(20)),
+            idle_timeout: Seconds(Duration::from_secs(60)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

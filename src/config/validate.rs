@@ -64,6 +64,7 @@ pub fn validate(
     let listen = server_listen(ck, &config);
     let code = app_code(ck, &config);
     app_pool(ck, &config);
+    websocket(ck, &config);
     process(ck, &config);
     app_env(ck, &config);
     let static_mounts = static_mounts(ck, &config);
@@ -168,6 +169,24 @@ fn app_code(ck: &mut Checker, config: &Config) -> AppCode {
         Some(venv)
     };
     (app, chdir, pythonpath, virtualenv)
+}
+
+/// `[websocket]`: a message limit that can hold a message.
+fn websocket(ck: &mut Checker, config: &Config) {
+    let ws = &config.websocket;
+    if ws.max_message.0 < 125 || ws.max_message.0 > 1 << 30 {
+        ck.bad(
+            "websocket.max_message",
+            "must be between 125 bytes and 1GiB".into(),
+        );
+    }
+    let (ping, idle) = (ws.ping_interval.0, ws.idle_timeout.0);
+    if !idle.is_zero() && !ping.is_zero() && idle <= ping {
+        ck.bad(
+            "websocket.idle_timeout",
+            format!("must be longer than websocket.ping_interval ({ping:?}), or a live client is cut off"),
+        );
+    }
 }
 
 /// `[app]`: the pool's size and recycling.

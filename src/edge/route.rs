@@ -26,6 +26,9 @@ pub enum Route<'a> {
     Files(&'a StaticMount),
     /// The Python app.
     App,
+    /// A WebSocket handshake: tunnelled to an ASGI worker (refused, 501,
+    /// when the app is WSGI, rather than handed over as a plain GET).
+    Upgrade,
 }
 
 impl Edge {
@@ -50,13 +53,11 @@ impl Edge {
         if req.raw_path() == b"*" {
             return Route::ServerWide;
         }
-        // WSGI has no WebSockets: say so, rather than hand the app a plain
-        // GET it would answer as a page.
         if asks_for_websocket(req) {
-            return Route::Refuse(
-                501,
-                "Not Implemented: this site's app speaks WSGI, which has no WebSocket support",
-            );
+            if ctx.declared_length.unwrap_or(0) > 0 {
+                return Route::Refuse(400, "Bad Request: a WebSocket handshake has no body");
+            }
+            return Route::Upgrade;
         }
         if let (Some(rate), Some(client)) = (applied.rate, ctx.client) {
             if let Err(wait) = rate.check(client.ip()) {
@@ -80,6 +81,12 @@ impl Edge {
         decoded: &[u8],
         applied: &Applied<'_>,
     ) -> Result<bool> {
+        if asks_for_websocket(session.req_header()) {
+            // The guard stopped checking this connection's bytes after the
+            // handshake (they are frames if it succeeds): whatever the
+            // answer, the connection ends with it.
+            session.set_keepalive(None);
+        }
         match route {
             Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
             Route::ServerWide => self.server_wide(session, ctx).await,
@@ -98,6 +105,7 @@ impl Edge {
                 }
             }
             Route::App => self.serve_app(session, ctx, applied).await,
+            Route::Upgrade => self.serve_upgrade(session, ctx).await,
         }
     }
 
@@ -170,9 +178,10 @@ impl Edge {
 
 /// An HTTP/1.1 `Upgrade: websocket` request.
 fn asks_for_websocket(req: &pingora_http::RequestHeader) -> bool {
-    req.headers.get_all(http::header::UPGRADE).iter().any(|v| {
-        String::from_utf8_lossy(v.as_bytes())
-            .split(',')
-            .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-    })
+    req.version == http::Version::HTTP_11
+        && req.headers.get_all(http::header::UPGRADE).iter().any(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
+        })
 }

@@ -39,6 +39,9 @@ pub struct EdgeState {
     in_flight: AtomicUsize,
     /// Flipped once by `drain`; every accept loop (`conn::accept`) watches it.
     stop: watch::Sender<bool>,
+    /// Flipped once by `drain` a second before its limit; every WebSocket
+    /// tunnel (`app::tunnel`) watches it and asks its worker to close (1001).
+    end_tunnels: watch::Sender<bool>,
     /// This process's pid, asked once (`getpid` is a system call every
     /// time), and the sequence of request ids.
     pid: u32,
@@ -70,6 +73,7 @@ impl EdgeState {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             stop: watch::channel(false).0,
+            end_tunnels: watch::channel(false).0,
             pid: std::process::id(),
             requests: AtomicU64::new(0),
             tls,
@@ -94,13 +98,23 @@ impl EdgeState {
         self.stop.subscribe()
     }
 
+    /// For WebSocket tunnels: changes to true when they must end.
+    pub fn tunnels_ending(&self) -> watch::Receiver<bool> {
+        self.end_tunnels.subscribe()
+    }
+
     pub async fn drain(&self, limit: Duration) {
         self.draining.store(true, Ordering::SeqCst);
         self.stop.send_replace(true);
         info!("edge draining: no new connections, finishing in-flight requests");
         let started = Instant::now();
+        // Open WebSockets get the graceful timeout, less a second to close.
+        let end_tunnels_at = limit.saturating_sub(Duration::from_secs(1)).max(limit / 2);
         let mut quiet_since: Option<Instant> = None;
         while started.elapsed() < limit {
+            if started.elapsed() >= end_tunnels_at && !*self.end_tunnels.borrow() {
+                self.end_tunnels.send_replace(true);
+            }
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= QUIET {

@@ -335,6 +335,10 @@ impl Framer {
                 self.phase = Phase::Stopped;
                 Step::StopAfter(head_len)
             }
+            Ok(Body::Upgrade) => {
+                self.phase = Phase::Opaque;
+                Step::Pass(head_len)
+            }
         }
     }
 
@@ -375,6 +379,7 @@ impl Framer {
         }
         let mut content_length: Option<u64> = None;
         let mut codings: Vec<&[u8]> = Vec::new();
+        let mut websocket = false;
         let mut count = 0usize;
         for line in lines {
             count += 1;
@@ -399,13 +404,21 @@ impl Framer {
                     Some(length::add_field(content_length, value).map_err(|e| (400, e.reason()))?);
             } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
                 codings.push(value);
+            } else if name.eq_ignore_ascii_case(b"upgrade") {
+                websocket |= value
+                    .split(|&b| b == b',')
+                    .any(|t| trim_ows(t).eq_ignore_ascii_case(b"websocket"));
             }
         }
         if !codings.is_empty() && content_length.is_some() {
             // RFC 9112 §6.1: a smuggling attempt or a broken client either way.
             return Err((400, "both Transfer-Encoding and Content-Length"));
         }
+        let http11 = version == b"HTTP/1.1";
         Ok(match transfer_coding(codings) {
+            Coding::Identity if websocket && http11 && content_length.unwrap_or(0) == 0 => {
+                Body::Upgrade
+            }
             Coding::Identity => Body::Fixed(content_length.unwrap_or(0)),
             Coding::Chunked => Body::Chunked,
             // The head is passed on and answered with the reason by the
@@ -485,6 +498,10 @@ enum Body {
     Fixed(u64),
     Chunked,
     Unframed,
+    /// A bodiless WebSocket handshake: if the server answers 101, what
+    /// follows is frames, not HTTP (the edge closes the connection after
+    /// any other answer).
+    Upgrade,
 }
 
 /// What a request's Transfer-Encoding fields make of its body.

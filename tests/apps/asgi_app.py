@@ -6,11 +6,12 @@ import hashlib
 import os
 import time
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 # What the app saw, reported by GET /seen.
-seen = {"cancelled": 0, "disconnects": 0}
+seen = {"cancelled": 0, "disconnects": 0, "ws_codes": []}
+room = set()
 
 
 @contextlib.asynccontextmanager
@@ -95,6 +96,53 @@ async def error():
 @app.get("/seen")
 async def get_seen():
     return seen
+
+
+@app.websocket("/ws/echo")
+async def ws_echo(ws: WebSocket):
+    offered = ws.scope.get("subprotocols") or []
+    await ws.accept(subprotocol="echo.v1" if "echo.v1" in offered else None)
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            seen["ws_codes"].append(msg["code"])
+            return
+        if msg.get("text") is not None:
+            await ws.send_text(msg["text"])
+        else:
+            await ws.send_bytes(msg["bytes"])
+
+
+@app.websocket("/ws/room")
+async def ws_room(ws: WebSocket):
+    """Broadcast: every text message goes to everyone in the room."""
+    await ws.accept()
+    room.add(ws)
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            for other in list(room):
+                try:
+                    await other.send_text(msg["text"])
+                except Exception:
+                    room.discard(other)
+    finally:
+        room.discard(ws)
+
+
+@app.websocket("/ws/deny")
+async def ws_deny(ws: WebSocket):
+    await ws.close(code=4001)
+
+
+@app.websocket("/ws/bye")
+async def ws_bye(ws: WebSocket):
+    """Closes with its own code after the first message."""
+    await ws.accept()
+    await ws.receive()
+    await ws.close(code=4002, reason="bye now")
 
 
 async def wait_disconnect(scope, receive, send):

@@ -9,6 +9,7 @@ pub mod pool;
 pub(crate) mod relay;
 pub(crate) mod request_body;
 pub(crate) mod response_buffer;
+pub(crate) mod tunnel;
 pub(crate) mod upstream;
 
 use crate::edge::admit::routes::Applied;

@@ -206,6 +206,18 @@ impl Pool {
         });
     }
 
+    /// Whether any worker up serves ASGI (and so takes WebSockets).
+    pub fn any_asgi(&self) -> bool {
+        self.lock()
+            .workers
+            .iter()
+            .any(|w| w.interface == Interface::Asgi)
+    }
+
+    pub fn any_up(&self) -> bool {
+        !self.lock().workers.is_empty()
+    }
+
     /// A worker is dying or draining: no new requests; in-flight ones finish.
     pub fn worker_down(&self, id: u64) {
         self.lock().workers.retain(|w| w.id != id);

@@ -82,7 +82,7 @@ impl AsgiFramer {
 }
 
 /// One `[name, value]` pair of bytes, checked as the WSGI side checks.
-fn field(item: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Vec<u8>)> {
+pub(super) fn field(item: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Vec<u8>)> {
     let pair = item
         .cast::<PySequence>()
         .ok()

@@ -18,6 +18,7 @@ mod framer;
 mod runtime;
 mod scope;
 mod watchdog;
+mod websocket;
 
 use crate::config::schema::{EventLoop, Lifespan};
 use crate::config::Site;
@@ -55,6 +56,7 @@ pub fn boot(py: Python<'_>, app: Py<PyAny>, site: &Site, recycle: Recycle) -> Re
             lifespan_name(cfg.lifespan),
             loop_name(cfg.event_loop),
             cfg.graceful_timeout.0.as_secs_f64(),
+            websocket_settings(site),
         ))
     });
     match booted.and_then(|r| r.extract::<(Py<PyAny>, String)>()) {
@@ -116,6 +118,16 @@ fn boot_failure(py: Python<'_>, e: &PyErr) -> String {
         tracing::error!("cannot start the ASGI server:\n{}", text.trim_end());
         crate::worker::interpreter::last_line(&text).to_string()
     }
+}
+
+/// `[websocket]` for server.py: max_message, ping_interval, idle_timeout.
+fn websocket_settings(site: &Site) -> (usize, f64, f64) {
+    let ws = &site.config.websocket;
+    (
+        ws.max_message.0 as usize,
+        ws.ping_interval.0.as_secs_f64(),
+        ws.idle_timeout.0.as_secs_f64(),
+    )
 }
 
 fn lifespan_name(l: Lifespan) -> &'static str {

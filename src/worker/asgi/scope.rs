@@ -44,7 +44,12 @@ pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyR
         scope.set_item("subprotocols", subprotocols(&head))?;
     }
     scope.set_item("state", state.copy()?)?;
-    scope.set_item("extensions", PyDict::new(py))?;
+    let extensions = PyDict::new(py);
+    if websocket {
+        // The app may deny the handshake with a full HTTP response.
+        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+    }
+    scope.set_item("extensions", extensions)?;
     Ok((scope.unbind(), head.content_length, head.keep_alive))
 }
 

@@ -130,21 +130,27 @@ class Lifespan:
 
 
 class Server:
-    def __init__(self, app, loop, lifespan, graceful):
+    def __init__(self, app, loop, lifespan, graceful, websocket):
         self.app = app
         self.loop = loop
         self.lifespan = lifespan
         self.graceful = graceful
+        self.max_message, self.ping_interval, self.idle_timeout = websocket
         self.hops = set()
+        self.websockets = set()
         self.in_flight = 0
 
     async def serve(self, sock):
         server = await self.loop.create_unix_server(lambda: Hop(self), sock=sock, backlog=1024)
         quiet_since = None
+        stop_began = None
         while True:
             rt.tick()
+            now = self.loop.time()
+            if rt.stopping():
+                stop_began = stop_began or now
+                self.close_websockets_after(now - stop_began)
             if rt.stopping() and self.in_flight == 0:
-                now = self.loop.time()
                 quiet_since = quiet_since or now
                 if now - quiet_since >= DRAIN_QUIET:
                     break
@@ -155,6 +161,14 @@ class Server:
         for hop in list(self.hops):
             hop.transport.close()
         await self.lifespan.shutdown(self.graceful)
+
+
+    def close_websockets_after(self, stopping_for):
+        """Open WebSockets get the graceful timeout (less a second to say
+        goodbye before the master's deadline), then a 1001 close."""
+        if self.websockets and stopping_for >= max(self.graceful - 1.0, self.graceful / 2):
+            for ws in list(self.websockets):
+                ws.server_close(1001, "server shutting down")
 
 
 class Hop(asyncio.Protocol):
@@ -200,10 +214,22 @@ class Hop(asyncio.Protocol):
         except ValueError as e:
             self.refuse(*e.args)
             return
-        cycle = self.cycle = HttpCycle(self, scope, length, keep_alive)
+        if scope["type"] == "websocket":
+            cycle = self.cycle = WebSocketCycle(self, scope)
+        else:
+            cycle = self.cycle = HttpCycle(self, scope, length, keep_alive)
         if end + 4 < len(buf):
             cycle.feed(buf[end + 4:])
         cycle.task = self.server.loop.create_task(cycle.run())
+
+    def eof_received(self):
+        """The edge half-closed the hop: it is stopping. An open WebSocket
+        says goodbye (1001); anything else just ends."""
+        cycle = self.cycle
+        if isinstance(cycle, WebSocketCycle) and cycle.state == "open":
+            cycle.server_close(1001, "server shutting down", linger=False)
+            return True
+        return None
 
     def refuse(self, status, why):
         rt.log_debug(f"bad request from the edge: {why}")
@@ -237,7 +263,20 @@ class Hop(asyncio.Protocol):
             await self.drain
 
 
-class HttpCycle:
+class Waiting:
+    """A cycle whose receive() may wait: `wake` ends the wait."""
+
+    __slots__ = ()
+
+    def wake(self):
+        w = self.waiter
+        if w is not None:
+            self.waiter = None
+            if not w.done():
+                w.set_result(None)
+
+
+class HttpCycle(Waiting):
     """One HTTP request: the app's receive() and send()."""
 
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
@@ -290,12 +329,6 @@ class HttpCycle:
         if not listening and not self.complete and self.task is not None and not self.task.done():
             self.task.cancel()
 
-    def wake(self):
-        w = self.waiter
-        if w is not None:
-            self.waiter = None
-            if not w.done():
-                w.set_result(None)
 
     # ---- the app's side -----------------------------------------------------
 
@@ -402,7 +435,223 @@ class HttpCycle:
             self.hop.transport.close()
 
 
-def boot(runtime, app, lifespan_mode, loop_choice, graceful):
+class WebSocketCycle(Waiting):
+    """One WebSocket: the handshake answered by the app's accept (or
+    denied), then messages both ways until either side closes. Frames are
+    tungstenite's business (`rt.WebSocket`); this class only moves messages."""
+
+    def __init__(self, hop, scope):
+        self.hop = hop
+        self.scope = scope
+        self.state = "connecting"  # then "open", "closing", "closed"
+        self.inbox = collections.deque([{"type": "websocket.connect"}])
+        self.waiter = None
+        self.ws = None
+        self.early = b""
+        self.code = None
+        self.task = None
+        self.framer = None
+        self.pending_start = None
+        self.head_sent = False
+        self.last_heard = hop.server.loop.time()
+        self.timer = None
+
+    # ---- from the edge ----------------------------------------------------
+
+    def feed(self, data):
+        if self.ws is None:
+            self.early += data  # frames cannot come before the 101; keep them
+            return
+        self.last_heard = self.hop.server.loop.time()
+        for kind, payload in self.ws.feed(data):
+            if kind == "text":
+                self.inbox.append({"type": "websocket.receive", "text": payload})
+            elif kind == "bytes":
+                self.inbox.append({"type": "websocket.receive", "bytes": payload})
+            else:
+                self.flush()
+                self.closed(*payload)
+                self.hop.transport.close()
+                return
+        self.flush()
+        self.wake()
+
+    def disconnect(self):
+        """The hop closed (the client or the edge went away)."""
+        self.closed(1006, "")
+
+    def closed(self, code, reason):
+        if self.state == "closed":
+            return
+        self.state = "closed"
+        self.code = code
+        self.hop.server.websockets.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.wake()
+
+
+    def flush(self):
+        out = self.ws.take_output()
+        if out and not self.hop.lost:
+            self.hop.transport.write(out)
+
+    # ---- keep-alive -------------------------------------------------------
+
+    def arm_timer(self):
+        server = self.hop.server
+        every = server.ping_interval or server.idle_timeout
+        if every:
+            self.timer = server.loop.call_later(every, self.on_timer)
+
+    def on_timer(self):
+        if self.state != "open":
+            return
+        server = self.hop.server
+        if server.idle_timeout and server.loop.time() - self.last_heard >= server.idle_timeout:
+            self.server_close(1001, "idle timeout")
+            return
+        if server.ping_interval:
+            self.ws.ping()
+            self.flush()
+        self.arm_timer()
+
+    def server_close(self, code, reason, linger=True):
+        """The server ends it (shutdown, idle): a close frame, then the hop
+        closes once the client answers or after two seconds (at once, with
+        the frame flushed, when the edge is going away)."""
+        if self.state != "open":
+            return
+        self.ws.close(code, reason)
+        self.flush()
+        self.state = "closing"
+        if linger:
+            self.hop.server.loop.call_later(2.0, self.hop.transport.close)
+        else:
+            self.hop.transport.close()
+        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.wake()
+
+    # ---- the app's side -----------------------------------------------------
+
+    async def receive(self):
+        while not self.inbox:
+            if self.state == "closed":
+                return {"type": "websocket.disconnect", "code": self.code or 1006, "reason": ""}
+            self.waiter = self.hop.server.loop.create_future()
+            await self.waiter
+        return self.inbox.popleft()
+
+    async def send(self, message):
+        kind = message["type"]
+        if kind == "websocket.send":
+            if self.state != "open":
+                if self.state == "connecting":
+                    raise RuntimeError("ASGI app sent 'websocket.send' before 'websocket.accept'")
+                raise ClientDisconnected("the WebSocket is closed")
+            data = message.get("bytes")
+            if data is not None:
+                self.ws.send_bytes(data)
+            else:
+                self.ws.send_text(message["text"])
+            self.flush()
+            if self.hop.paused:
+                await self.hop.drained()
+        elif kind == "websocket.accept":
+            self.accept(message)
+        elif kind == "websocket.close":
+            self.app_close(message)
+        elif kind in ("websocket.http.response.start", "websocket.http.response.body"):
+            self.deny(message)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} for a WebSocket")
+
+    def accept(self, message):
+        if self.state != "connecting":
+            raise RuntimeError("ASGI app sent 'websocket.accept' twice or too late")
+        key = next((v for k, v in self.scope["headers"] if k == b"sec-websocket-key"), b"")
+        self.hop.transport.write(rt.ws_accept(key, message.get("subprotocol"),
+                                              message.get("headers", ())))
+        server = self.hop.server
+        self.ws = rt.WebSocket(server.max_message)
+        self.state = "open"
+        server.websockets.add(self)
+        self.arm_timer()
+        if self.early:
+            early, self.early = self.early, b""
+            self.feed(early)
+
+    def app_close(self, message):
+        code = message.get("code", 1000)
+        if self.state == "connecting":
+            # Closing before accepting denies the handshake: HTTP 403.
+            self.hop.transport.write(rt.error_response(403, False))
+            self.hop.transport.close()
+            self.closed(code, "")
+        elif self.state == "open":
+            self.ws.close(code, message.get("reason") or "")
+            self.flush()
+            self.state = "closing"
+            self.hop.server.loop.call_later(2.0, self.hop.transport.close)
+
+    def deny(self, message):
+        """The websocket.http.response extension: an HTTP answer instead of 101."""
+        if self.state != "connecting":
+            raise RuntimeError("ASGI app sent a denial response after accepting")
+        if message["type"] == "websocket.http.response.start":
+            self.framer = rt.Framer(False, False)
+            self.pending_start = message
+            return
+        if self.framer is None:
+            raise RuntimeError("'websocket.http.response.body' before its start")
+        body = message.get("body", b"")
+        more = message.get("more_body", False)
+        if self.head_sent:
+            out = self.framer.body(body)
+        else:
+            start = self.pending_start
+            out = self.framer.head(start["status"], start.get("headers", ()),
+                                   None if more else len(body), body)
+            self.head_sent = True
+        if not more:
+            out += self.framer.finish()
+        self.hop.transport.write(out)
+        if not more:
+            self.hop.transport.close()
+            self.closed(1000, "")
+
+    def summary(self):
+        return f"WebSocket {self.scope['path']}"
+
+    async def run(self):
+        server = self.hop.server
+        server.in_flight += 1
+        try:
+            await server.app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            pass
+        except BaseException as e:
+            if self.state != "closed":
+                rt.log_error(f"error in app for {self.summary()}:\n{error_text(e)}")
+        finally:
+            server.in_flight -= 1
+            rt.after_request()
+            self.end()
+
+    def end(self):
+        """The app returned: an unanswered handshake is refused (403), an
+        open socket is closed (1000), as the ASGI spec has it."""
+        hop = self.hop
+        if self.state == "connecting" and not hop.lost:
+            hop.transport.write(rt.error_response(403, False))
+            hop.transport.close()
+        elif self.state == "open":
+            self.server_close(1000, "")
+        self.closed(self.code or 1000, "")
+
+
+def boot(runtime, app, lifespan_mode, loop_choice, graceful, websocket):
     """Makes the loop and runs lifespan startup; returns the server, or
     raises BootFailure with the app's message."""
     global rt
@@ -411,7 +660,7 @@ def boot(runtime, app, lifespan_mode, loop_choice, graceful):
     asyncio.set_event_loop(loop)
     lifespan = Lifespan(app, lifespan_mode, loop)
     loop.run_until_complete(lifespan.startup())
-    return Server(app, loop, lifespan, graceful), name
+    return Server(app, loop, lifespan, graceful, websocket), name
 
 
 def serve(server, fd):

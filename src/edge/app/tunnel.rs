@@ -1,0 +1,142 @@
+//! WebSockets (RFC 6455 over HTTP/1.1): the handshake goes to an ASGI
+//! worker like any request; on its `101` the edge answers the client and
+//! becomes a byte tunnel between the two for the socket's life — outside
+//! the response buffering, with `app.timeout` no longer applying (it
+//! covers only the handshake). The worker parses the frames; the edge only
+//! moves bytes, with back-pressure both ways (one write at a time).
+
+use crate::edge::app::pool::Conn;
+use crate::edge::app::request_body::RequestBody;
+use crate::edge::app::{exchange::Answer, forward};
+use crate::edge::request::{Ctx, Edge};
+use bytes::Bytes;
+use pingora_core::Result;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+const WSGI_REFUSAL: &str =
+    "Not Implemented: this site's app speaks WSGI, which has no WebSocket support";
+
+/// One step of the tunnel: bytes from one side, its end, or the edge
+/// stopping.
+enum Step {
+    FromClient(Option<Bytes>),
+    FromWorker(usize),
+    Closed(&'static str),
+    Ending,
+}
+
+impl Edge {
+    /// An `Upgrade: websocket` request.
+    pub(crate) async fn serve_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if !self.pool.any_asgi() && self.pool.any_up() {
+            return self.refuse(session, ctx, 501, WSGI_REFUSAL).await;
+        }
+        let mut head = forward::request_head(
+            session,
+            &ctx.request_id.to_string(),
+            0,
+            ctx.client,
+            ctx.scheme,
+        );
+        // The handshake's own fields (request_head drops hop-by-hop ones).
+        head.truncate(head.len() - 2);
+        head.extend_from_slice(b"upgrade: websocket\r\nconnection: upgrade\r\n\r\n");
+        let body = RequestBody::Memory(Vec::new());
+        let Some(answer) = self.dispatch(session, ctx, &head, &body).await? else {
+            return Ok(true);
+        };
+        if answer.resp.status != 101 {
+            // Denied (403, or the app's own response): an ordinary answer.
+            return self.relay_response(session, ctx, answer).await;
+        }
+        self.open_tunnel(session, ctx, answer).await
+    }
+
+    async fn open_tunnel(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        answer: Answer,
+    ) -> Result<bool> {
+        let Answer {
+            lease, conn, resp, ..
+        } = answer;
+        ctx.status = 101;
+        let mut header = ResponseHeader::build(101, Some(resp.headers.len() + 2))?;
+        for (name, value) in &resp.headers {
+            if !crate::wire::is_hop_by_hop(&name.to_ascii_lowercase()) {
+                header.append_header(name.clone(), value.as_slice())?;
+            }
+        }
+        header.insert_header("Upgrade", "websocket")?;
+        header.insert_header("Connection", "Upgrade")?;
+        session
+            .write_response_header(Box::new(header), false)
+            .await?;
+        // A socket may sit idle for hours: the body timeout is for uploads.
+        session.set_read_timeout(None);
+        let why = tunnel(session, conn, self.state.tunnels_ending()).await;
+        debug!("websocket (request {}) closed: {why}", ctx.request_id);
+        drop(lease);
+        let _ = session.write_response_body(None, true).await;
+        Ok(true)
+    }
+}
+
+/// Moves bytes both ways until one side closes; returns why it ended.
+/// When the edge stops, the worker's side is half-closed: the worker hears
+/// it as "going away", sends the client a 1001 close and ends the socket.
+async fn tunnel(
+    session: &mut Session,
+    mut conn: Conn,
+    mut ending: tokio::sync::watch::Receiver<bool>,
+) -> &'static str {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut asked_to_end = false;
+    loop {
+        let step = tokio::select! {
+            r = ending.wait_for(|end| *end), if !asked_to_end => match r {
+                Ok(_) => Step::Ending,
+                Err(_) => { asked_to_end = true; continue }
+            },
+            r = session.read_request_body() => match r {
+                Ok(bytes) => Step::FromClient(bytes),
+                Err(_) => Step::Closed("the client's connection failed"),
+            },
+            r = conn.read(&mut buf) => match r {
+                Ok(0) | Err(_) => Step::Closed("the worker closed it"),
+                Ok(n) => Step::FromWorker(n),
+            },
+        };
+        match step {
+            Step::FromClient(Some(bytes)) => {
+                if conn.get_mut().write_all(&bytes).await.is_err() {
+                    return "the worker went away";
+                }
+            }
+            Step::FromClient(None) => {
+                // The client closed: dropping the worker's connection tells
+                // the app (1006 unless a close frame came first).
+                return "the client closed it";
+            }
+            Step::Ending => {
+                asked_to_end = true;
+                let _ = conn.get_mut().shutdown().await;
+            }
+            Step::FromWorker(n) => {
+                let data = Bytes::copy_from_slice(&buf[..n]);
+                if session
+                    .write_response_body(Some(data), false)
+                    .await
+                    .is_err()
+                {
+                    return "the client went away";
+                }
+            }
+            Step::Closed(why) => return why,
+        }
+    }
+}

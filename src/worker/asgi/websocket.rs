@@ -1,0 +1,268 @@
+//! `rt.WebSocket`: one WebSocket's frames (RFC 6455), parsed and made by
+//! tungstenite, driven sans-IO: the event loop feeds it the bytes the edge
+//! relays and writes out what it produces. tungstenite does the protocol's
+//! rules — masking, fragmentation, control frames between fragments, UTF-8
+//! of text, the size limit, pong replies, the close handshake — so a
+//! broken client becomes a close code here, never a Python exception.
+
+use bytes::Bytes;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString, PyTuple};
+use std::io::{self, Read, Write};
+use tungstenite::error::{CapacityError, Error};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::CloseFrame;
+use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
+
+/// Bytes in from the edge, bytes out to it.
+#[derive(Default)]
+struct Wire {
+    input: Vec<u8>,
+    read_at: usize,
+    output: Vec<u8>,
+}
+
+impl Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let rest = &self.input[self.read_at..];
+        if rest.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.read_at += n;
+        if self.read_at == self.input.len() {
+            self.input.clear();
+            self.read_at = 0;
+        }
+        Ok(n)
+    }
+}
+
+impl Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.output.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[pyclass(unsendable, name = "WebSocket")]
+pub struct WebSocket {
+    ctx: WebSocketContext,
+    wire: Wire,
+}
+
+/// What one fed message means for the app.
+enum Event {
+    Text(String),
+    Binary(Bytes),
+    /// The peer closed (its code), or we closed on its protocol error.
+    Closed(u16, String),
+}
+
+#[pymethods]
+impl WebSocket {
+    #[new]
+    fn new(max_message: usize) -> Self {
+        // Small buffers: thousands of idle sockets per worker must be cheap.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .max_message_size(Some(max_message))
+            .max_frame_size(Some(max_message));
+        WebSocket {
+            ctx: WebSocketContext::new(Role::Server, Some(config)),
+            wire: Wire::default(),
+        }
+    }
+
+    /// Feeds bytes from the edge. Returns the complete messages as
+    /// `("text", str)`, `("bytes", bytes)` or `("close", (code, reason))`.
+    fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
+        self.wire.input.extend_from_slice(data);
+        let mut out = Vec::new();
+        while let Some(event) = self.next_event() {
+            let closed = matches!(event, Event::Closed(..));
+            out.push(event_tuple(py, event)?);
+            if closed {
+                break;
+            }
+        }
+        // Pongs and the reply to a close go out with the next write.
+        let _ = self.ctx.flush(&mut self.wire);
+        Ok(out)
+    }
+
+    fn send_text(&mut self, text: String) -> bool {
+        self.send(Message::text(text))
+    }
+
+    fn send_bytes(&mut self, data: &[u8]) -> bool {
+        self.send(Message::binary(Bytes::copy_from_slice(data)))
+    }
+
+    fn ping(&mut self) -> bool {
+        self.send(Message::Ping(Bytes::new()))
+    }
+
+    /// Starts the close handshake with this code.
+    fn close(&mut self, code: u16, reason: String) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let _ = self.ctx.close(&mut self.wire, Some(frame));
+        let _ = self.ctx.flush(&mut self.wire);
+    }
+
+    /// The bytes to write to the edge now.
+    fn take_output<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        let out = PyBytes::new(py, &self.wire.output);
+        self.wire.output.clear();
+        out
+    }
+}
+
+impl WebSocket {
+    fn send(&mut self, msg: Message) -> bool {
+        self.ctx.write(&mut self.wire, msg).is_ok() && self.ctx.flush(&mut self.wire).is_ok()
+    }
+
+    fn next_event(&mut self) -> Option<Event> {
+        loop {
+            return match self.ctx.read(&mut self.wire) {
+                Ok(Message::Text(t)) => Some(Event::Text(t.as_str().to_owned())),
+                Ok(Message::Binary(b)) => Some(Event::Binary(b)),
+                Ok(Message::Close(frame)) => Some(match frame {
+                    Some(f) => Event::Closed(f.code.into(), f.reason.as_str().to_owned()),
+                    None => Event::Closed(1005, String::new()),
+                }),
+                Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => continue,
+                Err(Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(Error::ConnectionClosed | Error::AlreadyClosed) => None,
+                Err(e) => Some(self.refuse(e)),
+            };
+        }
+    }
+
+    /// A protocol error from the peer: close with the code that names it.
+    fn refuse(&mut self, e: Error) -> Event {
+        let (code, reason) = match e {
+            Error::Capacity(CapacityError::MessageTooLong { .. }) => (1009, "message too big"),
+            Error::Utf8(_) => (1007, "invalid UTF-8 in a text message"),
+            _ => (1002, "protocol error"),
+        };
+        tracing::debug!("websocket closed on a client error ({code}): {e}");
+        self.close(code, reason.to_string());
+        Event::Closed(code, reason.to_string())
+    }
+}
+
+fn event_tuple(py: Python<'_>, event: Event) -> PyResult<Bound<'_, PyTuple>> {
+    match event {
+        Event::Text(t) => PyTuple::new(
+            py,
+            [
+                PyString::new(py, "text").into_any(),
+                PyString::new(py, &t).into_any(),
+            ],
+        ),
+        Event::Binary(b) => PyTuple::new(
+            py,
+            [
+                PyString::new(py, "bytes").into_any(),
+                PyBytes::new(py, &b).into_any(),
+            ],
+        ),
+        Event::Closed(code, reason) => {
+            let detail = (code, reason).into_pyobject(py)?.into_any();
+            PyTuple::new(py, [PyString::new(py, "close").into_any(), detail])
+        }
+    }
+}
+
+/// The 101 answer to a WebSocket handshake: the accept key for the
+/// client's `Sec-WebSocket-Key`, the chosen subprotocol, the app's fields.
+pub fn handshake_response(
+    key: &[u8],
+    subprotocol: Option<&str>,
+    fields: &[(Vec<u8>, Vec<u8>)],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(tungstenite::handshake::derive_accept_key(key.trim_ascii()).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(p) = subprotocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in fields {
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A masked client frame.
+    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mask = [1u8, 2, 3, 4];
+        let mut f = vec![
+            (if fin { 0x80 } else { 0 }) | opcode,
+            0x80 | payload.len() as u8,
+        ];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    }
+
+    #[test]
+    fn fragments_join_and_pings_interleave() {
+        let mut ws = WebSocket::new(1 << 20);
+        let mut bytes = frame(0x1, false, b"hel");
+        bytes.extend(frame(0x9, true, b"p"));
+        bytes.extend(frame(0x0, true, b"lo"));
+        ws.wire.input.extend_from_slice(&bytes);
+        assert!(matches!(ws.next_event(), Some(Event::Text(t)) if t == "hello"));
+        let _ = ws.ctx.flush(&mut ws.wire);
+        // The pong went out, unmasked (server to client): opcode 0xA.
+        assert_eq!(ws.wire.output.first(), Some(&0x8A));
+    }
+
+    #[test]
+    fn bad_utf8_and_oversize_and_unmasked_get_their_close_codes() {
+        for (bytes, code) in [
+            (frame(0x1, true, &[0xff, 0xfe]), 1007),
+            (frame(0x2, true, &[0u8; 100]), 1009),
+            (vec![0x81, 0x02, b'h', b'i'], 1002),
+        ] {
+            let mut ws = WebSocket::new(64);
+            ws.wire.input.extend_from_slice(&bytes);
+            assert!(
+                matches!(ws.next_event(), Some(Event::Closed(c, _)) if c == code),
+                "want {code}"
+            );
+            // A close frame with the code went out.
+            assert_eq!(ws.wire.output.first(), Some(&0x88));
+            assert_eq!(&ws.wire.output[2..4], &code.to_be_bytes());
+        }
+    }
+
+    #[test]
+    fn accept_key_is_rfc_6455s_example() {
+        let r = handshake_response(b"dGhlIHNhbXBsZSBub25jZQ==", None, &[]);
+        let text = String::from_utf8(r).unwrap();
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+}

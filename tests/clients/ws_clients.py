@@ -1,0 +1,109 @@
+"""Third-party WebSocket clients against corral (tests/apps/asgi_app.py):
+python websockets, websocket-client and aiohttp, over ws:// and wss://.
+Prints one line per check and "N failures" at the end."""
+import argparse
+import asyncio
+import hashlib
+import ssl
+import sys
+
+import aiohttp
+import websocket  # websocket-client
+import websockets
+
+failures = 0
+
+
+def check(ok, what):
+    global failures
+    print(("ok   " if ok else "FAIL ") + what, flush=True)
+    if not ok:
+        failures += 1
+
+
+async def echo(url, ctx, tag):
+    async with websockets.connect(url + "/ws/echo", ssl=ctx, subprotocols=["echo.v1"],
+                                  max_size=None) as ws:
+        check(ws.subprotocol == "echo.v1", f"{tag} websockets: subprotocol {ws.subprotocol}")
+        await ws.send("héllo wörld")
+        check(await ws.recv() == "héllo wörld", f"{tag} websockets: text echo")
+        big = bytes((i * 31) % 256 for i in range(3 * 1024 * 1024))
+        await ws.send(big)
+        back = await ws.recv()
+        check(hashlib.sha256(back).digest() == hashlib.sha256(big).digest(),
+              f"{tag} websockets: 3 MiB binary echo, exact bytes")
+        # Many small messages in flight at once come back in order.
+        for i in range(500):
+            await ws.send(f"m{i}")
+        got = [await ws.recv() for _ in range(500)]
+        check(got == [f"m{i}" for i in range(500)], f"{tag} websockets: 500 messages in order")
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, 5)
+        check(True, f"{tag} websockets: ping answered")
+
+
+async def broadcast(url, ctx, tag, n=20):
+    clients = [await websockets.connect(url + "/ws/room", ssl=ctx) for _ in range(n)]
+    await asyncio.sleep(0.3)
+    await clients[0].send("to everyone")
+    got = await asyncio.gather(*[asyncio.wait_for(c.recv(), 10) for c in clients])
+    check(all(g == "to everyone" for g in got), f"{tag} websockets: broadcast reached {n} clients")
+    for c in clients:
+        await c.close()
+
+
+async def deny_and_close_codes(url, ctx, tag):
+    try:
+        async with websockets.connect(url + "/ws/deny", ssl=ctx):
+            check(False, f"{tag} websockets: a denied handshake was accepted")
+    except websockets.InvalidStatus as e:
+        check(e.response.status_code == 403, f"{tag} websockets: denied with {e.response.status_code}")
+    async with websockets.connect(url + "/ws/bye", ssl=ctx) as ws:
+        await ws.send("x")
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+            check(False, f"{tag} websockets: /ws/bye did not close")
+        except websockets.ConnectionClosed as e:
+            check(e.rcvd is not None and e.rcvd.code == 4002 and e.rcvd.reason == "bye now",
+                  f"{tag} websockets: the app's close code and reason arrive ({e.rcvd})")
+
+
+def with_websocket_client(url, ca, tag):
+    opts = {"ca_certs": ca} if ca else {}
+    ws = websocket.create_connection(url + "/ws/echo", sslopt=opts, timeout=10)
+    ws.send("sync client")
+    check(ws.recv() == "sync client", f"{tag} websocket-client: text echo")
+    ws.send_binary(b"\x00\xff" * 1000)
+    check(ws.recv() == b"\x00\xff" * 1000, f"{tag} websocket-client: binary echo")
+    ws.close()
+
+
+async def with_aiohttp(url, ctx, tag):
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url + "/ws/echo", ssl=ctx if ctx else None) as ws:
+            await ws.send_str("aiohttp")
+            m = await ws.receive(timeout=10)
+            check(m.data == "aiohttp", f"{tag} aiohttp: text echo")
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ws", required=True)
+    ap.add_argument("--wss")
+    ap.add_argument("--cafile")
+    a = ap.parse_args()
+    targets = [(a.ws, None, None, "ws")]
+    if a.wss:
+        ctx = ssl.create_default_context(cafile=a.cafile)
+        targets.append((a.wss, ctx, a.cafile, "wss"))
+    for url, ctx, ca, tag in targets:
+        await echo(url, ctx, tag)
+        await broadcast(url, ctx, tag)
+        await deny_and_close_codes(url, ctx, tag)
+        with_websocket_client(url, ca, tag)
+        await with_aiohttp(url, ctx, tag)
+    print(f"{failures} failures")
+    sys.exit(1 if failures else 0)
+
+
+asyncio.run(main())

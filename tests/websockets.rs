@@ -1,0 +1,259 @@
+//! WebSockets through corral to an ASGI app (tests/apps/asgi_app.py):
+//! third-party clients over ws:// and wss:// (tests/clients/ws_clients.py),
+//! a raw client for the protocol's error paths (close codes 1002, 1007,
+//! 1009), keep-alive pings and the idle timeout, app.timeout not applying
+//! to an open socket, and the 1001 close on stop.
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn ws_site(tls_port: Option<u16>, app_extra: &str, tables: &str) -> Site {
+    let app_extra = format!("virtualenv = \"{{venv}}\"\n{app_extra}");
+    let mut config = app_config("asgi_app:application", 1, &app_extra);
+    if let Some(p) = tls_port {
+        config.push_str(&format!(
+            "\n[tls]\nlisten = [\"127.0.0.1:{p}\"]\n[[tls.cert]]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
+        ));
+    }
+    config.push_str(tables);
+    let site = Site::new().app("asgi_app.py");
+    if tls_port.is_some() {
+        self_signed_cert(site.path());
+    }
+    site.config(&config)
+}
+
+/// A raw client after a successful handshake.
+struct Raw(TcpStream);
+
+impl Raw {
+    fn open(port: u16, path: &str) -> Raw {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        s.write_all(req.as_bytes()).expect("send handshake");
+        let mut head = Vec::new();
+        let mut b = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            assert_eq!(
+                s.read(&mut b).expect("read head"),
+                1,
+                "closed in the handshake: {head:?}"
+            );
+            head.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&head).into_owned();
+        assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(
+            text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{text}"
+        );
+        Raw(s)
+    }
+
+    /// Sends one frame, masked unless `unmasked`.
+    fn frame(&mut self, first: u8, payload: &[u8], unmasked: bool) {
+        let mut f = vec![first];
+        let mask_bit = if unmasked { 0 } else { 0x80 };
+        match payload.len() {
+            n if n < 126 => f.push(mask_bit | n as u8),
+            n if n < 65536 => {
+                f.push(mask_bit | 126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(mask_bit | 127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        let mask = [7u8, 1, 9, 3];
+        if unmasked {
+            f.extend_from_slice(payload);
+        } else {
+            f.extend_from_slice(&mask);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        }
+        self.0.write_all(&f).expect("send frame");
+    }
+
+    /// Reads one frame: (first byte, payload).
+    fn read_frame(&mut self) -> (u8, Vec<u8>) {
+        let mut h = [0u8; 2];
+        self.0.read_exact(&mut h).expect("frame head");
+        assert_eq!(h[1] & 0x80, 0, "server frames are never masked");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut b = [0u8; 2];
+                self.0.read_exact(&mut b).expect("len16");
+                u16::from_be_bytes(b) as usize
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.0.read_exact(&mut b).expect("len64");
+                u64::from_be_bytes(b) as usize
+            }
+            n => n as usize,
+        };
+        let mut p = vec![0u8; len];
+        self.0.read_exact(&mut p).expect("payload");
+        (h[0], p)
+    }
+
+    /// Reads frames (answering nothing) until a close; returns its code.
+    fn close_code(&mut self) -> u16 {
+        loop {
+            let (first, p) = self.read_frame();
+            if first & 0x0f == 0x8 {
+                return u16::from_be_bytes([p[0], p[1]]);
+            }
+        }
+    }
+}
+
+#[test]
+fn third_party_clients_over_ws_and_wss() {
+    let tls_port = free_port();
+    let srv = ws_site(Some(tls_port), "", "").start();
+    let ca = srv.path().join("cert.pem");
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/ws_clients.py"
+            ))
+            .args(["--ws", &format!("ws://127.0.0.1:{}", srv.port)])
+            .args(["--wss", &format!("wss://localhost:{tls_port}")])
+            .args(["--cafile", ca.to_str().expect("utf-8 path")]),
+        Duration::from_secs(180),
+    );
+    eprintln!("{}", out.stdout);
+    assert!(
+        out.success() && out.stdout.contains("0 failures"),
+        "WebSocket client checks failed:\n{out}\n{}",
+        srv.stderr_tail()
+    );
+}
+
+#[test]
+fn protocol_errors_get_their_close_codes() {
+    let srv = ws_site(None, "", "\n[websocket]\nmax_message = \"1KiB\"\n").start();
+    // A fragmented text message with a ping between its fragments.
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    ws.frame(0x01, b"frag", false);
+    ws.frame(0x89, b"hi", false);
+    ws.frame(0x80, b"mented", false);
+    let (first, p) = ws.read_frame();
+    assert_eq!(
+        (first, p.as_slice()),
+        (0x8A, &b"hi"[..]),
+        "the pong comes first"
+    );
+    let (first, p) = ws.read_frame();
+    assert_eq!((first, p.as_slice()), (0x81, &b"fragmented"[..]));
+    // The client's close is answered with the same code.
+    ws.frame(0x88, &1000u16.to_be_bytes(), false);
+    assert_eq!(ws.close_code(), 1000);
+
+    let cases: [(&str, u8, Vec<u8>, bool, u16); 4] = [
+        (
+            "invalid UTF-8 in text",
+            0x81,
+            vec![0xff, 0xfe, 0xfd],
+            false,
+            1007,
+        ),
+        (
+            "a message over max_message",
+            0x82,
+            vec![0u8; 2048],
+            false,
+            1009,
+        ),
+        ("an unmasked client frame", 0x81, b"hi".to_vec(), true, 1002),
+        ("a reserved opcode", 0x83, b"x".to_vec(), false, 1002),
+    ];
+    for (what, first, payload, unmasked, want) in cases {
+        let mut ws = Raw::open(srv.port, "/ws/echo");
+        ws.frame(first, &payload, unmasked);
+        assert_eq!(ws.close_code(), want, "{what}");
+    }
+    // The app heard each one end (1000, then the four codes).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let codes = srv.get("/seen").json()["ws_codes"].clone();
+        let codes: Vec<i64> = codes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.as_i64())
+            .collect();
+        if codes.len() == 5 {
+            assert_eq!(codes, [1000, 1007, 1009, 1002, 1002]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "app saw codes {codes:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn app_timeout_does_not_cut_an_open_socket_and_idle_ones_are_pinged_then_closed() {
+    let srv = ws_site(
+        None,
+        "timeout = \"1s\"",
+        "\n[websocket]\nping_interval = \"0.5s\"\nidle_timeout = \"1.5s\"\n",
+    )
+    .start();
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    let t = Instant::now();
+    let mut pings = 0;
+    // Answer pings and echo for 2.5 s: longer than app.timeout and the
+    // idle timeout, but never idle.
+    while t.elapsed() < Duration::from_millis(2500) {
+        let (first, p) = ws.read_frame();
+        assert_eq!(first, 0x89, "only pings while quiet, got {first:#x}");
+        pings += 1;
+        ws.frame(0x8A, &p, false);
+        ws.frame(0x81, b"still here", false);
+        assert_eq!(ws.read_frame(), (0x81, b"still here".to_vec()));
+    }
+    assert!(pings >= 3, "{pings} pings in 2.5 s");
+    // Now go quiet: no pongs, nothing. The server closes with 1001.
+    let quiet = Instant::now();
+    assert_eq!(ws.close_code(), 1001);
+    assert!(
+        quiet.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        quiet.elapsed()
+    );
+}
+
+#[test]
+fn stop_gives_open_sockets_the_graceful_timeout_then_1001() {
+    let site = ws_site(None, "", "");
+    let config = site
+        .config_text()
+        .replace("graceful_timeout = \"10s\"", "graceful_timeout = \"3s\"");
+    let mut srv = site.config(&config).start();
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    srv.signal("TERM");
+    // Still served while draining.
+    std::thread::sleep(Duration::from_millis(500));
+    ws.frame(0x81, b"during drain", false);
+    assert_eq!(ws.read_frame(), (0x81, b"during drain".to_vec()));
+    let t = Instant::now();
+    assert_eq!(ws.close_code(), 1001);
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert!(
+        srv.wait_exit(Duration::from_secs(10)).is_some(),
+        "corral did not stop"
+    );
+}
