@@ -15,10 +15,13 @@ command -v cc >/dev/null || need_apt+=(build-essential)
 command -v make >/dev/null || need_apt+=(make)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 if [ "${1:-}" = "--test" ]; then
-    # Third-party clients the tests drive: ab (apache2-utils), wget, brotli.
+    # Third-party clients the tests drive: ab (apache2-utils), wget, brotli,
+    # chromium.
     command -v ab >/dev/null || need_apt+=(apache2-utils)
     command -v wget >/dev/null || need_apt+=(wget)
     command -v brotli >/dev/null || need_apt+=(brotli)
+    # A real browser for the WebSocket page test.
+    command -v chromium >/dev/null || need_apt+=(chromium)
 fi
 
 PY=${PYO3_PYTHON:-python3}
