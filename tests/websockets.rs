@@ -257,3 +257,174 @@ fn stop_gives_open_sockets_the_graceful_timeout_then_1001() {
         "corral did not stop"
     );
 }
+
+#[test]
+fn a_real_browser_loads_a_page_over_tls_and_talks_over_a_websocket() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        panic!("chromium is not installed: run scripts/deps.sh --test");
+    };
+    let tls_port = free_port();
+    let srv = ws_site(Some(tls_port), "", "").start();
+    let profile = tempfile::tempdir().expect("tempdir");
+    let mut browser = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--ignore-certificate-errors",
+            "--disable-gpu",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("https://localhost:{tls_port}/page"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let seen = srv.get("/seen").json();
+        if let Some(r) = seen["browser"].as_str() {
+            break r.to_string();
+        }
+        if Instant::now() > deadline {
+            let _ = browser.kill();
+            panic!("the page never reported: {seen:?}\n{}", srv.stderr_tail());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = browser.kill();
+    let _ = browser.wait();
+    assert_eq!(report, "browser echo ok over https:");
+    let log = srv.stdout();
+    assert!(log.contains("\"GET /ws/echo HTTP/1.1\" 101"), "{log}");
+}
+
+#[test]
+fn django_channels_http_views_and_a_broadcasting_consumer() {
+    let mut site = Site::new();
+    for f in [
+        "__init__.py",
+        "settings.py",
+        "urls.py",
+        "consumers.py",
+        "asgi.py",
+    ] {
+        site = site.app_as(&format!("chatsite/{f}"), &format!("chatsite/{f}"));
+    }
+    let config = app_config(
+        "chatsite.asgi:application",
+        1,
+        "virtualenv = \"{venv}\"\n[app.env]\nDJANGO_SETTINGS_MODULE = \"chatsite.settings\"",
+    );
+    let site = site.config(&config);
+    let out = site.check();
+    assert!(
+        out.stdout
+            .contains("is ASGI (a ProtocolTypeRouter object with an async __call__)"),
+        "{out}"
+    );
+    let srv = site.start();
+    let r = srv.get("/hello/");
+    srv.assert_status(&r, 200, "a sync Django view");
+    assert_eq!(r.json()["django"].as_str(), Some("asgi"), "{r}");
+    let r = srv.get("/async/?q=caf%C3%A9");
+    srv.assert_status(&r, 200, "an async Django view");
+    assert_eq!(r.json()["query"].as_str(), Some("café"), "{r}");
+    let script = format!(
+        r#"
+import asyncio, json, websockets
+async def main():
+    url = "ws://127.0.0.1:{port}/ws/chat/"
+    a, b, c = [await websockets.connect(url) for _ in range(3)]
+    await asyncio.sleep(0.3)
+    await a.send(json.dumps({{"text": "hi all"}}))
+    got = [json.loads(await asyncio.wait_for(x.recv(), 10))["text"] for x in (a, b, c)]
+    print("GOT", got)
+    for x in (a, b, c):
+        await x.close()
+asyncio.run(main())
+"#,
+        port = srv.port
+    );
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python")).args(["-c", &script]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.success() && out.stdout.contains("GOT ['hi all', 'hi all', 'hi all']"),
+        "{out}\n{}",
+        srv.stderr_tail()
+    );
+}
+
+/// Resident memory of a process, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn thousands_of_idle_sockets_cost_little_and_http_still_flows() {
+    use std::io::BufRead;
+    const N: usize = 4000;
+    let site = ws_site(None, "concurrency = 3000", "");
+    let text = site
+        .config_text()
+        .replace("workers = 1", "workers = 2")
+        .replace(
+            "[limits]\n",
+            "[limits]\nmax_connections = 9000\nmax_connections_per_ip = 9000\n",
+        );
+    let srv = site.config(&text).start();
+    let rss_all = |srv: &Running| -> (u64, u64) {
+        let edge: u64 = srv.edge_pids().iter().map(|p| rss_kib(*p)).sum();
+        let workers: u64 = srv.worker_pids().iter().map(|p| rss_kib(*p)).sum();
+        (edge, workers)
+    };
+    let (edge0, workers0) = rss_all(&srv);
+    let mut client = Command::new(venv().join("bin/python"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/ws_idle.py"
+        ))
+        .args([N.to_string(), srv.port.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the idle client");
+    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let open = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    assert!(
+        open.starts_with(&format!("OPEN {N} of {N}")),
+        "{open}\n{}",
+        srv.stderr_tail()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (edge1, workers1) = rss_all(&srv);
+    let per_edge = (edge1.saturating_sub(edge0)) * 1024 / N as u64;
+    let per_worker = (workers1.saturating_sub(workers0)) * 1024 / N as u64;
+    eprintln!("{N} idle WebSockets: edge {per_edge} B each, workers {per_worker} B each");
+    // HTTP is still served while they sit there.
+    let t = Instant::now();
+    srv.assert_status(&srv.get("/"), 200, "GET / beside the idle sockets");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    let mut stdin = client.stdin.take().expect("stdin");
+    writeln!(stdin).expect("go on");
+    let echo = lines.nth(1).and_then(|l| l.ok()).unwrap_or_default();
+    assert_eq!(echo, "ECHO ok");
+    let _ = client.wait();
+    // Generous bounds that still catch a buffer per socket gone wrong.
+    assert!(per_edge < 96 * 1024, "edge: {per_edge} B per idle socket");
+    assert!(
+        per_worker < 48 * 1024,
+        "workers: {per_worker} B per idle socket"
+    );
+}

@@ -7,7 +7,7 @@ import os
 import time
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 
 # What the app saw, reported by GET /seen.
 seen = {"cancelled": 0, "disconnects": 0, "ws_codes": []}
@@ -96,6 +96,35 @@ async def error():
 @app.get("/seen")
 async def get_seen():
     return seen
+
+
+PAGE = """<!doctype html><html><body><p id="out">waiting</p><script>
+const out = document.getElementById("out");
+const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/echo");
+const got = [];
+ws.onopen = () => { for (let i = 0; i < 50; i++) ws.send("msg " + i); ws.send(new Uint8Array([1, 2, 3])); };
+ws.onmessage = async (e) => {
+  got.push(typeof e.data === "string" ? e.data : "bytes:" + new Uint8Array(await e.data.arrayBuffer()).join(","));
+  if (got.length === 51) {
+    const ok = got.slice(0, 50).every((m, i) => m === "msg " + i) && got[50] === "bytes:1,2,3";
+    out.textContent = ok ? "browser echo ok over " + location.protocol : "wrong: " + got.join("|");
+    ws.close(1000);
+    fetch("/report", {method: "POST", body: out.textContent});
+  }
+};
+ws.onerror = () => { fetch("/report", {method: "POST", body: "websocket error"}); };
+</script></body></html>"""
+
+
+@app.post("/report")
+async def report(request: Request):
+    seen["browser"] = (await request.body()).decode()
+    return {"ok": True}
+
+
+@app.get("/page")
+async def page():
+    return HTMLResponse(PAGE)
 
 
 @app.websocket("/ws/echo")

@@ -44,6 +44,24 @@ pub enum Stream {
     Tcp(TcpStream),
 }
 
+impl Stream {
+    /// Waits until a read would not block (no buffer held meanwhile: an
+    /// idle WebSocket tunnel costs no read buffer).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.readable().await,
+        }
+    }
+
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => s.try_read(buf),
+        }
+    }
+}
+
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tracing::debug;
 
 const WSGI_REFUSAL: &str =
@@ -23,7 +23,7 @@ const WSGI_REFUSAL: &str =
 /// stopping.
 enum Step {
     FromClient(Option<Bytes>),
-    FromWorker(usize),
+    FromWorker,
     Closed(&'static str),
     Ending,
 }
@@ -86,15 +86,29 @@ impl Edge {
     }
 }
 
+/// How much of the worker's side is read at once.
+const CHUNK: usize = 16 * 1024;
+
 /// Moves bytes both ways until one side closes; returns why it ended.
 /// When the edge stops, the worker's side is half-closed: the worker hears
 /// it as "going away", sends the client a 1001 close and ends the socket.
+/// An idle tunnel holds no read buffer (thousands may be open at once).
 async fn tunnel(
     session: &mut Session,
-    mut conn: Conn,
+    conn: Conn,
     mut ending: tokio::sync::watch::Receiver<bool>,
 ) -> &'static str {
-    let mut buf = vec![0u8; 16 * 1024];
+    // Frames the worker sent right behind its 101 are already buffered.
+    let early = Bytes::copy_from_slice(conn.buffer());
+    let mut stream = conn.into_inner();
+    if !early.is_empty()
+        && session
+            .write_response_body(Some(early), false)
+            .await
+            .is_err()
+    {
+        return "the client went away";
+    }
     let mut asked_to_end = false;
     loop {
         let step = tokio::select! {
@@ -106,14 +120,14 @@ async fn tunnel(
                 Ok(bytes) => Step::FromClient(bytes),
                 Err(_) => Step::Closed("the client's connection failed"),
             },
-            r = conn.read(&mut buf) => match r {
-                Ok(0) | Err(_) => Step::Closed("the worker closed it"),
-                Ok(n) => Step::FromWorker(n),
+            r = stream.readable() => match r {
+                Ok(()) => Step::FromWorker,
+                Err(_) => Step::Closed("the worker's connection failed"),
             },
         };
         match step {
             Step::FromClient(Some(bytes)) => {
-                if conn.get_mut().write_all(&bytes).await.is_err() {
+                if stream.write_all(&bytes).await.is_err() {
                     return "the worker went away";
                 }
             }
@@ -124,16 +138,24 @@ async fn tunnel(
             }
             Step::Ending => {
                 asked_to_end = true;
-                let _ = conn.get_mut().shutdown().await;
+                let _ = stream.shutdown().await;
             }
-            Step::FromWorker(n) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                if session
-                    .write_response_body(Some(data), false)
-                    .await
-                    .is_err()
-                {
-                    return "the client went away";
+            Step::FromWorker => {
+                let mut buf = vec![0u8; CHUNK];
+                match stream.try_read(&mut buf) {
+                    Ok(0) => return "the worker closed it",
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if session
+                            .write_response_body(Some(buf.into()), false)
+                            .await
+                            .is_err()
+                        {
+                            return "the client went away";
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return "the worker's connection failed",
                 }
             }
             Step::Closed(why) => return why,
