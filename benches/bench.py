@@ -132,8 +132,11 @@ class Server:
         self.procs = []
 
 
+ASGI_APPS = ("asgi_hello", "fastapi_app")
+
+
 def module_spec(app):
-    return "flask_app:app" if app == "flask_app" else f"{app}:application"
+    return "flask_app:app" if app == "flask_app" or app in ASGI_APPS else f"{app}:application"
 
 
 class Corral(Server):
@@ -186,9 +189,69 @@ class Granian(Server):
 
     def start(self, app, threads=1, tls=False):
         extra = ["--blocking-threads", str(threads)] if threads > 1 else []
-        self.spawn([str(Path(self.args.venv) / "bin" / "granian"), "--interface", "wsgi",
+        interface = "asgi" if app in ASGI_APPS else "wsgi"
+        self.spawn([str(Path(self.args.venv) / "bin" / "granian"), "--interface", interface,
                     "--workers", str(self.args.workers), *extra, "--host", "127.0.0.1",
                     "--port", str(self.port), "--no-ws", module_spec(app)], cwd=str(APPS))
+        wait_port(self.port)
+
+
+class Uvicorn(Server):
+    """uvicorn with its fastest parts (httptools, uvloop)."""
+    name = "uvicorn"
+
+    def start(self, app, threads=1, tls=False):
+        self.spawn([str(Path(self.args.venv) / "bin" / "uvicorn"), "--workers", str(self.args.workers),
+                    "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+                    "--host", "127.0.0.1", "--port", str(self.port), module_spec(app)], cwd=str(APPS))
+        wait_port(self.port)
+
+
+class GunicornUvicorn(Server):
+    """gunicorn's arbiter with uvicorn workers (`-k uvicorn_worker.UvicornWorker`)."""
+    name = "gunicorn+uvicorn"
+
+    def start(self, app, threads=1, tls=False):
+        self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers),
+                    "-k", "uvicorn_worker.UvicornWorker", "-b", f"127.0.0.1:{self.port}",
+                    "--chdir", str(APPS), module_spec(app)])
+        wait_port(self.port)
+
+
+class NginxUvicorn(Server):
+    """nginx in front of uvicorn on a Unix socket, as the uvicorn docs deploy it."""
+    name = "nginx+uvicorn"
+
+    def start(self, app, threads=1, tls=False):
+        sock = self.workdir / "uvicorn.sock"
+        self.spawn([str(Path(self.args.venv) / "bin" / "uvicorn"), "--workers", str(self.args.workers),
+                    "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
+                    "--uds", str(sock), module_spec(app)], cwd=str(APPS))
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(f"""
+user root;
+worker_processes {self.args.workers};
+pid {self.workdir}/nginx.pid;
+error_log {self.workdir}/nginx.err warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    upstream app {{ server unix:{sock}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+    }}
+}}
+""")
+        self.spawn(["nginx", "-c", str(conf), "-p", str(self.workdir)])
         wait_port(self.port)
 
 
@@ -282,11 +345,15 @@ http {{
 
 
 SERVERS = {"corral": Corral, "corral-baseline": CorralBaseline, "nginx+gunicorn": NginxGunicorn, "gunicorn": Gunicorn,
-           "granian": Granian, "uwsgi": Uwsgi, "nginx": Nginx}
+           "granian": Granian, "uwsgi": Uwsgi, "nginx": Nginx, "uvicorn": Uvicorn,
+           "gunicorn+uvicorn": GunicornUvicorn, "nginx+uvicorn": NginxUvicorn}
+ASGI_PEERS = ["granian", "uvicorn", "gunicorn+uvicorn", "nginx+uvicorn"]
 # name: app module, path, connections, threads per worker, peers, options
 SCENARIOS = {
     "hello": dict(app="hello", path="/", conns=64, peers=["nginx+gunicorn", "granian", "uwsgi"]),
     "flask": dict(app="flask_app", path="/json", conns=64, peers=["nginx+gunicorn", "granian", "uwsgi"]),
+    "asgi-hello": dict(app="asgi_hello", path="/", conns=64, peers=ASGI_PEERS),
+    "fastapi": dict(app="fastapi_app", path="/json", conns=64, peers=ASGI_PEERS),
     "io": dict(app="io_app", path="/", conns=32, threads=16, peers=["gunicorn", "granian", "uwsgi"]),
     # 2 workers x 16 threads at 10 ms = ~3200 req/s capacity; 4x the connections.
     "overload": dict(app="io_app", path="/", conns=128, threads=16, peers=["nginx+gunicorn", "granian"]),

@@ -22,5 +22,8 @@ if [ ! -x "$venv/bin/granian" ] || [ ! -x "$venv/bin/uwsgi" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q --disable-pip-version-check gunicorn granian pyuwsgi flask
 fi
+if [ ! -x "$venv/bin/uvicorn" ] || ! "$venv/bin/python" -c "import fastapi, uvicorn_worker, uvloop, httptools" 2>/dev/null; then
+    "$venv/bin/pip" install -q --disable-pip-version-check "uvicorn[standard]" uvicorn-worker fastapi
+fi
 cargo build --release
 exec python3 benches/bench.py --venv "$venv" "$@"
