@@ -136,7 +136,7 @@ ASGI_APPS = ("asgi_hello", "fastapi_app")
 
 
 def module_spec(app):
-    return "flask_app:app" if app == "flask_app" or app in ASGI_APPS else f"{app}:application"
+    return f"{app}:app" if app == "flask_app" or app in ASGI_APPS else f"{app}:application"
 
 
 class Corral(Server):
