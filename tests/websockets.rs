@@ -428,3 +428,46 @@ fn thousands_of_idle_sockets_cost_little_and_http_still_flows() {
         "workers: {per_worker} B per idle socket"
     );
 }
+
+#[test]
+fn websockets_cannot_take_the_slots_http_needs() {
+    // concurrency 10: WebSockets may hold 9, one slot stays for HTTP.
+    let srv = ws_site(None, "concurrency = 10", "").start();
+    let open: Vec<Raw> = (0..9).map(|_| Raw::open(srv.port, "/ws/echo")).collect();
+    let mut c = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    c.write_all(
+        b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .expect("send");
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("no room for another WebSocket"), "{answer}");
+    // HTTP is served at once, several times over.
+    for _ in 0..5 {
+        let t = Instant::now();
+        srv.assert_status(&srv.get("/sleep/0"), 200, "HTTP beside 9 WebSockets");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    drop(open);
+    // Closed sockets give their slots back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut c = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+        c.write_all(
+            b"GET /ws/echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("send");
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).expect("answer");
+        if &head == b"HTTP/1.1 101" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -61,13 +61,23 @@ impl Edge {
         ctx: &mut Ctx,
         head: &[u8],
         body: &RequestBody,
+        websocket: bool,
     ) -> Result<Option<Answer>> {
         let is_head = session.req_header().method == http::Method::HEAD;
         let what = request_summary(session, ctx.request_id);
         let mut avoid = Vec::new();
         loop {
-            let lease = match self.pool.acquire(&avoid).await {
+            let acquired = if websocket {
+                self.pool.acquire_socket(&avoid)
+            } else {
+                self.pool.acquire(&avoid).await
+            };
+            let lease = match acquired {
                 Ok(l) => l,
+                Err(Refused::NoRoomForSocket) => {
+                    let why = "Service Unavailable: no room for another WebSocket";
+                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                }
                 Err(Refused::QueueFull) => {
                     let why = "All workers are busy (queue full)";
                     return self.refuse(session, ctx, 503, why).await.map(|_| None);

@@ -36,7 +36,7 @@ impl Edge {
             ctx.client,
             ctx.scheme,
         );
-        let Some(answer) = self.dispatch(session, ctx, &head, &body).await? else {
+        let Some(answer) = self.dispatch(session, ctx, &head, &body, false).await? else {
             return Ok(true);
         };
         self.relay_response(session, ctx, answer).await

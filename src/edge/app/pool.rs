@@ -29,6 +29,15 @@ pub enum Refused {
     QueueFull,
     /// Waited `queue_timeout` without a worker coming free.
     Timeout,
+    /// Every ASGI worker's WebSocket share is taken (WebSockets never
+    /// queue: they would wait in line before HTTP requests).
+    NoRoomForSocket,
+}
+
+/// How many of a worker's `capacity` slots WebSockets may hold: all but a
+/// tenth (at least one), kept for HTTP so idle sockets cannot starve it.
+fn socket_share(capacity: usize) -> usize {
+    capacity - (capacity / 10).max(1).min(capacity)
 }
 
 struct Worker {
@@ -36,6 +45,8 @@ struct Worker {
     peer: Peer,
     busy: usize,
     capacity: usize,
+    /// Of `busy`, the slots held by open WebSockets.
+    sockets: usize,
     interface: Interface,
     idle: Vec<Conn>,
 }
@@ -63,6 +74,8 @@ pub struct Lease {
     pub worker: u64,
     pub peer: Peer,
     pub interface: Interface,
+    /// Held by a WebSocket (counted in its worker's `sockets`).
+    socket: bool,
     live: bool,
 }
 
@@ -70,7 +83,7 @@ impl Drop for Lease {
     fn drop(&mut self) {
         if self.live {
             self.live = false;
-            self.pool.release(self.worker);
+            self.pool.release(self.worker, self.socket);
         }
     }
 }
@@ -156,16 +169,40 @@ impl Pool {
             worker,
             peer,
             interface,
+            socket: false,
             live: true,
         }
     }
 
+    /// A slot for a WebSocket on an ASGI worker, now or never: the least
+    /// busy one whose WebSocket share is not taken.
+    pub fn acquire_socket(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+        let mut inner = self.lock();
+        let pick = inner
+            .workers
+            .iter_mut()
+            .filter(|w| w.interface == Interface::Asgi && !avoid.contains(&w.id))
+            .filter(|w| w.busy < w.capacity && w.sockets < socket_share(w.capacity))
+            .min_by_key(|w| w.busy);
+        let Some(w) = pick else {
+            return Err(Refused::NoRoomForSocket);
+        };
+        w.busy += 1;
+        w.sockets += 1;
+        let mut lease = self.lease(w.id, w.peer.clone(), w.interface);
+        lease.socket = true;
+        Ok(lease)
+    }
+
     /// Gives a worker slot back: to the oldest live waiter, or to the pool.
-    fn release(self: &Arc<Self>, worker: u64) {
+    fn release(self: &Arc<Self>, worker: u64, socket: bool) {
         let mut inner = self.lock();
         let Some(pos) = inner.workers.iter().position(|w| w.id == worker) else {
             return; // the worker went down meanwhile
         };
+        if socket {
+            inner.workers[pos].sockets = inner.workers[pos].sockets.saturating_sub(1);
+        }
         let peer = inner.workers[pos].peer.clone();
         let interface = inner.workers[pos].interface;
         while let Some(waiter) = inner.waiters.pop_front() {
@@ -200,6 +237,7 @@ impl Pool {
             id,
             peer,
             busy,
+            sockets: 0,
             capacity: serves.capacity.max(1),
             interface: serves.interface,
             idle: Vec::new(),
@@ -232,6 +270,42 @@ mod tests {
         interface: Interface::Wsgi,
         capacity: 1,
     };
+
+    #[test]
+    fn websockets_leave_a_tenth_of_each_worker_to_http() {
+        rt().block_on(async {
+            let pool = Pool::new(10, Duration::from_millis(50));
+            let asgi = Serves {
+                interface: Interface::Asgi,
+                capacity: 20,
+            };
+            pool.worker_up(1, Peer::Unix("a".into()), asgi);
+            let sockets: Vec<Lease> = (0..18).map(|_| pool.acquire_socket(&[]).unwrap()).collect();
+            assert_eq!(
+                pool.acquire_socket(&[]).err(),
+                Some(Refused::NoRoomForSocket)
+            );
+            let http: Vec<Lease> = vec![
+                pool.acquire(&[]).await.unwrap(),
+                pool.acquire(&[]).await.unwrap(),
+            ];
+            drop(sockets);
+            // Freed WebSocket slots count for WebSockets again.
+            assert!(pool.acquire_socket(&[]).is_ok());
+            drop(http);
+            // A WSGI worker takes no WebSockets at all.
+            let wsgi = Pool::new(10, Duration::from_millis(50));
+            wsgi.worker_up(2, Peer::Unix("b".into()), SYNC);
+            assert_eq!(
+                wsgi.acquire_socket(&[]).err(),
+                Some(Refused::NoRoomForSocket)
+            );
+            assert_eq!(
+                (socket_share(1), socket_share(5), socket_share(1000)),
+                (0, 4, 900)
+            );
+        });
+    }
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()

@@ -45,7 +45,7 @@ impl Edge {
         head.truncate(head.len() - 2);
         head.extend_from_slice(b"upgrade: websocket\r\nconnection: upgrade\r\n\r\n");
         let body = RequestBody::Memory(Vec::new());
-        let Some(answer) = self.dispatch(session, ctx, &head, &body).await? else {
+        let Some(answer) = self.dispatch(session, ctx, &head, &body, true).await? else {
             return Ok(true);
         };
         if answer.resp.status != 101 {
