@@ -471,3 +471,24 @@ fn websockets_cannot_take_the_slots_http_needs() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn recycling_waits_the_graceful_timeout_before_closing_a_live_socket() {
+    let site = ws_site(None, "max_lifetime = \"2s\"", "");
+    let config = site
+        .config_text()
+        .replace("graceful_timeout = \"10s\"", "graceful_timeout = \"4s\"");
+    let srv = site.config(&config).start();
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    let opened = Instant::now();
+    // The worker is replaced at ~2 s; its socket lives on for the graceful
+    // timeout (less a second to close): still echoing at 4 s.
+    while opened.elapsed() < Duration::from_secs(4) {
+        ws.frame(0x81, b"alive", false);
+        assert_eq!(ws.read_frame(), (0x81, b"alive".to_vec()), "at {:?}", opened.elapsed());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(ws.close_code(), 1001);
+    assert!(opened.elapsed() < Duration::from_secs(9), "{:?}", opened.elapsed());
+    assert!(srv.stderr().contains("max_lifetime"), "{}", srv.stderr_tail());
+}
