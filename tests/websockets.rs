@@ -485,10 +485,23 @@ fn recycling_waits_the_graceful_timeout_before_closing_a_live_socket() {
     // timeout (less a second to close): still echoing at 4 s.
     while opened.elapsed() < Duration::from_secs(4) {
         ws.frame(0x81, b"alive", false);
-        assert_eq!(ws.read_frame(), (0x81, b"alive".to_vec()), "at {:?}", opened.elapsed());
+        assert_eq!(
+            ws.read_frame(),
+            (0x81, b"alive".to_vec()),
+            "at {:?}",
+            opened.elapsed()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(ws.close_code(), 1001);
-    assert!(opened.elapsed() < Duration::from_secs(9), "{:?}", opened.elapsed());
-    assert!(srv.stderr().contains("max_lifetime"), "{}", srv.stderr_tail());
+    assert!(
+        opened.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        opened.elapsed()
+    );
+    assert!(
+        srv.stderr().contains("max_lifetime"),
+        "{}",
+        srv.stderr_tail()
+    );
 }

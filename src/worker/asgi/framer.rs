@@ -32,6 +32,54 @@ impl AsgiFramer {
         known_len: Option<u64>,
         body: &[u8],
     ) -> PyResult<Bound<'py, PyBytes>> {
+        self.start(status, headers, known_len, body)?;
+        Ok(PyBytes::new(py, &self.out))
+    }
+
+    /// A whole response in one call (the head and its only body message):
+    /// returns the bytes and whether the connection stays open.
+    #[staticmethod]
+    fn whole<'py>(
+        py: Python<'py>,
+        head_request: bool,
+        keep_alive: bool,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        body: &[u8],
+    ) -> PyResult<(Bound<'py, PyBytes>, bool)> {
+        let mut f = AsgiFramer::new(head_request, keep_alive);
+        f.start(status, headers, Some(body.len() as u64), body)?;
+        f.framer.finish(&mut f.out);
+        Ok((PyBytes::new(py, &f.out), f.framer.keep_alive))
+    }
+
+    fn body<'py>(&mut self, py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.framer.body(&mut self.out, data);
+        PyBytes::new(py, &self.out)
+    }
+
+    fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        self.out.clear();
+        self.framer.finish(&mut self.out);
+        PyBytes::new(py, &self.out)
+    }
+
+    #[getter]
+    fn keep_alive(&self) -> bool {
+        self.framer.keep_alive
+    }
+}
+
+impl AsgiFramer {
+    /// Status line, checked fields, end of head, first body bytes into `out`.
+    fn start(
+        &mut self,
+        status: &Bound<'_, PyAny>,
+        headers: &Bound<'_, PyAny>,
+        known_len: Option<u64>,
+        body: &[u8],
+    ) -> PyResult<()> {
         let status: u16 = status
             .extract()
             .ok()
@@ -60,24 +108,7 @@ impl AsgiFramer {
         }
         self.framer.end_head(&mut self.out, known_len);
         self.framer.body(&mut self.out, body);
-        Ok(PyBytes::new(py, &self.out))
-    }
-
-    fn body<'py>(&mut self, py: Python<'py>, data: &[u8]) -> Bound<'py, PyBytes> {
-        self.out.clear();
-        self.framer.body(&mut self.out, data);
-        PyBytes::new(py, &self.out)
-    }
-
-    fn finish<'py>(&mut self, py: Python<'py>) -> Bound<'py, PyBytes> {
-        self.out.clear();
-        self.framer.finish(&mut self.out);
-        PyBytes::new(py, &self.out)
-    }
-
-    #[getter]
-    fn keep_alive(&self) -> bool {
-        self.framer.keep_alive
+        Ok(())
     }
 }
 

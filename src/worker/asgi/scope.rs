@@ -5,7 +5,9 @@
 
 use crate::wire::{self, request};
 use pyo3::exceptions::PyValueError;
+use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 /// What `parse_head` hands the Python side: the scope, the body length,
@@ -22,34 +24,50 @@ pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyR
     let edge = EdgeFields::of(&head);
     let (path, query) = head.target.split_once('?').unwrap_or((&head.target, ""));
     let websocket = head.upgrade && edge.websocket;
-    scope.set_item("type", if websocket { "websocket" } else { "http" })?;
+    scope.set_item(
+        intern!(py, "type"),
+        if websocket {
+            intern!(py, "websocket")
+        } else {
+            intern!(py, "http")
+        },
+    )?;
     let asgi = PyDict::new(py);
-    asgi.set_item("version", "3.0")?;
-    asgi.set_item("spec_version", "2.4")?;
-    scope.set_item("asgi", asgi)?;
-    scope.set_item("http_version", http_version(edge.protocol.as_deref()))?;
+    asgi.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    asgi.set_item(intern!(py, "spec_version"), intern!(py, "2.4"))?;
+    scope.set_item(intern!(py, "asgi"), asgi)?;
+    scope.set_item(
+        intern!(py, "http_version"),
+        interned(py, http_version(edge.protocol.as_deref())),
+    )?;
     if !websocket {
-        scope.set_item("method", &head.method)?;
+        scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     }
-    scope.set_item("scheme", scheme(edge.https, websocket))?;
+    scope.set_item(
+        intern!(py, "scheme"),
+        interned(py, scheme(edge.https, websocket)),
+    )?;
     let decoded = percent_encoding::percent_decode(path.as_bytes()).decode_utf8_lossy();
-    scope.set_item("path", decoded)?;
-    scope.set_item("raw_path", PyBytes::new(py, path.as_bytes()))?;
-    scope.set_item("query_string", PyBytes::new(py, query.as_bytes()))?;
-    scope.set_item("root_path", "")?;
-    scope.set_item("headers", headers(py, &head)?)?;
-    scope.set_item("client", address(py, edge.client.as_deref())?)?;
-    scope.set_item("server", address(py, edge.local.as_deref())?)?;
+    scope.set_item(intern!(py, "path"), decoded)?;
+    scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, path.as_bytes()))?;
+    scope.set_item(
+        intern!(py, "query_string"),
+        PyBytes::new(py, query.as_bytes()),
+    )?;
+    scope.set_item(intern!(py, "root_path"), intern!(py, ""))?;
+    scope.set_item(intern!(py, "headers"), headers(py, &head)?)?;
+    scope.set_item(intern!(py, "client"), address(py, edge.client.as_deref())?)?;
+    scope.set_item(intern!(py, "server"), address(py, edge.local.as_deref())?)?;
     if websocket {
-        scope.set_item("subprotocols", subprotocols(&head))?;
+        scope.set_item(intern!(py, "subprotocols"), subprotocols(&head))?;
     }
-    scope.set_item("state", state.copy()?)?;
+    scope.set_item(intern!(py, "state"), state.copy()?)?;
     let extensions = PyDict::new(py);
     if websocket {
         // The app may deny the handshake with a full HTTP response.
-        extensions.set_item("websocket.http.response", PyDict::new(py))?;
+        extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
     }
-    scope.set_item("extensions", extensions)?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok((scope.unbind(), head.content_length, head.keep_alive))
 }
 
@@ -82,6 +100,23 @@ impl EdgeFields {
         }
         f
     }
+}
+
+/// The common methods as interned strings (no new str per request).
+fn method<'py>(py: Python<'py>, m: &str) -> Bound<'py, PyString> {
+    match m {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        "PUT" => intern!(py, "PUT").clone(),
+        "DELETE" => intern!(py, "DELETE").clone(),
+        _ => PyString::new(py, m),
+    }
+}
+
+/// A `'static` value as a Python str, interned once per process.
+fn interned<'py>(py: Python<'py>, s: &'static str) -> Bound<'py, PyString> {
+    PyString::intern(py, s)
 }
 
 fn http_version(protocol: Option<&str>) -> &'static str {

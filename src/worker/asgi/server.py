@@ -368,9 +368,17 @@ class HttpCycle(Waiting):
             body = message.get("body", b"")
             more = message.get("more_body", False)
             framer = self.framer
+            if framer is None and not more:
+                # The common case: the whole response in one message.
+                out, keep_alive = rt.Framer.whole(self.scope["method"] == "HEAD", self.keep_alive,
+                                                  self.status, self.headers, body)
+                self.framer = True
+                self.hop.transport.write(out)
+                self.end(keep_alive)
+                return
             if framer is None:
                 framer = rt.Framer(self.scope["method"] == "HEAD", self.keep_alive)
-                out = framer.head(self.status, self.headers, None if more else len(body), body)
+                out = framer.head(self.status, self.headers, None, body)
                 self.framer = framer
             else:
                 out = framer.body(body)
