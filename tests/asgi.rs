@@ -281,3 +281,37 @@ fn the_asyncio_loop_serves_too_and_max_requests_recycles() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_quart_app_with_its_startup_hook_json_streams_and_a_websocket() {
+    let app_extra = "virtualenv = \"{venv}\"\npreload = true";
+    let srv = Site::new()
+        .app("quart_app.py")
+        .config(&app_config("quart_app:app", 2, app_extra))
+        .start();
+    let r = srv.get("/");
+    srv.assert_status(&r, 200, "GET / on Quart");
+    // before_serving ran: lifespan startup reached the app (preloaded in the
+    // master, then forked: each worker runs its own startup).
+    assert_eq!(r.json()["started"].as_bool(), Some(true), "{r}");
+    let r = srv.post("/echo", "application/json", br#"{"a": [1, 2, "\u00e9"]}"#);
+    srv.assert_status(&r, 200, "POST /echo");
+    assert_eq!(r.json()["got"]["a"][2].as_str(), Some("\u{e9}"), "{r}");
+    let r = srv.get("/stream");
+    assert_eq!(r.text(), "part 0\npart 1\npart 2\n", "{r}");
+    assert!(r.chunked, "a streamed body goes out chunked: {r}");
+    let script = format!(
+        "import asyncio, websockets\n\
+         async def main():\n\
+         \x20   async with websockets.connect('ws://127.0.0.1:{}/ws') as ws:\n\
+         \x20       await ws.send('hi')\n\
+         \x20       print(await ws.recv())\n\
+         asyncio.run(main())\n",
+        srv.port
+    );
+    let out = run_with_timeout(
+        Command::new(python()).args(["-c", &script]),
+        Duration::from_secs(30),
+    );
+    assert!(out.success() && out.stdout.contains("quart: hi"), "{out}");
+}

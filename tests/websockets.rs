@@ -505,3 +505,76 @@ fn recycling_waits_the_graceful_timeout_before_closing_a_live_socket() {
         srv.stderr_tail()
     );
 }
+
+#[test]
+fn a_ping_flood_and_abrupt_disconnects_leave_the_worker_serving() {
+    let srv = ws_site(None, "", "").start();
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    for _ in 0..2000 {
+        ws.frame(0x89, b"p", false);
+    }
+    ws.frame(0x81, b"after the flood", false);
+    let mut pongs = 0;
+    loop {
+        match ws.read_frame() {
+            (0x8A, _) => pongs += 1,
+            (0x81, p) => {
+                assert_eq!(p, b"after the flood");
+                break;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    // Every ping is answered, or superseded by a later one (RFC 6455 §5.5.3).
+    assert!((1..=2000).contains(&pongs), "{pongs} pongs");
+    drop(ws);
+    // 50 sockets vanish without a close frame (the TCP connection reset).
+    let vanished: Vec<Raw> = (0..50).map(|_| Raw::open(srv.port, "/ws/echo")).collect();
+    for raw in vanished {
+        let sock = socket_with_reset_on_close(raw.0);
+        drop(sock);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let codes = srv.get("/seen").json()["ws_codes"].clone();
+        let abnormal = codes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c.as_i64() == Some(1006))
+            .count();
+        if abnormal >= 50 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the app heard {abnormal} of 50 abnormal closes: {codes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Still serving sockets and requests.
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    ws.frame(0x81, b"ok", false);
+    assert_eq!(ws.read_frame(), (0x81, b"ok".to_vec()));
+    srv.assert_status(&srv.get("/"), 200, "GET / after the flood");
+}
+
+/// SO_LINGER 0: closing sends a reset instead of a FIN.
+fn socket_with_reset_on_close(s: TcpStream) -> TcpStream {
+    use std::os::fd::AsRawFd;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket fd and a properly sized linger struct.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    s
+}

@@ -13,6 +13,7 @@
 
 import asyncio
 import collections
+import select
 import traceback
 
 # Request body bytes buffered per request before the edge is asked to wait.
@@ -223,13 +224,24 @@ class Hop(asyncio.Protocol):
         cycle.task = self.server.loop.create_task(cycle.run())
 
     def eof_received(self):
-        """The edge half-closed the hop: it is stopping. An open WebSocket
-        says goodbye (1001); anything else just ends."""
+        """The edge stopped sending. A half-close means the edge is stopping:
+        an open WebSocket says goodbye (1001). A full close (the client went
+        away) just ends it, and the app hears 1006."""
         cycle = self.cycle
-        if isinstance(cycle, WebSocketCycle) and cycle.state == "open":
+        if isinstance(cycle, WebSocketCycle) and cycle.state == "open" and not self.peer_closed():
             cycle.server_close(1001, "server shutting down", linger=False)
             return True
         return None
+
+    def peer_closed(self):
+        """Whether the edge closed both directions (POLLHUP on a Unix
+        socket), not only its sending side."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return any(ev & select.POLLHUP for _, ev in poller.poll(0))
 
     def refuse(self, status, why):
         rt.log_debug(f"bad request from the edge: {why}")
