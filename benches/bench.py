@@ -132,7 +132,7 @@ class Server:
         self.procs = []
 
 
-ASGI_APPS = ("asgi_hello", "fastapi_app")
+ASGI_APPS = ("asgi_hello", "fastapi_app", "ws_echo")
 
 
 def module_spec(app):
@@ -192,7 +192,8 @@ class Granian(Server):
         interface = "asgi" if app in ASGI_APPS else "wsgi"
         self.spawn([str(Path(self.args.venv) / "bin" / "granian"), "--interface", interface,
                     "--workers", str(self.args.workers), *extra, "--host", "127.0.0.1",
-                    "--port", str(self.port), "--no-ws", module_spec(app)], cwd=str(APPS))
+                    "--port", str(self.port), *([] if app == "ws_echo" else ["--no-ws"]),
+                    module_spec(app)], cwd=str(APPS))
         wait_port(self.port)
 
 
