@@ -16,6 +16,8 @@ async def app(scope, receive, send):
         return
     await receive()  # websocket.connect
     await send({"type": "websocket.accept"})
+    if scope["path"] == "/room":
+        return await room(receive, send)
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
@@ -24,3 +26,23 @@ async def app(scope, receive, send):
             await send({"type": "websocket.send", "text": message["text"]})
         else:
             await send({"type": "websocket.send", "bytes": message["bytes"]})
+
+
+# /room: every text message is sent to everyone connected (broadcast).
+members = set()
+
+
+async def room(receive, send):
+    members.add(send)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            for member in list(members):
+                try:
+                    await member({"type": "websocket.send", "text": message["text"]})
+                except Exception:  # noqa: BLE001 - a member that left
+                    members.discard(member)
+    finally:
+        members.discard(send)

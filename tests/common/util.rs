@@ -17,8 +17,30 @@ pub fn app_source(name: &str) -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading test app {}: {e}", p.display()))
 }
 
-/// A port that was free a moment ago (bind 127.0.0.1:0, read it, drop it).
+/// A port that was free a moment ago. Taken from 20000-31999, below the
+/// kernel's ephemeral range (32768+): a port the kernel hands out to `:0`
+/// is also what the clients of other tests running at once get for their
+/// outgoing connections, and one of them may take it before corral binds it
+/// (EADDRINUSE). Each test process starts at its own random point.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20000;
+    const SPAN: u32 = 12000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    if NEXT.load(Ordering::Relaxed) == u32::MAX {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let seed = std::process::id().wrapping_mul(7919).wrapping_add(nanos) % SPAN;
+        let _ = NEXT.compare_exchange(u32::MAX, seed, Ordering::Relaxed, Ordering::Relaxed);
+    }
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
 }
