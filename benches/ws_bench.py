@@ -134,6 +134,7 @@ def main():
                     per_sock = (bench.rss_kib(srv.pids()) - rss0) * 1024 / len(socks)
                     for ws in socks:
                         loop.run_until_complete(ws.close())
+                    loop.run_until_complete(asyncio.sleep(0.2))
                     loop.close()
                     print(f"  round {rnd + 1} {name}: echo {rate:.0f} msg/s, {cpu:.1f} CPU us/msg; "
                           f"broadcast {delivered / took:.0f} deliveries/s ({delivered} in {took:.2f}s); "
