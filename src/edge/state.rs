@@ -108,8 +108,7 @@ impl EdgeState {
         self.stop.send_replace(true);
         info!("edge draining: no new connections, finishing in-flight requests");
         let started = Instant::now();
-        // Open WebSockets get the graceful timeout, less a second to close.
-        let end_tunnels_at = limit.saturating_sub(Duration::from_secs(1)).max(limit / 2);
+        let end_tunnels_at = crate::wire::websockets_close_after(limit);
         let mut quiet_since: Option<Instant> = None;
         while started.elapsed() < limit {
             if started.elapsed() >= end_tunnels_at && !*self.end_tunnels.borrow() {

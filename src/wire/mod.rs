@@ -39,5 +39,15 @@ pub fn is_hop_by_hop(lname: &str) -> bool {
     HOP_BY_HOP.contains(&lname)
 }
 
+/// How long open WebSockets live on after a stop, recycle or reload
+/// begins: the graceful timeout less a second to say goodbye (1001) before
+/// the deadline, but at least half of it. The edge (its tunnels) and the
+/// ASGI worker (its own sockets) both follow this.
+pub fn websockets_close_after(graceful: std::time::Duration) -> std::time::Duration {
+    graceful
+        .saturating_sub(std::time::Duration::from_secs(1))
+        .max(graceful / 2)
+}
+
 pub mod framer;
 pub mod request;

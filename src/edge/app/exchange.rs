@@ -13,6 +13,16 @@ use std::time::Duration;
 use tokio::io::BufReader;
 use tracing::{debug, error, warn};
 
+/// One request as it goes to a worker, the same for every attempt.
+struct Outgoing<'a> {
+    head: &'a [u8],
+    body: &'a RequestBody,
+    /// HEAD: the answer has no body whatever its framing says.
+    is_head: bool,
+    /// `METHOD /path (request id)`, for the log.
+    what: String,
+}
+
 /// A worker's answer: its head read, its body still on `conn`.
 pub struct Answer {
     pub lease: Lease,
@@ -63,8 +73,12 @@ impl Edge {
         body: &RequestBody,
         websocket: bool,
     ) -> Result<Option<Answer>> {
-        let is_head = session.req_header().method == http::Method::HEAD;
-        let what = request_summary(session, ctx.request_id);
+        let out = Outgoing {
+            head,
+            body,
+            is_head: session.req_header().method == http::Method::HEAD,
+            what: request_summary(session, ctx.request_id),
+        };
         let mut avoid = Vec::new();
         loop {
             let acquired = if websocket {
@@ -87,7 +101,7 @@ impl Edge {
                     return self.refuse(session, ctx, 503, why).await.map(|_| None);
                 }
             };
-            let attempt = self.attempt(ctx, lease, head, body, avoid.len(), is_head, &what);
+            let attempt = self.attempt(ctx, lease, &out, avoid.len());
             let outcome = tokio::select! {
                 a = attempt => a,
                 e = client_gone(session) => Attempt::ClientGone(e),
@@ -103,7 +117,7 @@ impl Edge {
                     // worker's connection is dropped, which cancels the
                     // request's task on an ASGI worker.
                     ctx.status = 499;
-                    debug!("{what}: the client went away while the app ran: {e}");
+                    debug!("{}: the client went away while the app ran: {e}", out.what);
                     return Err(e);
                 }
             }
@@ -111,29 +125,23 @@ impl Edge {
     }
 
     /// One exchange with the worker `lease` holds, under `app.timeout`.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         ctx: &Ctx,
         lease: Lease,
-        head: &[u8],
-        body: &RequestBody,
+        out: &Outgoing<'_>,
         retries: usize,
-        is_head: bool,
-        what: &str,
     ) -> Attempt {
         let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
         let result = match deadline {
-            None => exchange(&lease, head, body, is_head).await,
-            Some(d) => {
-                match tokio::time::timeout_at(d, exchange(&lease, head, body, is_head)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        report_timeout(&self.pool, self.status_fd, &lease, what, self.timeout);
-                        return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
-                    }
+            None => exchange(&lease, out).await,
+            Some(d) => match tokio::time::timeout_at(d, exchange(&lease, out)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    report_timeout(&self.pool, self.status_fd, &lease, &out.what, self.timeout);
+                    return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
                 }
-            }
+            },
         };
         match result {
             Ok((conn, resp)) => Attempt::Answered(Answer {
@@ -142,7 +150,7 @@ impl Edge {
                 resp,
                 deadline,
             }),
-            Err(e) => self.failed(ctx, what, lease.worker, e, retries),
+            Err(e) => self.failed(ctx, &out.what, lease.worker, e, retries),
         }
     }
 
@@ -189,9 +197,7 @@ impl Edge {
 /// One request/response head exchange with a worker, on a pooled or new connection.
 async fn exchange(
     lease: &Lease,
-    head: &[u8],
-    body: &RequestBody,
-    is_head: bool,
+    out: &Outgoing<'_>,
 ) -> std::result::Result<(Conn, ResponseHead), ExchangeError> {
     let mut conn = match lease.take_conn() {
         Some(c) => c,
@@ -203,8 +209,8 @@ async fn exchange(
             BufReader::with_capacity(upstream::READ_CHUNK, stream)
         }
     };
-    upstream::send(&mut conn, head, body).await?;
-    let resp = upstream::read_head(&mut conn, is_head).await?;
+    upstream::send(&mut conn, out.head, out.body).await?;
+    let resp = upstream::read_head(&mut conn, out.is_head).await?;
     Ok((conn, resp))
 }
 

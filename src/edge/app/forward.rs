@@ -74,12 +74,21 @@ pub fn client_and_scheme(
     (Some(client), scheme)
 }
 
+/// What follows a request head on the hop.
+pub enum Then {
+    /// A body of this many bytes (the edge holds it whole).
+    Body(u64),
+    /// Nothing; the handshake asks the worker for a WebSocket (the only
+    /// hop-by-hop fields the worker gets, since the edge tunnels after a 101).
+    WebSocket,
+}
+
 /// `client` and `scheme` come from [`client_and_scheme`], worked out once
 /// per request.
 pub fn request_head(
     session: &Session,
     request_id: &str,
-    body_len: u64,
+    then: Then,
     client: Option<std::net::SocketAddr>,
     scheme: &str,
 ) -> Vec<u8> {
@@ -150,7 +159,14 @@ pub fn request_head(
     }
     add(wire::PROTOCOL, protocol(req.version).as_bytes());
     add(wire::REQUEST_ID, request_id.as_bytes());
-    add("content-length", body_len.to_string().as_bytes());
+    match then {
+        Then::Body(len) => add("content-length", len.to_string().as_bytes()),
+        Then::WebSocket => {
+            add("content-length", b"0");
+            add("upgrade", b"websocket");
+            add("connection", b"upgrade");
+        }
+    }
     h.extend_from_slice(b"\r\n");
     h
 }

@@ -244,16 +244,11 @@ impl Pool {
         });
     }
 
-    /// Whether any worker up serves ASGI (and so takes WebSockets).
-    pub fn any_asgi(&self) -> bool {
-        self.lock()
-            .workers
-            .iter()
-            .any(|w| w.interface == Interface::Asgi)
-    }
-
-    pub fn any_up(&self) -> bool {
-        !self.lock().workers.is_empty()
+    /// Workers are up and none of them serves ASGI: a WebSocket has
+    /// nowhere to go (while none is up, it gets the usual 503).
+    pub fn only_wsgi(&self) -> bool {
+        let inner = self.lock();
+        !inner.workers.is_empty() && inner.workers.iter().all(|w| w.interface == Interface::Wsgi)
     }
 
     /// A worker is dying or draining: no new requests; in-flight ones finish.

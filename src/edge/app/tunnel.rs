@@ -11,7 +11,6 @@ use crate::edge::app::{exchange::Answer, forward};
 use crate::edge::request::{Ctx, Edge};
 use bytes::Bytes;
 use pingora_core::Result;
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
@@ -31,19 +30,16 @@ enum Step {
 impl Edge {
     /// An `Upgrade: websocket` request.
     pub(crate) async fn serve_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        if !self.pool.any_asgi() && self.pool.any_up() {
+        if self.pool.only_wsgi() {
             return self.refuse(session, ctx, 501, WSGI_REFUSAL).await;
         }
-        let mut head = forward::request_head(
+        let head = forward::request_head(
             session,
             &ctx.request_id.to_string(),
-            0,
+            forward::Then::WebSocket,
             ctx.client,
             ctx.scheme,
         );
-        // The handshake's own fields (request_head drops hop-by-hop ones).
-        head.truncate(head.len() - 2);
-        head.extend_from_slice(b"upgrade: websocket\r\nconnection: upgrade\r\n\r\n");
         let body = RequestBody::Memory(Vec::new());
         let Some(answer) = self.dispatch(session, ctx, &head, &body, true).await? else {
             return Ok(true);
@@ -65,12 +61,9 @@ impl Edge {
             lease, conn, resp, ..
         } = answer;
         ctx.status = 101;
-        let mut header = ResponseHeader::build(101, Some(resp.headers.len() + 2))?;
-        for (name, value) in &resp.headers {
-            if !crate::wire::is_hop_by_hop(&name.to_ascii_lowercase()) {
-                header.append_header(name.clone(), value.as_slice())?;
-            }
-        }
+        // The worker's fields (its Sec-WebSocket-Accept), then the two the
+        // handshake needs that response_header drops as hop-by-hop.
+        let mut header = forward::response_header(session, &resp)?;
         header.insert_header("Upgrade", "websocket")?;
         header.insert_header("Connection", "Upgrade")?;
         session

@@ -120,13 +120,16 @@ fn boot_failure(py: Python<'_>, e: &PyErr) -> String {
     }
 }
 
-/// `[websocket]` for server.py: max_message, ping_interval, idle_timeout.
-fn websocket_settings(site: &Site) -> (usize, f64, f64) {
+/// `[websocket]` for server.py: max_message, ping_interval, idle_timeout,
+/// and when open sockets close on a stop.
+fn websocket_settings(site: &Site) -> (usize, f64, f64, f64) {
     let ws = &site.config.websocket;
+    let graceful = site.config.app.graceful_timeout.0;
     (
         ws.max_message.0 as usize,
         ws.ping_interval.0.as_secs_f64(),
         ws.idle_timeout.0.as_secs_f64(),
+        crate::wire::websockets_close_after(graceful).as_secs_f64(),
     )
 }
 

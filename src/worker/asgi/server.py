@@ -136,7 +136,7 @@ class Server:
         self.loop = loop
         self.lifespan = lifespan
         self.graceful = graceful
-        self.max_message, self.ping_interval, self.idle_timeout = websocket
+        self.max_message, self.ping_interval, self.idle_timeout, self.close_sockets_after = websocket
         self.hops = set()
         self.websockets = set()
         self.in_flight = 0
@@ -166,8 +166,9 @@ class Server:
 
     def close_websockets_after(self, stopping_for):
         """Open WebSockets get the graceful timeout (less a second to say
-        goodbye before the master's deadline), then a 1001 close."""
-        if self.websockets and stopping_for >= max(self.graceful - 1.0, self.graceful / 2):
+        goodbye before the master's deadline: `close_sockets_after`), then
+        a 1001 close."""
+        if self.websockets and stopping_for >= self.close_sockets_after:
             for ws in list(self.websockets):
                 ws.server_close(1001, "server shutting down")
 
@@ -384,7 +385,6 @@ class HttpCycle(Waiting):
                 # The common case: the whole response in one message.
                 out, keep_alive = rt.Framer.whole(self.scope["method"] == "HEAD", self.keep_alive,
                                                   self.status, self.headers, body)
-                self.framer = True
                 self.hop.transport.write(out)
                 self.end(keep_alive)
                 return
