@@ -32,12 +32,17 @@ struct Raw(TcpStream);
 
 impl Raw {
     fn open(port: u16, path: &str) -> Raw {
+        Raw::open_with(port, path, "").0
+    }
+
+    /// Opens with `extra` header lines; returns the 101's head too.
+    fn open_with(port: u16, path: &str, extra: &str) -> (Raw, String) {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
         );
         s.write_all(req.as_bytes()).expect("send handshake");
         let mut head = Vec::new();
@@ -56,7 +61,7 @@ impl Raw {
             text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{text}"
         );
-        Raw(s)
+        (Raw(s), text)
     }
 
     /// Sends one frame, masked unless `unmasked`.
@@ -204,6 +209,96 @@ fn protocol_errors_get_their_close_codes() {
     }
 }
 
+/// A message compressed as a client does: raw deflate, sync-flushed, the
+/// 4-byte tail dropped (RFC 7692 §7.2.1).
+fn deflated(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    z.write_all(data).expect("deflate");
+    z.flush().expect("sync flush");
+    let mut out = z.get_ref().clone();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+fn inflated(data: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::DeflateDecoder::new(Vec::new());
+    z.write_all(data).expect("inflate");
+    z.write_all(&[0, 0, 0xff, 0xff]).expect("inflate tail");
+    z.flush().expect("inflate flush");
+    z.get_ref().clone()
+}
+
+#[test]
+fn compressed_messages_are_inflated_checked_and_answered_compressed() {
+    let srv = ws_site(None, "", "\n[websocket]\nmax_message = \"64KiB\"\n").start();
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    let (mut ws, head) = Raw::open_with(srv.port, "/ws/echo", offer);
+    assert!(
+        head.contains("Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+        "{head}"
+    );
+    // Two fragments (RSV1 on the first only) with a ping between them.
+    let text = r#"{"event": "tick", "value": 12345} "#.repeat(200);
+    let z = deflated(text.as_bytes());
+    let (one, two) = z.split_at(z.len() / 2);
+    ws.frame(0x41, one, false);
+    ws.frame(0x89, b"p", false);
+    ws.frame(0x80, two, false);
+    assert_eq!(
+        ws.read_frame(),
+        (0x8A, b"p".to_vec()),
+        "the pong comes first"
+    );
+    let (first, payload) = ws.read_frame();
+    assert_eq!(
+        first, 0xC1,
+        "FIN + RSV1 + text: the echo came back compressed"
+    );
+    assert!(payload.len() < text.len() / 10, "{} bytes", payload.len());
+    assert_eq!(inflated(&payload), text.as_bytes());
+    // A short message goes both ways uncompressed (RSV1 is per message).
+    ws.frame(0x81, b"short", false);
+    assert_eq!(ws.read_frame(), (0x81, b"short".to_vec()));
+    ws.frame(0x88, &1000u16.to_be_bytes(), false);
+    assert_eq!(ws.close_code(), 1000);
+
+    let cases: [(&str, u8, Vec<u8>, u16); 4] = [
+        (
+            "1 MiB of zeros in 1 KiB",
+            0xC2,
+            deflated(&[0u8; 1 << 20]),
+            1009,
+        ),
+        ("not a deflate stream", 0xC1, vec![0xff; 64], 1007),
+        ("RSV1 on a ping", 0xC9, b"p".to_vec(), 1002),
+        (
+            "compressed invalid UTF-8",
+            0xC1,
+            deflated(&[0xff, 0xfe]),
+            1007,
+        ),
+    ];
+    for (what, first, payload, want) in cases {
+        let (mut ws, _) = Raw::open_with(srv.port, "/ws/echo", offer);
+        ws.frame(first, &payload, false);
+        assert_eq!(ws.close_code(), want, "{what}");
+    }
+    // RSV1 without an agreement is a protocol error.
+    let mut ws = Raw::open(srv.port, "/ws/echo");
+    ws.frame(0xC1, &deflated(b"hello"), false);
+    assert_eq!(ws.close_code(), 1002);
+    drop(srv);
+
+    // compression = false: the offer is declined.
+    let srv = ws_site(None, "", "\n[websocket]\ncompression = false\n").start();
+    let (mut ws, head) = Raw::open_with(srv.port, "/ws/echo", offer);
+    assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
+    let long = "x".repeat(1000);
+    ws.frame(0x81, long.as_bytes(), false);
+    assert_eq!(ws.read_frame(), (0x81, long.into_bytes()));
+}
+
 #[test]
 fn app_timeout_does_not_cut_an_open_socket_and_idle_ones_are_pinged_then_closed() {
     let srv = ws_site(
@@ -298,7 +393,11 @@ fn a_real_browser_loads_a_page_over_tls_and_talks_over_a_websocket() {
     };
     let _ = browser.kill();
     let _ = browser.wait();
-    assert_eq!(report, "browser echo ok over https:");
+    // Chromium offers permessage-deflate; the 60 KB JSON went both ways compressed.
+    assert_eq!(
+        report,
+        "browser echo ok over https: with permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
     let log = srv.stdout();
     assert!(log.contains("\"GET /ws/echo HTTP/1.1\" 101"), "{log}");
 }

@@ -31,6 +31,8 @@ pub struct Websocket {
     pub ping_interval: Seconds,
     /// Close (1001) a socket the client sent nothing on, not even a pong, for this long (0 = never).
     pub idle_timeout: Seconds,
+    /// Agree to permessage-deflate when a client offers it (RFC 7692).
+    pub compression: bool,
 }
 
 impl Default for Websocket {
@@ -39,6 +41,7 @@ impl Default for Websocket {
             max_message: ByteSize(16 << 20),
             ping_interval: Seconds(Duration::from_secs(20)),
             idle_timeout: Seconds(Duration::from_secs(60)),
+            compression: true,
         }
     }
 }

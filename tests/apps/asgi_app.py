@@ -102,12 +102,19 @@ PAGE = """<!doctype html><html><body><p id="out">waiting</p><script>
 const out = document.getElementById("out");
 const ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/echo");
 const got = [];
-ws.onopen = () => { for (let i = 0; i < 50; i++) ws.send("msg " + i); ws.send(new Uint8Array([1, 2, 3])); };
-ws.onmessage = async (e) => {
-  got.push(typeof e.data === "string" ? e.data : "bytes:" + new Uint8Array(await e.data.arrayBuffer()).join(","));
-  if (got.length === 51) {
-    const ok = got.slice(0, 50).every((m, i) => m === "msg " + i) && got[50] === "bytes:1,2,3";
-    out.textContent = ok ? "browser echo ok over " + location.protocol : "wrong: " + got.join("|");
+const big = JSON.stringify(Array.from({length: 2000}, (_, i) => ({id: i, name: "item " + i})));
+ws.onopen = () => {
+  for (let i = 0; i < 50; i++) ws.send("msg " + i);
+  ws.send(new Uint8Array([1, 2, 3]));
+  ws.send(big);
+};
+ws.binaryType = "arraybuffer";  // synchronous, so messages keep their order
+ws.onmessage = (e) => {
+  got.push(typeof e.data === "string" ? e.data : "bytes:" + new Uint8Array(e.data).join(","));
+  if (got.length === 52) {
+    const ok = got.slice(0, 50).every((m, i) => m === "msg " + i) && got[50] === "bytes:1,2,3" && got[51] === big;
+    out.textContent = ok ? "browser echo ok over " + location.protocol + " with " + ws.extensions
+                         : "wrong: " + got.join("|").slice(0, 300);
     ws.close(1000);
     fetch("/report", {method: "POST", body: out.textContent});
   }

@@ -4,6 +4,7 @@ Prints one line per check and "N failures" at the end."""
 import argparse
 import asyncio
 import hashlib
+import json
 import ssl
 import sys
 
@@ -40,6 +41,17 @@ async def echo(url, ctx, tag):
         pong = await ws.ping()
         await asyncio.wait_for(pong, 5)
         check(True, f"{tag} websockets: ping answered")
+        # python websockets offers permessage-deflate by default.
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        check(agreed.startswith("permessage-deflate"), f"{tag} websockets: compression agreed ({agreed})")
+        doc = json.dumps([{"id": i, "name": f"item {i}", "tags": ["a", "b"]} for i in range(20000)])
+        await ws.send(doc)
+        check(await ws.recv() == doc, f"{tag} websockets: {len(doc) // 1024} KiB compressed JSON echo")
+    async with websockets.connect(url + "/ws/echo", ssl=ctx, compression=None) as ws:
+        agreed = ws.response.headers.get("Sec-WebSocket-Extensions")
+        check(agreed is None, f"{tag} websockets: no compression when not offered ({agreed})")
+        await ws.send("plain " * 100)
+        check(await ws.recv() == "plain " * 100, f"{tag} websockets: uncompressed echo")
 
 
 async def broadcast(url, ctx, tag, n=20):
@@ -84,6 +96,13 @@ async def with_aiohttp(url, ctx, tag):
             await ws.send_str("aiohttp")
             m = await ws.receive(timeout=10)
             check(m.data == "aiohttp", f"{tag} aiohttp: text echo")
+        async with s.ws_connect(url + "/ws/echo", ssl=ctx if ctx else None, compress=15) as ws:
+            check(ws.compress == 15, f"{tag} aiohttp: compression agreed ({ws.compress})")
+            blob = bytes(range(256)) * 400 + b"\x00" * 100000
+            await ws.send_bytes(blob)
+            m = await ws.receive(timeout=10)
+            check(hashlib.sha256(m.data).digest() == hashlib.sha256(blob).digest(),
+                  f"{tag} aiohttp: compressed binary echo, exact bytes")
 
 
 async def main():

@@ -14,6 +14,7 @@
 //! Python runs on this one thread only; the watchdog thread never takes
 //! the GIL.
 
+mod deflate;
 mod framer;
 mod runtime;
 mod scope;
@@ -121,8 +122,8 @@ fn boot_failure(py: Python<'_>, e: &PyErr) -> String {
 }
 
 /// `[websocket]` for server.py: max_message, ping_interval, idle_timeout,
-/// and when open sockets close on a stop.
-fn websocket_settings(site: &Site) -> (usize, f64, f64, f64) {
+/// when open sockets close on a stop, and compression.
+fn websocket_settings(site: &Site) -> (usize, f64, f64, f64, bool) {
     let ws = &site.config.websocket;
     let graceful = site.config.app.graceful_timeout.0;
     (
@@ -130,6 +131,7 @@ fn websocket_settings(site: &Site) -> (usize, f64, f64, f64) {
         ws.ping_interval.0.as_secs_f64(),
         ws.idle_timeout.0.as_secs_f64(),
         crate::wire::websockets_close_after(graceful).as_secs_f64(),
+        ws.compression,
     )
 }
 

@@ -36,23 +36,6 @@ impl Runtime {
         py.get_type::<super::websocket::WebSocket>()
     }
 
-    /// The 101 that accepts a WebSocket; `headers` are the app's extra
-    /// fields (checked like a response's).
-    fn ws_accept<'py>(
-        &self,
-        py: Python<'py>,
-        key: &[u8],
-        subprotocol: Option<&str>,
-        headers: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
-        let mut fields = Vec::new();
-        for item in headers.try_iter()? {
-            fields.push(super::framer::field(&item?)?);
-        }
-        let out = super::websocket::handshake_response(key, subprotocol, &fields);
-        Ok(PyBytes::new(py, &out))
-    }
-
     fn error_response<'py>(
         &self,
         py: Python<'py>,

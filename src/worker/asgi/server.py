@@ -136,7 +136,8 @@ class Server:
         self.loop = loop
         self.lifespan = lifespan
         self.graceful = graceful
-        self.max_message, self.ping_interval, self.idle_timeout, self.close_sockets_after = websocket
+        (self.max_message, self.ping_interval, self.idle_timeout, self.close_sockets_after,
+         self.compression) = websocket
         self.hops = set()
         self.websockets = set()
         self.in_flight = 0
@@ -590,11 +591,16 @@ class WebSocketCycle(Waiting):
     def accept(self, message):
         if self.state != "connecting":
             raise RuntimeError("ASGI app sent 'websocket.accept' twice or too late")
-        key = next((v for k, v in self.scope["headers"] if k == b"sec-websocket-key"), b"")
-        self.hop.transport.write(rt.ws_accept(key, message.get("subprotocol"),
-                                              message.get("headers", ())))
         server = self.hop.server
-        self.ws = rt.WebSocket(server.max_message)
+        key, offers = b"", []
+        for name, value in self.scope["headers"]:
+            if name == b"sec-websocket-key":
+                key = value
+            elif name == b"sec-websocket-extensions":
+                offers.append(value.decode("latin-1"))
+        self.ws = rt.WebSocket(server.max_message, ", ".join(offers) or None, server.compression)
+        self.hop.transport.write(self.ws.handshake(key, message.get("subprotocol"),
+                                                   message.get("headers", ())))
         self.state = "open"
         server.websockets.add(self)
         self.arm_timer()

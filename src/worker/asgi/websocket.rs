@@ -4,13 +4,15 @@
 //! rules — masking, fragmentation, control frames between fragments, UTF-8
 //! of text, the size limit, pong replies, the close handshake — so a
 //! broken client becomes a close code here, never a Python exception.
+//! permessage-deflate, which tungstenite lacks, is `deflate.rs`'s.
 
+use super::deflate::{self, Inflating};
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use std::io::{self, Read, Write};
 use tungstenite::error::{CapacityError, Error};
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::coding::{CloseCode, Data};
 use tungstenite::protocol::frame::CloseFrame;
 use tungstenite::protocol::{Message, Role, WebSocketConfig, WebSocketContext};
 
@@ -54,6 +56,10 @@ impl Write for Wire {
 pub struct WebSocket {
     ctx: WebSocketContext,
     wire: Wire,
+    max_message: usize,
+    /// Our `Sec-WebSocket-Extensions` answer when permessage-deflate was agreed.
+    deflate: Option<String>,
+    inflating: Inflating,
 }
 
 /// What one fed message means for the app.
@@ -66,8 +72,11 @@ enum Event {
 
 #[pymethods]
 impl WebSocket {
+    /// `offer` is the client's `Sec-WebSocket-Extensions`; compression is
+    /// agreed when `compress` allows it and the offer is one we can honour.
     #[new]
-    fn new(max_message: usize) -> Self {
+    #[pyo3(signature = (max_message, offer=None, compress=true))]
+    fn new(max_message: usize, offer: Option<&str>, compress: bool) -> Self {
         // Small buffers: thousands of idle sockets per worker must be cheap.
         let config = WebSocketConfig::default()
             .read_buffer_size(4096)
@@ -77,20 +86,69 @@ impl WebSocket {
         WebSocket {
             ctx: WebSocketContext::new(Role::Server, Some(config)),
             wire: Wire::default(),
+            max_message,
+            deflate: offer.filter(|_| compress).and_then(deflate::negotiate),
+            inflating: Inflating::default(),
         }
+    }
+
+    /// The 101 that accepts this WebSocket: the accept key for the client's
+    /// `Sec-WebSocket-Key`, the chosen subprotocol, the agreed extension,
+    /// the app's extra fields (checked like a response's).
+    fn handshake<'py>(
+        &self,
+        py: Python<'py>,
+        key: &[u8],
+        subprotocol: Option<&str>,
+        headers: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut fields = Vec::new();
+        for item in headers.try_iter()? {
+            fields.push(super::framer::field(&item?)?);
+        }
+        if let Some(answer) = &self.deflate {
+            fields.push((
+                b"Sec-WebSocket-Extensions".to_vec(),
+                answer.as_bytes().to_vec(),
+            ));
+        }
+        let out = handshake_response(key, subprotocol, &fields);
+        Ok(PyBytes::new(py, &out))
+    }
+
+    /// Whether permessage-deflate was agreed.
+    #[getter]
+    fn compressed(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Feeds bytes from the edge. Returns the complete messages as
     /// `("text", str)`, `("bytes", bytes)` or `("close", (code, reason))`.
     fn feed<'py>(&mut self, py: Python<'py>, data: &[u8]) -> PyResult<Vec<Bound<'py, PyTuple>>> {
-        self.wire.input.extend_from_slice(data);
+        let refused = match self.deflate {
+            Some(_) => (self.inflating)
+                .feed(data, self.max_message, &mut self.wire.input)
+                .err(),
+            None => {
+                self.wire.input.extend_from_slice(data);
+                None
+            }
+        };
         let mut out = Vec::new();
+        let mut closed = false;
         while let Some(event) = self.next_event() {
-            let closed = matches!(event, Event::Closed(..));
+            closed = matches!(event, Event::Closed(..));
             out.push(event_tuple(py, event)?);
             if closed {
                 break;
             }
+        }
+        // Messages before a bad compressed one are delivered, then the close.
+        if let (Some(refusal), false) = (refused, closed) {
+            let (code, reason) = refusal.close_code();
+            tracing::debug!("websocket closed on a client error ({code}): {reason}");
+            self.close(code, reason.to_string());
+            out.push(event_tuple(py, Event::Closed(code, reason.to_string()))?);
         }
         // Pongs and the reply to a close go out with the next write.
         let _ = self.ctx.flush(&mut self.wire);
@@ -98,11 +156,17 @@ impl WebSocket {
     }
 
     fn send_text(&mut self, text: String) -> bool {
-        self.send(Message::text(text))
+        match self.compress(text.as_bytes(), Data::Text) {
+            Some(frame) => self.send(frame),
+            None => self.send(Message::text(text)),
+        }
     }
 
     fn send_bytes(&mut self, data: &[u8]) -> bool {
-        self.send(Message::binary(Bytes::copy_from_slice(data)))
+        match self.compress(data, Data::Binary) {
+            Some(frame) => self.send(frame),
+            None => self.send(Message::binary(Bytes::copy_from_slice(data))),
+        }
     }
 
     fn ping(&mut self) -> bool {
@@ -128,6 +192,12 @@ impl WebSocket {
 }
 
 impl WebSocket {
+    /// The message as one compressed frame, when deflate was agreed and it pays.
+    fn compress(&self, payload: &[u8], opcode: Data) -> Option<Message> {
+        self.deflate.as_ref()?;
+        deflate::deflate_frame(payload, opcode).map(Message::Frame)
+    }
+
     fn send(&mut self, msg: Message) -> bool {
         self.ctx.write(&mut self.wire, msg).is_ok() && self.ctx.flush(&mut self.wire).is_ok()
     }
@@ -229,7 +299,7 @@ mod tests {
 
     #[test]
     fn fragments_join_and_pings_interleave() {
-        let mut ws = WebSocket::new(1 << 20);
+        let mut ws = WebSocket::new(1 << 20, None, true);
         let mut bytes = frame(0x1, false, b"hel");
         bytes.extend(frame(0x9, true, b"p"));
         bytes.extend(frame(0x0, true, b"lo"));
@@ -247,7 +317,7 @@ mod tests {
             (frame(0x2, true, &[0u8; 100]), 1009),
             (vec![0x81, 0x02, b'h', b'i'], 1002),
         ] {
-            let mut ws = WebSocket::new(64);
+            let mut ws = WebSocket::new(64, None, true);
             ws.wire.input.extend_from_slice(&bytes);
             assert!(
                 matches!(ws.next_event(), Some(Event::Closed(c, _)) if c == code),
