@@ -315,3 +315,118 @@ fn a_quart_app_with_its_startup_hook_json_streams_and_a_websocket() {
     );
     assert!(out.success() && out.stdout.contains("quart: hi"), "{out}");
 }
+
+#[test]
+fn early_hints_reach_the_client_while_the_app_still_works() {
+    use std::io::{Read, Write};
+    let srv = asgi_site(1, "").start();
+    // A raw client times the two heads: the 103 at once, the 200 after
+    // the app's half-second.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    s.write_all(b"GET /raw/hints HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed before any head: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let first_at = started.elapsed();
+    s.read_to_end(&mut got).expect("read the rest");
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.starts_with("HTTP/1.1 103 Early Hints\r\n"), "{text}");
+    assert!(
+        first_at < Duration::from_millis(400),
+        "the 103 waited for the answer ({first_at:?})"
+    );
+    let (hints, answer) = text.split_once("\r\n\r\n").expect("two heads");
+    assert!(
+        hints.contains("\r\nlink: </style.css>; rel=preload; as=style")
+            || hints.contains("\r\nLink: </style.css>; rel=preload; as=style"),
+        "{hints}"
+    );
+    assert!(hints
+        .to_ascii_lowercase()
+        .contains("link: </app.js>; rel=preload; as=script"));
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("the page"), "{answer}");
+
+    // curl shows both heads and the body.
+    let out = curl(&["-v", &format!("http://127.0.0.1:{}/raw/hints", srv.port)]);
+    assert!(out.success(), "{out}");
+    assert!(out.stderr.contains("< HTTP/1.1 103 Early Hints"), "{out}");
+    assert_eq!(out.stdout, "the page");
+
+    // HTTP/1.0 gets no 1xx (RFC 9110 §15.2); h2 answers plainly.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.write_all(b"GET /raw/hints HTTP/1.0\r\n\r\n")
+        .expect("send");
+    let mut old = String::new();
+    s.read_to_string(&mut old).expect("read");
+    assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+    let out = curl(&[
+        "--http2-prior-knowledge",
+        &format!("http://127.0.0.1:{}/raw/hints", srv.port),
+    ]);
+    assert_eq!(out.stdout, "the page", "{out}");
+}
+
+#[test]
+fn pathsend_files_arrive_exact_on_both_loops() {
+    for (loop_name, n) in [("uvloop", 5_000_000u64), ("asyncio", 3_000_001)] {
+        let srv = asgi_site(1, &format!("loop = \"{loop_name}\"")).start();
+        let pattern: Vec<u8> = (0..251u8).collect();
+        let want: Vec<u8> = pattern.iter().cycle().take(n as usize).copied().collect();
+        let url = format!("http://127.0.0.1:{}/file/{n}", srv.port);
+        for _ in 0..3 {
+            let (status, body, out) = curl_fetch(&url, &[]);
+            assert_eq!(status, 200, "{out}");
+            assert_eq!(sha256_hex(&body), sha256_hex(&want), "{loop_name}");
+        }
+        let (status, body, out) = curl_fetch(&url, &["-I"]);
+        assert_eq!(status, 200, "{out}");
+        let head = String::from_utf8_lossy(&body).to_ascii_lowercase();
+        assert!(head.contains(&format!("content-length: {n}")), "{head}");
+        // Keep-alive after a file: the next request on the connection works.
+        let out = curl(&["-o", "/dev/null", "-o", "/dev/null", &url, &url]);
+        assert!(out.success(), "{out}");
+        let seen = srv.get("/seen").json();
+        assert!(
+            seen["pathsend"].as_i64().unwrap_or(0) >= 5,
+            "{loop_name}: the app never used pathsend: {seen}"
+        );
+    }
+}
+
+#[test]
+fn trailers_reach_http2_clients_and_http1_gets_the_body_alone() {
+    let srv = asgi_site(1, "").start();
+    let body = b"first piece of the body, second piece";
+    let out = run_with_timeout(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/h2_get.py"
+            ))
+            .args(["--port", &srv.port.to_string(), "--path", "/raw/trailers"]),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
+    let got: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["body_sha256"], sha256_hex(body), "{got}");
+    assert_eq!(got["trailers"]["x-body-sha256"], sha256_hex(body), "{got}");
+    assert_eq!(got["trailers"]["x-status"], "complete", "{got}");
+    assert!(
+        got["trailers"].get("content-length").is_none(),
+        "a framing field passed as a trailer: {got}"
+    );
+    // HTTP/1.1: not offered, so the app sends none; the body is whole.
+    let (status, got, out) =
+        curl_fetch(&format!("http://127.0.0.1:{}/raw/trailers", srv.port), &[]);
+    assert_eq!((status, got.as_slice()), (200, &body[..]), "{out}");
+}

@@ -106,6 +106,44 @@ impl Framer {
         }
     }
 
+    /// Body bytes the framing still expects (0 when it takes none), or None
+    /// when chunked: how much of a file to send around the framer.
+    pub fn expects(&self) -> Option<u64> {
+        match self.framing {
+            Framing::NoBody => Some(0),
+            Framing::Length { remaining } => Some(remaining),
+            Framing::Chunked => None,
+        }
+    }
+
+    /// Counts body bytes written around the framer (a file by sendfile).
+    pub fn sent_around(&mut self, n: u64) {
+        if let Framing::Length { remaining } = &mut self.framing {
+            *remaining -= n.min(*remaining);
+        }
+    }
+
+    /// Ends a chunked body with trailer fields (already checked, as a
+    /// head's). Any other framing has no room for them: they are dropped,
+    /// and the body ends as `finish` ends it.
+    pub fn finish_with_trailers(&mut self, out: &mut Vec<u8>, fields: &[(Vec<u8>, Vec<u8>)]) {
+        if self.framing != Framing::Chunked {
+            if !fields.is_empty() {
+                tracing::warn!("app sent trailers on a response with a Content-Length; dropped");
+            }
+            return self.finish(out);
+        }
+        out.extend_from_slice(b"0\r\n");
+        for (name, value) in fields {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        self.framing = Framing::NoBody;
+    }
+
     /// Ends the body. A body shorter than its Content-Length cannot be
     /// repaired: the connection is marked to close, so the edge sees the
     /// truncation.

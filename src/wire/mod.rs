@@ -39,6 +39,34 @@ pub fn is_hop_by_hop(lname: &str) -> bool {
     HOP_BY_HOP.contains(&lname)
 }
 
+/// Fields a trailer section must not carry (RFC 9110 §6.5.1): framing,
+/// routing, authentication, caching and how to process the content are
+/// settled by the head.
+const NOT_IN_TRAILERS: [&str; 16] = [
+    "content-length",
+    "content-encoding",
+    "content-type",
+    "content-range",
+    "host",
+    "set-cookie",
+    "cache-control",
+    "expires",
+    "date",
+    "location",
+    "vary",
+    "age",
+    "authorization",
+    "www-authenticate",
+    "proxy-authenticate",
+    "retry-after",
+];
+
+/// Whether a (lower-case) field may travel in a trailer section; the rest
+/// are dropped on both sides of the link.
+pub fn trailer_allowed(lname: &str) -> bool {
+    !is_hop_by_hop(lname) && !NOT_IN_TRAILERS.contains(&lname) && !lname.starts_with(PREFIX)
+}
+
 /// How long open WebSockets live on after a stop, recycle or reload
 /// begins: the graceful timeout less a second to say goodbye (1001) before
 /// the deadline, but at least half of it. The edge (its tunnels) and the

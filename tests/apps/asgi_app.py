@@ -7,10 +7,11 @@ import os
 import time
 
 from fastapi import FastAPI, Request, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
+                               StreamingResponse)
 
 # What the app saw, reported by GET /seen.
-seen = {"cancelled": 0, "disconnects": 0, "ws_codes": []}
+seen = {"cancelled": 0, "disconnects": 0, "ws_codes": [], "pathsend": 0}
 room = set()
 
 
@@ -195,6 +196,51 @@ async def no_response(scope, receive, send):
     await receive()
 
 
+def file_of(n):
+    """A file of n bytes (a repeating pattern, so a copy shows any shift)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"file-{os.getpid()}-{n}")
+    if not os.path.exists(path):
+        pattern = bytes(range(251))
+        with open(path + ".part", "wb") as f:
+            f.write((pattern * (n // 251 + 1))[:n])
+        os.rename(path + ".part", path)
+    return path
+
+
+@app.api_route("/file/{n}", methods=["GET", "HEAD"])
+async def file(n: int):
+    # Starlette sends http.response.pathsend when the server offers it.
+    return FileResponse(file_of(n), media_type="application/octet-stream")
+
+
+async def hints(scope, receive, send):
+    """Raw ASGI: two preload hints, then the answer half a second later."""
+    await send({"type": "http.response.early_hint",
+                "links": [b"</style.css>; rel=preload; as=style",
+                          b"</app.js>; rel=preload; as=script"]})
+    await asyncio.sleep(0.5)
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"the page"})
+
+
+async def trailers(scope, receive, send):
+    """Raw ASGI: a body in two pieces, then its sha256 as a trailer when the
+    server offers trailers (and a field that may not be a trailer)."""
+    offered = "http.response.trailers" in scope["extensions"]
+    pieces = [b"first piece of the body, ", b"second piece"]
+    await send({"type": "http.response.start", "status": 200, "trailers": offered,
+                "headers": [(b"content-type", b"text/plain")]})
+    for i, piece in enumerate(pieces):
+        await send({"type": "http.response.body", "body": piece, "more_body": i == 0})
+    if offered:
+        digest = hashlib.sha256(b"".join(pieces)).hexdigest().encode()
+        await send({"type": "http.response.trailers", "more_trailers": True,
+                    "headers": [(b"x-body-sha256", digest)]})
+        await send({"type": "http.response.trailers", "more_trailers": False,
+                    "headers": [(b"x-status", b"complete"), (b"content-length", b"1")]})
+
+
 async def bad_header(scope, receive, send):
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"x-bad", b"a\r\nInjected: 1")]})
@@ -205,11 +251,21 @@ class Routes:
     """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
 
     raw = {"/raw/wait-disconnect": wait_disconnect, "/raw/no-response": no_response,
-           "/raw/bad-header": bad_header}
+           "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None
+        if scope["type"] == "http" and scope["path"].startswith("/file/"):
+            send = self.counting(send)
         await (handler or app)(scope, receive, send)
+
+    @staticmethod
+    def counting(send):
+        async def counted(message):
+            if message["type"] == "http.response.pathsend":
+                seen["pathsend"] += 1
+            await send(message)
+        return counted
 
 
 application = Routes()

@@ -47,7 +47,7 @@ enum Attempt {
 
 /// Resolves when the client goes away (FIN or reset on HTTP/1, a reset
 /// stream on h2); never for a client that waits.
-async fn client_gone(session: &mut Session) -> Box<pingora_core::Error> {
+pub(crate) async fn client_gone(session: &mut Session) -> Box<pingora_core::Error> {
     tokio::time::sleep(WATCH_CLIENT_AFTER).await;
     loop {
         // The body is read: this only returns on a close (or, for bytes
@@ -107,6 +107,10 @@ impl Edge {
                 e = client_gone(session) => Attempt::ClientGone(e),
             };
             match outcome {
+                Attempt::Answered(a) if super::hints::informational(a.resp.status) => {
+                    let what = &out.what;
+                    return self.after_hints(session, ctx, what, out.is_head, a).await;
+                }
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Refuse(status, why) => {

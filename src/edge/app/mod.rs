@@ -4,6 +4,7 @@
 
 pub(crate) mod exchange;
 pub(crate) mod forward;
+pub(crate) mod hints;
 pub mod peer;
 pub mod pool;
 pub(crate) mod relay;

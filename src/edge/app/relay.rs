@@ -119,13 +119,22 @@ impl Sink {
         Ok(())
     }
 
-    /// Ends the body: the encoder's last bytes, then the end of the stream.
-    pub async fn end(self, session: &mut Session) -> Result<()> {
+    /// Ends the body: the encoder's last bytes, then the trailers if any
+    /// (HTTP/2 only: pingora's HTTP/1 server cannot write them, and the
+    /// worker offers them to h2 requests alone), then the end of the stream.
+    pub async fn end(self, session: &mut Session, trailers: Vec<(String, Vec<u8>)>) -> Result<()> {
         let tail = match self.encoder {
             None => None,
             Some(enc) => Some(enc.finish().map_err(encode_error)?),
         };
-        session.write_response_body(tail, true).await
+        let trailers = trailer_map(&trailers);
+        match trailers {
+            Some(map) if session.is_http2() => {
+                session.write_response_body(tail, false).await?;
+                session.write_response_trailers(map).await
+            }
+            _ => session.write_response_body(tail, true).await,
+        }
     }
 
     /// A body that is already whole: encoded in one go.
@@ -135,8 +144,27 @@ impl Sink {
             return session.write_response_body(Some(body), true).await;
         }
         self.send(session, body).await?;
-        self.end(session).await
+        self.end(session, Vec::new()).await
     }
+}
+
+/// The worker's trailer fields that may travel as trailers, as a map.
+fn trailer_map(fields: &[(String, Vec<u8>)]) -> Option<http::HeaderMap> {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in fields {
+        let lname = name.to_ascii_lowercase();
+        if !crate::wire::trailer_allowed(&lname) {
+            continue;
+        }
+        let (Ok(n), Ok(v)) = (
+            http::HeaderName::from_bytes(lname.as_bytes()),
+            http::HeaderValue::from_bytes(value),
+        ) else {
+            continue;
+        };
+        map.append(n, v);
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 fn encode_error(e: std::io::Error) -> Box<Error> {
@@ -213,7 +241,8 @@ impl Edge {
                 }
             }
         }
-        sink.end(session).await?;
+        let trailers = reader.take_trailers();
+        sink.end(session, trailers).await?;
         Ok(true)
     }
 }
@@ -271,7 +300,7 @@ impl BodyRelay {
                 Err(e) => return writer.fail(e),
             }
         }
-        writer.end();
+        writer.end(std::mem::take(&mut reader.trailers));
         if self.reusable && reader.is_done() {
             lease.put_conn(conn);
         }

@@ -61,6 +61,8 @@ struct State {
     file_unsent: u64,
     ended: bool,
     client_gone: bool,
+    /// The body's trailer fields, handed over with its end.
+    trailers: Vec<(String, Vec<u8>)>,
 }
 
 struct Shared {
@@ -193,9 +195,12 @@ impl Writer {
         false
     }
 
-    /// The body is complete.
-    pub fn end(self) {
-        self.0.lock().ended = true;
+    /// The body is complete; `trailers` (mostly none) follow it.
+    pub fn end(self, trailers: Vec<(String, Vec<u8>)>) {
+        let mut st = self.0.lock();
+        st.ended = true;
+        st.trailers = trailers;
+        drop(st);
         self.0.changed.notify_waiters();
     }
 
@@ -223,6 +228,11 @@ impl Reader {
             }
             notified.await;
         }
+    }
+
+    /// The trailer fields, once `next` has returned `None`.
+    pub fn take_trailers(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.0.lock().trailers)
     }
 
     fn take(&self) -> Option<io::Result<Bytes>> {
@@ -288,7 +298,7 @@ mod tests {
             );
         }
         assert!(w.0.lock().file_len > 0, "past 64 KiB the body is spooled");
-        w.end();
+        w.end(Vec::new());
         assert_eq!(drain(r).await, want);
         assert_eq!(budget.memory.available_permits(), 256);
     }
@@ -301,7 +311,7 @@ mod tests {
             for _ in 0..10 {
                 assert!(w.push(Bytes::from(vec![7u8; 4096])).await);
             }
-            w.end();
+            w.end(Vec::new());
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(

@@ -168,7 +168,12 @@ pub struct BodyReader {
     remaining: u64,
     chunk_left: u64,
     done: bool,
+    /// The chunked body's trailer fields (ASGI `http.response.trailers`).
+    pub trailers: Vec<(String, Vec<u8>)>,
 }
+
+/// A trailer section larger than this is a broken worker.
+const MAX_TRAILERS: usize = 64 * 1024;
 
 impl BodyReader {
     pub fn new(framing: Framing) -> Self {
@@ -181,6 +186,7 @@ impl BodyReader {
             remaining,
             chunk_left: 0,
             done: matches!(framing, Framing::Empty) || framing == Framing::Length(0),
+            trailers: Vec::new(),
         }
     }
 
@@ -241,22 +247,41 @@ impl BodyReader {
             let size_str = size_str.split(';').next().unwrap_or("").trim();
             let size = u64::from_str_radix(size_str, 16).map_err(|_| bad_chunk())?;
             if size == 0 {
-                // Trailers (the worker sends none) up to the blank line.
-                loop {
-                    let mut t = Vec::new();
-                    let n = conn.take(8192).read_until(b'\n', &mut t).await?;
-                    if n == 0 {
-                        return Err(truncated());
-                    }
-                    if t == b"\r\n" {
-                        break;
-                    }
-                }
+                self.trailers = read_trailers(conn).await?;
                 self.done = true;
                 return Ok(None);
             }
             self.chunk_left = size;
         }
+    }
+}
+
+/// The trailer section after the last chunk, up to its blank line.
+async fn read_trailers(conn: &mut Conn) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut section = Vec::new();
+    loop {
+        let start = section.len();
+        let n = conn.take(8192).read_until(b'\n', &mut section).await?;
+        if n == 0 {
+            return Err(truncated());
+        }
+        if &section[start..] == b"\r\n" {
+            break;
+        }
+        if section.len() > MAX_TRAILERS {
+            return Err(bad_chunk());
+        }
+    }
+    if section.len() == 2 {
+        return Ok(Vec::new());
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 64];
+    match httparse::parse_headers(&section, &mut fields) {
+        Ok(httparse::Status::Complete((_, fields))) => Ok(fields
+            .iter()
+            .map(|f| (f.name.to_string(), f.value.to_vec()))
+            .collect()),
+        _ => Err(bad_chunk()),
     }
 }
 

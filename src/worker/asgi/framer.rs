@@ -65,6 +65,34 @@ impl AsgiFramer {
         PyBytes::new(py, &self.out)
     }
 
+    /// Ends a chunked body with the app's trailers (`http.response.trailers`).
+    fn finish_trailers<'py>(
+        &mut self,
+        py: Python<'py>,
+        headers: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut fields = Vec::new();
+        for item in headers.try_iter()? {
+            let (name, value) = field(&item?)?;
+            if wire::trailer_allowed(&String::from_utf8_lossy(&name).to_ascii_lowercase()) {
+                fields.push((name, value));
+            }
+        }
+        self.out.clear();
+        self.framer.finish_with_trailers(&mut self.out, &fields);
+        Ok(PyBytes::new(py, &self.out))
+    }
+
+    /// Body bytes still expected (None: chunked), for a file sent around
+    /// the framer; `sent` counts them.
+    fn expects(&self) -> Option<u64> {
+        self.framer.expects()
+    }
+
+    fn sent(&mut self, n: u64) {
+        self.framer.sent_around(n);
+    }
+
     #[getter]
     fn keep_alive(&self) -> bool {
         self.framer.keep_alive
@@ -143,6 +171,30 @@ pub(super) fn field(item: &Bound<'_, PyAny>) -> PyResult<(Vec<u8>, Vec<u8>)> {
         )));
     }
     Ok((name, value))
+}
+
+/// `103 Early Hints` with one `Link` field per link (ASGI's
+/// `http.response.early_hint`), checked as response fields are.
+pub fn early_hints(links: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    let mut out = b"HTTP/1.1 103 Early Hints\r\n".to_vec();
+    for link in links.try_iter()? {
+        let link = link?;
+        let value = link
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("early hint links must be bytes"))?
+            .as_bytes();
+        if value.is_empty() || value.iter().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+            return Err(PyValueError::new_err(format!(
+                "invalid early hint link {:?}",
+                String::from_utf8_lossy(value)
+            )));
+        }
+        out.extend_from_slice(b"Link: ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(out)
 }
 
 /// A complete plain-text error response (a failed app, a bad head).

@@ -36,6 +36,15 @@ impl Runtime {
         py.get_type::<super::websocket::WebSocket>()
     }
 
+    /// A `103 Early Hints` head for these links.
+    fn early_hints<'py>(
+        &self,
+        py: Python<'py>,
+        links: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        Ok(PyBytes::new(py, &super::framer::early_hints(links)?))
+    }
+
     fn error_response<'py>(
         &self,
         py: Python<'py>,

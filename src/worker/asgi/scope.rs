@@ -66,6 +66,14 @@ pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyR
     if websocket {
         // The app may deny the handshake with a full HTTP response.
         extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+    } else {
+        extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+        extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
+        // The edge can pass trailers on only over HTTP/2 (pingora's
+        // HTTP/1 server writes none), so only h2 requests are offered them.
+        if http_version(edge.protocol.as_deref()) == "2" {
+            extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+        }
     }
     scope.set_item(intern!(py, "extensions"), extensions)?;
     Ok((scope.unbind(), head.content_length, head.keep_alive))

@@ -13,6 +13,7 @@
 
 import asyncio
 import collections
+import os
 import select
 import traceback
 
@@ -295,7 +296,7 @@ class HttpCycle(Waiting):
 
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
                  "disconnected", "complete", "started", "status", "headers", "framer",
-                 "keep_alive", "task", "reading_paused")
+                 "keep_alive", "task", "reading_paused", "trailers", "body_done")
 
     def __init__(self, hop, scope, length, keep_alive):
         self.hop = hop
@@ -314,6 +315,8 @@ class HttpCycle(Waiting):
         self.keep_alive = keep_alive
         self.task = None
         self.reading_paused = False
+        self.trailers = None  # a list once the app declares trailers
+        self.body_done = False
 
     # ---- from the edge ----------------------------------------------------
 
@@ -375,14 +378,14 @@ class HttpCycle(Waiting):
         if kind == "http.response.body":
             if not self.started:
                 raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
-            if self.complete:
+            if self.complete or self.body_done:
                 raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
             if self.disconnected:
                 raise ClientDisconnected("the client went away")
             body = message.get("body", b"")
             more = message.get("more_body", False)
             framer = self.framer
-            if framer is None and not more:
+            if framer is None and not more and self.trailers is None:
                 # The common case: the whole response in one message.
                 out, keep_alive = rt.Framer.whole(self.scope["method"] == "HEAD", self.keep_alive,
                                                   self.status, self.headers, body)
@@ -395,12 +398,15 @@ class HttpCycle(Waiting):
                 self.framer = framer
             else:
                 out = framer.body(body)
-            if not more:
+            if not more and self.trailers is None:
                 out += framer.finish()
             if out:
                 self.hop.transport.write(out)
             if not more:
-                self.end(framer.keep_alive)
+                if self.trailers is None:
+                    self.end(framer.keep_alive)
+                else:
+                    self.body_done = True  # the trailers end it
             elif self.hop.paused:
                 await self.hop.drained()
         elif kind == "http.response.start":
@@ -409,8 +415,77 @@ class HttpCycle(Waiting):
             self.status = message["status"]
             self.headers = message.get("headers", ())
             self.started = True
+            if message.get("trailers") and "http.response.trailers" in self.scope["extensions"]:
+                self.trailers = []
+        elif kind == "http.response.trailers":
+            self.send_trailers(message)
+        elif kind == "http.response.pathsend":
+            if not self.started or self.framer is not None or self.complete:
+                raise RuntimeError("ASGI app sent 'http.response.pathsend' outside a response's body")
+            if self.disconnected:
+                raise ClientDisconnected("the client went away")
+            await self.send_path(message["path"])
+        elif kind == "http.response.early_hint":
+            # Ignored once the response started, as the extension says.
+            if not self.started and not self.disconnected:
+                self.hop.transport.write(rt.early_hints(message.get("links", ())))
         else:
             raise RuntimeError(f"unexpected ASGI message {kind!r} for an HTTP request")
+
+    def send_trailers(self, message):
+        """http.response.trailers, after the last body message: gathered
+        until `more_trailers` is false, then they end the chunked body."""
+        if self.trailers is None:
+            if "http.response.trailers" in self.scope["extensions"]:
+                raise RuntimeError("ASGI app sent trailers without declaring them in "
+                                   "'http.response.start'")
+            return  # not offered (HTTP/1 client): dropped, as the spec allows
+        if not self.body_done or self.complete:
+            raise RuntimeError("ASGI app sent 'http.response.trailers' before the body ended")
+        self.trailers.extend(message.get("headers", ()))
+        if not message.get("more_trailers", False):
+            self.hop.transport.write(self.framer.finish_trailers(self.trailers))
+            self.end(self.framer.keep_alive)
+
+    async def send_path(self, path):
+        """http.response.pathsend: the file goes to the edge by sendfile(2)
+        where the loop has it (asyncio's does; uvloop's has none, so there
+        it is copied in large pieces, still without the app's Python)."""
+        hop = self.hop
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            framer = rt.Framer(self.scope["method"] == "HEAD", self.keep_alive)
+            hop.transport.write(framer.head(self.status, self.headers, size, b""))
+            self.framer = framer
+            count = framer.expects()
+            if count is None:  # chunked cannot happen with a known length
+                raise RuntimeError("pathsend needs a length")
+            count = min(count, size)
+            if count:
+                # What was really sent: a file that shrank meanwhile leaves
+                # the body short, and the framer then closes the hop.
+                try:
+                    sent = await hop.server.loop.sendfile(hop.transport, f, 0, count)
+                except NotImplementedError:
+                    sent = await self.copy_file(f, count)
+                framer.sent(sent)
+        out = framer.finish()
+        if out:
+            hop.transport.write(out)
+        self.end(framer.keep_alive)
+
+    async def copy_file(self, f, count):
+        hop = self.hop
+        sent = 0
+        while sent < count and not hop.lost:
+            piece = f.read(min(count - sent, 256 * 1024))
+            if not piece:
+                break
+            sent += len(piece)
+            hop.transport.write(piece)
+            if hop.paused:
+                await hop.drained()
+        return sent
 
     def end(self, keep_alive):
         self.complete = True
