@@ -52,10 +52,7 @@ impl Framer {
         if name.eq_ignore_ascii_case(b"content-length") {
             self.app_len = crate::proto::length::parse_one(value.trim_ascii());
         }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        write_field(out, name, value);
     }
 
     /// Ends the head, choosing the framing. `known_len` is the body's
@@ -135,10 +132,7 @@ impl Framer {
         }
         out.extend_from_slice(b"0\r\n");
         for (name, value) in fields {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
+            write_field(out, name, value);
         }
         out.extend_from_slice(b"\r\n");
         self.framing = Framing::NoBody;
@@ -158,6 +152,14 @@ impl Framer {
         }
         self.framing = Framing::NoBody;
     }
+}
+
+/// `name: value` and its line end (both already checked).
+pub fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! permessage-deflate, which tungstenite lacks, is `deflate.rs`'s.
 
 use super::deflate::{self, Inflating};
+use crate::wire::framer::write_field;
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString, PyTuple};
@@ -267,15 +268,10 @@ pub fn handshake_response(
     out.extend_from_slice(tungstenite::handshake::derive_accept_key(key.trim_ascii()).as_bytes());
     out.extend_from_slice(b"\r\n");
     if let Some(p) = subprotocol {
-        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
-        out.extend_from_slice(p.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_field(&mut out, b"Sec-WebSocket-Protocol", p.as_bytes());
     }
     for (name, value) in fields {
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+        write_field(&mut out, name, value);
     }
     out.extend_from_slice(b"\r\n");
     out
