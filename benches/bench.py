@@ -149,8 +149,8 @@ class Corral(Server):
             f'[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
             f'[app]\nmodule = "{module_spec(app)}"\nchdir = "{APPS}"\nworkers = {self.args.workers}\n'
             f'threads = {threads}\nvirtualenv = "{venv}"\nqueue_size = 100000\n'
-            # Room for the WebSocket bench's 2,000 idle sockets (9/10 of it).
-            + ('concurrency = 5000\n' if app == "ws_echo" else '')
+            # Room for the WebSocket bench's idle sockets (9/10 of it: 10,800 on 2 workers).
+            + ('concurrency = 6000\n' if app == "ws_echo" else '')
             + f'[[static]]\nurl = "/static/"\ndir = "{self.args.static_dir}"\n'
             f'[compression]\nenabled = false\n'
             f'[log]\naccess = "off"\nlevel = "warn"\n'

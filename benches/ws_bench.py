@@ -101,6 +101,7 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--idle", type=int, default=2000, help="idle sockets held for the memory figure")
     a = ap.parse_args()
     import tempfile
     args = Args()
@@ -126,10 +127,10 @@ def main():
                     rate, cpu = n / a.duration, used * 1e6 / n
                     # Broadcast: 1,000 clients, 20 messages from one of them.
                     delivered, took = asyncio.run(broadcast(srv.port, 1000, 20))
-                    # Idle memory: 2,000 sockets held open.
+                    # Idle memory: --idle sockets held open.
                     rss0 = bench.rss_kib(srv.pids())
                     loop = asyncio.new_event_loop()
-                    socks = loop.run_until_complete(idle(srv.port, 2000))
+                    socks = loop.run_until_complete(idle(srv.port, a.idle))
                     time.sleep(1)
                     per_sock = (bench.rss_kib(srv.pids()) - rss0) * 1024 / len(socks)
                     for ws in socks:
