@@ -108,6 +108,11 @@ class Server:
         self.port = free_port()
         self.tls_port = None
 
+    def start_nginx_proxy(self, sock, upstream="", location=""):
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(nginx_proxy_conf(self, sock, upstream, location))
+        self.spawn(["nginx", "-c", str(conf), "-p", str(self.workdir)])
+
     def spawn(self, cmd, **kw):
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.workdir / f"{self.name}.err", "ab"),
                              start_new_session=True, **kw)
@@ -221,6 +226,32 @@ class GunicornUvicorn(Server):
         wait_port(self.port)
 
 
+def nginx_proxy_conf(server, sock, upstream="", location=""):
+    """nginx in front of an app server's Unix socket: the shared config,
+    with the deployment's own upstream and location directives."""
+    return f"""
+user root;
+worker_processes {server.args.workers};
+pid {server.workdir}/nginx.pid;
+error_log {server.workdir}/nginx.err warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;  # corral has no per-connection cap (nginx: 1000, and h2load does not reconnect)
+    upstream app {{ server unix:{sock}; {upstream} }}
+    server {{
+        listen 127.0.0.1:{server.port};
+        location / {{
+            proxy_pass http://app;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;{location}
+        }}
+    }}
+}}
+"""
+
+
 class NginxUvicorn(Server):
     """nginx in front of uvicorn on a Unix socket, as the uvicorn docs deploy it."""
     name = "nginx+uvicorn"
@@ -230,31 +261,10 @@ class NginxUvicorn(Server):
         self.spawn([str(Path(self.args.venv) / "bin" / "uvicorn"), "--workers", str(self.args.workers),
                     "--http", "httptools", "--loop", "uvloop", "--no-access-log", "--log-level", "warning",
                     "--uds", str(sock), module_spec(app)], cwd=str(APPS))
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(f"""
-user root;
-worker_processes {self.args.workers};
-pid {self.workdir}/nginx.pid;
-error_log {self.workdir}/nginx.err warn;
-daemon off;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    upstream app {{ server unix:{sock}; keepalive 64; }}
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://app;
+        # HTTP/1.1 keep-alive to the upstream, as uvicorn's deployment docs set it.
+        self.start_nginx_proxy(sock, upstream="keepalive 64;", location="""
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-    }}
-}}
-""")
-        self.spawn(["nginx", "-c", str(conf), "-p", str(self.workdir)])
+            proxy_set_header Connection "";""")
         wait_port(self.port)
 
 
@@ -320,30 +330,8 @@ class NginxGunicorn(Server):
         extra = ["-k", "gthread", "--threads", str(threads)] if threads > 1 else []
         self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers), *extra,
                     "-b", f"unix:{sock}", "--chdir", str(APPS), module_spec(app)])
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(f"""
-user root;
-worker_processes {self.args.workers};
-pid {self.workdir}/nginx.pid;
-error_log {self.workdir}/nginx.err warn;
-daemon off;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;  # corral has no per-connection cap (nginx: 1000, and h2load does not reconnect)
-    upstream app {{ server unix:{sock}; }}
-    server {{
-        listen 127.0.0.1:{self.port};
-        location / {{
-            proxy_pass http://app;
-            proxy_set_header Host $host;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
-        }}
-    }}
-}}
-""")
-        self.spawn(["nginx", "-c", str(conf), "-p", str(self.workdir)])
+        self.start_nginx_proxy(sock, location="""
+            proxy_set_header X-Forwarded-Proto $scheme;""")
         wait_port(self.port)
 
 

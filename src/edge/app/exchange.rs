@@ -14,13 +14,13 @@ use tokio::io::BufReader;
 use tracing::{debug, error, warn};
 
 /// One request as it goes to a worker, the same for every attempt.
-struct Outgoing<'a> {
+pub(super) struct Outgoing<'a> {
     head: &'a [u8],
     body: &'a RequestBody,
     /// HEAD: the answer has no body whatever its framing says.
-    is_head: bool,
+    pub(super) is_head: bool,
     /// `METHOD /path (request id)`, for the log.
-    what: String,
+    pub(super) what: String,
 }
 
 /// A worker's answer: its head read, its body still on `conn`.
@@ -35,7 +35,7 @@ pub struct Answer {
 /// How one attempt went. (Moved once, straight out of `attempt`: boxing
 /// the large variant would cost an allocation per request.)
 #[allow(clippy::large_enum_variant)]
-enum Attempt {
+pub(super) enum Attempt {
     Answered(Answer),
     /// Not delivered: the app cannot have run it; try another worker.
     Retry(u64),
@@ -47,7 +47,7 @@ enum Attempt {
 
 /// Resolves when the client goes away (FIN or reset on HTTP/1, a reset
 /// stream on h2); never for a client that waits.
-pub(crate) async fn client_gone(session: &mut Session) -> Box<pingora_core::Error> {
+pub(super) async fn client_gone(session: &mut Session) -> Box<pingora_core::Error> {
     tokio::time::sleep(WATCH_CLIENT_AFTER).await;
     loop {
         // The body is read: this only returns on a close (or, for bytes
@@ -106,11 +106,7 @@ impl Edge {
                 a = attempt => a,
                 e = client_gone(session) => Attempt::ClientGone(e),
             };
-            match outcome {
-                Attempt::Answered(a) if super::hints::informational(a.resp.status) => {
-                    let what = &out.what;
-                    return self.after_hints(session, ctx, what, out.is_head, a).await;
-                }
+            match self.past_hints(session, ctx, &out, outcome).await? {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Refuse(status, why) => {
@@ -159,7 +155,7 @@ impl Edge {
     }
 
     /// What a failed exchange means, told in the log.
-    fn failed(
+    pub(super) fn failed(
         &self,
         ctx: &Ctx,
         what: &str,

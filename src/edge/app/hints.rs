@@ -1,94 +1,86 @@
 //! Informational answers from a worker before its real one: a `103 Early
 //! Hints` goes to the client at once, so a browser starts preloading while
-//! the app still works; then the edge waits for the next head as it waited
-//! for the first (`app.timeout`, the client watched).
+//! the app still works; then the next head is awaited as the first was
+//! (`app.timeout`, the client watched), and how that ends is an `Attempt`
+//! like any other, handled by `dispatch`.
 
-use crate::edge::app::exchange::{client_gone, report_timeout, Answer};
+use crate::edge::app::exchange::{report_timeout, Attempt, Outgoing};
 use crate::edge::app::upstream::{self, ExchangeError};
 use crate::edge::request::{Ctx, Edge};
 use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
-use tracing::{debug, error};
 
 /// A head that is not the answer yet. 101 is the answer to a WebSocket
 /// handshake, so it is final here.
-pub fn informational(status: u16) -> bool {
+fn informational(status: u16) -> bool {
     (100..200).contains(&status) && status != 101
 }
 
-/// How waiting for the next head ended.
-enum Next {
-    Head(upstream::ResponseHead),
-    TimedOut,
-    Failed(String),
-    ClientGone(Box<Error>),
-}
-
 impl Edge {
-    /// Passes the worker's 103s on until its final head comes; None when
-    /// it was answered here (504, 502).
-    pub(crate) async fn after_hints(
+    /// Passes the worker's 103s on (other 1xx are skipped) until an
+    /// outcome that is not an informational head.
+    pub(super) async fn past_hints(
         &self,
         session: &mut Session,
-        ctx: &mut Ctx,
-        what: &str,
-        is_head: bool,
-        mut answer: Answer,
-    ) -> Result<Option<Answer>> {
-        while informational(answer.resp.status) {
+        ctx: &Ctx,
+        out: &Outgoing<'_>,
+        mut outcome: Attempt,
+    ) -> Result<Attempt> {
+        loop {
+            let answer = match outcome {
+                Attempt::Answered(a) if informational(a.resp.status) => a,
+                other => return Ok(other),
+            };
             if answer.resp.status == 103 {
                 send_hints(session, &answer.resp).await?;
             }
-            let read = next_head(&mut answer, is_head);
-            let next = tokio::select! {
-                n = read => n,
-                e = client_gone(session) => Next::ClientGone(e),
+            outcome = tokio::select! {
+                next = self.next_head(ctx, out, answer) => next,
+                e = super::exchange::client_gone(session) => Attempt::ClientGone(e),
             };
-            match next {
-                Next::Head(resp) => answer.resp = resp,
-                Next::TimedOut => {
-                    let (pool, fd, t) = (&self.pool, self.status_fd, self.timeout);
-                    report_timeout(pool, fd, &answer.lease, what, t);
-                    let why = "Gateway Timeout: the app took too long";
-                    return self.refuse(session, ctx, 504, why).await.map(|_| None);
-                }
-                Next::Failed(why) => {
-                    error!(
-                        "{what} failed in worker {} after early hints: {why}",
-                        answer.lease.worker
-                    );
-                    return self
-                        .refuse(session, ctx, 502, "Bad Gateway")
-                        .await
-                        .map(|_| None);
-                }
-                Next::ClientGone(e) => {
-                    ctx.status = 499;
-                    debug!("{what}: the client went away after early hints: {e}");
-                    return Err(e);
-                }
-            }
         }
-        Ok(Some(answer))
     }
-}
 
-/// The next head, within what is left of `app.timeout`. The request was
-/// delivered (a head came back), so no failure here is retried.
-async fn next_head(answer: &mut Answer, is_head: bool) -> Next {
-    let read = upstream::read_head(&mut answer.conn, is_head);
-    let result = match answer.deadline {
-        None => read.await,
-        Some(d) => match tokio::time::timeout_at(d, read).await {
-            Ok(r) => r,
-            Err(_) => return Next::TimedOut,
-        },
-    };
-    match result {
-        Ok(resp) => Next::Head(resp),
-        Err(ExchangeError::Failed(why)) => Next::Failed(why),
-        Err(ExchangeError::NotDelivered(e) | ExchangeError::EdgeOutOfFds(e)) => {
-            Next::Failed(e.to_string())
+    /// The next head, within what is left of `app.timeout`. The request was
+    /// delivered (a head came back), so a failure is never retried.
+    async fn next_head(
+        &self,
+        ctx: &Ctx,
+        out: &Outgoing<'_>,
+        mut a: super::exchange::Answer,
+    ) -> Attempt {
+        let read = upstream::read_head(&mut a.conn, out.is_head);
+        let result = match a.deadline {
+            None => read.await,
+            Some(d) => match tokio::time::timeout_at(d, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    report_timeout(
+                        &self.pool,
+                        self.status_fd,
+                        &a.lease,
+                        &out.what,
+                        self.timeout,
+                    );
+                    return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
+                }
+            },
+        };
+        match result {
+            Ok(resp) => {
+                a.resp = resp;
+                Attempt::Answered(a)
+            }
+            Err(e) => {
+                let why = match e {
+                    ExchangeError::Failed(why) => why,
+                    ExchangeError::NotDelivered(e) | ExchangeError::EdgeOutOfFds(e) => {
+                        e.to_string()
+                    }
+                };
+                let failed = ExchangeError::Failed(format!("after early hints: {why}"));
+                self.failed(ctx, &out.what, a.lease.worker, failed, 0)
+            }
         }
     }
 }
