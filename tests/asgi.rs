@@ -368,11 +368,19 @@ fn early_hints_reach_the_client_while_the_app_still_works() {
     let mut old = String::new();
     s.read_to_string(&mut old).expect("read");
     assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+    // h2: an interim HEADERS frame with :status 103 before the answer's
+    // (the python h2 package reports it), and curl shows it too.
+    let got = h2_get(&srv, "/raw/hints");
+    assert_eq!(got["informational"], serde_json::json!(["103"]), "{got}");
+    assert_eq!(got["status"], 200, "{got}");
+    assert_eq!(got["body_sha256"], sha256_hex(b"the page"), "{got}");
     let out = curl(&[
+        "-v",
         "--http2-prior-knowledge",
         &format!("http://127.0.0.1:{}/raw/hints", srv.port),
     ]);
     assert_eq!(out.stdout, "the page", "{out}");
+    assert!(out.stderr.contains("< HTTP/2 103"), "{out}");
 }
 
 #[test]
@@ -403,20 +411,10 @@ fn pathsend_files_arrive_exact_on_both_loops() {
 }
 
 #[test]
-fn trailers_reach_http2_clients_and_http1_gets_the_body_alone() {
+fn trailers_reach_clients_that_take_them_over_http2_and_http11() {
     let srv = asgi_site(1, "").start();
     let body = b"first piece of the body, second piece";
-    let out = run_with_timeout(
-        Command::new(python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/h2_get.py"
-            ))
-            .args(["--port", &srv.port.to_string(), "--path", "/raw/trailers"]),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
-    let got: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    let got = h2_get(&srv, "/raw/trailers");
     assert_eq!(got["status"], 200, "{got}");
     assert_eq!(got["body_sha256"], sha256_hex(body), "{got}");
     assert_eq!(got["trailers"]["x-body-sha256"], sha256_hex(body), "{got}");
@@ -425,8 +423,60 @@ fn trailers_reach_http2_clients_and_http1_gets_the_body_alone() {
         got["trailers"].get("content-length").is_none(),
         "a framing field passed as a trailer: {got}"
     );
-    // HTTP/1.1: not offered, so the app sends none; the body is whole.
-    let (status, got, out) =
-        curl_fetch(&format!("http://127.0.0.1:{}/raw/trailers", srv.port), &[]);
+    // HTTP/1.1 without `TE: trailers`: not offered, so the app sends
+    // none; the body is whole.
+    let url = format!("http://127.0.0.1:{}/raw/trailers", srv.port);
+    let (status, got, out) = curl_fetch(&url, &[]);
     assert_eq!((status, got.as_slice()), (200, &body[..]), "{out}");
+    assert!(!out.stdout.contains("x-body-sha256"), "{out}");
+    // With it: the trailer section ends the chunked body. curl reports
+    // trailers with the headers (-D).
+    let dump = tempfile::NamedTempFile::new().expect("temp file");
+    let dump_path = dump.path().to_str().expect("utf-8 path");
+    let (status, got, out) = curl_fetch(&url, &["-H", "TE: trailers", "-D", dump_path]);
+    assert_eq!((status, got.as_slice()), (200, &body[..]), "{out}");
+    let headers = std::fs::read_to_string(dump.path()).expect("curl's header dump");
+    let want = format!("x-body-sha256: {}\r\n", sha256_hex(body));
+    assert!(headers.contains(&want), "{headers}");
+    assert!(headers.contains("x-status: complete\r\n"), "{headers}");
+    // The exact bytes: the last chunk, the two fields, the blank line.
+    let raw = raw_exchange(
+        srv.port,
+        "GET /raw/trailers HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    );
+    let tail = format!("\r\n0\r\n{want}x-status: complete\r\n\r\n");
+    assert!(raw.ends_with(&tail), "{raw}");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{raw}"
+    );
+}
+
+/// One GET over h2c by the python `h2` package (tests/clients/h2_get.py),
+/// which reports informational heads and trailers.
+fn h2_get(srv: &Running, path: &str) -> serde_json::Value {
+    let out = run_with_timeout(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/h2_get.py"
+            ))
+            .args(["--port", &srv.port.to_string(), "--path", path]),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
+    serde_json::from_str(out.stdout.trim()).expect("h2_get.py prints JSON")
+}
+
+/// Sends one request on a fresh connection and reads until it closes.
+fn raw_exchange(port: u16, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -406,6 +406,37 @@ fn a_websocket_upgrade_to_a_wsgi_app_is_refused_plainly() {
     );
 }
 
+/// corral is not a forward proxy: a plain CONNECT (a tunnel to another
+/// host) is refused with 405, and never reaches the app. Only HTTP/2's
+/// extended CONNECT for a WebSocket is taken; a plain one over h2 is
+/// checked in tests/clients/h2_websocket.py.
+#[test]
+fn a_plain_connect_is_refused_not_tunnelled() {
+    let site = hello_site("h2c = true", "");
+    let (status, text) = conn_roundtrip_new(
+        site.port,
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    );
+    assert_eq!(status, 405, "{text}");
+    assert!(
+        !text.contains("PATH_INFO"),
+        "the app must not see it: {text}"
+    );
+    // curl's own tunnel request, through corral as if it were a proxy.
+    let r = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_connect}",
+        "--proxytunnel",
+        "-x",
+        &format!("http://127.0.0.1:{}", site.port),
+        "http://example.invalid/",
+    ]);
+    assert_eq!(r.stdout.trim(), "405", "{r}");
+}
+
 /// Clients that put an IP address in SNI (openssl s_client, some monitors)
 /// are served; rustls' per-handshake warning about it is not an operator's
 /// concern and stays out of the error log at `level = "info"`.

@@ -128,23 +128,55 @@ fn third_party_clients_over_ws_and_wss() {
     let tls_port = free_port();
     let srv = ws_site(Some(tls_port), "", "").start();
     let ca = srv.path().join("cert.pem");
+    let args = [
+        "--ws".to_string(),
+        format!("ws://127.0.0.1:{}", srv.port),
+        "--wss".to_string(),
+        format!("wss://localhost:{tls_port}"),
+        "--cafile".to_string(),
+        ca.display().to_string(),
+    ];
+    run_checks(&srv, "ws_clients.py", &args, Duration::from_secs(180));
+}
+
+/// Runs a tests/clients script that prints one line per check and
+/// "N failures" (tests/clients/checks.py); every check must pass.
+fn run_checks(srv: &Running, script: &str, args: &[String], limit: Duration) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
     let out = run_with_timeout(
         Command::new(venv().join("bin/python"))
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/ws_clients.py"
-            ))
-            .args(["--ws", &format!("ws://127.0.0.1:{}", srv.port)])
-            .args(["--wss", &format!("wss://localhost:{tls_port}")])
-            .args(["--cafile", ca.to_str().expect("utf-8 path")]),
-        Duration::from_secs(180),
+            .arg(path.join(script))
+            .args(args),
+        limit,
     );
     eprintln!("{}", out.stdout);
     assert!(
-        out.success() && out.stdout.contains("0 failures"),
-        "WebSocket client checks failed:\n{out}\n{}",
+        out.success() && out.stdout.contains("\n0 failures"),
+        "{script}: checks failed:\n{out}\n{}",
         srv.stderr_tail()
     );
+}
+
+/// RFC 8441: over h2 a WebSocket is one stream of the page's connection.
+/// The python `h2` package and `wsproto` (not our code) speak it: echo with
+/// exact bytes and permessage-deflate, GETs and a second socket on the same
+/// connection meanwhile, a clean close, and refusals of other CONNECTs.
+#[test]
+fn websockets_over_http2_are_streams_of_one_connection() {
+    let tls_port = free_port();
+    let srv = ws_site(Some(tls_port), "", "").start();
+    let ca = srv.path().join("cert.pem");
+    let args = [
+        "--port".to_string(),
+        tls_port.to_string(),
+        "--cafile".to_string(),
+        ca.display().to_string(),
+    ];
+    run_checks(&srv, "h2_websocket.py", &args, Duration::from_secs(120));
+    let seen = srv.get("/seen").json();
+    assert_eq!(seen["ws_http"], serde_json::json!(["2", "2"]), "{seen}");
+    let log = srv.stdout();
+    assert!(log.contains("\"CONNECT /ws/echo HTTP/2.0\" 200"), "{log}");
 }
 
 #[test]
@@ -398,8 +430,11 @@ fn a_real_browser_loads_a_page_over_tls_and_talks_over_a_websocket() {
         report,
         "browser echo ok over https: with permessage-deflate; server_no_context_takeover; client_no_context_takeover"
     );
+    // The page came over h2, so Chromium opened the socket as a stream of
+    // that connection (RFC 8441) rather than a second connection.
     let log = srv.stdout();
-    assert!(log.contains("\"GET /ws/echo HTTP/1.1\" 101"), "{log}");
+    assert!(log.contains("\"CONNECT /ws/echo HTTP/2.0\" 200"), "{log}");
+    assert_eq!(srv.get("/seen").json()["ws_http"], serde_json::json!(["2"]));
 }
 
 #[test]

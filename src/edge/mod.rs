@@ -84,11 +84,13 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     let pool = app::pool::Pool::new(site.config.app.queue_size, site.queue_timeout());
     let edge = request_path(site, &state, &pool, status_fd);
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    if site.config.server.h2c {
-        let mut options = pingora_core::apps::HttpServerOptions::default();
-        options.h2c = true;
-        proxy.server_options = Some(options);
-    }
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.h2c = site.config.server.h2c;
+    // CONNECT reaches `route`, which refuses a plain one (405) and takes
+    // an extended one for a WebSocket (RFC 8441).
+    options.allow_connect_method_proxying = true;
+    proxy.server_options = Some(options);
+    proxy.h2_options = Some(h2_options());
     let shared = accept_shared(site, &state, proxy, handshaker);
     server.add_service(conn::accept::AcceptService::new(
         listeners(site, listen_fds),
@@ -170,6 +172,15 @@ fn listeners(site: &Site, listen_fds: Vec<(SocketAddr, RawFd)>) -> Vec<conn::acc
             proxy_protocol: site.proxy_protocol.contains(&addr),
         })
         .collect()
+}
+
+/// pingora's bounded defaults, plus SETTINGS_ENABLE_CONNECT_PROTOCOL so
+/// browsers open WebSockets as streams of the page's own h2 connection
+/// (RFC 8441) instead of a second connection.
+fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
+    let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
+    options.enable_connect_protocol();
+    options
 }
 
 /// What the accept loops share: limits, TLS and the HTTP code they hand

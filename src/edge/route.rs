@@ -53,7 +53,16 @@ impl Edge {
         if req.raw_path() == b"*" {
             return Route::ServerWide;
         }
-        if asks_for_websocket(req) {
+        match connect_kind(req) {
+            Some(Connect::Tunnel) => {
+                return Route::Refuse(405, "Method Not Allowed: this server is not a proxy")
+            }
+            Some(Connect::Protocol) => {
+                return Route::Refuse(501, "Not Implemented: the only protocol is websocket")
+            }
+            Some(Connect::WebSocket) | None => {}
+        }
+        if asks_for_websocket(req).is_some() {
             if ctx.declared_length.unwrap_or(0) > 0 {
                 return Route::Refuse(400, "Bad Request: a WebSocket handshake has no body");
             }
@@ -81,7 +90,7 @@ impl Edge {
         decoded: &[u8],
         applied: &Applied<'_>,
     ) -> Result<bool> {
-        if asks_for_websocket(session.req_header()) {
+        if asks_for_websocket(session.req_header()) == Some(WebSocketAsk::Upgrade) {
             // The guard stopped checking this connection's bytes after the
             // handshake (they are frames if it succeeds): whatever the
             // answer, the connection ends with it.
@@ -176,12 +185,52 @@ impl Edge {
     }
 }
 
-/// An HTTP/1.1 `Upgrade: websocket` request.
-fn asks_for_websocket(req: &pingora_http::RequestHeader) -> bool {
-    req.version == http::Version::HTTP_11
+/// How a request asks for a WebSocket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebSocketAsk {
+    /// HTTP/1.1 `Upgrade: websocket` (RFC 6455): answered 101, then the
+    /// connection carries frames.
+    Upgrade,
+    /// HTTP/2 extended CONNECT with `:protocol websocket` (RFC 8441): one
+    /// stream answered 200, then its DATA frames carry the frames; the
+    /// connection's other streams go on.
+    ExtendedConnect,
+}
+
+pub fn asks_for_websocket(req: &pingora_http::RequestHeader) -> Option<WebSocketAsk> {
+    if connect_kind(req) == Some(Connect::WebSocket) {
+        return Some(WebSocketAsk::ExtendedConnect);
+    }
+    let upgrade = req.version == http::Version::HTTP_11
         && req.headers.get_all(http::header::UPGRADE).iter().any(|v| {
             String::from_utf8_lossy(v.as_bytes())
                 .split(',')
                 .any(|p| p.trim().eq_ignore_ascii_case("websocket"))
-        })
+        });
+    upgrade.then_some(WebSocketAsk::Upgrade)
+}
+
+/// What a CONNECT request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Connect {
+    /// A tunnel to another host: corral is not a forward proxy (405, as
+    /// pingora and nginx answer).
+    Tunnel,
+    /// Extended CONNECT for a WebSocket (RFC 8441), which the edge
+    /// advertises with SETTINGS_ENABLE_CONNECT_PROTOCOL.
+    WebSocket,
+    /// Extended CONNECT for a protocol corral does not speak.
+    Protocol,
+}
+
+fn connect_kind(req: &pingora_http::RequestHeader) -> Option<Connect> {
+    if req.method != http::Method::CONNECT {
+        return None;
+    }
+    // h2 puts `:protocol` in the request's extensions; HTTP/1 has none.
+    Some(match req.extensions.get::<h2::ext::Protocol>() {
+        None => Connect::Tunnel,
+        Some(p) if p.as_str().eq_ignore_ascii_case("websocket") => Connect::WebSocket,
+        Some(_) => Connect::Protocol,
+    })
 }

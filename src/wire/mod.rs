@@ -18,6 +18,9 @@ pub const REQUEST_ID: &str = "x-corral-request-id";
 pub const CLIENT_VERIFY: &str = "x-corral-client-verify";
 /// The verified client certificate's subject DN, percent-encoded UTF-8.
 pub const CLIENT_CERT: &str = "x-corral-client-cert";
+/// `1` when the client can take a trailer section: any HTTP/2 client, an
+/// HTTP/1.1 one that sent `TE: trailers` (RFC 9110 §10.1.4).
+pub const TRAILERS: &str = "x-corral-trailers";
 /// What every field above starts with.
 pub const PREFIX: &str = "x-corral-";
 

@@ -11,7 +11,7 @@ from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTe
                                StreamingResponse)
 
 # What the app saw, reported by GET /seen.
-seen = {"cancelled": 0, "disconnects": 0, "ws_codes": [], "pathsend": 0}
+seen = {"cancelled": 0, "disconnects": 0, "ws_codes": [], "ws_http": [], "pathsend": 0}
 room = set()
 
 
@@ -138,6 +138,7 @@ async def page():
 @app.websocket("/ws/echo")
 async def ws_echo(ws: WebSocket):
     offered = ws.scope.get("subprotocols") or []
+    seen["ws_http"].append(ws.scope["http_version"])
     await ws.accept(subprotocol="echo.v1" if "echo.v1" in offered else None)
     while True:
         msg = await ws.receive()

@@ -4,21 +4,13 @@ first wrong byte; prints one line per check and "N failures" at the end."""
 import argparse
 import asyncio
 import hashlib
-import sys
 import time
 
 import aiohttp
 import httpx
 import requests
 
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures += 1
+from checks import check, finish
 
 
 async def concurrency(base, n, seconds, workers):
@@ -85,8 +77,7 @@ async def main():
     await upload_download(a.base, http2=True)
     await streaming(a.base)
     with_requests(a.base)
-    print(f"{failures} failures")
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 asyncio.run(main())

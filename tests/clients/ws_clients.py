@@ -6,20 +6,12 @@ import asyncio
 import hashlib
 import json
 import ssl
-import sys
 
 import aiohttp
 import websocket  # websocket-client
 import websockets
 
-failures = 0
-
-
-def check(ok, what):
-    global failures
-    print(("ok   " if ok else "FAIL ") + what, flush=True)
-    if not ok:
-        failures += 1
+from checks import check, finish
 
 
 async def echo(url, ctx, tag):
@@ -121,8 +113,7 @@ async def main():
         await deny_and_close_codes(url, ctx, tag)
         with_websocket_client(url, ca, tag)
         await with_aiohttp(url, ctx, tag)
-    print(f"{failures} failures")
-    sys.exit(1 if failures else 0)
+    finish()
 
 
 asyncio.run(main())

@@ -94,7 +94,13 @@ pub fn request_head(
 ) -> Vec<u8> {
     let req = session.req_header();
     let mut h = Vec::with_capacity(512);
-    h.extend_from_slice(req.method.as_str().as_bytes());
+    // An HTTP/2 WebSocket (extended CONNECT) reaches the worker as the
+    // HTTP/1.1 handshake it stands for (RFC 8441 §5).
+    let method = match then {
+        Then::WebSocket if req.method == http::Method::CONNECT => "GET",
+        _ => req.method.as_str(),
+    };
+    h.extend_from_slice(method.as_bytes());
     h.push(b' ');
     let target = req.raw_path();
     h.extend_from_slice(if target.is_empty() { b"/" } else { target });
@@ -158,6 +164,9 @@ pub fn request_head(
         add("x-forwarded-host", host);
     }
     add(wire::PROTOCOL, protocol(req.version).as_bytes());
+    if takes_trailers(req) {
+        add(wire::TRAILERS, b"1");
+    }
     add(wire::REQUEST_ID, request_id.as_bytes());
     match then {
         Then::Body(len) => add("content-length", len.to_string().as_bytes()),
@@ -169,6 +178,24 @@ pub fn request_head(
     }
     h.extend_from_slice(b"\r\n");
     h
+}
+
+/// Whether the client can take trailers: h2 always carries them; an
+/// HTTP/1.1 client says so with `TE: trailers` (a chunked body carries them).
+fn takes_trailers(req: &pingora_http::RequestHeader) -> bool {
+    match req.version {
+        http::Version::HTTP_2 => true,
+        http::Version::HTTP_11 => req.headers.get_all(http::header::TE).iter().any(|v| {
+            String::from_utf8_lossy(v.as_bytes()).split(',').any(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .eq_ignore_ascii_case("trailers")
+            })
+        }),
+        _ => false,
+    }
 }
 
 pub fn response_header(session: &Session, resp: &ResponseHead) -> Result<ResponseHeader> {

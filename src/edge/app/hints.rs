@@ -86,8 +86,8 @@ impl Edge {
 }
 
 /// A 103 for the client: the worker's fields (Link, mostly) without the
-/// hop-by-hop ones. HTTP/1.0 clients get none (RFC 9110 §15.2); pingora's
-/// HTTP/2 server drops 1xx heads, so h2 clients get none either.
+/// hop-by-hop ones. HTTP/1.0 clients get none (RFC 9110 §15.2); h2 ones get
+/// an interim HEADERS frame (vendor/pingora-core's patch).
 async fn send_hints(session: &mut Session, resp: &upstream::ResponseHead) -> Result<()> {
     if !session.is_http2() && session.req_header().version < http::Version::HTTP_11 {
         return Ok(());

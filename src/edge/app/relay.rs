@@ -120,8 +120,8 @@ impl Sink {
     }
 
     /// Ends the body: the encoder's last bytes, then the trailers if any
-    /// (HTTP/2 only: pingora's HTTP/1 server cannot write them, and the
-    /// worker offers them to h2 requests alone), then the end of the stream.
+    /// (the worker offers them only to clients that take them: h2, or a
+    /// chunked HTTP/1.1 body), which end the stream.
     pub async fn end(self, session: &mut Session, trailers: Vec<(String, Vec<u8>)>) -> Result<()> {
         let tail = match self.encoder {
             None => None,
@@ -129,7 +129,7 @@ impl Sink {
         };
         let trailers = trailer_map(&trailers);
         match trailers {
-            Some(map) if session.is_http2() => {
+            Some(map) => {
                 session.write_response_body(tail, false).await?;
                 session.write_response_trailers(map).await
             }

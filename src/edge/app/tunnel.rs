@@ -1,16 +1,22 @@
-//! WebSockets (RFC 6455 over HTTP/1.1): the handshake goes to an ASGI
-//! worker like any request; on its `101` the edge answers the client and
-//! becomes a byte tunnel between the two for the socket's life — outside
-//! the response buffering, with `app.timeout` no longer applying (it
-//! covers only the handshake). The worker parses the frames; the edge only
-//! moves bytes, with back-pressure both ways (one write at a time).
+//! WebSockets (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2): the
+//! handshake goes to an ASGI worker like any request (as an HTTP/1.1
+//! upgrade either way); on its `101` the edge answers the client (101, or
+//! 200 on an h2 stream) and becomes a byte tunnel between the two for the
+//! socket's life — outside the response buffering, with `app.timeout` no
+//! longer applying (it covers only the handshake). The worker parses the
+//! frames; the edge only moves bytes (as an h2 stream's DATA frames when
+//! the client came over h2), with back-pressure both ways (one write at a
+//! time).
 
 use crate::edge::app::pool::Conn;
 use crate::edge::app::request_body::RequestBody;
+use crate::edge::app::upstream::ResponseHead;
 use crate::edge::app::{exchange::Answer, forward};
 use crate::edge::request::{Ctx, Edge};
+use crate::edge::route::{asks_for_websocket, WebSocketAsk};
 use bytes::Bytes;
 use pingora_core::Result;
+use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
@@ -60,12 +66,11 @@ impl Edge {
         let Answer {
             lease, conn, resp, ..
         } = answer;
-        ctx.status = 101;
-        // The worker's fields (its Sec-WebSocket-Accept), then the two the
-        // handshake needs that response_header drops as hop-by-hop.
-        let mut header = forward::response_header(session, &resp)?;
-        header.insert_header("Upgrade", "websocket")?;
-        header.insert_header("Connection", "Upgrade")?;
+        let header = match asks_for_websocket(session.req_header()) {
+            Some(WebSocketAsk::ExtendedConnect) => stream_accepted(session, &resp)?,
+            _ => connection_upgraded(session, &resp)?,
+        };
+        ctx.status = header.status.as_u16();
         session
             .write_response_header(Box::new(header), false)
             .await?;
@@ -77,6 +82,26 @@ impl Edge {
         let _ = session.write_response_body(None, true).await;
         Ok(true)
     }
+}
+
+/// The HTTP/1.1 answer: the worker's fields (its Sec-WebSocket-Accept),
+/// then the two the handshake needs that response_header drops as
+/// hop-by-hop.
+fn connection_upgraded(session: &Session, resp: &ResponseHead) -> Result<ResponseHeader> {
+    let mut header = forward::response_header(session, resp)?;
+    header.insert_header("Upgrade", "websocket")?;
+    header.insert_header("Connection", "Upgrade")?;
+    Ok(header)
+}
+
+/// The HTTP/2 answer (RFC 8441 §5): 200 opens the stream for frames; the
+/// worker's other fields (subprotocol, extensions, the app's own) pass,
+/// but not Sec-WebSocket-Accept, which h2 does not use.
+fn stream_accepted(session: &Session, resp: &ResponseHead) -> Result<ResponseHeader> {
+    let mut header = forward::response_header(session, resp)?;
+    header.set_status(200)?;
+    header.remove_header("sec-websocket-accept");
+    Ok(header)
 }
 
 /// How much of the worker's side is read at once.

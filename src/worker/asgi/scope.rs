@@ -69,9 +69,8 @@ pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyR
     } else {
         extensions.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
         extensions.set_item(intern!(py, "http.response.early_hint"), PyDict::new(py))?;
-        // The edge can pass trailers on only over HTTP/2 (pingora's
-        // HTTP/1 server writes none), so only h2 requests are offered them.
-        if http_version(edge.protocol.as_deref()) == "2" {
+        // Only to clients that can take them (the edge says which).
+        if edge.trailers {
             extensions.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
         }
     }
@@ -87,6 +86,7 @@ struct EdgeFields {
     protocol: Option<String>,
     https: bool,
     websocket: bool,
+    trailers: bool,
 }
 
 impl EdgeFields {
@@ -102,6 +102,8 @@ impl EdgeFields {
                 f.protocol = Some(text());
             } else if name.eq_ignore_ascii_case(wire::SCHEME) {
                 f.https = value.eq_ignore_ascii_case(b"https");
+            } else if name.eq_ignore_ascii_case(wire::TRAILERS) {
+                f.trailers = true;
             } else if name.eq_ignore_ascii_case("upgrade") {
                 f.websocket = value.eq_ignore_ascii_case(b"websocket");
             }
