@@ -22,6 +22,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v brotli >/dev/null || need_apt+=(brotli)
     # A real browser for the WebSocket page test.
     command -v chromium >/dev/null || need_apt+=(chromium)
+    # systemd's own socket activation and unit checker (not systemd running).
+    command -v systemd-socket-activate >/dev/null || need_apt+=(systemd)
 fi
 
 PY=${PYO3_PYTHON:-python3}

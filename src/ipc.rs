@@ -133,6 +133,13 @@ pub enum Control {
     },
     /// SIGUSR1 reached the master: reopen log files (after rotation).
     ReopenLogs,
+    /// What the health path reports beyond the edge's own facts: how many
+    /// workers the master wants, and whether the site is draining
+    /// (`[server] drain_delay` after SIGTERM: health answers 503).
+    Health {
+        target_workers: u64,
+        draining: bool,
+    },
 }
 
 impl Control {
@@ -143,6 +150,10 @@ impl Control {
             }
             Control::Down { id } => format!("down {id}\n"),
             Control::ReopenLogs => "reopen 0\n".into(),
+            Control::Health {
+                target_workers,
+                draining,
+            } => format!("health {target_workers} {}\n", u8::from(*draining)),
         }
     }
 
@@ -158,6 +169,10 @@ impl Control {
             }),
             "down" => Some(Control::Down { id }),
             "reopen" => Some(Control::ReopenLogs),
+            "health" => Some(Control::Health {
+                target_workers: id,
+                draining: parts.next()? == "1",
+            }),
             _ => None,
         }
     }
@@ -199,6 +214,14 @@ mod tests {
             },
             Control::Down { id: 7 },
             Control::ReopenLogs,
+            Control::Health {
+                target_workers: 4,
+                draining: true,
+            },
+            Control::Health {
+                target_workers: 1,
+                draining: false,
+            },
         ] {
             assert_eq!(Control::decode(&c.encode()), Some(c));
         }

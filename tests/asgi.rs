@@ -440,10 +440,9 @@ fn trailers_reach_clients_that_take_them_over_http2_and_http11() {
     assert!(headers.contains(&want), "{headers}");
     assert!(headers.contains("x-status: complete\r\n"), "{headers}");
     // The exact bytes: the last chunk, the two fields, the blank line.
-    let raw = raw_exchange(
-        srv.port,
-        "GET /raw/trailers HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n",
-    );
+    let req = b"GET /raw/trailers HTTP/1.1\r\nHost: a\r\nTE: trailers\r\nConnection: close\r\n\r\n";
+    let out = raw_exchange(srv.port, req, false, Duration::from_secs(20)).expect("exchange");
+    let raw = String::from_utf8_lossy(&out.bytes).into_owned();
     let tail = format!("\r\n0\r\n{want}x-status: complete\r\n\r\n");
     assert!(raw.ends_with(&tail), "{raw}");
     assert!(
@@ -467,16 +466,4 @@ fn h2_get(srv: &Running, path: &str) -> serde_json::Value {
     );
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
     serde_json::from_str(out.stdout.trim()).expect("h2_get.py prints JSON")
-}
-
-/// Sends one request on a fresh connection and reads until it closes.
-fn raw_exchange(port: u16, request: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }

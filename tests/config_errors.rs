@@ -217,6 +217,19 @@ fn route_limit_bad_rate_is_located_in_its_table() {
 }
 
 #[test]
+fn health_path_and_drain_delay_are_checked() {
+    let site = hello_site("health_path = \"healthz\"\n", "");
+    assert_rejected(site, "server.health_path", "healthz");
+    let site = hello_site("health_path = \"/health?full=1\"\n", "");
+    assert_rejected(site, "server.health_path", "full=1");
+    let site = hello_site("drain_delay = \"2h\"\n", "");
+    assert_rejected(site, "server.drain_delay", "2h");
+    let site = hello_site("health_path = \"/healthz\"\ndrain_delay = \"5s\"\n", "");
+    let out = site.check();
+    assert!(out.success(), "{out}");
+}
+
+#[test]
 fn unknown_user_and_group_are_config_errors() {
     let site = hello_site("user = \"no-such-user-corral\"\n", "");
     assert_rejected(site, "server.user", "no-such-user-corral");

@@ -69,6 +69,12 @@ pub struct Server {
     /// Listeners (from `listen` or `tls.listen`) whose connections start
     /// with a PROXY protocol header (v1 or v2) naming the real client.
     pub proxy_protocol: Vec<String>,
+    /// Answered by the edge itself for load balancers: 200 while a worker
+    /// is ready and the site is not draining, else 503 (empty = off).
+    pub health_path: String,
+    /// On SIGTERM, how long the health path answers 503 while requests are
+    /// still served, before listeners close (so a load balancer stops first).
+    pub drain_delay: Seconds,
 }
 
 impl Default for Server {
@@ -83,6 +89,8 @@ impl Default for Server {
             h2c: false,
             trusted_proxies: Vec::new(),
             proxy_protocol: Vec::new(),
+            health_path: String::new(),
+            drain_delay: Seconds(Duration::ZERO),
         }
     }
 }

@@ -122,7 +122,26 @@ fn server_listen(ck: &mut Checker, config: &Config) -> Vec<SocketAddr> {
     if config.server.edge_threads == 0 || config.server.edge_threads > 256 {
         ck.bad("server.edge_threads", "must be between 1 and 256".into());
     }
+    health(ck, config);
     listen
+}
+
+/// The health path is matched exactly, before static files and the app.
+fn health(ck: &mut Checker, config: &Config) {
+    let path = &config.server.health_path;
+    if !path.is_empty()
+        && (!path.starts_with('/')
+            || path.contains(['?', '#'])
+            || path.contains(char::is_whitespace))
+    {
+        ck.bad(
+            "server.health_path",
+            format!("`{path}` is not a path: use one such as \"/healthz\" (or \"\" for none)"),
+        );
+    }
+    if config.server.drain_delay.0 > Duration::from_secs(3600) {
+        ck.bad("server.drain_delay", "must be at most 1h".into());
+    }
 }
 
 type AppCode = (

@@ -14,6 +14,7 @@ use tracing::{debug, error};
 
 pub struct ControlListener {
     pub pool: Arc<Pool>,
+    pub state: Arc<crate::edge::state::EdgeState>,
     pub fd: Mutex<Option<RawFd>>,
     pub status_fd: RawFd,
     /// Reopened on the master's word (SIGUSR1, logrotate).
@@ -54,6 +55,10 @@ impl BackgroundService for ControlListener {
                         self.pool.worker_down(id);
                     }
                     Some(Control::ReopenLogs) => self.log.reopen(),
+                    Some(Control::Health {
+                        target_workers,
+                        draining,
+                    }) => self.state.set_health(target_workers, draining),
                     None => error!("unreadable control line {line:?}"),
                 },
                 Ok(None) | Err(_) => {

@@ -15,6 +15,7 @@ pub(crate) mod compression;
 pub(crate) mod conn;
 pub(crate) mod control;
 pub(crate) mod files;
+pub(crate) mod health;
 pub(crate) mod proxy;
 pub(crate) mod reply;
 pub(crate) mod request;
@@ -101,6 +102,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         "control",
         control::ControlListener {
             pool,
+            state: state.clone(),
             fd: Mutex::new(Some(control_fd)),
             status_fd,
             log: log.clone(),
@@ -152,6 +154,7 @@ fn request_path(
             limits.max_temp_file.0,
         ),
         limits: limits.clone(),
+        health_path: site.config.server.health_path.clone(),
         trusted: site
             .config
             .server

@@ -55,10 +55,22 @@ pub async fn text(
     extra: &[(&'static str, &str)],
     after: After,
 ) -> Result<()> {
-    let body: Bytes = body.into();
+    let kind = "text/plain; charset=utf-8";
+    typed(state, session, status, (kind, body.into()), extra, after).await
+}
+
+/// A small answer with a body of this content type.
+pub async fn typed(
+    state: &EdgeState,
+    session: &mut Session,
+    status: u16,
+    (kind, body): (&str, Bytes),
+    extra: &[(&'static str, &str)],
+    after: After,
+) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(extra.len() + 3))?;
     if !body.is_empty() {
-        resp.insert_header("Content-Type", "text/plain; charset=utf-8")?;
+        resp.insert_header("Content-Type", kind)?;
     }
     resp.insert_header("Content-Length", body.len().to_string())?;
     for (name, value) in extra {

@@ -24,6 +24,8 @@ pub struct Edge {
     /// Memory (and temp files) for response bodies waiting for slow clients.
     pub buffers: crate::edge::app::response_buffer::Budget,
     pub limits: crate::config::schema::Limits,
+    /// `[server] health_path`; empty = none.
+    pub health_path: String,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 

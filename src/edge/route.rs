@@ -18,6 +18,8 @@ pub enum Route<'a> {
     /// `OPTIONS *`: about the server, not a resource (the app would get a
     /// PATH_INFO that is not a path, PEP 3333).
     ServerWide,
+    /// `[server] health_path`: answered by the edge for load balancers.
+    Health,
     /// Over the route's request rate: 429, retry after this many seconds.
     RateLimited(u64),
     /// `[tls] redirect_http` on a plain-HTTP request.
@@ -52,6 +54,11 @@ impl Edge {
         }
         if req.raw_path() == b"*" {
             return Route::ServerWide;
+        }
+        // Before rate limits and the https redirect: a load balancer's
+        // probe must see the site's state, not a 429 or a 301.
+        if self.is_health_check(req.raw_path()) {
+            return Route::Health;
         }
         match connect_kind(req) {
             Some(Connect::Tunnel) => {
@@ -99,6 +106,7 @@ impl Edge {
         match route {
             Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
             Route::ServerWide => self.server_wide(session, ctx).await,
+            Route::Health => self.health(session, ctx).await,
             Route::RateLimited(wait) => {
                 ctx.retry_after = wait;
                 self.refuse(session, ctx, 429, "Too Many Requests").await

@@ -52,6 +52,11 @@ pub struct EdgeState {
     pub log: access_log::Log,
     /// Small static files kept in memory (`files` reads and fills it).
     pub files_cache: crate::edge::files::cache::Cache,
+    /// From the master (`control`, `Control::Health`): the workers it
+    /// wants, and whether the site is draining before a stop
+    /// (`drain_delay`); the health path reads them.
+    target_workers: AtomicU64,
+    site_draining: AtomicBool,
 }
 
 /// One request in flight, for as long as this lives.
@@ -79,7 +84,21 @@ impl EdgeState {
             tls,
             log,
             files_cache: Default::default(),
+            target_workers: AtomicU64::new(0),
+            site_draining: AtomicBool::new(false),
         })
+    }
+
+    pub fn set_health(&self, target_workers: u64, draining: bool) {
+        self.target_workers.store(target_workers, Ordering::Relaxed);
+        self.site_draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// The workers the master wants, and whether the site is going away
+    /// (draining before a stop, or this edge stopping).
+    pub fn health_facts(&self) -> (u64, bool) {
+        let going = self.site_draining.load(Ordering::Relaxed) || self.is_draining();
+        (self.target_workers.load(Ordering::Relaxed), going)
     }
 
     /// A request begins: its in-flight token and its id (pid, sequence).

@@ -63,6 +63,7 @@ impl Arbiter {
             info!("edge {pid} ready; draining the previous edge {old}");
             let _ = kill(old, Signal::SIGTERM);
         }
+        self.tell_health();
     }
 
     pub(super) fn on_edge_exit(&mut self, pid: Pid, how: String) {

@@ -12,12 +12,16 @@ use nix::sys::socket::{
 };
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use tracing::{info, warn};
 
 /// nginx's default backlog on Linux is 511; a little deeper absorbs edge restarts.
 const BACKLOG: i32 = 1024;
 
 pub struct Listeners {
     socks: Vec<(SocketAddr, OwnedFd)>,
+    /// Passed by systemd (socket activation) and not yet taken by an
+    /// address of the config.
+    inherited: Vec<(SocketAddr, OwnedFd)>,
 }
 
 /// Every address the site listens on, with the key that names it.
@@ -38,9 +42,22 @@ fn addresses(site: &Site) -> Vec<(String, SocketAddr)> {
 
 impl Listeners {
     pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
-        let mut l = Listeners { socks: Vec::new() };
+        let mut l = Listeners {
+            socks: Vec::new(),
+            inherited: super::systemd::inherited_listeners(),
+        };
         l.bind_new(site)?;
+        for (addr, _) in l.inherited.drain(..) {
+            warn!("systemd passed a socket for {addr}, which no listen address in the config names; closing it");
+        }
         Ok(l)
+    }
+
+    /// The socket systemd passed for `addr`, if any.
+    fn take_inherited(&mut self, addr: &SocketAddr) -> Option<OwnedFd> {
+        let pos = self.inherited.iter().position(|(a, _)| a == addr)?;
+        info!("{addr}: using the listening socket systemd passed");
+        Some(self.inherited.swap_remove(pos).1)
     }
 
     /// A reload: binds the addresses `site` adds (all or none), returning
@@ -49,6 +66,10 @@ impl Listeners {
         let mut added: Vec<(SocketAddr, OwnedFd)> = Vec::new();
         for (key, addr) in addresses(site) {
             if self.socks.iter().chain(&added).any(|(a, _)| *a == addr) {
+                continue;
+            }
+            if let Some(fd) = self.take_inherited(&addr) {
+                added.push((addr, fd));
                 continue;
             }
             match bind_one(&addr) {

@@ -23,6 +23,7 @@ mod reload;
 mod runtime_dir;
 mod signals;
 mod spawn;
+mod systemd;
 mod workers;
 
 use crate::config::Site;
@@ -127,6 +128,10 @@ struct Arbiter {
     pending_reload: Option<reload::PendingReload>,
     /// Reloads finished (done or failed), for `corral reload`.
     reloads: u64,
+    /// SIGTERM with `[server] drain_delay`: health checks answer 503 and
+    /// the stop itself begins at this instant.
+    drain_until: Option<Instant>,
+    systemd: systemd::Notifier,
 }
 
 impl Arbiter {
@@ -172,6 +177,8 @@ impl Arbiter {
             preloaded,
             pending_reload: None,
             reloads: 0,
+            drain_until: None,
+            systemd: systemd::Notifier::from_env(),
         })
     }
 
@@ -194,6 +201,9 @@ impl Arbiter {
             self.reap();
             self.enforce_kill_deadlines();
             self.enforce_canary_deadline();
+            self.end_drain_delay();
+            let status = self.status_line();
+            self.systemd.tick(&status);
             match self.stopping {
                 Some((how, deadline)) => {
                     if self.converge_stop(how, deadline) {
@@ -228,7 +238,7 @@ impl Arbiter {
     fn handle_signal(&mut self, sig: Signal) {
         match sig {
             Signal::SIGCHLD => {} // reaped every turn anyway
-            Signal::SIGTERM => self.begin_stop(Stop::Graceful),
+            Signal::SIGTERM => self.sigterm(),
             Signal::SIGINT | Signal::SIGQUIT => self.begin_stop(Stop::Fast),
             Signal::SIGHUP => self.reload(),
             Signal::SIGTTIN => {
@@ -238,6 +248,7 @@ impl Arbiter {
                     self.target_workers - 1,
                     self.target_workers
                 );
+                self.tell_health();
             }
             Signal::SIGTTOU => {
                 if self.target_workers > 1 {
@@ -247,6 +258,7 @@ impl Arbiter {
                         self.target_workers + 1,
                         self.target_workers
                     );
+                    self.tell_health();
                 } else {
                     info!("SIGTTOU ignored: already down to one worker");
                 }
@@ -257,6 +269,61 @@ impl Arbiter {
             }
             other => info!("{other:?} ignored"),
         }
+    }
+
+    /// A graceful stop, after `[server] drain_delay` when there is one: the
+    /// health path goes 503 at once so load balancers stop sending, while
+    /// everything sent meanwhile is still served. A second SIGTERM during
+    /// the delay stops at once.
+    fn sigterm(&mut self) {
+        let delay = self.site.config.server.drain_delay.0;
+        if self.drain_until.is_some() || self.stopping.is_some() || delay.is_zero() {
+            return self.begin_stop(Stop::Graceful);
+        }
+        info!("SIGTERM: health checks answer 503 for {delay:?} (drain_delay) while requests are still served; then stopping");
+        self.drain_until = Some(Instant::now() + delay);
+        self.abandon_reload();
+        self.tell_health();
+        self.systemd.stopping(&format!(
+            "draining: health checks answer 503 for {delay:?} before the stop"
+        ));
+    }
+
+    fn end_drain_delay(&mut self) {
+        if self.stopping.is_none() && self.drain_until.is_some_and(|t| Instant::now() >= t) {
+            self.begin_stop(Stop::Graceful);
+        }
+    }
+
+    /// What the health path needs from the master, to every edge.
+    fn tell_health(&mut self) {
+        let msg = Control::Health {
+            target_workers: self.target_workers as u64,
+            draining: self.drain_until.is_some() || self.stopping.is_some(),
+        };
+        self.tell_edges(&msg);
+    }
+
+    /// One line for systemd's STATUS (shown by `systemctl status`).
+    fn status_line(&self) -> String {
+        let ready = self
+            .workers
+            .values()
+            .filter(|w| w.ready && !w.retiring)
+            .count();
+        if self.stopping.is_some() {
+            let left = self.workers.len() + self.edges.len();
+            return format!("stopping: {left} processes left");
+        }
+        if self.drain_until.is_some() {
+            return format!(
+                "draining before the stop: {ready} workers serving, health answers 503"
+            );
+        }
+        if self.pending_reload.is_some() {
+            return format!("reloading: {ready} workers serving while the new code boots");
+        }
+        format!("serving: {ready} of {} workers ready", self.target_workers)
     }
 
     fn begin_stop(&mut self, how: Stop) {
@@ -280,6 +347,8 @@ impl Arbiter {
             }
         };
         self.stopping = Some((how, deadline));
+        self.systemd
+            .stopping("stopping: finishing in-flight requests");
         self.abandon_reload();
         self.listeners.close_all();
         let sig = if how == Stop::Graceful {
@@ -391,6 +460,8 @@ impl Arbiter {
                 listeners::describe(&self.site),
                 self.target_workers
             );
+            let status = self.status_line();
+            self.systemd.ready(&status);
         }
     }
 

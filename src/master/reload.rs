@@ -42,10 +42,11 @@ pub enum Outcome {
 impl Arbiter {
     /// SIGHUP: read the config again and boot a canary from it.
     pub(super) fn reload(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping.is_some() || self.drain_until.is_some() {
             return;
         }
         info!("SIGHUP: reloading {}", self.site.file.display());
+        self.systemd.reloading();
         if let Some(old) = self.pending_reload.take() {
             warn!("a newer SIGHUP replaces the reload still booting its first worker");
             self.listeners.release(&old.added);
@@ -108,6 +109,7 @@ impl Arbiter {
         info!("worker {} ready (id {})", p.canary, worker.id);
         self.workers.insert(p.canary, worker);
         self.tell_edges(&msg);
+        self.tell_health();
         let done = format!(
             "reload done: worker {} runs the new code; replacing the others one by one",
             p.canary
@@ -162,8 +164,11 @@ impl Arbiter {
         self.record_reload(Outcome::Failed(msg));
     }
 
+    /// Either way the reload ended; systemd hears READY again.
     fn record_reload(&mut self, outcome: Outcome) {
         self.reloads += 1;
+        let status = self.status_line();
+        self.systemd.ready(&status);
         if let Some(pid_file) = &self.site.pid_file {
             write_outcome(&outcome_path(pid_file), self.reloads, &outcome);
         }

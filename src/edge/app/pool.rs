@@ -251,6 +251,13 @@ impl Pool {
         !inner.workers.is_empty() && inner.workers.iter().all(|w| w.interface == Interface::Wsgi)
     }
 
+    /// Workers taking requests, and requests waiting for one (the health
+    /// path reports both).
+    pub fn census(&self) -> (usize, usize) {
+        let inner = self.lock();
+        (inner.workers.len(), inner.waiters.len())
+    }
+
     /// A worker is dying or draining: no new requests; in-flight ones finish.
     pub fn worker_down(&self, id: u64) {
         self.lock().workers.retain(|w| w.id != id);
