@@ -17,7 +17,7 @@ use std::process::ExitCode;
     name = "corral",
     version,
     about = "TLS, static files and a supervised pool of embedded-Python WSGI workers in one binary",
-    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files."
+    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral upgrade --config site.toml   start the binary now at this path, hand it the sockets, drain the old one\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files, USR2 = binary upgrade."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +39,12 @@ enum Command {
     },
     /// Tell a running corral to reread its config and restart its workers (SIGHUP).
     Reload {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Replace a running corral with the binary now at its path (SIGUSR2),
+    /// without dropping a connection; waits until the new one serves.
+    Upgrade {
         #[command(flatten)]
         target: Target,
     },
@@ -69,6 +75,7 @@ fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
         Command::Reload { target } => signal(&target, nix::sys::signal::Signal::SIGHUP, false),
+        Command::Upgrade { target } => signal(&target, nix::sys::signal::Signal::SIGUSR2, false),
         Command::Stop { target, fast } => {
             let sig = if fast {
                 nix::sys::signal::Signal::SIGINT
@@ -107,6 +114,9 @@ fn signal(target: &Target, sig: nix::sys::signal::Signal, wait: bool) -> ExitCod
     };
     if sig == nix::sys::signal::Signal::SIGHUP {
         return reload(&pid_file);
+    }
+    if sig == nix::sys::signal::Signal::SIGUSR2 {
+        return upgrade(&pid_file);
     }
     match master::signal_running(&pid_file, sig, wait.then_some(wait_for)) {
         Ok(pid) => {
@@ -152,6 +162,41 @@ fn reload(pid_file: &std::path::Path) -> ExitCode {
     }
     eprintln!(
         "corral: error: no reload outcome in {} after 180 s",
+        outcome.display()
+    );
+    ExitCode::FAILURE
+}
+
+/// SIGUSR2, then wait for the old master to say how the upgrade went (it
+/// writes `<pid_file>.upgrade` once the new binary serves, or failed to).
+fn upgrade(pid_file: &std::path::Path) -> ExitCode {
+    let outcome = master::upgrade_outcome_path(pid_file);
+    let _ = std::fs::remove_file(&outcome);
+    let pid = match master::signal_running(pid_file, nix::sys::signal::Signal::SIGUSR2, None) {
+        Ok(pid) => pid,
+        Err(e) => {
+            eprintln!("corral: error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("sent SIGUSR2 to corral (pid {pid}); waiting for the new binary to serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
+    while std::time::Instant::now() < deadline {
+        let said = std::fs::read_to_string(&outcome).unwrap_or_default();
+        if let Some(new) = said.trim().strip_prefix("done ") {
+            println!(
+                "upgraded: corral (pid {new}) serves; the old one (pid {pid}) drains and exits"
+            );
+            return ExitCode::SUCCESS;
+        }
+        if let Some(why) = said.trim().strip_prefix("failed ") {
+            eprintln!("corral: error: upgrade failed: {why}; pid {pid} keeps serving");
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    eprintln!(
+        "corral: error: no upgrade outcome in {} after 180 s",
         outcome.display()
     );
     ExitCode::FAILURE

@@ -15,7 +15,6 @@
 mod common;
 
 use common::*;
-use std::os::unix::net::UnixDatagram;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -160,55 +159,19 @@ fn drain_delay_turns_health_503_first_and_keeps_serving() {
     assert!(log.contains("drain_delay"), "{log}");
 }
 
-/// Every datagram systemd would have received, with when it came.
-type Notes = Arc<Mutex<Vec<(Instant, String)>>>;
-
-/// A stand-in for systemd's NOTIFY_SOCKET.
-fn notify_socket(dir: &std::path::Path) -> (String, Notes) {
-    let path = dir.join("notify.sock");
-    let sock = UnixDatagram::bind(&path).expect("bind notify socket");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let into = seen.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = sock.recv(&mut buf) {
-            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-            into.lock().expect("notes").push((Instant::now(), msg));
-        }
-    });
-    (path.display().to_string(), seen)
-}
-
-fn wait_note(
-    seen: &Mutex<Vec<(Instant, String)>>,
-    after: usize,
-    needle: &str,
-) -> Option<(usize, String)> {
-    let mut found = None;
-    wait_until(Duration::from_secs(20), || {
-        let notes = seen.lock().expect("notes");
-        found = notes
-            .iter()
-            .enumerate()
-            .skip(after)
-            .find(|(_, (_, m))| m.lines().any(|l| l == needle))
-            .map(|(i, (_, m))| (i, m.clone()));
-        found.is_some()
-    });
-    found
-}
-
 #[test]
 fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (socket, seen) = notify_socket(dir.path());
+    let (socket, notes) = Notes::listen(dir.path());
     let mut srv = Site::new()
         .app("hello.py")
         .env("NOTIFY_SOCKET", &socket)
         .env("WATCHDOG_USEC", "400000")
         .config(&app_config("hello:application", 2, ""))
         .spawn();
-    let (i, ready) = wait_note(&seen, 0, "READY=1").unwrap_or_else(|| srv.fail("no READY=1"));
+    let (i, ready) = notes
+        .wait_for(0, "READY=1")
+        .unwrap_or_else(|| srv.fail("no READY=1"));
     // READY means serving: the first request right after it is answered.
     assert_eq!(srv.get("/").text(), "Hello, World!");
     assert!(
@@ -217,22 +180,25 @@ fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
     );
     // Pings at half of WATCHDOG_USEC.
     std::thread::sleep(Duration::from_millis(1000));
-    let pings = seen
-        .lock()
-        .expect("notes")
+    let pings = notes
+        .all()
         .iter()
-        .filter(|(_, m)| m.trim() == "WATCHDOG=1")
+        .filter(|m| m.trim() == "WATCHDOG=1")
         .count();
     assert!((3..=8).contains(&pings), "{pings} watchdog pings in ~1 s");
     srv.signal("HUP");
-    let (j, reloading) =
-        wait_note(&seen, i + 1, "RELOADING=1").unwrap_or_else(|| srv.fail("no RELOADING=1"));
+    let (j, reloading) = notes
+        .wait_for(i + 1, "RELOADING=1")
+        .unwrap_or_else(|| srv.fail("no RELOADING=1"));
     assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
-    wait_note(&seen, j + 1, "READY=1").unwrap_or_else(|| srv.fail("no READY=1 after reload"));
+    notes
+        .wait_for(j + 1, "READY=1")
+        .unwrap_or_else(|| srv.fail("no READY=1 after reload"));
     assert_eq!(srv.get("/").text(), "Hello, World!");
     srv.signal("TERM");
-    let (_, stopping) =
-        wait_note(&seen, j + 1, "STOPPING=1").unwrap_or_else(|| srv.fail("no STOPPING=1"));
+    let (_, stopping) = notes
+        .wait_for(j + 1, "STOPPING=1")
+        .unwrap_or_else(|| srv.fail("no STOPPING=1"));
     assert!(stopping.contains("STATUS=stopping"), "{stopping}");
     assert!(srv.wait_exit(Duration::from_secs(15)).is_some());
 }
@@ -271,7 +237,7 @@ fn socket_activation_takes_the_socket_systemd_passes() {
     assert_eq!(out.stdout, "Hello, World!", "{out}\n{}", srv.stderr_tail());
     assert!(
         srv.stderr()
-            .contains("using the listening socket systemd passed"),
+            .contains("using the listening socket passed to this process"),
         "{}",
         srv.stderr_tail()
     );

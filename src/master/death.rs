@@ -30,6 +30,15 @@ impl Death {
         }
     }
 
+    /// Not a worker (the new master of an upgrade): its exit code is its
+    /// own, explained in its log.
+    pub fn describe_process(&self, oom: bool) -> String {
+        match self {
+            Death::Exited(c) => format!("exited with code {c} (its log above says why)"),
+            Death::Signaled(..) => self.describe(None, oom),
+        }
+    }
+
     /// `killed_by_corral` is set when corral itself sent the fatal signal.
     pub fn describe(&self, killed_by_corral: Option<&str>, oom: bool) -> String {
         match self {

@@ -42,21 +42,30 @@ fn addresses(site: &Site) -> Vec<(String, SocketAddr)> {
 
 impl Listeners {
     pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
+        use super::{systemd, upgrade};
+        let mut inherited = systemd::by_address(systemd::inherited_listeners(), "systemd");
+        let upgrading = upgrade::inherited_listeners();
+        let from = if upgrading.is_empty() {
+            "systemd"
+        } else {
+            "the previous corral"
+        };
+        inherited.extend(systemd::by_address(upgrading, from));
         let mut l = Listeners {
             socks: Vec::new(),
-            inherited: super::systemd::inherited_listeners(),
+            inherited,
         };
         l.bind_new(site)?;
         for (addr, _) in l.inherited.drain(..) {
-            warn!("systemd passed a socket for {addr}, which no listen address in the config names; closing it");
+            warn!("{from} passed a socket for {addr}, which no listen address in the config names; closing it");
         }
         Ok(l)
     }
 
-    /// The socket systemd passed for `addr`, if any.
+    /// The socket passed for `addr` (by systemd or an upgrading corral).
     fn take_inherited(&mut self, addr: &SocketAddr) -> Option<OwnedFd> {
         let pos = self.inherited.iter().position(|(a, _)| a == addr)?;
-        info!("{addr}: using the listening socket systemd passed");
+        info!("{addr}: using the listening socket passed to this process");
         Some(self.inherited.swap_remove(pos).1)
     }
 

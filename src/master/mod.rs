@@ -24,6 +24,7 @@ mod runtime_dir;
 mod signals;
 mod spawn;
 mod systemd;
+mod upgrade;
 mod workers;
 
 use crate::config::Site;
@@ -48,6 +49,7 @@ use workers::WorkerProc;
 
 pub use pid_file::signal_running;
 pub use reload::{outcome_path as reload_outcome_path, read_outcome as read_reload_outcome};
+pub use upgrade::outcome_path as upgrade_outcome_path;
 
 /// Boot failures in a row (no worker becoming ready in between) after which
 /// the master gives up: the app is broken, respawning will not help.
@@ -59,16 +61,26 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 const DUMP_GRACE: Duration = Duration::from_secs(1);
 
 pub fn serve(site: Site) -> anyhow::Result<()> {
+    // Before anything else: by the time of an upgrade the file at this
+    // path is the new binary.
+    let launch = upgrade::Launch::of_this_process();
+    let handover = upgrade::Handover::from_env();
     // Bound before anything is forked (and before privileges are dropped in
     // the children), so a busy or privileged port is reported against its key.
     crate::proctitle::set(&format!("corral: master ({})", site.file.display()));
     raise_fd_limit(site.config.limits.max_connections);
     let listeners = Listeners::bind_all(&site)?;
     let _pid_file = match &site.pid_file {
-        Some(p) => Some(pid_file::PidFile::write(p)?),
+        Some(p) => Some(pid_file::PidFile::write(
+            p,
+            handover.as_ref().map(|h| h.from),
+        )?),
         None => None,
     };
     let mut arbiter = Arbiter::new(site, listeners)?;
+    arbiter.launch = launch;
+    arbiter.systemd.set_muted(handover.is_some());
+    arbiter.handover = handover;
     arbiter.run()
 }
 
@@ -132,6 +144,12 @@ struct Arbiter {
     /// the stop itself begins at this instant.
     drain_until: Option<Instant>,
     systemd: systemd::Notifier,
+    /// How this binary was started, for SIGUSR2's upgrade.
+    launch: Option<upgrade::Launch>,
+    /// A SIGUSR2 whose new master is not ready yet.
+    upgrade: Option<upgrade::Pending>,
+    /// This master replaces an older one: tell it when ready.
+    handover: Option<upgrade::Handover>,
 }
 
 impl Arbiter {
@@ -179,6 +197,9 @@ impl Arbiter {
             reloads: 0,
             drain_until: None,
             systemd: systemd::Notifier::from_env(),
+            launch: None,
+            upgrade: None,
+            handover: None,
         })
     }
 
@@ -201,6 +222,7 @@ impl Arbiter {
             self.reap();
             self.enforce_kill_deadlines();
             self.enforce_canary_deadline();
+            self.watch_upgrade();
             self.end_drain_delay();
             let status = self.status_line();
             self.systemd.tick(&status);
@@ -226,10 +248,13 @@ impl Arbiter {
     }
 
     fn wait_for_event(&mut self) {
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(self.signals.fd(), PollFlags::POLLIN),
             PollFd::new(self.status_rx.as_fd(), PollFlags::POLLIN),
         ];
+        if let Some(p) = &self.upgrade {
+            fds.push(PollFd::new(p.ready.as_fd(), PollFlags::POLLIN));
+        }
         let _ = poll(&mut fds, PollTimeout::from(200u16));
     }
 
@@ -263,6 +288,7 @@ impl Arbiter {
                     info!("SIGTTOU ignored: already down to one worker");
                 }
             }
+            Signal::SIGUSR2 => self.begin_upgrade(),
             Signal::SIGUSR1 => {
                 info!("SIGUSR1: reopening log files");
                 self.tell_edges(&Control::ReopenLogs);
@@ -350,6 +376,10 @@ impl Arbiter {
         self.systemd
             .stopping("stopping: finishing in-flight requests");
         self.abandon_reload();
+        if let Some(p) = self.upgrade.take() {
+            // A stop while the new binary boots: it goes too.
+            let _ = kill(p.pid, Signal::SIGTERM);
+        }
         self.listeners.close_all();
         let sig = if how == Stop::Graceful {
             Signal::SIGTERM
@@ -460,8 +490,17 @@ impl Arbiter {
                 listeners::describe(&self.site),
                 self.target_workers
             );
-            let status = self.status_line();
-            self.systemd.ready(&status);
+            match &mut self.handover {
+                // Not systemd's main process yet: the old master hands over.
+                Some(h) => {
+                    h.ready();
+                    self.systemd.set_muted(false);
+                }
+                None => {
+                    let status = self.status_line();
+                    self.systemd.ready(&status);
+                }
+            }
         }
     }
 
@@ -501,6 +540,8 @@ impl Arbiter {
         };
         if self.is_canary(pid) {
             self.on_canary_exit(death.describe(None, oom));
+        } else if self.is_upgrade(pid) {
+            self.upgrade_exited(death.describe_process(oom));
         } else if self.edges.iter().any(|e| e.pid == pid) {
             self.on_edge_exit(pid, death.describe(None, oom));
         } else {

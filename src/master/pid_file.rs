@@ -7,14 +7,19 @@ use nix::unistd::Pid;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Removes the file when the master exits.
+/// Removes the file when the master exits (unless a newer master, after
+/// an upgrade, has written its own pid there).
 pub struct PidFile(PathBuf);
 
 impl PidFile {
-    pub fn write(path: &Path) -> anyhow::Result<Self> {
+    /// `replacing`: the master this one upgrades, whose pid may be there.
+    pub fn write(path: &Path, replacing: Option<i32>) -> anyhow::Result<Self> {
         if let Ok(old) = std::fs::read_to_string(path) {
             if let Ok(pid) = old.trim().parse::<i32>() {
-                if pid as u32 != std::process::id() && kill(Pid::from_raw(pid), None).is_ok() {
+                if pid as u32 != std::process::id()
+                    && Some(pid) != replacing
+                    && kill(Pid::from_raw(pid), None).is_ok()
+                {
                     bail!(
                         "{} says corral is already running as pid {pid}",
                         path.display()
@@ -32,8 +37,12 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-        let _ = std::fs::remove_file(super::reload::outcome_path(&self.0));
+        let ours = std::fs::read_to_string(&self.0)
+            .is_ok_and(|t| t.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(&self.0);
+            let _ = std::fs::remove_file(super::reload::outcome_path(&self.0));
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsFd, BorrowedFd};
 
-pub const HANDLED: [Signal; 8] = [
+pub const HANDLED: [Signal; 9] = [
     Signal::SIGTERM,
     Signal::SIGINT,
     Signal::SIGQUIT,
@@ -15,6 +15,7 @@ pub const HANDLED: [Signal; 8] = [
     Signal::SIGTTIN,
     Signal::SIGTTOU,
     Signal::SIGUSR1,
+    Signal::SIGUSR2,
 ];
 
 pub struct Signals {

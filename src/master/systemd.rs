@@ -9,7 +9,7 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrStorage};
 use sd_notify::NotifyState;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -18,6 +18,10 @@ pub struct Notifier {
     watchdog: Option<Duration>,
     last_ping: Instant,
     last_status: String,
+    /// A master started by an upgrade is not systemd's main process until
+    /// the old one hands over (MAINPID=); before that systemd would reject
+    /// (and log) every message from it.
+    muted: bool,
 }
 
 impl Notifier {
@@ -30,12 +34,17 @@ impl Notifier {
             watchdog,
             last_ping: Instant::now(),
             last_status: String::new(),
+            muted: false,
         }
+    }
+
+    pub fn set_muted(&mut self, muted: bool) {
+        self.muted = muted;
     }
 
     pub fn ready(&mut self, status: &str) {
         self.last_status = status.to_string();
-        send(&[NotifyState::Ready, NotifyState::Status(status)]);
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
     /// A reload began; `ready` ends it, whichever way it went.
@@ -44,12 +53,22 @@ impl Notifier {
             Ok(now) => vec![NotifyState::Reloading, now],
             Err(_) => vec![NotifyState::Reloading],
         };
-        send(&states);
+        self.send(&states);
+    }
+
+    /// A binary upgrade: the new master (`pid`) becomes the service's main
+    /// process; this one drains.
+    pub fn hand_over(&mut self, pid: u32) {
+        let status = format!("upgraded: pid {pid} serves; this one drains");
+        self.send(&[NotifyState::MainPid(pid), NotifyState::Status(&status)]);
+        self.last_status = status;
+        // No longer the main process: systemd would reject the rest.
+        self.muted = true;
     }
 
     pub fn stopping(&mut self, status: &str) {
         self.last_status = status.to_string();
-        send(&[NotifyState::Stopping, NotifyState::Status(status)]);
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
     }
 
     /// Called every turn of the master's loop: STATUS when it changed, and
@@ -57,47 +76,54 @@ impl Notifier {
     pub fn tick(&mut self, status: &str) {
         if status != self.last_status {
             self.last_status = status.to_string();
-            send(&[NotifyState::Status(status)]);
+            self.send(&[NotifyState::Status(status)]);
         }
         if let Some(every) = self.watchdog {
             if self.last_ping.elapsed() >= every {
                 self.last_ping = Instant::now();
-                send(&[NotifyState::Watchdog]);
+                self.send(&[NotifyState::Watchdog]);
             }
         }
     }
 }
 
-fn send(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+impl Notifier {
+    /// Like libsystemd's sd_notify, a blocking send: systemd always reads.
+    fn send(&self, states: &[NotifyState]) {
+        if self.muted {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            warn!("cannot notify systemd (NOTIFY_SOCKET): {e}");
+        }
     }
 }
 
-/// The listening TCP sockets systemd passed (LISTEN_FDS for this pid), by
-/// the address each is bound to. Anything else passed is closed with a
-/// warning: corral only takes listening stream sockets.
-pub fn inherited_listeners() -> Vec<(SocketAddr, OwnedFd)> {
-    let fds = match sd_notify::listen_fds() {
-        Ok(fds) => fds,
-        Err(e) => {
-            warn!("ignoring the sockets systemd passed: {e}");
-            return Vec::new();
-        }
-    };
-    fds.filter_map(|fd| {
+/// The listening sockets systemd passed (LISTEN_FDS for this pid).
+pub fn inherited_listeners() -> Vec<OwnedFd> {
+    match sd_notify::listen_fds() {
         // SAFETY: LISTEN_FDS hands these descriptors to this process; each
         // is taken once, here.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        match listening_address(fd) {
-            Some(addr) => Some((addr, owned)),
+        Ok(fds) => fds.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }).collect(),
+        Err(e) => {
+            warn!("ignoring the sockets systemd passed: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Passed sockets by the address each listens on. Anything else is closed
+/// with a warning: corral only takes listening TCP sockets.
+pub fn by_address(fds: Vec<OwnedFd>, from: &str) -> Vec<(SocketAddr, OwnedFd)> {
+    fds.into_iter()
+        .filter_map(|fd| match listening_address(fd.as_raw_fd()) {
+            Some(addr) => Some((addr, fd)),
             None => {
-                warn!("fd {fd} from systemd is not a listening TCP socket; closing it");
+                warn!("a socket from {from} is not a listening TCP socket; closing it");
                 None
             }
-        }
-    })
-    .collect()
+        })
+        .collect()
 }
 
 /// The address a listening TCP socket is bound to (made non-blocking, as

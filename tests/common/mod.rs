@@ -40,6 +40,7 @@ mod files;
 mod http;
 mod json;
 mod lifecycle;
+mod notify;
 mod site;
 mod util;
 mod venv;
@@ -53,6 +54,8 @@ pub use http::*;
 pub use json::*;
 #[allow(unused_imports)]
 pub use lifecycle::*;
+#[allow(unused_imports)]
+pub use notify::*;
 #[allow(unused_imports)]
 pub use site::*;
 #[allow(unused_imports)]
