@@ -24,6 +24,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v chromium >/dev/null || need_apt+=(chromium)
     # systemd's own socket activation and unit checker (not systemd running).
     command -v systemd-socket-activate >/dev/null || need_apt+=(systemd)
+    # A real load balancer in front of several instances.
+    command -v haproxy >/dev/null || need_apt+=(haproxy)
 fi
 
 PY=${PYO3_PYTHON:-python3}

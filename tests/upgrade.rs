@@ -9,8 +9,6 @@ mod common;
 
 use common::*;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The site runs from its own copy of corral, which the tests replace.
@@ -53,11 +51,6 @@ fn corral_cli(args: &[&str], config: &std::path::Path) -> CmdOutput {
     )
 }
 
-fn master_pid(srv: &Running) -> i32 {
-    let text = std::fs::read_to_string(srv.path().join("corral.pid")).expect("pid file");
-    text.trim().parse().expect("a pid")
-}
-
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit_once(')')
@@ -65,81 +58,13 @@ fn alive(pid: i32) -> bool {
     })
 }
 
-/// Clients that keep asking until told to stop: fresh connections and
-/// keep-alive ones (reconnecting when a response says `Connection: close`).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failures: Arc<Mutex<Vec<String>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let threads = (0..4)
-            .map(|i| {
-                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-                std::thread::spawn(move || {
-                    let keep_alive = i % 2 == 0;
-                    let mut conn: Option<Conn> = None;
-                    while !stop.load(Ordering::Relaxed) {
-                        let result = if keep_alive {
-                            let c = match conn.as_mut() {
-                                Some(c) => c,
-                                None => conn.insert(Conn::connect(port)),
-                            };
-                            c.get("/")
-                        } else {
-                            try_get(port, "/")
-                        };
-                        match result {
-                            Ok(r) if r.status == 200 && r.body == b"Hello, World!" => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                                if r.closes() {
-                                    conn = None;
-                                }
-                            }
-                            Ok(r) => failures
-                                .lock()
-                                .expect("tally")
-                                .push(format!("status {}", r.status)),
-                            Err(e) => {
-                                failures.lock().expect("tally").push(e.to_string());
-                                conn = None;
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            ok,
-            failures,
-            threads,
-        }
-    }
-
-    fn finish(self) -> (u64, Vec<String>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().expect("load thread");
-        }
-        let failures = self.failures.lock().expect("tally").clone();
-        (self.ok.load(Ordering::Relaxed), failures)
-    }
-}
-
 #[test]
 fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (notify_path, notes) = Notes::listen(dir.path());
     let (srv, bin) = upgradable_site(&[("NOTIFY_SOCKET", &notify_path)]);
-    let old = master_pid(&srv);
-    let load = Load::start(srv.port);
+    let old = srv.pid_in_file();
+    let load = Load::start(srv.port, LoadOpts::default(), |_, _| "/".to_string());
     std::thread::sleep(Duration::from_millis(500));
     replace_binary(&bin, &std::fs::read(CORRAL).expect("read corral"));
     let exe = std::fs::read_link(format!("/proc/{old}/exe")).expect("old exe");
@@ -147,7 +72,7 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
     let out = corral_cli(&["upgrade"], &srv.config_path());
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
     assert!(out.stdout.contains("upgraded: corral (pid"), "{out}");
-    let new = master_pid(&srv);
+    let new = srv.pid_in_file();
     assert_ne!(new, old);
     // The new master runs the file now at the path.
     let exe = std::fs::read_link(format!("/proc/{new}/exe")).expect("new exe");
@@ -158,14 +83,15 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
         srv.stderr_tail()
     );
     std::thread::sleep(Duration::from_millis(500));
-    let (ok, failures) = load.finish();
-    assert!(
-        failures.is_empty(),
-        "{} failed of {}: {failures:?}",
-        failures.len(),
-        ok + failures.len() as u64
-    );
-    assert!(ok > 200, "only {ok} requests");
+    let report = load.finish();
+    assert!(report.failures().is_empty(), "{}", report.summary(10));
+    assert!(report.total() > 200, "{}", report.summary(0));
+    let wrong = report
+        .outcomes
+        .iter()
+        .filter(|o| o.body != "Hello, World!")
+        .count();
+    assert_eq!(wrong, 0, "{}", report.summary(5));
     // systemd heard the hand-over from the old master.
     let (handed, _) = notes
         .wait_for(0, &format!("MAINPID={new}"))
@@ -183,7 +109,7 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
 #[test]
 fn a_broken_new_binary_leaves_the_old_one_serving() {
     let (srv, bin) = upgradable_site(&[]);
-    let old = master_pid(&srv);
+    let old = srv.pid_in_file();
     replace_binary(
         &bin,
         b"#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n",
@@ -195,7 +121,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() {
         "{out}"
     );
     assert!(srv.stderr().contains("this build is broken"));
-    assert_eq!(master_pid(&srv), old);
+    assert_eq!(srv.pid_in_file(), old);
     assert_eq!(srv.get("/").text(), "Hello, World!");
     assert_eq!(srv.get("/healthz").status, 200);
     // Fixed: the next upgrade goes through.
@@ -203,7 +129,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() {
     let started = Instant::now();
     let out = corral_cli(&["upgrade"], &srv.config_path());
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
-    let new = master_pid(&srv);
+    let new = srv.pid_in_file();
     assert_ne!(new, old);
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(wait_until(Duration::from_secs(20), || !alive(old)));

@@ -129,6 +129,13 @@ impl XorShift {
 }
 
 impl Running {
+    /// The master's pid as `[server] pid_file = "corral.pid"` names it (after
+    /// an upgrade, the new master's).
+    pub fn pid_in_file(&self) -> i32 {
+        let text = fs::read_to_string(self.path().join("corral.pid")).expect("pid file");
+        text.trim().parse().expect("a pid")
+    }
+
     /// Live children of the master that were ever logged as an edge.
     pub fn edge_pids(&self) -> Vec<i32> {
         let edges = edge_pids_in(&self.stderr());

@@ -65,6 +65,13 @@ impl Site {
         self.port
     }
 
+    /// Listen on this port instead of a fresh one (a restarted instance
+    /// behind a load balancer). Call before `config`.
+    pub fn on_port(mut self, port: u16) -> Site {
+        self.port = port;
+        self
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("site.toml")
     }
