@@ -87,7 +87,8 @@ pub enum AccessLog {
 }
 
 impl Site {
-    pub fn workers(&self) -> usize {
+    /// `[app] workers`; `"auto"` is sized by the master (`master/sizing.rs`).
+    pub fn workers(&self) -> crate::config::units::WorkerCount {
         self.config.app.workers
     }
     pub fn queue_timeout(&self) -> Duration {

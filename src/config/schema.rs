@@ -2,7 +2,7 @@
 //! default, unknown keys rejected. `config/site.toml` documents each key for
 //! users; keep the two in step.
 
-use super::units::{ByteSize, Seconds};
+use super::units::{ByteSize, Seconds, WorkerCount};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -103,7 +103,8 @@ pub struct App {
     pub chdir: String,
     pub pythonpath: Vec<String>,
     pub virtualenv: String,
-    pub workers: usize,
+    /// A number, or "auto" (CPUs and memory of the machine or container).
+    pub workers: WorkerCount,
     pub queue_size: usize,
     pub queue_timeout: Seconds,
     pub graceful_timeout: Seconds,
@@ -171,7 +172,7 @@ impl Default for App {
             chdir: ".".into(),
             pythonpath: Vec::new(),
             virtualenv: String::new(),
-            workers: 2,
+            workers: WorkerCount::Fixed(2),
             queue_size: 1024,
             queue_timeout: Seconds(Duration::from_secs(30)),
             graceful_timeout: Seconds(Duration::from_secs(30)),

@@ -188,6 +188,47 @@ impl<'de> serde::Deserialize<'de> for Seconds {
     }
 }
 
+/// `[app] workers`: a number, or `"auto"` (from the CPUs and memory the
+/// machine or container allows, worked out by the master).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkerCount {
+    Fixed(usize),
+    Auto,
+}
+
+struct WorkersVisitor;
+
+impl Visitor<'_> for WorkersVisitor {
+    type Value = WorkerCount;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number of workers, or \"auto\"")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<WorkerCount, E> {
+        usize::try_from(v)
+            .map(WorkerCount::Fixed)
+            .map_err(|_| E::custom("the number of workers cannot be negative"))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<WorkerCount, E> {
+        usize::try_from(v)
+            .map(WorkerCount::Fixed)
+            .map_err(|_| E::custom("too many workers"))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<WorkerCount, E> {
+        match v.trim() {
+            "auto" => Ok(WorkerCount::Auto),
+            other => Err(E::custom(format!(
+                "`{other}` is not a number of workers: use a number such as 4, or \"auto\""
+            ))),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WorkerCount {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WorkersVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

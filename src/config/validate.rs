@@ -210,8 +210,11 @@ fn websocket(ck: &mut Checker, config: &Config) {
 
 /// `[app]`: the pool's size and recycling.
 fn app_pool(ck: &mut Checker, config: &Config) {
-    if config.app.workers == 0 || config.app.workers > 1024 {
-        ck.bad("app.workers", "must be between 1 and 1024".into());
+    if let crate::config::units::WorkerCount::Fixed(0 | 1025..) = config.app.workers {
+        ck.bad(
+            "app.workers",
+            "must be between 1 and 1024, or \"auto\"".into(),
+        );
     }
     if config.app.threads == 0 || config.app.threads > 1024 {
         ck.bad("app.threads", "must be between 1 and 1024".into());

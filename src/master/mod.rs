@@ -22,11 +22,13 @@ pub mod privileges;
 mod reload;
 mod runtime_dir;
 mod signals;
+mod sizing;
 mod spawn;
 mod systemd;
 mod upgrade;
 mod workers;
 
+use crate::config::units::WorkerCount;
 use crate::config::Site;
 use crate::ipc::{self, Control, Status};
 use anyhow::{bail, Context};
@@ -150,6 +152,10 @@ struct Arbiter {
     upgrade: Option<upgrade::Pending>,
     /// This master replaces an older one: tell it when ready.
     handover: Option<upgrade::Handover>,
+    /// `workers = "auto"`: what the container allows, and whether the
+    /// count was settled from a ready worker's interface and memory yet.
+    allowance: Option<sizing::Allowance>,
+    auto_sized: bool,
 }
 
 impl Arbiter {
@@ -168,8 +174,9 @@ impl Arbiter {
             None
         };
         let now = Instant::now();
+        let allowance = (site.workers() == WorkerCount::Auto).then(sizing::Allowance::read);
         Ok(Arbiter {
-            target_workers: site.workers(),
+            target_workers: first_estimate(&site, allowance.as_ref()),
             site,
             listeners,
             runtime,
@@ -200,6 +207,8 @@ impl Arbiter {
             launch: None,
             upgrade: None,
             handover: None,
+            allowance,
+            auto_sized: false,
         })
     }
 
@@ -475,6 +484,7 @@ impl Arbiter {
             let msg = w.up();
             info!("worker {pid} ready (id {})", w.id);
             self.tell_edges(&msg);
+            self.settle_auto_workers(pid, serves);
         }
         self.announce_if_ready();
     }
@@ -554,6 +564,52 @@ impl Arbiter {
         error!("{reason}");
         self.fatal = Some(reason);
         self.begin_stop(Stop::Fast);
+    }
+}
+
+/// The workers to start with: the configured number, or for "auto" the
+/// CPU half (the memory half needs a worker's size: `settle_auto_workers`).
+fn first_estimate(site: &Site, allowance: Option<&sizing::Allowance>) -> usize {
+    let (WorkerCount::Auto, Some(allowance)) = (site.workers(), allowance) else {
+        return match site.workers() {
+            WorkerCount::Fixed(n) => n,
+            WorkerCount::Auto => 1,
+        };
+    };
+    let interface = match site.config.app.interface {
+        crate::config::schema::Interface::Wsgi => Some(ipc::Interface::Wsgi),
+        crate::config::schema::Interface::Asgi => Some(ipc::Interface::Asgi),
+        crate::config::schema::Interface::Auto => None,
+    };
+    let (n, why) = sizing::decide(allowance, interface, site.config.app.threads, None);
+    info!("workers = \"auto\": {why}; starting {n}");
+    n
+}
+
+impl Arbiter {
+    /// `workers = "auto"`, once per generation: the first ready worker
+    /// tells the interface and how much memory one worker takes.
+    fn settle_auto_workers(&mut self, pid: Pid, serves: Option<ipc::Serves>) {
+        let Some(allowance) = &self.allowance else {
+            return;
+        };
+        if self.auto_sized {
+            return;
+        }
+        self.auto_sized = true;
+        let others: u64 = std::iter::once(std::process::id() as i32)
+            .chain(self.edges.iter().map(|e| e.pid.as_raw()))
+            .filter_map(sizing::rss_of)
+            .sum();
+        let rss = sizing::rss_of(pid.as_raw()).map(|w| (w, others));
+        let interface = serves.map(|s| s.interface);
+        let threads = self.site.config.app.threads;
+        let (n, why) = sizing::decide(allowance, interface, threads, rss);
+        info!("workers = \"auto\": {why}; running {n}");
+        if n != self.target_workers {
+            self.target_workers = n;
+            self.tell_health();
+        }
     }
 }
 

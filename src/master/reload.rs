@@ -11,8 +11,10 @@
 //! The outcome is also written next to the pid file (`<pid_file>.reload`),
 //! where `corral reload` waits for it.
 
+use super::sizing;
 use super::workers::WorkerProc;
 use super::Arbiter;
+use crate::config::units::WorkerCount;
 use crate::config::Site;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -98,7 +100,13 @@ impl Arbiter {
         worker.ready_at = Some(Instant::now());
         worker.serves = serves;
         let msg = worker.up();
-        self.target_workers = p.site.workers();
+        // "auto" is settled again from the canary (new code, new size).
+        self.allowance = (p.site.workers() == WorkerCount::Auto).then(sizing::Allowance::read);
+        self.auto_sized = false;
+        self.target_workers = match p.site.workers() {
+            WorkerCount::Fixed(n) => n,
+            WorkerCount::Auto => self.target_workers,
+        };
         self.listeners.keep_only(&p.site);
         info!("listening on {}", super::listeners::describe(&p.site));
         self.site = p.site;
@@ -108,6 +116,7 @@ impl Arbiter {
         }
         info!("worker {} ready (id {})", p.canary, worker.id);
         self.workers.insert(p.canary, worker);
+        self.settle_auto_workers(p.canary, serves);
         self.tell_edges(&msg);
         self.tell_health();
         let done = format!(
