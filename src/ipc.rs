@@ -66,6 +66,9 @@ pub enum Status {
     Timeout(u64, String),
     /// The edge stopped using worker id after a failed exchange.
     Suspect(u64),
+    /// Requests waiting in the edge's queue (sent when it changes, at
+    /// most once a second), for systemd's STATUS.
+    Queued(u64),
 }
 
 impl Status {
@@ -77,6 +80,7 @@ impl Status {
             Status::Retire(pid, reason) => format!("retire {pid} {}\n", one_line(reason)),
             Status::Timeout(id, what) => format!("timeout {id} {}\n", one_line(what)),
             Status::Suspect(id) => format!("suspect {id}\n"),
+            Status::Queued(n) => format!("queued {n}\n"),
         }
     }
 
@@ -95,6 +99,7 @@ impl Status {
             "retire" => Some(Status::Retire(num.parse().ok()?, rest)),
             "timeout" => Some(Status::Timeout(num.parse().ok()?, rest)),
             "suspect" => Some(Status::Suspect(num.parse().ok()?)),
+            "queued" => Some(Status::Queued(num.parse().ok()?)),
             _ => None,
         }
     }
@@ -200,6 +205,7 @@ mod tests {
                 }),
             ),
             Status::Failed(3, "ImportError: x y".into()),
+            Status::Queued(17),
         ] {
             assert_eq!(Status::decode(s.encode().trim_end()), Some(s));
         }

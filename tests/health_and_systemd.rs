@@ -175,7 +175,7 @@ fn systemd_hears_ready_reloading_stopping_and_watchdog_pings() {
     // READY means serving: the first request right after it is answered.
     assert_eq!(srv.get("/").text(), "Hello, World!");
     assert!(
-        ready.contains("STATUS=serving: 2 of 2 workers ready"),
+        ready.contains("STATUS=serving: 2 of 2 workers ready, 0 queued"),
         "{ready}"
     );
     // Pings at half of WATCHDOG_USEC.
@@ -262,4 +262,39 @@ fn the_contrib_unit_files_verify() {
         Duration::from_secs(60),
     );
     assert!(out.success() && out.stderr.trim().is_empty(), "{out}");
+}
+
+/// Requests waiting for the one worker show in the health JSON at once and
+/// in systemd's STATUS within about a second.
+#[test]
+fn the_queue_shows_in_health_and_in_systemd_status() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (socket, notes) = Notes::listen(dir.path());
+    let srv = Site::new()
+        .app("lifecycle_app.py")
+        .env("NOTIFY_SOCKET", &socket)
+        .config(&app_config("lifecycle_app:application", 1, "").replacen(
+            "[server]\n",
+            "[server]\nhealth_path = \"/healthz\"\n",
+            1,
+        ))
+        .start();
+    let port = srv.port;
+    let sleepers: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || try_get(port, "/sleep?s=3")))
+        .collect();
+    let queued_two = wait_until(Duration::from_secs(2), || {
+        curl_health(port, &[]).1.contains("\"queued\":2")
+    });
+    assert!(queued_two, "{}", curl_health(port, &[]).1);
+    notes
+        .wait_for(0, "STATUS=serving: 1 of 1 workers ready, 2 queued")
+        .unwrap_or_else(|| panic!("{:?}", notes.all()));
+    for s in sleepers {
+        let r = s.join().expect("sleeper").expect("answered");
+        assert_eq!(r.status, 200);
+    }
+    notes
+        .wait_for(0, "STATUS=serving: 1 of 1 workers ready, 0 queued")
+        .unwrap_or_else(|| panic!("{:?}", notes.all()));
 }

@@ -41,6 +41,7 @@ impl BackgroundService for ControlListener {
             self.status_fd,
             &crate::ipc::Status::Ready(std::process::id() as i32, None),
         );
+        tokio::spawn(report_queue(self.pool.clone(), self.status_fd));
         let mut lines = tokio::io::BufReader::new(rx).lines();
         loop {
             match lines.next_line().await {
@@ -66,6 +67,21 @@ impl BackgroundService for ControlListener {
                     std::process::exit(1);
                 }
             }
+        }
+    }
+}
+
+/// Tells the master how many requests wait for a worker, when that
+/// changes (checked once a second: it is for a status line, not control).
+async fn report_queue(pool: Arc<Pool>, status_fd: RawFd) {
+    let mut told = 0;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (_, queued) = pool.census();
+        if queued as u64 != told {
+            told = queued as u64;
+            crate::ipc::send_status(status_fd, &crate::ipc::Status::Queued(told));
         }
     }
 }

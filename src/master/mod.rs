@@ -156,6 +156,8 @@ struct Arbiter {
     /// count was settled from a ready worker's interface and memory yet.
     allowance: Option<sizing::Allowance>,
     auto_sized: bool,
+    /// Requests waiting in the edge's queue, as it last said.
+    queued: u64,
 }
 
 impl Arbiter {
@@ -209,6 +211,7 @@ impl Arbiter {
             handover: None,
             allowance,
             auto_sized: false,
+            queued: 0,
         })
     }
 
@@ -358,7 +361,10 @@ impl Arbiter {
         if self.pending_reload.is_some() {
             return format!("reloading: {ready} workers serving while the new code boots");
         }
-        format!("serving: {ready} of {} workers ready", self.target_workers)
+        format!(
+            "serving: {ready} of {} workers ready, {} queued",
+            self.target_workers, self.queued
+        )
     }
 
     fn begin_stop(&mut self, how: Stop) {
@@ -466,6 +472,7 @@ impl Arbiter {
                 }
                 Some(Status::Timeout(id, what)) => self.on_timeout(id, what),
                 Some(Status::Suspect(id)) => self.on_suspect(id),
+                Some(Status::Queued(n)) => self.queued = n,
                 None => warn!("unreadable status line from a child: {line:?}"),
             }
         }
