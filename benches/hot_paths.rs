@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of corral's hot paths, from the library the
 //! binary is built on: the worker's request parser, the
 //! whole WSGI round (environ, app call, response writing) with a real
-//! embedded interpreter, worker selection in the edge, and Range parsing.
+//! embedded interpreter, worker selection in the edge, counting a request
+//! in the metrics, and Range parsing.
 //!
 //!     cargo bench --bench hot_paths
 
@@ -77,7 +78,7 @@ fn dispatch(c: &mut Criterion) {
         .enable_all()
         .build()
         .expect("runtime");
-    let pool = Pool::new(1024, std::time::Duration::from_secs(1));
+    let pool = Pool::new(1024, std::time::Duration::from_secs(1), Default::default());
     let serves = corral::ipc::Serves {
         interface: corral::ipc::Interface::Wsgi,
         capacity: 1,
@@ -94,11 +95,33 @@ fn dispatch(c: &mut Criterion) {
     });
 }
 
+/// What the metrics add to every app request: its answer counted (label
+/// lookup, histogram), its queue wait and its time in the worker.
+fn metrics(c: &mut Criterion) {
+    use corral::edge::metrics::{Kind, Metrics};
+    let m = Metrics::new();
+    let took = std::time::Duration::from_micros(350);
+    c.bench_function("edge: count one app request in the metrics", |b| {
+        b.iter(|| {
+            m.answered(black_box(Kind::App), black_box(200), took, 1234);
+            m.waited(took);
+            m.worked(took);
+        })
+    });
+}
+
 fn ranges(c: &mut Criterion) {
     c.bench_function("edge: parse a Range header", |b| {
         b.iter(|| black_box(http_ranges::parse(black_box("bytes=1000-1999"), 1 << 20)))
     });
 }
 
-criterion_group!(benches, parse_request, wsgi_round, dispatch, ranges);
+criterion_group!(
+    benches,
+    parse_request,
+    wsgi_round,
+    dispatch,
+    metrics,
+    ranges
+);
 criterion_main!(benches);

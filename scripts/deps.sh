@@ -26,6 +26,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v systemd-socket-activate >/dev/null || need_apt+=(systemd)
     # A real load balancer in front of several instances.
     command -v haproxy >/dev/null || need_apt+=(haproxy)
+    # A real Prometheus server scraping corral's metrics.
+    command -v prometheus >/dev/null || need_apt+=(prometheus)
 fi
 
 PY=${PYO3_PYTHON:-python3}
@@ -60,8 +62,8 @@ if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import requests, httpx, h
     "$venv/bin/pip" install -q --disable-pip-version-check requests "httpx[http2]" aiohttp h2 brotli zstandard
 fi
 # ASGI apps and WebSocket clients the ASGI tests use.
-if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import fastapi, starlette, uvloop, websockets, websocket, django, channels, quart, wsproto, yaml" 2>/dev/null; then
-    echo "deps: installing fastapi, uvloop, websockets, websocket-client, django, channels, quart, wsproto, pyyaml into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check fastapi uvloop websockets websocket-client django channels quart wsproto pyyaml
+if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import fastapi, starlette, uvloop, websockets, websocket, django, channels, quart, wsproto, yaml, prometheus_client" 2>/dev/null; then
+    echo "deps: installing fastapi, uvloop, websockets, websocket-client, django, channels, quart, wsproto, pyyaml, prometheus_client into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check fastapi uvloop websockets websocket-client django channels quart wsproto pyyaml prometheus_client
 fi
 echo "PYO3_PYTHON=$PY" > target/.corral-python 2>/dev/null || { mkdir -p target && echo "PYO3_PYTHON=$PY" > target/.corral-python; }

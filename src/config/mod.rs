@@ -28,6 +28,8 @@ pub struct Site {
     pub listen: Vec<SocketAddr>,
     /// Listeners (plain or TLS) that expect a PROXY protocol header.
     pub proxy_protocol: Vec<SocketAddr>,
+    /// `[metrics] listen`, if on.
+    pub metrics_listen: Option<SocketAddr>,
     pub app: AppSpec,
     /// Workers run here; it is also first on sys.path.
     pub chdir: PathBuf,

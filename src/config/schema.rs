@@ -19,6 +19,7 @@ pub struct Config {
     pub limits: Limits,
     pub log: Log,
     pub websocket: Websocket,
+    pub metrics: Metrics,
 }
 
 /// `[websocket]`: WebSockets to ASGI apps.
@@ -329,6 +330,15 @@ impl Default for StaticMount {
             precompressed: true,
         }
     }
+}
+
+/// `[metrics]`: Prometheus metrics, on a listener of their own.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Metrics {
+    /// `host:port` serving `GET /metrics`; empty = off. Keep it private
+    /// (127.0.0.1 or an internal network): it is never on a site listener.
+    pub listen: String,
 }
 
 /// Compression of app responses by the edge.

@@ -76,6 +76,7 @@ pub fn validate(
         .copied()
         .collect();
     let proxy_protocol = proxy_protocol(ck, &config, &all_listeners);
+    let metrics_listen = metrics(ck, &config, &all_listeners);
     limit_routes(ck, &config);
     let access_log = log(ck, &config);
     let pid_file =
@@ -89,6 +90,7 @@ pub fn validate(
         warnings: Vec::new(),
         listen,
         proxy_protocol,
+        metrics_listen,
         app: app.ok()?,
         chdir,
         pythonpath,
@@ -124,6 +126,31 @@ fn server_listen(ck: &mut Checker, config: &Config) -> Vec<SocketAddr> {
     }
     health(ck, config);
     listen
+}
+
+/// `[metrics] listen`: an address of its own, never a site listener.
+fn metrics(ck: &mut Checker, config: &Config, site: &[SocketAddr]) -> Option<SocketAddr> {
+    let listen = &config.metrics.listen;
+    if listen.is_empty() {
+        return None;
+    }
+    match listen.parse::<SocketAddr>() {
+        Ok(a) if site.contains(&a) => {
+            ck.bad(
+                "metrics.listen",
+                format!("`{listen}` is also a site listener: give metrics an address of their own"),
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            ck.bad(
+                "metrics.listen",
+                format!("`{listen}` is not an address: use IP:PORT, e.g. \"127.0.0.1:9191\""),
+            );
+            None
+        }
+    }
 }
 
 /// The health path is matched exactly, before static files and the app.

@@ -16,6 +16,7 @@ pub(crate) mod conn;
 pub(crate) mod control;
 pub(crate) mod files;
 pub(crate) mod health;
+pub mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod reply;
 pub(crate) mod request;
@@ -82,8 +83,13 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let pool = app::pool::Pool::new(site.config.app.queue_size, site.queue_timeout());
-    let edge = request_path(site, &state, &pool, status_fd);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let pool = app::pool::Pool::new(
+        site.config.app.queue_size,
+        site.queue_timeout(),
+        metrics.clone(),
+    );
+    let edge = request_path(site, &state, &pool, status_fd, &metrics);
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2c = site.config.server.h2c;
@@ -93,11 +99,28 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options());
     let shared = accept_shared(site, &state, proxy, handshaker);
+    // The metrics socket is served apart, never by the site's request path.
+    let (metrics_fd, listen_fds): (Vec<_>, Vec<_>) = listen_fds
+        .into_iter()
+        .partition(|(addr, _)| site.metrics_listen == Some(*addr));
     server.add_service(conn::accept::AcceptService::new(
         listeners(site, listen_fds),
         shared,
         site.config.server.edge_threads,
     ));
+    if let Some((_, fd)) = metrics_fd.into_iter().next() {
+        let app = metrics::serve::MetricsApp {
+            metrics,
+            pool: pool.clone(),
+        };
+        server.add_service(background_service(
+            "metrics",
+            metrics::serve::MetricsListener {
+                app: Arc::new(app),
+                fd: Mutex::new(Some(fd)),
+            },
+        ));
+    }
     server.add_service(background_service(
         "control",
         control::ControlListener {
@@ -133,6 +156,7 @@ fn request_path(
     state: &Arc<state::EdgeState>,
     pool: &Arc<app::pool::Pool>,
     status_fd: RawFd,
+    metrics: &Arc<metrics::Metrics>,
 ) -> request::Edge {
     let limits = &site.config.limits;
     request::Edge {
@@ -155,6 +179,7 @@ fn request_path(
         ),
         limits: limits.clone(),
         health_path: site.config.server.health_path.clone(),
+        metrics: metrics.clone(),
         trusted: site
             .config
             .server

@@ -61,10 +61,6 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if !self.state.log.enabled() {
-            return;
-        }
-        let req = session.req_header();
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -75,6 +71,13 @@ impl ProxyHttp for Edge {
             } else {
                 0
             });
+        let took = ctx.started.elapsed();
+        let sent = session.body_bytes_sent();
+        self.metrics.answered(ctx.kind, status, took, sent as u64);
+        if !self.state.log.enabled() {
+            return;
+        }
+        let req = session.req_header();
         // Requests pingora refused before request_filter have no ctx.client.
         let client = ctx
             .client
@@ -93,10 +96,10 @@ impl ProxyHttp for Edge {
             target: &String::from_utf8_lossy(req.raw_path()),
             protocol: forward::protocol(req.version),
             status,
-            bytes: session.body_bytes_sent(),
+            bytes: sent,
             referer: &header(http::header::REFERER),
             user_agent: &header(http::header::USER_AGENT),
-            duration: ctx.started.elapsed(),
+            duration: took,
             request_id: &ctx.request_id.to_string(),
             complete: !ctx.incomplete && e.is_none(),
         });

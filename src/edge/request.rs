@@ -26,6 +26,7 @@ pub struct Edge {
     pub limits: crate::config::schema::Limits,
     /// `[server] health_path`; empty = none.
     pub health_path: String,
+    pub metrics: Arc<crate::edge::metrics::Metrics>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
@@ -53,6 +54,8 @@ pub struct Ctx {
     pub(crate) incomplete: bool,
     /// The body length the head declares, once `route` has checked it.
     pub(crate) declared_length: Option<u64>,
+    /// What answered it, for the metrics (set by `Edge::act`).
+    pub(crate) kind: crate::edge::metrics::Kind,
     /// Counts this request as in flight until the context is dropped.
     _in_flight: InFlight,
 }
@@ -70,6 +73,7 @@ impl Ctx {
             scheme: "http",
             incomplete: false,
             declared_length: None,
+            kind: Default::default(),
         }
     }
 }

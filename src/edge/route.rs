@@ -7,6 +7,7 @@
 use crate::edge::admit::redirect::{self, Redirect};
 use crate::edge::admit::routes::Applied;
 use crate::edge::files::{self, Served, StaticMount};
+use crate::edge::metrics::Kind;
 use crate::edge::reply::{self, After};
 use crate::edge::request::{Ctx, Edge};
 use pingora_core::Result;
@@ -31,6 +32,20 @@ pub enum Route<'a> {
     /// A WebSocket handshake: tunnelled to an ASGI worker (refused, 501,
     /// when the app is WSGI, rather than handed over as a plain GET).
     Upgrade,
+}
+
+impl Route<'_> {
+    /// For the metrics' `kind` label.
+    fn kind(&self) -> Kind {
+        match self {
+            Route::Refuse(..) | Route::RateLimited(_) => Kind::Refused,
+            Route::ServerWide | Route::Health => Kind::Edge,
+            Route::Redirect(_) => Kind::Redirect,
+            Route::Files(_) => Kind::Static,
+            Route::App => Kind::App,
+            Route::Upgrade => Kind::WebSocket,
+        }
+    }
 }
 
 impl Edge {
@@ -103,6 +118,7 @@ impl Edge {
             // answer, the connection ends with it.
             session.set_keepalive(None);
         }
+        ctx.kind = route.kind();
         match route {
             Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
             Route::ServerWide => self.server_wide(session, ctx).await,
@@ -118,7 +134,10 @@ impl Edge {
                         ctx.status = status;
                         Ok(true)
                     }
-                    Served::Fallback => self.serve_app(session, ctx, applied).await,
+                    Served::Fallback => {
+                        ctx.kind = Kind::App;
+                        self.serve_app(session, ctx, applied).await
+                    }
                 }
             }
             Route::App => self.serve_app(session, ctx, applied).await,

@@ -37,7 +37,10 @@ fn addresses(site: &Site) -> Vec<(String, SocketAddr)> {
             .enumerate()
             .map(|(i, a)| (format!("tls.listen[{i}]"), *a))
     });
-    plain.chain(tls).collect()
+    let metrics = site
+        .metrics_listen
+        .map(|a| ("metrics.listen".to_string(), a));
+    plain.chain(tls).chain(metrics).collect()
 }
 
 impl Listeners {
@@ -129,6 +132,9 @@ pub fn describe(site: &Site) -> String {
     addresses(site)
         .into_iter()
         .map(|(key, addr)| {
+            if key.starts_with("metrics.") {
+                return format!("metrics on http://{addr}/metrics");
+            }
             let tls = key.starts_with("tls.");
             let mut notes = Vec::new();
             if !tls && site.config.server.h2c {

@@ -8,10 +8,11 @@
 //! release on drop, so every error path gives the worker back.
 
 use crate::edge::app::peer::{Peer, Stream};
+use crate::edge::metrics::Metrics;
 use crate::ipc::{Interface, Serves};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::BufReader;
 use tokio::sync::oneshot;
 
@@ -66,6 +67,9 @@ pub struct Pool {
     inner: Mutex<Inner>,
     queue_size: usize,
     queue_timeout: Duration,
+    /// Queue waits and time in the worker, timed here where leases begin
+    /// and end.
+    metrics: Arc<Metrics>,
 }
 
 /// The right to send one request to one worker.
@@ -77,12 +81,17 @@ pub struct Lease {
     /// Held by a WebSocket (counted in its worker's `sockets`).
     socket: bool,
     live: bool,
+    /// When the worker took the request.
+    taken: Instant,
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         if self.live {
             self.live = false;
+            if !self.socket {
+                self.pool.metrics.worked(self.taken.elapsed());
+            }
             self.pool.release(self.worker, self.socket);
         }
     }
@@ -112,7 +121,7 @@ impl Lease {
 }
 
 impl Pool {
-    pub fn new(queue_size: usize, queue_timeout: Duration) -> Arc<Self> {
+    pub fn new(queue_size: usize, queue_timeout: Duration, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Pool {
             inner: Mutex::new(Inner {
                 workers: Vec::new(),
@@ -121,6 +130,7 @@ impl Pool {
             }),
             queue_size,
             queue_timeout,
+            metrics,
         })
     }
 
@@ -131,6 +141,15 @@ impl Pool {
     /// Waits (FIFO, bounded) for a worker. `avoid` lists workers that just
     /// failed this request; they are skipped when another one is free.
     pub async fn acquire(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+        let asked = Instant::now();
+        let lease = self.wait_for_worker(avoid).await;
+        if lease.is_ok() {
+            self.metrics.waited(asked.elapsed());
+        }
+        lease
+    }
+
+    async fn wait_for_worker(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
         let (ticket, rx) = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() {
@@ -171,6 +190,7 @@ impl Pool {
             interface,
             socket: false,
             live: true,
+            taken: Instant::now(),
         }
     }
 
@@ -251,6 +271,14 @@ impl Pool {
         !inner.workers.is_empty() && inner.workers.iter().all(|w| w.interface == Interface::Wsgi)
     }
 
+    /// Requests waiting, workers with nothing to do, workers with at least
+    /// one request (for the metrics).
+    pub fn load(&self) -> (usize, usize, usize) {
+        let inner = self.lock();
+        let busy = inner.workers.iter().filter(|w| w.busy > 0).count();
+        (inner.waiters.len(), inner.workers.len() - busy, busy)
+    }
+
     /// Workers taking requests, and requests waiting for one (the health
     /// path reports both).
     pub fn census(&self) -> (usize, usize) {
@@ -276,7 +304,7 @@ mod tests {
     #[test]
     fn websockets_leave_a_tenth_of_each_worker_to_http() {
         rt().block_on(async {
-            let pool = Pool::new(10, Duration::from_millis(50));
+            let pool = Pool::new(10, Duration::from_millis(50), Default::default());
             let asgi = Serves {
                 interface: Interface::Asgi,
                 capacity: 20,
@@ -296,7 +324,7 @@ mod tests {
             assert!(pool.acquire_socket(&[]).is_ok());
             drop(http);
             // A WSGI worker takes no WebSockets at all.
-            let wsgi = Pool::new(10, Duration::from_millis(50));
+            let wsgi = Pool::new(10, Duration::from_millis(50), Default::default());
             wsgi.worker_up(2, Peer::Unix("b".into()), SYNC);
             assert_eq!(
                 wsgi.acquire_socket(&[]).err(),
@@ -319,7 +347,7 @@ mod tests {
     #[test]
     fn least_busy_and_one_at_a_time() {
         rt().block_on(async {
-            let pool = Pool::new(10, Duration::from_millis(50));
+            let pool = Pool::new(10, Duration::from_millis(50), Default::default());
             pool.worker_up(1, Peer::Unix("a".into()), SYNC);
             pool.worker_up(2, Peer::Unix("b".into()), SYNC);
             let a = pool.acquire(&[]).await.unwrap();
@@ -334,7 +362,7 @@ mod tests {
     #[test]
     fn queue_is_fifo_and_bounded() {
         rt().block_on(async {
-            let pool = Pool::new(2, Duration::from_secs(5));
+            let pool = Pool::new(2, Duration::from_secs(5), Default::default());
             pool.worker_up(1, Peer::Unix("a".into()), SYNC);
             let first = pool.acquire(&[]).await.unwrap();
             let p1 = pool.clone();
@@ -355,7 +383,7 @@ mod tests {
     #[test]
     fn a_new_worker_serves_the_queue() {
         rt().block_on(async {
-            let pool = Pool::new(2, Duration::from_secs(5));
+            let pool = Pool::new(2, Duration::from_secs(5), Default::default());
             let p = pool.clone();
             let waiting = tokio::spawn(async move { p.acquire(&[]).await.map(|l| l.worker) });
             tokio::task::yield_now().await;

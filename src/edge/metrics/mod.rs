@@ -1,0 +1,175 @@
+//! `[metrics] listen`: the edge's counts in the Prometheus text format
+//! (prometheus-client encodes them). What a request costs to count: a few
+//! atomic adds and one label lookup, at its end (the access-log phase) and
+//! when its worker is taken and released (`app::pool`). Gauges (queue
+//! depth, idle and busy workers) are read from the pool at scrape time.
+
+pub mod serve;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::time::Duration;
+
+/// What answered a request (the `kind` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Kind {
+    /// The Python app (including the edge's 502/503/504 on its behalf).
+    #[default]
+    App,
+    Static,
+    Redirect,
+    /// The edge's own refusals: malformed, too large, rate-limited.
+    Refused,
+    /// Health checks and `OPTIONS *`.
+    Edge,
+    WebSocket,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::App => "app",
+            Kind::Static => "static",
+            Kind::Redirect => "redirect",
+            Kind::Refused => "refused",
+            Kind::Edge => "edge",
+            Kind::WebSocket => "websocket",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Answered {
+    kind: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ByKind {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerState {
+    state: &'static str,
+}
+
+/// Seconds, from 1 ms to ~33 s in doublings.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    exponential_buckets(0.001, 2.0, 16)
+}
+
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<Answered, Counter>,
+    duration: Family<ByKind, Histogram>,
+    bytes: Family<ByKind, Counter>,
+    queue_wait: Histogram,
+    app_duration: Histogram,
+    queue_depth: Gauge,
+    workers: Family<WorkerState, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("corral");
+        let requests = Family::<Answered, Counter>::default();
+        let duration =
+            Family::<ByKind, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let bytes = Family::<ByKind, Counter>::default();
+        let queue_wait = Histogram::new(latency_buckets());
+        let app_duration = Histogram::new(latency_buckets());
+        let queue_depth = Gauge::default();
+        let workers = Family::<WorkerState, Gauge>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by what answered them and the status code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "From the request's first byte in to its last byte out",
+            duration.clone(),
+        );
+        registry.register(
+            "bytes_sent",
+            "Response bytes sent to clients (bodies, after compression)",
+            bytes.clone(),
+        );
+        registry.register(
+            "queue_wait_seconds",
+            "From a request complete at the edge to a worker taking it",
+            queue_wait.clone(),
+        );
+        registry.register(
+            "app_duration_seconds",
+            "From a worker taking a request to its whole response being in",
+            app_duration.clone(),
+        );
+        registry.register(
+            "queue_depth",
+            "Requests waiting for a worker",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "workers",
+            "Workers taking requests, idle or busy",
+            workers.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            bytes,
+            queue_wait,
+            app_duration,
+            queue_depth,
+            workers,
+        }
+    }
+
+    /// A request is over (the access-log phase).
+    pub fn answered(&self, kind: Kind, code: u16, took: Duration, body_bytes: u64) {
+        let kind = kind.as_str();
+        self.requests.get_or_create(&Answered { kind, code }).inc();
+        self.duration
+            .get_or_create(&ByKind { kind })
+            .observe(took.as_secs_f64());
+        self.bytes
+            .get_or_create(&ByKind { kind })
+            .inc_by(body_bytes);
+    }
+
+    pub fn waited(&self, took: Duration) {
+        self.queue_wait.observe(took.as_secs_f64());
+    }
+
+    pub fn worked(&self, took: Duration) {
+        self.app_duration.observe(took.as_secs_f64());
+    }
+
+    /// The text a scrape gets, with the gauges read now.
+    pub fn render(&self, queued: usize, idle: usize, busy: usize) -> String {
+        self.queue_depth.set(queued as i64);
+        for (state, n) in [("idle", idle), ("busy", busy)] {
+            self.workers
+                .get_or_create(&WorkerState { state })
+                .set(n as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("cannot encode metrics: {e}");
+        }
+        out
+    }
+}

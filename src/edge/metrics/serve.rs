@@ -1,0 +1,95 @@
+//! The metrics listener: `GET /metrics` through pingora's own HTTP/1 code
+//! (a `ServeHttp` app), on the socket the master bound. Anything else is a
+//! 404; nothing here reaches the site's request path or its access log.
+
+use super::Metrics;
+use crate::edge::app::pool::Pool;
+use async_trait::async_trait;
+use http::Response;
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use tracing::error;
+
+pub struct MetricsApp {
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<Pool>,
+}
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path();
+        if path != "/metrics" {
+            return plain(
+                404,
+                "Not Found: metrics are at /metrics\n".into(),
+                "text/plain",
+            );
+        }
+        let (queued, idle, busy) = self.pool.load();
+        let body = self.metrics.render(queued, idle, busy);
+        plain(200, body, "text/plain; version=0.0.4; charset=utf-8")
+    }
+}
+
+fn plain(status: u16, body: String, kind: &str) -> Response<Vec<u8>> {
+    let body = body.into_bytes();
+    Response::builder()
+        .status(status)
+        .header("Content-Type", kind)
+        .header("Content-Length", body.len())
+        .header("Cache-Control", "no-store")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// Accepts on the metrics socket for the edge's life.
+pub struct MetricsListener {
+    pub app: Arc<MetricsApp>,
+    pub fd: Mutex<Option<RawFd>>,
+}
+
+#[async_trait]
+impl BackgroundService for MetricsListener {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let Some(fd) = self.fd.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        // SAFETY: the master gave this process its own copy of the fd.
+        let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
+        let listener = match std
+            .set_nonblocking(true)
+            .and_then(|_| tokio::net::TcpListener::from_std(std))
+        {
+            Ok(l) => l,
+            Err(e) => return error!("cannot serve metrics: {e}"),
+        };
+        loop {
+            let tcp = match listener.accept().await {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of descriptors, most likely: wait rather than spin.
+                    tracing::warn!("metrics listener: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let app = self.app.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                // Keep-alive: the same connection serves the next scrape.
+                let mut stream: Option<pingora_core::protocols::Stream> =
+                    Some(Box::new(L4Stream::from(tcp)));
+                while let Some(s) = stream {
+                    stream = app.process_new(s, &shutdown).await;
+                }
+            });
+        }
+    }
+}

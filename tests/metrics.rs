@@ -1,0 +1,135 @@
+//! `[metrics] listen`: the Prometheus endpoint as monitoring meets it. A
+//! known mix of requests (app, static, refused, timed out) is sent, then
+//! the endpoint is scraped and parsed by the official python client's
+//! parser and the counts checked exactly; and a real Prometheus server
+//! (Debian's package) scrapes corral and answers a PromQL query.
+mod common;
+
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn metrics_site(metrics_port: u16) -> Site {
+    let config = app_config("lifecycle_app:application", 1, "timeout = \"1s\"")
+        + &format!(
+            "\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
+             [[static]]\nurl = \"/static/\"\ndir = \"static\"\n"
+        );
+    Site::new()
+        .app("lifecycle_app.py")
+        .file("static/a.txt", "static file\n")
+        .config(&config)
+}
+
+/// Every sample, as `name{label=value,...}` → value.
+fn scrape(port: u16) -> serde_json::Value {
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .arg(format!("{MANIFEST_DIR}/tests/clients/metrics_scrape.py"))
+            .arg(format!("http://127.0.0.1:{port}/metrics")),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "{out}");
+    serde_json::from_str(out.stdout.trim()).expect("JSON")
+}
+
+#[test]
+fn a_known_mix_of_requests_is_counted_exactly() {
+    let metrics_port = free_port();
+    let srv = metrics_site(metrics_port).start();
+    for _ in 0..5 {
+        assert_eq!(srv.get("/pid").status, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(srv.get("/static/a.txt").text(), "static file\n");
+    }
+    for _ in 0..2 {
+        let r = srv.request(b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n");
+        assert_eq!(r.status, 400, "no Host");
+    }
+    assert_eq!(srv.get("/sleep?s=3").status, 504);
+    // The access log line is written as the request ends; so is the count.
+    std::thread::sleep(Duration::from_millis(300));
+    let m = scrape(metrics_port);
+    let n = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m:#}"));
+    assert_eq!(n("corral_requests_total{code=200,kind=app}"), 5.0);
+    assert_eq!(n("corral_requests_total{code=200,kind=static}"), 3.0);
+    assert_eq!(n("corral_requests_total{code=400,kind=refused}"), 2.0);
+    assert_eq!(n("corral_requests_total{code=504,kind=app}"), 1.0);
+    assert_eq!(n("corral_request_duration_seconds_count{kind=app}"), 6.0);
+    assert_eq!(n("corral_request_duration_seconds_count{kind=static}"), 3.0);
+    // Six requests reached a worker: each waited and each was worked on.
+    assert_eq!(n("corral_queue_wait_seconds_count{}"), 6.0);
+    assert_eq!(n("corral_app_duration_seconds_count{}"), 6.0);
+    // The timed-out one spent a second in the worker.
+    assert!(n("corral_app_duration_seconds_sum{}") >= 1.0, "{m:#}");
+    assert_eq!(n("corral_bytes_sent_total{kind=static}"), 36.0);
+    assert_eq!(n("corral_queue_depth{}"), 0.0);
+    // Anything but /metrics is not found there, and not counted.
+    let other = try_get(metrics_port, "/").expect("metrics listener");
+    assert_eq!(other.status, 404);
+    assert_eq!(
+        scrape(metrics_port)["corral_requests_total{code=200,kind=app}"],
+        5.0
+    );
+}
+
+/// Prometheus in the foreground, stopped when dropped.
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_corral_and_answers_promql() {
+    let metrics_port = free_port();
+    let srv = metrics_site(metrics_port).start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: corral\n    \
+             static_configs:\n      - targets: [\"127.0.0.1:{metrics_port}\"]\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let web = free_port();
+    let _prom = Prometheus(
+        Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus (scripts/deps.sh --test installs it)"),
+    );
+    for _ in 0..7 {
+        assert_eq!(srv.get("/pid").status, 200);
+    }
+    let query = "sum(corral_requests_total{kind=\"app\",code=\"200\"})";
+    let mut last = String::new();
+    let answered = wait_until(Duration::from_secs(60), || {
+        let out = curl(&[
+            "-s",
+            "--get",
+            "--data-urlencode",
+            &format!("query={query}"),
+            &format!("http://127.0.0.1:{web}/api/v1/query"),
+        ]);
+        last = out.stdout.clone();
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        v["data"]["result"][0]["value"][1] == "7"
+    });
+    assert!(answered, "PromQL `{query}` never gave 7: {last}");
+}
