@@ -105,7 +105,7 @@ fn metrics(c: &mut Criterion) {
         b.iter(|| {
             m.answered(black_box(Kind::App), black_box(200), took, 1234);
             m.waited(took);
-            m.worked(took);
+            m.worked(took, 1);
         })
     });
 }

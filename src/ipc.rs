@@ -145,6 +145,22 @@ pub enum Control {
         target_workers: u64,
         draining: bool,
     },
+    /// A worker was (or is being) replaced, for this reason (one word:
+    /// timeout, max_requests, max_rss, max_lifetime, crash, oom, reload,
+    /// scale).
+    Restart {
+        reason: String,
+    },
+    /// Workers starting and workers finishing their last requests.
+    Workers {
+        booting: u64,
+        draining: u64,
+    },
+    /// A worker's resident memory, sampled every few seconds.
+    Rss {
+        id: u64,
+        bytes: u64,
+    },
 }
 
 impl Control {
@@ -159,6 +175,9 @@ impl Control {
                 target_workers,
                 draining,
             } => format!("health {target_workers} {}\n", u8::from(*draining)),
+            Control::Restart { reason } => format!("restart 0 {reason}\n"),
+            Control::Workers { booting, draining } => format!("workers {booting} {draining}\n"),
+            Control::Rss { id, bytes } => format!("rss {id} {bytes}\n"),
         }
     }
 
@@ -177,6 +196,17 @@ impl Control {
             "health" => Some(Control::Health {
                 target_workers: id,
                 draining: parts.next()? == "1",
+            }),
+            "restart" => Some(Control::Restart {
+                reason: parts.next()?.to_string(),
+            }),
+            "workers" => Some(Control::Workers {
+                booting: id,
+                draining: parts.next()?.parse().ok()?,
+            }),
+            "rss" => Some(Control::Rss {
+                id,
+                bytes: parts.next()?.parse().ok()?,
             }),
             _ => None,
         }
@@ -227,6 +257,17 @@ mod tests {
             Control::Health {
                 target_workers: 1,
                 draining: false,
+            },
+            Control::Restart {
+                reason: "max_rss".into(),
+            },
+            Control::Workers {
+                booting: 1,
+                draining: 2,
+            },
+            Control::Rss {
+                id: 3,
+                bytes: 52_000_000,
             },
         ] {
             assert_eq!(Control::decode(&c.encode()), Some(c));

@@ -74,6 +74,56 @@ fn a_known_mix_of_requests_is_counted_exactly() {
     );
 }
 
+/// Waits up to 15 s for the sample `key` to satisfy `ok`.
+fn wait_sample(port: u16, key: &str, ok: impl Fn(f64) -> bool) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let seen = wait_until(Duration::from_secs(15), || {
+        last = scrape(port);
+        last[key].as_f64().is_some_and(&ok)
+    });
+    assert!(seen, "{key} never as expected: {last:#}");
+    last
+}
+
+/// What only the master knows reaches the edge's metrics: why workers were
+/// replaced, each worker's requests and memory, booting and draining.
+#[test]
+fn worker_restarts_memory_and_states_are_reported() {
+    let metrics_port = free_port();
+    let srv = metrics_site(metrics_port).start();
+    // A timeout replaces worker 1 (its series go with it).
+    assert_eq!(srv.get("/sleep?s=3").status, 504);
+    wait_sample(
+        metrics_port,
+        "corral_worker_restarts_total{reason=timeout}",
+        |n| n == 1.0,
+    );
+    assert!(srv.wait_worker_count(1, Duration::from_secs(10)));
+    for _ in 0..2 {
+        assert_eq!(srv.get("/pid").status, 200);
+    }
+    let m = wait_sample(metrics_port, "corral_worker_rss_bytes{worker=2}", |b| {
+        b > 1_000_000.0
+    });
+    assert_eq!(m["corral_worker_requests_total{worker=2}"], 2.0, "{m:#}");
+    assert!(
+        m.get("corral_worker_requests_total{worker=1}").is_none(),
+        "{m:#}"
+    );
+    assert_eq!(m["corral_workers{state=booting}"], 0.0, "{m:#}");
+    assert_eq!(m["corral_workers{state=draining}"], 0.0, "{m:#}");
+    assert_eq!(m["corral_workers{state=idle}"], 1.0, "{m:#}");
+    // One more worker, then one fewer: a scale-down.
+    srv.signal("TTIN");
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    srv.signal("TTOU");
+    wait_sample(
+        metrics_port,
+        "corral_worker_restarts_total{reason=scale}",
+        |n| n == 1.0,
+    );
+}
+
 /// Prometheus in the foreground, stopped when dropped.
 struct Prometheus(Child);
 

@@ -15,6 +15,7 @@ use tracing::{debug, error};
 pub struct ControlListener {
     pub pool: Arc<Pool>,
     pub state: Arc<crate::edge::state::EdgeState>,
+    pub metrics: Arc<crate::edge::metrics::Metrics>,
     pub fd: Mutex<Option<RawFd>>,
     pub status_fd: RawFd,
     /// Reopened on the master's word (SIGUSR1, logrotate).
@@ -54,7 +55,13 @@ impl BackgroundService for ControlListener {
                     Some(Control::Down { id }) => {
                         debug!("worker {id} down");
                         self.pool.worker_down(id);
+                        self.metrics.forget(id);
                     }
+                    Some(Control::Restart { reason }) => self.metrics.restarted(reason),
+                    Some(Control::Workers { booting, draining }) => {
+                        self.metrics.states(booting, draining)
+                    }
+                    Some(Control::Rss { id, bytes }) => self.metrics.rss(id, bytes),
                     Some(Control::ReopenLogs) => self.log.reopen(),
                     Some(Control::Health {
                         target_workers,

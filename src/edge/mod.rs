@@ -110,7 +110,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     ));
     if let Some((_, fd)) = metrics_fd.into_iter().next() {
         let app = metrics::serve::MetricsApp {
-            metrics,
+            metrics: metrics.clone(),
             pool: pool.clone(),
         };
         server.add_service(background_service(
@@ -126,6 +126,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         control::ControlListener {
             pool,
             state: state.clone(),
+            metrics,
             fd: Mutex::new(Some(control_fd)),
             status_fd,
             log: log.clone(),

@@ -25,6 +25,7 @@ mod signals;
 mod sizing;
 mod spawn;
 mod systemd;
+mod telemetry;
 mod upgrade;
 mod workers;
 
@@ -158,6 +159,8 @@ struct Arbiter {
     auto_sized: bool,
     /// Requests waiting in the edge's queue, as it last said.
     queued: u64,
+    /// What the edges' metrics were last told.
+    told: telemetry::Told,
 }
 
 impl Arbiter {
@@ -212,6 +215,7 @@ impl Arbiter {
             allowance,
             auto_sized: false,
             queued: 0,
+            told: Default::default(),
         })
     }
 
@@ -247,6 +251,7 @@ impl Arbiter {
                 None => {
                     self.converge_workers();
                     self.converge_edges();
+                    self.report_workers();
                 }
             }
         }

@@ -92,6 +92,7 @@ impl Arbiter {
                 .and_then(|w| w.recycle.clone())
                 .unwrap_or_default();
             info!("recycling worker {pid} ({reason}): its replacement is ready");
+            self.count_restart(super::telemetry::Restart::of_recycle(&reason));
             self.retire_worker(*pid);
         }
 
@@ -105,6 +106,7 @@ impl Arbiter {
             extra.sort_by_key(|w| std::cmp::Reverse(w.1));
             for (pid, _) in extra.into_iter().take(fresh - self.target_workers) {
                 info!("retiring worker {pid}: {} wanted", self.target_workers);
+                self.count_restart(super::telemetry::Restart::Scale);
                 self.retire_worker(pid);
             }
         }
@@ -221,6 +223,7 @@ impl Arbiter {
         let how = death.describe_worker(w.ready, w.killed_for.as_deref(), oom);
         if w.killed_for.is_some() {
             error!("worker {pid} {how}; starting a replacement");
+            self.count_restart(super::telemetry::Restart::Timeout);
             return;
         }
         if w.retiring || self.stopping.is_some() {
@@ -237,6 +240,12 @@ impl Arbiter {
             }
         } else {
             error!("worker {pid} died: {how}; starting a replacement");
+            let why = if oom {
+                super::telemetry::Restart::Oom
+            } else {
+                super::telemetry::Restart::Crash
+            };
+            self.count_restart(why);
         }
         // Back off only for crash loops: deaths at boot or right after it.
         // A worker that was up and serving is replaced at once (as gunicorn

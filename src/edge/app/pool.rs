@@ -90,7 +90,7 @@ impl Drop for Lease {
         if self.live {
             self.live = false;
             if !self.socket {
-                self.pool.metrics.worked(self.taken.elapsed());
+                self.pool.metrics.worked(self.taken.elapsed(), self.worker);
             }
             self.pool.release(self.worker, self.socket);
         }

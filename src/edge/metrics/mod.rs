@@ -58,6 +58,16 @@ struct WorkerState {
     state: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerId {
+    worker: String,
+}
+
 /// Seconds, from 1 ms to ~33 s in doublings.
 fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 16)
@@ -72,6 +82,9 @@ pub struct Metrics {
     app_duration: Histogram,
     queue_depth: Gauge,
     workers: Family<WorkerState, Gauge>,
+    restarts: Family<Reason, Counter>,
+    worker_rss: Family<WorkerId, Gauge>,
+    worker_requests: Family<WorkerId, Counter>,
 }
 
 impl Default for Metrics {
@@ -91,6 +104,9 @@ impl Metrics {
         let app_duration = Histogram::new(latency_buckets());
         let queue_depth = Gauge::default();
         let workers = Family::<WorkerState, Gauge>::default();
+        let restarts = Family::<Reason, Counter>::default();
+        let worker_rss = Family::<WorkerId, Gauge>::default();
+        let worker_requests = Family::<WorkerId, Counter>::default();
         registry.register(
             "requests",
             "Requests answered, by what answered them and the status code",
@@ -123,8 +139,23 @@ impl Metrics {
         );
         registry.register(
             "workers",
-            "Workers taking requests, idle or busy",
+            "Workers by state: booting, idle, busy, draining",
             workers.clone(),
+        );
+        registry.register(
+            "worker_restarts",
+            "Workers replaced, by reason",
+            restarts.clone(),
+        );
+        registry.register(
+            "worker_rss_bytes",
+            "Resident memory of each serving worker (sampled every 5 s)",
+            worker_rss.clone(),
+        );
+        registry.register(
+            "worker_requests",
+            "Requests each serving worker has taken",
+            worker_requests.clone(),
         );
         Metrics {
             registry,
@@ -135,6 +166,9 @@ impl Metrics {
             app_duration,
             queue_depth,
             workers,
+            restarts,
+            worker_rss,
+            worker_requests,
         }
     }
 
@@ -154,8 +188,44 @@ impl Metrics {
         self.queue_wait.observe(took.as_secs_f64());
     }
 
-    pub fn worked(&self, took: Duration) {
+    /// A worker (`worker`: its id) is done with a request.
+    pub fn worked(&self, took: Duration, worker: u64) {
         self.app_duration.observe(took.as_secs_f64());
+        let worker = worker.to_string();
+        self.worker_requests
+            .get_or_create(&WorkerId { worker })
+            .inc();
+    }
+
+    // What the master tells (`edge::control`).
+
+    pub fn restarted(&self, reason: String) {
+        self.restarts.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn states(&self, booting: u64, draining: u64) {
+        for (state, n) in [("booting", booting), ("draining", draining)] {
+            self.workers
+                .get_or_create(&WorkerState { state })
+                .set(n as i64);
+        }
+    }
+
+    pub fn rss(&self, worker: u64, bytes: u64) {
+        let worker = worker.to_string();
+        self.worker_rss
+            .get_or_create(&WorkerId { worker })
+            .set(bytes as i64);
+    }
+
+    /// A worker is gone: its series go too (ids only grow, recycles would
+    /// otherwise pile up series).
+    pub fn forget(&self, worker: u64) {
+        let id = WorkerId {
+            worker: worker.to_string(),
+        };
+        self.worker_rss.remove(&id);
+        self.worker_requests.remove(&id);
     }
 
     /// The text a scrape gets, with the gauges read now.
