@@ -40,6 +40,12 @@ impl ProxyHttp for Edge {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         (ctx.client, ctx.scheme) = forward::client_and_scheme(session, &self.trusted);
+        if let Some(id) = forward::given_request_id(session, &self.trusted) {
+            ctx.request_id = crate::edge::request::RequestId::Given(id);
+        }
+        // Every response head echoes it (`reply::header`).
+        let echo = crate::edge::reply::EchoId(ctx.request_id.to_string());
+        session.req_header_mut().extensions_mut().insert(echo);
         // `[[limits.route]]` and `[[static]]` both match on the decoded
         // path: decode it once, and only if either is configured.
         let decoded = if self.routes.is_empty() && self.static_mounts.is_empty() {

@@ -9,6 +9,11 @@ use pingora_core::Result;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
+/// The request's id, kept with its head so that every response head,
+/// whoever builds it, echoes it as `X-Request-ID`.
+#[derive(Clone)]
+pub struct EchoId(pub String);
+
 /// Whether this request arrived over TLS.
 pub fn is_tls(session: &Session) -> bool {
     session
@@ -27,6 +32,9 @@ pub async fn header(
         // Keep-alive clients reconnect, to the edge that replaces this one.
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;
+    }
+    if let Some(id) = session.req_header().extensions.get::<EchoId>() {
+        resp.insert_header("X-Request-ID", &id.0)?;
     }
     if let Some(facts) = &state.tls {
         if !facts.hsts.is_empty() && is_tls(session) {

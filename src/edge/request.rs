@@ -30,19 +30,28 @@ pub struct Edge {
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// `x-corral-request-id`: the edge's pid and a sequence number, written
-/// out only when something (the app, a log line) needs it.
-#[derive(Clone, Copy)]
-pub(crate) struct RequestId(u32, u64);
+/// The request's id (logs, `X-Request-ID` to the app and the client): the
+/// edge's pid and a sequence number, written out only when something needs
+/// it, or the one a trusted proxy in front gave (`forward::given_request_id`).
+#[derive(Clone)]
+pub(crate) enum RequestId {
+    Ours(u32, u64),
+    Given(Arc<str>),
+}
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:08x}{:08x}", self.0, self.1)
+        match self {
+            RequestId::Ours(pid, seq) => write!(f, "{pid:08x}{seq:08x}"),
+            RequestId::Given(id) => f.write_str(id),
+        }
     }
 }
 
 pub struct Ctx {
     pub(crate) started: Instant,
+    /// The same moment by the wall clock, for `X-Request-Start`.
+    pub(crate) received: std::time::SystemTime,
     pub(crate) request_id: RequestId,
     pub(crate) status: u16,
     pub(crate) retry_after: u64,
@@ -66,7 +75,8 @@ impl Ctx {
         Ctx {
             _in_flight: in_flight,
             started: Instant::now(),
-            request_id: RequestId(pid, seq),
+            request_id: RequestId::Ours(pid, seq),
+            received: std::time::SystemTime::now(),
             status: 0,
             retry_after: 0,
             client: None,
@@ -79,7 +89,7 @@ impl Ctx {
 }
 
 /// `GET /path (request 0a1b…)`: how logs name a request.
-pub(crate) fn request_summary(session: &Session, request_id: RequestId) -> String {
+pub(crate) fn request_summary(session: &Session, request_id: &RequestId) -> String {
     let req = session.req_header();
     format!(
         "{} {} (request {request_id})",

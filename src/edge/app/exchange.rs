@@ -77,7 +77,7 @@ impl Edge {
             head,
             body,
             is_head: session.req_header().method == http::Method::HEAD,
-            what: request_summary(session, ctx.request_id),
+            what: request_summary(session, &ctx.request_id),
         };
         let mut avoid = Vec::new();
         loop {

@@ -40,11 +40,7 @@ pub fn client_and_scheme(
     } else {
         "http"
     };
-    let is_trusted = |ip: &std::net::IpAddr| {
-        trusted
-            .iter()
-            .any(|b| crate::config::units::cidr_contains(b, ip))
-    };
+    let is_trusted = |ip: &std::net::IpAddr| is_trusted(trusted, ip);
     let Some(peer) = peer.filter(|p| is_trusted(&p.ip())) else {
         return (peer, own_scheme);
     };
@@ -74,6 +70,28 @@ pub fn client_and_scheme(
     (Some(client), scheme)
 }
 
+fn is_trusted(trusted: &[(std::net::IpAddr, u8)], ip: &std::net::IpAddr) -> bool {
+    trusted
+        .iter()
+        .any(|b| crate::config::units::cidr_contains(b, ip))
+}
+
+/// The `X-Request-ID` a trusted proxy in front gave the request (1 to 200
+/// visible ASCII characters), to be used as its id; from anyone else it is
+/// replaced by the edge's own.
+pub fn given_request_id(
+    session: &Session,
+    trusted: &[(std::net::IpAddr, u8)],
+) -> Option<std::sync::Arc<str>> {
+    let peer = session.client_addr().and_then(|a| a.as_inet().copied())?;
+    if !is_trusted(trusted, &peer.ip()) {
+        return None;
+    }
+    let value = session.req_header().headers.get("x-request-id")?.as_bytes();
+    let valid = (1..=200).contains(&value.len()) && value.iter().all(|b| (0x21..=0x7e).contains(b));
+    valid.then(|| String::from_utf8_lossy(value).into())
+}
+
 /// What follows a request head on the hop.
 pub enum Then {
     /// A body of this many bytes (the edge holds it whole).
@@ -87,7 +105,7 @@ pub enum Then {
 /// per request.
 pub fn request_head(
     session: &Session,
-    request_id: &str,
+    (request_id, received): (&str, std::time::SystemTime),
     then: Then,
     client: Option<std::net::SocketAddr>,
     scheme: &str,
@@ -110,8 +128,11 @@ pub fn request_head(
         let n = name.as_str();
         // Content-Length too: the body goes to the worker re-framed, with
         // the length the edge counted (added below).
-        let ours =
-            n == "content-length" || n.starts_with(wire::PREFIX) || n.starts_with("x-forwarded-");
+        let ours = n == "content-length"
+            || n.starts_with(wire::PREFIX)
+            || n.starts_with("x-forwarded-")
+            || n == "x-request-id"
+            || n == "x-request-start";
         if wire::is_hop_by_hop(n) || ours {
             continue;
         }
@@ -168,6 +189,13 @@ pub fn request_head(
         add(wire::TRAILERS, b"1");
     }
     add(wire::REQUEST_ID, request_id.as_bytes());
+    // What APM agents (New Relic, Datadog, Scout) read: the request's id,
+    // and when the edge received it, for the time spent queueing.
+    add("x-request-id", request_id.as_bytes());
+    let micros = received
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    add("x-request-start", format!("t={micros}").as_bytes());
     match then {
         Then::Body(len) => add("content-length", len.to_string().as_bytes()),
         Then::WebSocket => {

@@ -32,7 +32,7 @@ impl Edge {
         };
         let head = forward::request_head(
             session,
-            &ctx.request_id.to_string(),
+            (&ctx.request_id.to_string(), ctx.received),
             forward::Then::Body(body.len()),
             ctx.client,
             ctx.scheme,

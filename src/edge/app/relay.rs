@@ -227,7 +227,7 @@ impl Edge {
             pool: self.pool.clone(),
             status_fd: self.status_fd,
             timeout: self.timeout,
-            what: request_summary(session, ctx.request_id),
+            what: request_summary(session, &ctx.request_id),
         };
         tokio::spawn(relay.run(lease, conn, writer));
         while let Some(piece) = reader.next().await {

@@ -182,7 +182,7 @@ impl Edge {
             "Request body too large: the limit is {} bytes (set by {key})",
             applied.max_body
         );
-        tracing::info!("{}: {msg}", request_summary(session, ctx.request_id));
+        tracing::info!("{}: {msg}", request_summary(session, &ctx.request_id));
         self.refuse(session, ctx, 413, &msg).await?;
         drain_h2_upload(session).await;
         Ok(true)

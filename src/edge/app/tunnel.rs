@@ -41,7 +41,7 @@ impl Edge {
         }
         let head = forward::request_head(
             session,
-            &ctx.request_id.to_string(),
+            (&ctx.request_id.to_string(), ctx.received),
             forward::Then::WebSocket,
             ctx.client,
             ctx.scheme,
