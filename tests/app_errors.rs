@@ -217,9 +217,10 @@ fn an_edge_out_of_fds_answers_503_and_blames_no_worker() {
     let mut clients: Vec<Conn> = (0..3).map(|_| Conn::connect(srv.port)).collect();
     assert!(
         wait_until(Duration::from_secs(5), || open_fds(edge) == base + 3),
-        "the edge holds {} fds, want {}",
+        "the edge holds {} fds, want {}: {:?}",
         open_fds(edge),
-        base + 3
+        base + 3,
+        fd_targets(edge)
     );
     let resp = clients[0]
         .roundtrip(&simple_req("GET", srv.port, "/x", true))
@@ -242,8 +243,23 @@ fn an_edge_out_of_fds_answers_503_and_blames_no_worker() {
     // With descriptors free again, the same worker serves.
     clients.truncate(1);
     drop(clients);
-    assert!(wait_until(Duration::from_secs(5), || open_fds(edge) < base + 2));
+    assert!(
+        wait_until(Duration::from_secs(5), || open_fds(edge) < base + 2),
+        "the edge still holds {} fds (base {base}): {:?}",
+        open_fds(edge),
+        fd_targets(edge)
+    );
     let r = srv.post("/count", "text/plain", b"abc");
     srv.assert_status(&r, 200, "after fds were freed");
     assert_eq!(r.text(), "3");
+}
+
+/// What each of a process's descriptors points at (for a failure message).
+fn fd_targets(pid: i32) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }

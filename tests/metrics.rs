@@ -183,3 +183,44 @@ fn a_real_prometheus_scrapes_corral_and_answers_promql() {
     });
     assert!(answered, "PromQL `{query}` never gave 7: {last}");
 }
+
+/// Connections open now, TLS handshakes by version, static cache hits.
+#[test]
+fn connections_handshakes_and_cache_hits_are_counted() {
+    let metrics_port = free_port();
+    let tls_port = free_port();
+    let site = metrics_site(metrics_port);
+    self_signed_cert(site.path());
+    let config = site.config_text().to_string()
+        + &format!(
+            "\n[tls]\nlisten = [\"127.0.0.1:{tls_port}\"]\n[[tls.cert]]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n"
+        );
+    let srv = site.config(&config).start();
+    let url = format!("https://127.0.0.1:{tls_port}/static/a.txt");
+    for _ in 0..3 {
+        let out = curl(&["-s", "-k", &url]);
+        assert_eq!(out.stdout, "static file\n", "{out}");
+    }
+    let m = scrape(metrics_port);
+    let handshakes: f64 = m
+        .as_object()
+        .expect("samples")
+        .iter()
+        .filter(|(k, _)| k.starts_with("corral_tls_handshakes_total{version="))
+        .filter_map(|(_, v)| v.as_f64())
+        .sum();
+    assert_eq!(handshakes, 3.0, "{m:#}");
+    // The first request filled the cache; the next two were served from it.
+    assert_eq!(m["corral_static_cache_hits_total{}"], 2.0, "{m:#}");
+    wait_sample(metrics_port, "corral_connections{proto=tls}", |n| n == 0.0);
+    // A kept-alive connection counts while it is open.
+    let mut conn = Conn::connect(srv.port);
+    assert_eq!(conn.get("/pid").expect("answer").status, 200);
+    wait_sample(metrics_port, "corral_connections{proto=http1}", |n| {
+        n == 1.0
+    });
+    drop(conn);
+    wait_sample(metrics_port, "corral_connections{proto=http1}", |n| {
+        n == 0.0
+    });
+}

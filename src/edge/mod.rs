@@ -98,7 +98,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     options.allow_connect_method_proxying = true;
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options());
-    let shared = accept_shared(site, &state, proxy, handshaker);
+    let shared = accept_shared(site, &state, proxy, handshaker, &metrics);
     // The metrics socket is served apart, never by the site's request path.
     let (metrics_fd, listen_fds): (Vec<_>, Vec<_>) = listen_fds
         .into_iter()
@@ -112,6 +112,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         let app = metrics::serve::MetricsApp {
             metrics: metrics.clone(),
             pool: pool.clone(),
+            state: state.clone(),
         };
         server.add_service(background_service(
             "metrics",
@@ -219,6 +220,7 @@ fn accept_shared(
     state: &Arc<state::EdgeState>,
     proxy: pingora_proxy::HttpProxy<request::Edge>,
     tls: Option<conn::tls::Handshaker>,
+    metrics: &Arc<metrics::Metrics>,
 ) -> conn::accept::Shared {
     let limits = &site.config.limits;
     conn::accept::Shared {
@@ -233,6 +235,7 @@ fn accept_shared(
             max_headers: limits.max_headers,
         },
         h2c: site.config.server.h2c,
+        metrics: metrics.clone(),
     }
 }
 

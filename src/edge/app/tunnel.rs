@@ -76,6 +76,7 @@ impl Edge {
             .await?;
         // A socket may sit idle for hours: the body timeout is for uploads.
         session.set_read_timeout(None);
+        let _open = self.metrics.open("websocket");
         let why = tunnel(session, conn, self.state.tunnels_ending()).await;
         debug!("websocket (request {}) closed: {why}", ctx.request_id);
         drop(lease);

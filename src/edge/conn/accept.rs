@@ -56,6 +56,7 @@ pub struct Shared {
     pub header_timeout: Duration,
     pub head_limits: HeadLimits,
     pub h2c: bool,
+    pub metrics: Arc<crate::edge::metrics::Metrics>,
 }
 
 pub struct AcceptService {
@@ -229,6 +230,11 @@ async fn serve(
         _ => Box::new(l4),
     };
     let is_h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+    if let Some(tls) = stream.get_ssl_digest() {
+        shared.metrics.handshake(&tls.version);
+    }
+    let _open = shared.metrics.open(if is_h2 { "h2" } else { "http1" });
+    let _tls = tls.then(|| shared.metrics.open("tls"));
     let framer = if is_h2 {
         Framer::opaque()
     } else {

@@ -52,7 +52,7 @@ type Variants = Vec<(Option<&'static str>, FileMeta, Arc<Entry>)>;
 /// Small static files by path, up to `MAX_TOTAL` bytes in all. Owned by
 /// the edge state; read and filled by `files` only.
 #[derive(Default)]
-pub struct Cache(Mutex<Files>);
+pub struct Cache(Mutex<Files>, std::sync::atomic::AtomicU64);
 
 #[derive(Default)]
 struct Files {
@@ -70,12 +70,21 @@ impl Cache {
         meta: &FileMeta,
     ) -> Option<Arc<Entry>> {
         let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        let hit = cache
             .files
             .get(path)?
             .iter()
             .find(|(enc, of, _)| *enc == encoding && of == meta)
-            .map(|(_, _, entry)| entry.clone())
+            .map(|(_, _, entry)| entry.clone());
+        if hit.is_some() {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        hit
+    }
+
+    /// Responses served from the cache so far (for the metrics).
+    pub fn hits(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers `entry` as made from the file `meta` describes.

@@ -59,6 +59,25 @@ struct WorkerState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Proto {
+    proto: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TlsVersion {
+    version: String,
+}
+
+/// An open connection (or tunnel), counted until dropped.
+pub struct Open(Gauge);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: String,
 }
@@ -85,6 +104,9 @@ pub struct Metrics {
     restarts: Family<Reason, Counter>,
     worker_rss: Family<WorkerId, Gauge>,
     worker_requests: Family<WorkerId, Counter>,
+    connections: Family<Proto, Gauge>,
+    handshakes: Family<TlsVersion, Counter>,
+    cache_hits: Counter,
 }
 
 impl Default for Metrics {
@@ -107,6 +129,9 @@ impl Metrics {
         let restarts = Family::<Reason, Counter>::default();
         let worker_rss = Family::<WorkerId, Gauge>::default();
         let worker_requests = Family::<WorkerId, Counter>::default();
+        let connections = Family::<Proto, Gauge>::default();
+        let handshakes = Family::<TlsVersion, Counter>::default();
+        let cache_hits = Counter::default();
         registry.register(
             "requests",
             "Requests answered, by what answered them and the status code",
@@ -157,6 +182,22 @@ impl Metrics {
             "Requests each serving worker has taken",
             worker_requests.clone(),
         );
+        registry.register(
+            "connections",
+            "Open client connections by HTTP version (http1, h2 by ALPN), \
+             of them over TLS (tls), and open WebSocket tunnels (websocket)",
+            connections.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes completed, by protocol version",
+            handshakes.clone(),
+        );
+        registry.register(
+            "static_cache_hits",
+            "Static files served from the edge's memory cache",
+            cache_hits.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -169,7 +210,22 @@ impl Metrics {
             restarts,
             worker_rss,
             worker_requests,
+            connections,
+            handshakes,
+            cache_hits,
         }
+    }
+
+    /// Counts a connection of this kind open until the result is dropped.
+    pub fn open(&self, proto: &'static str) -> Open {
+        let gauge = self.connections.get_or_create(&Proto { proto }).clone();
+        gauge.inc();
+        Open(gauge)
+    }
+
+    pub fn handshake(&self, version: &str) {
+        let version = version.to_string();
+        self.handshakes.get_or_create(&TlsVersion { version }).inc();
     }
 
     /// A request is over (the access-log phase).
@@ -229,8 +285,10 @@ impl Metrics {
     }
 
     /// The text a scrape gets, with the gauges read now.
-    pub fn render(&self, queued: usize, idle: usize, busy: usize) -> String {
+    pub fn render(&self, queued: usize, idle: usize, busy: usize, cache_hits: u64) -> String {
         self.queue_depth.set(queued as i64);
+        self.cache_hits
+            .inc_by(cache_hits.saturating_sub(self.cache_hits.get()));
         for (state, n) in [("idle", idle), ("busy", busy)] {
             self.workers
                 .get_or_create(&WorkerState { state })

@@ -19,6 +19,7 @@ use tracing::error;
 pub struct MetricsApp {
     pub metrics: Arc<Metrics>,
     pub pool: Arc<Pool>,
+    pub state: Arc<crate::edge::state::EdgeState>,
 }
 
 #[async_trait]
@@ -33,7 +34,8 @@ impl ServeHttp for MetricsApp {
             );
         }
         let (queued, idle, busy) = self.pool.load();
-        let body = self.metrics.render(queued, idle, busy);
+        let hits = self.state.files_cache.hits();
+        let body = self.metrics.render(queued, idle, busy, hits);
         plain(200, body, "text/plain; version=0.0.4; charset=utf-8")
     }
 }
