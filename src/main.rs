@@ -146,25 +146,12 @@ fn reload(pid_file: &std::path::Path) -> ExitCode {
         }
     };
     println!("sent SIGHUP to corral (pid {pid}); waiting for the new workers to boot");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
-    while std::time::Instant::now() < deadline {
+    await_outcome("reload", &outcome, || {
         match master::read_reload_outcome(&outcome) {
-            Some((n, true, msg)) if n > before => {
-                println!("{msg}");
-                return ExitCode::SUCCESS;
-            }
-            Some((n, false, msg)) if n > before => {
-                eprintln!("corral: error: {msg}");
-                return ExitCode::FAILURE;
-            }
-            _ => std::thread::sleep(std::time::Duration::from_millis(100)),
+            Some((n, ok, msg)) if n > before => Some(if ok { Ok(msg) } else { Err(msg) }),
+            _ => None,
         }
-    }
-    eprintln!(
-        "corral: error: no reload outcome in {} after 180 s",
-        outcome.display()
-    );
-    ExitCode::FAILURE
+    })
 }
 
 /// SIGUSR2, then wait for the old master to say how the upgrade went (it
@@ -180,24 +167,45 @@ fn upgrade(pid_file: &std::path::Path) -> ExitCode {
         }
     };
     println!("sent SIGUSR2 to corral (pid {pid}); waiting for the new binary to serve");
+    await_outcome("upgrade", &outcome, || {
+        let said = std::fs::read_to_string(&outcome).unwrap_or_default();
+        let said = said.trim();
+        if let Some(new) = said.strip_prefix("done ") {
+            return Some(Ok(format!(
+                "upgraded: corral (pid {new}) serves; the old one (pid {pid}) drains and exits"
+            )));
+        }
+        let why = said.strip_prefix("failed ")?;
+        Some(Err(format!(
+            "upgrade failed: {why}; pid {pid} keeps serving"
+        )))
+    })
+}
+
+/// Polls `outcome` (what the master wrote at `path`) for up to 180 s: Ok is
+/// printed, Err is an error.
+fn await_outcome(
+    what: &str,
+    path: &std::path::Path,
+    mut outcome: impl FnMut() -> Option<Result<String, String>>,
+) -> ExitCode {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
     while std::time::Instant::now() < deadline {
-        let said = std::fs::read_to_string(&outcome).unwrap_or_default();
-        if let Some(new) = said.trim().strip_prefix("done ") {
-            println!(
-                "upgraded: corral (pid {new}) serves; the old one (pid {pid}) drains and exits"
-            );
-            return ExitCode::SUCCESS;
+        match outcome() {
+            Some(Ok(msg)) => {
+                println!("{msg}");
+                return ExitCode::SUCCESS;
+            }
+            Some(Err(msg)) => {
+                eprintln!("corral: error: {msg}");
+                return ExitCode::FAILURE;
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
         }
-        if let Some(why) = said.trim().strip_prefix("failed ") {
-            eprintln!("corral: error: upgrade failed: {why}; pid {pid} keeps serving");
-            return ExitCode::FAILURE;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     eprintln!(
-        "corral: error: no upgrade outcome in {} after 180 s",
-        outcome.display()
+        "corral: error: no {what} outcome in {} after 180 s",
+        path.display()
     );
     ExitCode::FAILURE
 }

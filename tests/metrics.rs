@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn metrics_site(metrics_port: u16) -> Site {
@@ -124,16 +124,6 @@ fn worker_restarts_memory_and_states_are_reported() {
     );
 }
 
-/// Prometheus in the foreground, stopped when dropped.
-struct Prometheus(Child);
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_real_prometheus_scrapes_corral_and_answers_promql() {
     let metrics_port = free_port();
@@ -149,7 +139,7 @@ fn a_real_prometheus_scrapes_corral_and_answers_promql() {
     )
     .expect("prometheus.yml");
     let web = free_port();
-    let _prom = Prometheus(
+    let _prom = KillOnDrop(
         Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!(

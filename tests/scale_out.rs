@@ -11,7 +11,7 @@
 mod common;
 
 use common::*;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const INSTANCES: usize = 3;
@@ -31,17 +31,7 @@ fn instance_site(port: Option<u16>) -> Site {
     site.config(&config.replace("access = \"stdout\"", "access = \"off\""))
 }
 
-/// HAProxy in the foreground, stopped when dropped.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn haproxy(dir: &std::path::Path, port: u16, backends: &[u16]) -> Haproxy {
+fn haproxy(dir: &std::path::Path, port: u16, backends: &[u16]) -> KillOnDrop {
     let servers: String = backends
         .iter()
         .enumerate()
@@ -72,7 +62,7 @@ fn haproxy(dir: &std::path::Path, port: u16, backends: &[u16]) -> Haproxy {
         .stderr(Stdio::null())
         .spawn()
         .expect("start haproxy (scripts/deps.sh --test installs it)");
-    Haproxy(child)
+    KillOnDrop(child)
 }
 
 /// Waits until HAProxy has every instance up: each answers in turn.
@@ -128,12 +118,8 @@ fn rolling_restarts_and_upgrades_behind_haproxy_lose_nothing() {
     let mut masters = Vec::new();
     for (i, srv) in instances.iter().enumerate() {
         let old = srv.pid_in_file();
-        let out = run_with_timeout(
-            Command::new(CORRAL)
-                .args(["upgrade", "--config"])
-                .arg(srv.config_path()),
-            Duration::from_secs(200),
-        );
+        let config = srv.config_path().display().to_string();
+        let out = corral(&["upgrade", "--config", &config], Duration::from_secs(200));
         assert!(out.success(), "upgrade of instance {i}: {out}");
         assert_ne!(srv.pid_in_file(), old);
         masters.push(srv.pid_in_file());
@@ -152,12 +138,8 @@ fn rolling_restarts_and_upgrades_behind_haproxy_lose_nothing() {
     assert!(report.failures().is_empty(), "{}", report.summary(10));
     assert!(report.total() > 1000, "{}", report.summary(0));
     for srv in &instances {
-        let out = run_with_timeout(
-            Command::new(CORRAL)
-                .args(["stop", "--config"])
-                .arg(srv.config_path()),
-            Duration::from_secs(60),
-        );
+        let config = srv.config_path().display().to_string();
+        let out = corral(&["stop", "--config", &config], Duration::from_secs(60));
         assert!(out.success(), "{out}");
     }
     assert_eq!(masters.len(), INSTANCES);

@@ -44,11 +44,10 @@ fn replace_binary(bin: &std::path::Path, content: &[u8]) {
     std::fs::rename(&tmp, bin).expect("rename over the old binary");
 }
 
-fn corral_cli(args: &[&str], config: &std::path::Path) -> CmdOutput {
-    run_with_timeout(
-        Command::new(CORRAL).args(args).arg("--config").arg(config),
-        Duration::from_secs(200),
-    )
+/// `corral <command> --config <site.toml>` (the harness's `corral`).
+fn corral_cli(command: &str, config: &std::path::Path) -> CmdOutput {
+    let config = config.display().to_string();
+    corral(&[command, "--config", &config], Duration::from_secs(200))
 }
 
 fn alive(pid: i32) -> bool {
@@ -69,7 +68,7 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
     replace_binary(&bin, &std::fs::read(CORRAL).expect("read corral"));
     let exe = std::fs::read_link(format!("/proc/{old}/exe")).expect("old exe");
     assert!(exe.display().to_string().ends_with("(deleted)"), "{exe:?}");
-    let out = corral_cli(&["upgrade"], &srv.config_path());
+    let out = corral_cli("upgrade", &srv.config_path());
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
     assert!(out.stdout.contains("upgraded: corral (pid"), "{out}");
     let new = srv.pid_in_file();
@@ -98,7 +97,7 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
         .unwrap_or_else(|| panic!("no MAINPID={new}: {:?}", notes.all()));
     // The new master is the one that stops, through the same pid file, and
     // tells systemd (the old one says nothing after handing over).
-    let out = corral_cli(&["stop"], &srv.config_path());
+    let out = corral_cli("stop", &srv.config_path());
     assert!(out.success(), "{out}");
     assert!(!alive(new));
     let after: Vec<String> = notes.all().split_off(handed + 1);
@@ -114,7 +113,7 @@ fn a_broken_new_binary_leaves_the_old_one_serving() {
         &bin,
         b"#!/bin/sh\necho 'this build is broken' >&2\nexit 1\n",
     );
-    let out = corral_cli(&["upgrade"], &srv.config_path());
+    let out = corral_cli("upgrade", &srv.config_path());
     assert!(!out.success(), "{out}");
     assert!(
         out.stderr.contains("upgrade failed") && out.stderr.contains("exited with code 1"),
@@ -127,13 +126,13 @@ fn a_broken_new_binary_leaves_the_old_one_serving() {
     // Fixed: the next upgrade goes through.
     replace_binary(&bin, &std::fs::read(CORRAL).expect("read corral"));
     let started = Instant::now();
-    let out = corral_cli(&["upgrade"], &srv.config_path());
+    let out = corral_cli("upgrade", &srv.config_path());
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
     let new = srv.pid_in_file();
     assert_ne!(new, old);
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(wait_until(Duration::from_secs(20), || !alive(old)));
     assert_eq!(srv.get("/").text(), "Hello, World!");
-    let out = corral_cli(&["stop"], &srv.config_path());
+    let out = corral_cli("stop", &srv.config_path());
     assert!(out.success(), "{out}");
 }

@@ -85,9 +85,9 @@ async fn report_queue(pool: Arc<Pool>, status_fd: RawFd) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        let (_, queued) = pool.census();
-        if queued as u64 != told {
-            told = queued as u64;
+        let queued = pool.census().queued as u64;
+        if queued != told {
+            told = queued;
             crate::ipc::send_status(status_fd, &crate::ipc::Status::Queued(told));
         }
     }

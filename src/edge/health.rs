@@ -62,14 +62,15 @@ impl Edge {
             reply::text(&self.state, session, 405, why, &allow, After::Close).await?;
             return Ok(true);
         }
-        let (ready, queued) = self.pool.census();
+        let census = self.pool.census();
+        let ready = census.idle + census.busy;
         let (target, going) = self.state.health_facts();
         let health = Health::decide(ready, going);
         let body = serde_json::json!({
             "status": health.word(),
             "workers_ready": ready,
             "workers_wanted": target,
-            "queued": queued,
+            "queued": census.queued,
         });
         ctx.status = health.status();
         let body = (

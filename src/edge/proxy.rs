@@ -41,10 +41,10 @@ impl ProxyHttp for Edge {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         (ctx.client, ctx.scheme) = forward::client_and_scheme(session, &self.trusted);
         if let Some(id) = forward::given_request_id(session, &self.trusted) {
-            ctx.request_id = crate::edge::request::RequestId::Given(id);
+            ctx.request_id = id;
         }
         // Every response head echoes it (`reply::header`).
-        let echo = crate::edge::reply::EchoId(ctx.request_id.to_string());
+        let echo = crate::edge::reply::EchoId(ctx.request_id.clone());
         session.req_header_mut().extensions_mut().insert(echo);
         // `[[limits.route]]` and `[[static]]` both match on the decoded
         // path: decode it once, and only if either is configured.
@@ -106,7 +106,7 @@ impl ProxyHttp for Edge {
             referer: &header(http::header::REFERER),
             user_agent: &header(http::header::USER_AGENT),
             duration: took,
-            request_id: &ctx.request_id.to_string(),
+            request_id: &ctx.request_id,
             complete: !ctx.incomplete && e.is_none(),
         });
     }

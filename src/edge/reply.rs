@@ -12,7 +12,7 @@ use pingora_proxy::Session;
 /// The request's id, kept with its head so that every response head,
 /// whoever builds it, echoes it as `X-Request-ID`.
 #[derive(Clone)]
-pub struct EchoId(pub String);
+pub struct EchoId(pub std::sync::Arc<str>);
 
 /// Whether this request arrived over TLS.
 pub fn is_tls(session: &Session) -> bool {
@@ -34,7 +34,7 @@ pub async fn header(
         resp.insert_header("Connection", "close")?;
     }
     if let Some(id) = session.req_header().extensions.get::<EchoId>() {
-        resp.insert_header("X-Request-ID", &id.0)?;
+        resp.insert_header("X-Request-ID", &*id.0)?;
     }
     if let Some(facts) = &state.tls {
         if !facts.hsts.is_empty() && is_tls(session) {

@@ -30,23 +30,11 @@ pub struct Edge {
     pub trusted: Vec<(std::net::IpAddr, u8)>,
 }
 
-/// The request's id (logs, `X-Request-ID` to the app and the client): the
-/// edge's pid and a sequence number, written out only when something needs
-/// it, or the one a trusted proxy in front gave (`forward::given_request_id`).
-#[derive(Clone)]
-pub(crate) enum RequestId {
-    Ours(u32, u64),
-    Given(Arc<str>),
-}
-
-impl std::fmt::Display for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RequestId::Ours(pid, seq) => write!(f, "{pid:08x}{seq:08x}"),
-            RequestId::Given(id) => f.write_str(id),
-        }
-    }
-}
+/// The request's id (logs, `X-Request-ID` to the app and echoed to the
+/// client): the edge's pid and a sequence number, or the one a trusted
+/// proxy in front gave (`forward::given_request_id`). Written out once,
+/// since every response carries it; shared, not copied, by its users.
+pub(crate) type RequestId = Arc<str>;
 
 pub struct Ctx {
     pub(crate) started: Instant,
@@ -75,7 +63,7 @@ impl Ctx {
         Ctx {
             _in_flight: in_flight,
             started: Instant::now(),
-            request_id: RequestId::Ours(pid, seq),
+            request_id: format!("{pid:08x}{seq:08x}").into(),
             received: std::time::SystemTime::now(),
             status: 0,
             retry_after: 0,

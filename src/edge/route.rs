@@ -31,7 +31,7 @@ pub enum Route<'a> {
     App,
     /// A WebSocket handshake: tunnelled to an ASGI worker (refused, 501,
     /// when the app is WSGI, rather than handed over as a plain GET).
-    Upgrade,
+    Upgrade(WebSocketAsk),
 }
 
 impl Route<'_> {
@@ -43,7 +43,7 @@ impl Route<'_> {
             Route::Redirect(_) => Kind::Redirect,
             Route::Files(_) => Kind::Static,
             Route::App => Kind::App,
-            Route::Upgrade => Kind::WebSocket,
+            Route::Upgrade(_) => Kind::WebSocket,
         }
     }
 }
@@ -84,11 +84,11 @@ impl Edge {
             }
             Some(Connect::WebSocket) | None => {}
         }
-        if asks_for_websocket(req).is_some() {
+        if let Some(ask) = asks_for_websocket(req) {
             if ctx.declared_length.unwrap_or(0) > 0 {
                 return Route::Refuse(400, "Bad Request: a WebSocket handshake has no body");
             }
-            return Route::Upgrade;
+            return Route::Upgrade(ask);
         }
         if let (Some(rate), Some(client)) = (applied.rate, ctx.client) {
             if let Err(wait) = rate.check(client.ip()) {
@@ -141,7 +141,7 @@ impl Edge {
                 }
             }
             Route::App => self.serve_app(session, ctx, applied).await,
-            Route::Upgrade => self.serve_upgrade(session, ctx).await,
+            Route::Upgrade(ask) => self.serve_upgrade(session, ctx, ask).await,
         }
     }
 
@@ -224,7 +224,7 @@ pub enum WebSocketAsk {
     ExtendedConnect,
 }
 
-pub fn asks_for_websocket(req: &pingora_http::RequestHeader) -> Option<WebSocketAsk> {
+fn asks_for_websocket(req: &pingora_http::RequestHeader) -> Option<WebSocketAsk> {
     if connect_kind(req) == Some(Connect::WebSocket) {
         return Some(WebSocketAsk::ExtendedConnect);
     }

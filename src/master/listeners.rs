@@ -6,10 +6,12 @@
 
 use crate::config::Site;
 use anyhow::bail;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrStorage,
 };
+use nix::sys::socket::{getsockname, getsockopt};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use tracing::{info, warn};
@@ -46,14 +48,14 @@ fn addresses(site: &Site) -> Vec<(String, SocketAddr)> {
 impl Listeners {
     pub fn bind_all(site: &Site) -> anyhow::Result<Self> {
         use super::{systemd, upgrade};
-        let mut inherited = systemd::by_address(systemd::inherited_listeners(), "systemd");
+        let mut inherited = by_address(systemd::inherited_listeners(), "systemd");
         let upgrading = upgrade::inherited_listeners();
         let from = if upgrading.is_empty() {
             "systemd"
         } else {
             "the previous corral"
         };
-        inherited.extend(systemd::by_address(upgrading, from));
+        inherited.extend(by_address(upgrading, from));
         let mut l = Listeners {
             socks: Vec::new(),
             inherited,
@@ -169,4 +171,38 @@ fn bind_one(addr: &SocketAddr) -> nix::Result<OwnedFd> {
     bind(fd.as_raw_fd(), &SockaddrStorage::from(*addr))?;
     listen(&fd, Backlog::new(BACKLOG).unwrap_or(Backlog::MAXCONN))?;
     Ok(fd)
+}
+
+/// Passed sockets by the address each listens on. Anything else is closed
+/// with a warning: corral only takes listening TCP sockets.
+pub fn by_address(fds: Vec<OwnedFd>, from: &str) -> Vec<(SocketAddr, OwnedFd)> {
+    fds.into_iter()
+        .filter_map(|fd| match listening_address(fd.as_raw_fd()) {
+            Some(addr) => Some((addr, fd)),
+            None => {
+                warn!("a socket from {from} is not a listening TCP socket; closing it");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The address a listening TCP socket is bound to (made non-blocking, as
+/// corral's own listeners are: systemd passes blocking ones by default).
+fn listening_address(fd: RawFd) -> Option<SocketAddr> {
+    // SAFETY: `fd` is open (owned by the caller) for this call's length.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    if !getsockopt(&borrowed, sockopt::AcceptConn).ok()? {
+        return None;
+    }
+    let addr: SockaddrStorage = getsockname(fd).ok()?;
+    let addr = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
+        (Some(v4), _) => SocketAddr::V4((*v4).into()),
+        (None, Some(v6)) => SocketAddr::V6((*v6).into()),
+        (None, None) => return None,
+    };
+    let flags = fcntl(borrowed, FcntlArg::F_GETFL).ok()?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(borrowed, FcntlArg::F_SETFL(flags)).ok()?;
+    Some(addr)
 }

@@ -5,11 +5,8 @@
 //! binding its own. Outside systemd (no NOTIFY_SOCKET, no LISTEN_FDS) every
 //! call here does nothing.
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::socket::{getsockname, getsockopt, sockopt, SockaddrStorage};
 use sd_notify::NotifyState;
-use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -110,38 +107,4 @@ pub fn inherited_listeners() -> Vec<OwnedFd> {
             Vec::new()
         }
     }
-}
-
-/// Passed sockets by the address each listens on. Anything else is closed
-/// with a warning: corral only takes listening TCP sockets.
-pub fn by_address(fds: Vec<OwnedFd>, from: &str) -> Vec<(SocketAddr, OwnedFd)> {
-    fds.into_iter()
-        .filter_map(|fd| match listening_address(fd.as_raw_fd()) {
-            Some(addr) => Some((addr, fd)),
-            None => {
-                warn!("a socket from {from} is not a listening TCP socket; closing it");
-                None
-            }
-        })
-        .collect()
-}
-
-/// The address a listening TCP socket is bound to (made non-blocking, as
-/// corral's own listeners are: systemd passes blocking ones by default).
-fn listening_address(fd: RawFd) -> Option<SocketAddr> {
-    // SAFETY: `fd` is open (owned by the caller) for this call's length.
-    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    if !getsockopt(&borrowed, sockopt::AcceptConn).ok()? {
-        return None;
-    }
-    let addr: SockaddrStorage = getsockname(fd).ok()?;
-    let addr = match (addr.as_sockaddr_in(), addr.as_sockaddr_in6()) {
-        (Some(v4), _) => SocketAddr::V4((*v4).into()),
-        (None, Some(v6)) => SocketAddr::V6((*v6).into()),
-        (None, None) => return None,
-    };
-    let flags = fcntl(borrowed, FcntlArg::F_GETFL).ok()?;
-    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
-    fcntl(borrowed, FcntlArg::F_SETFL(flags)).ok()?;
-    Some(addr)
 }

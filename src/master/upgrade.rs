@@ -215,15 +215,13 @@ impl super::Arbiter {
         let Some(p) = &mut self.upgrade else {
             return;
         };
+        // The pipe is non-blocking: what has come is in `said` either way
+        // (WouldBlock while the new master holds it open). EOF without
+        // "ready" means it exited, which `upgrade_exited` reports.
         let mut said = String::new();
-        match std::io::Read::read_to_string(&mut p.ready, &mut said) {
-            Ok(_) if said.starts_with("ready") => return self.upgrade_done(),
-            // EOF without "ready": it exited (reaped as `upgrade_exited`).
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && said.starts_with("ready") => {
-                return self.upgrade_done()
-            }
-            Err(_) => {}
+        let _ = std::io::Read::read_to_string(&mut p.ready, &mut said);
+        if said.starts_with("ready") {
+            return self.upgrade_done();
         }
         if Instant::now() >= p.deadline {
             let pid = p.pid;

@@ -212,6 +212,17 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> CmdOutput {
     }
 }
 
+/// A helper server the test started (HAProxy, Prometheus): killed and
+/// reaped when dropped, whatever the test's outcome.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `corral <args...>` with a deadline.
 pub fn corral(args: &[&str], timeout: Duration) -> CmdOutput {
     run_with_timeout(Command::new(CORRAL).args(args), timeout)

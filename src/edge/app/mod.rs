@@ -32,7 +32,7 @@ impl Edge {
         };
         let head = forward::request_head(
             session,
-            (&ctx.request_id.to_string(), ctx.received),
+            (&ctx.request_id, ctx.received),
             forward::Then::Body(body.len()),
             ctx.client,
             ctx.scheme,

@@ -72,6 +72,15 @@ pub struct Pool {
     metrics: Arc<Metrics>,
 }
 
+/// Requests waiting for a worker, and the workers taking requests: idle
+/// (none in hand) or busy (at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Census {
+    pub queued: usize,
+    pub idle: usize,
+    pub busy: usize,
+}
+
 /// The right to send one request to one worker.
 pub struct Lease {
     pool: Arc<Pool>,
@@ -271,19 +280,16 @@ impl Pool {
         !inner.workers.is_empty() && inner.workers.iter().all(|w| w.interface == Interface::Wsgi)
     }
 
-    /// Requests waiting, workers with nothing to do, workers with at least
-    /// one request (for the metrics).
-    pub fn load(&self) -> (usize, usize, usize) {
+    /// The pool right now, for the health path, the metrics and the
+    /// master's status line.
+    pub fn census(&self) -> Census {
         let inner = self.lock();
         let busy = inner.workers.iter().filter(|w| w.busy > 0).count();
-        (inner.waiters.len(), inner.workers.len() - busy, busy)
-    }
-
-    /// Workers taking requests, and requests waiting for one (the health
-    /// path reports both).
-    pub fn census(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.workers.len(), inner.waiters.len())
+        Census {
+            queued: inner.waiters.len(),
+            idle: inner.workers.len() - busy,
+            busy,
+        }
     }
 
     /// A worker is dying or draining: no new requests; in-flight ones finish.

@@ -13,7 +13,7 @@ use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::ResponseHead;
 use crate::edge::app::{exchange::Answer, forward};
 use crate::edge::request::{Ctx, Edge};
-use crate::edge::route::{asks_for_websocket, WebSocketAsk};
+use crate::edge::route::WebSocketAsk;
 use bytes::Bytes;
 use pingora_core::Result;
 use pingora_http::ResponseHeader;
@@ -35,13 +35,18 @@ enum Step {
 
 impl Edge {
     /// An `Upgrade: websocket` request.
-    pub(crate) async fn serve_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    pub(crate) async fn serve_upgrade(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        ask: WebSocketAsk,
+    ) -> Result<bool> {
         if self.pool.only_wsgi() {
             return self.refuse(session, ctx, 501, WSGI_REFUSAL).await;
         }
         let head = forward::request_head(
             session,
-            (&ctx.request_id.to_string(), ctx.received),
+            (&ctx.request_id, ctx.received),
             forward::Then::WebSocket,
             ctx.client,
             ctx.scheme,
@@ -54,7 +59,7 @@ impl Edge {
             // Denied (403, or the app's own response): an ordinary answer.
             return self.relay_response(session, ctx, answer).await;
         }
-        self.open_tunnel(session, ctx, answer).await
+        self.open_tunnel(session, ctx, answer, ask).await
     }
 
     async fn open_tunnel(
@@ -62,13 +67,14 @@ impl Edge {
         session: &mut Session,
         ctx: &mut Ctx,
         answer: Answer,
+        ask: WebSocketAsk,
     ) -> Result<bool> {
         let Answer {
             lease, conn, resp, ..
         } = answer;
-        let header = match asks_for_websocket(session.req_header()) {
-            Some(WebSocketAsk::ExtendedConnect) => stream_accepted(session, &resp)?,
-            _ => connection_upgraded(session, &resp)?,
+        let header = match ask {
+            WebSocketAsk::ExtendedConnect => stream_accepted(session, &resp)?,
+            WebSocketAsk::Upgrade => connection_upgraded(session, &resp)?,
         };
         ctx.status = header.status.as_u16();
         session

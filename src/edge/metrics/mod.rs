@@ -6,6 +6,7 @@
 
 pub mod serve;
 
+use crate::edge::app::pool::Census;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -285,11 +286,11 @@ impl Metrics {
     }
 
     /// The text a scrape gets, with the gauges read now.
-    pub fn render(&self, queued: usize, idle: usize, busy: usize, cache_hits: u64) -> String {
-        self.queue_depth.set(queued as i64);
+    pub fn render(&self, pool: Census, cache_hits: u64) -> String {
+        self.queue_depth.set(pool.queued as i64);
         self.cache_hits
             .inc_by(cache_hits.saturating_sub(self.cache_hits.get()));
-        for (state, n) in [("idle", idle), ("busy", busy)] {
+        for (state, n) in [("idle", pool.idle), ("busy", pool.busy)] {
             self.workers
                 .get_or_create(&WorkerState { state })
                 .set(n as i64);

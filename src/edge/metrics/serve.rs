@@ -33,9 +33,8 @@ impl ServeHttp for MetricsApp {
                 "text/plain",
             );
         }
-        let (queued, idle, busy) = self.pool.load();
         let hits = self.state.files_cache.hits();
-        let body = self.metrics.render(queued, idle, busy, hits);
+        let body = self.metrics.render(self.pool.census(), hits);
         plain(200, body, "text/plain; version=0.0.4; charset=utf-8")
     }
 }
