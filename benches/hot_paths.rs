@@ -56,7 +56,7 @@ fn wsgi_round(c: &mut Criterion) {
             .expect("lookup")
             .expect("app")
             .unbind();
-        let wsgi = wsgi::Wsgi::new(py, app, 1).expect("wsgi");
+        let wsgi = wsgi::Wsgi::new(py, app, 1, true).expect("wsgi");
         let (mut feed, parse_side) = UnixStream::pair().expect("socketpair");
         let mut reader = BufReader::new(parse_side);
         c.bench_function(
@@ -79,19 +79,24 @@ fn dispatch(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let pool = Pool::new(1024, std::time::Duration::from_secs(1), Default::default());
-    let serves = corral::ipc::Serves {
-        interface: corral::ipc::Interface::Wsgi,
-        capacity: 1,
-    };
     for id in 0..8 {
-        pool.worker_up(
-            id,
-            std::path::PathBuf::from(format!("/tmp/w{id}.sock")).into(),
-            serves,
-        );
+        let facts = dispatch::Facts {
+            pid: id as i32,
+            replaced: None,
+            interface: corral::ipc::Interface::Wsgi,
+            capacity: 1,
+            up_at: std::time::Instant::now(),
+            stacks: format!("/tmp/w{id}.stacks").into(),
+        };
+        let socket = std::path::PathBuf::from(format!("/tmp/w{id}.sock"));
+        pool.worker_up(id, socket.into(), facts);
     }
+    let job = corral::edge::app::job::Job {
+        request: "GET /".into(),
+        id: "0123456789abcdef".into(),
+    };
     c.bench_function("edge: take and give back a worker (8 workers)", |b| {
-        b.iter(|| rt.block_on(async { black_box(pool.acquire(&[]).await.expect("lease")) }))
+        b.iter(|| rt.block_on(async { black_box(pool.acquire(&[], &job).await.expect("lease")) }))
     });
 }
 
@@ -110,6 +115,21 @@ fn metrics(c: &mut Criterion) {
     });
 }
 
+/// What a WSGI worker adds to every request for the access log's costs:
+/// the thread's CPU clock and the RSS, read at its start and its end, and
+/// the receipt line written.
+fn receipt(c: &mut Criterion) {
+    let mut out = Vec::with_capacity(64);
+    c.bench_function("worker: measure one request and write its receipt", |b| {
+        b.iter(|| {
+            out.clear();
+            let meter = corral::wire::receipt::Meter::start();
+            meter.receipt().encode(&mut out);
+            black_box(&out);
+        })
+    });
+}
+
 fn ranges(c: &mut Criterion) {
     c.bench_function("edge: parse a Range header", |b| {
         b.iter(|| black_box(http_ranges::parse(black_box("bytes=1000-1999"), 1 << 20)))
@@ -122,6 +142,7 @@ criterion_group!(
     wsgi_round,
     dispatch,
     metrics,
+    receipt,
     ranges
 );
 criterion_main!(benches);

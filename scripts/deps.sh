@@ -62,8 +62,8 @@ if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import requests, httpx, h
     "$venv/bin/pip" install -q --disable-pip-version-check requests "httpx[http2]" aiohttp h2 brotli zstandard
 fi
 # ASGI apps and WebSocket clients the ASGI tests use.
-if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import fastapi, starlette, uvloop, websockets, websocket, django, channels, quart, wsproto, yaml, prometheus_client" 2>/dev/null; then
-    echo "deps: installing fastapi, uvloop, websockets, websocket-client, django, channels, quart, wsproto, pyyaml, prometheus_client into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check fastapi uvloop websockets websocket-client django channels quart wsproto pyyaml prometheus_client
+if [ "${1:-}" = "--test" ] && ! "$venv/bin/python" -c "import fastapi, starlette, litestar, uvloop, websockets, websocket, django, channels, quart, wsproto, yaml, prometheus_client" 2>/dev/null; then
+    echo "deps: installing fastapi, litestar, uvloop, websockets, websocket-client, django, channels, quart, wsproto, pyyaml, prometheus_client into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check fastapi litestar uvloop websockets websocket-client django channels quart wsproto pyyaml prometheus_client
 fi
 echo "PYO3_PYTHON=$PY" > target/.corral-python 2>/dev/null || { mkdir -p target && echo "PYO3_PYTHON=$PY" > target/.corral-python; }

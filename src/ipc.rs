@@ -25,6 +25,15 @@ pub enum Interface {
     Asgi,
 }
 
+impl Interface {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Wsgi => "wsgi",
+            Interface::Asgi => "asgi",
+        }
+    }
+}
+
 /// What a ready worker serves: its interface, and how many requests it
 /// takes at once (WSGI: `threads`; ASGI: `concurrency`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,11 +44,7 @@ pub struct Serves {
 
 impl Serves {
     fn encode(&self) -> String {
-        let kind = match self.interface {
-            Interface::Wsgi => "wsgi",
-            Interface::Asgi => "asgi",
-        };
-        format!("{kind}:{}", self.capacity)
+        format!("{}:{}", self.interface.as_str(), self.capacity)
     }
 
     fn decode(s: &str) -> Option<Serves> {
@@ -130,7 +135,10 @@ pub fn send_status(fd: RawFd, status: &Status) {
 pub enum Control {
     Up {
         id: u64,
+        pid: i32,
         serves: Serves,
+        /// Why the worker it took over from was replaced (`corral status`).
+        replaced: Option<String>,
         socket: String,
     },
     Down {
@@ -166,9 +174,17 @@ pub enum Control {
 impl Control {
     pub fn encode(&self) -> String {
         match self {
-            Control::Up { id, serves, socket } => {
-                format!("up {id} {} {socket}\n", serves.encode())
-            }
+            Control::Up {
+                id,
+                pid,
+                serves,
+                replaced,
+                socket,
+            } => format!(
+                "up {id} {pid} {} {} {socket}\n",
+                serves.encode(),
+                replaced.as_deref().unwrap_or("-")
+            ),
             Control::Down { id } => format!("down {id}\n"),
             Control::ReopenLogs => "reopen 0\n".into(),
             Control::Health {
@@ -182,15 +198,12 @@ impl Control {
     }
 
     pub fn decode(line: &str) -> Option<Control> {
-        let mut parts = line.trim_end().splitn(4, ' ');
+        let line = line.trim_end();
+        let mut parts = line.splitn(4, ' ');
         let kind = parts.next()?;
         let id = parts.next()?.parse().ok()?;
         match kind {
-            "up" => Some(Control::Up {
-                id,
-                serves: Serves::decode(parts.next()?)?,
-                socket: parts.next()?.to_string(),
-            }),
+            "up" => decode_up(id, line.splitn(6, ' ').skip(2)),
             "down" => Some(Control::Down { id }),
             "reopen" => Some(Control::ReopenLogs),
             "health" => Some(Control::Health {
@@ -211,6 +224,29 @@ impl Control {
             _ => None,
         }
     }
+}
+
+/// `up <id> <pid> <serves> <replaced|-> <socket>`: the socket path last,
+/// since it may hold spaces.
+fn decode_up<'a>(id: u64, mut parts: impl Iterator<Item = &'a str>) -> Option<Control> {
+    let pid = parts.next()?.parse().ok()?;
+    let serves = Serves::decode(parts.next()?)?;
+    let replaced = Some(parts.next()?).filter(|r| *r != "-").map(String::from);
+    let socket = parts.next()?.to_string();
+    Some(Control::Up {
+        id,
+        pid,
+        serves,
+        replaced,
+        socket,
+    })
+}
+
+/// The signal that asks a worker for its Python stacks (`corral dump`): a
+/// real-time one, which nothing else sends (SIGUSR2 is the timeout dump to
+/// the error log; SIGWINCH reaches every process of a terminal's group).
+pub fn dump_signal() -> i32 {
+    libc::SIGRTMIN() + 2
 }
 
 /// Writes one control line; a full pipe (edge stuck) drops the message
@@ -242,11 +278,23 @@ mod tests {
         for c in [
             Control::Up {
                 id: 7,
+                pid: 4321,
                 serves: Serves {
                     interface: Interface::Wsgi,
                     capacity: 4,
                 },
+                replaced: Some("max_requests".into()),
                 socket: "/run/c/w 7.sock".into(),
+            },
+            Control::Up {
+                id: 8,
+                pid: 4322,
+                serves: Serves {
+                    interface: Interface::Asgi,
+                    capacity: 100,
+                },
+                replaced: None,
+                socket: "/run/c/w8.sock".into(),
             },
             Control::Down { id: 7 },
             Control::ReopenLogs,

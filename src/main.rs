@@ -17,7 +17,7 @@ use std::process::ExitCode;
     name = "corral",
     version,
     about = "TLS, static files and a supervised pool of embedded-Python WSGI workers in one binary",
-    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral upgrade --config site.toml   start the binary now at this path, hand it the sockets, drain the old one\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files, USR2 = binary upgrade."
+    after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral upgrade --config site.toml   start the binary now at this path, hand it the sockets, drain the old one\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n  corral status --config site.toml    workers, what each runs, the queue (--json for machines)\n  corral dump --config site.toml      Python stacks of the workers running requests\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files, USR2 = binary upgrade."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -48,6 +48,23 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Show what a running corral is doing: its workers, what each runs
+    /// and for how long, requests served, memory, the queue.
+    Status {
+        #[command(flatten)]
+        target: Inspect,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the Python stacks of every worker running a request, each
+    /// with its requests; nothing is stopped.
+    Dump {
+        #[command(flatten)]
+        target: Inspect,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a running corral gracefully (SIGTERM) and wait until it has exited.
     Stop {
         #[command(flatten)]
@@ -69,11 +86,24 @@ struct Target {
     config: PathBuf,
 }
 
+/// Which running corral to ask: its control socket, or the config that
+/// says where it is.
+#[derive(clap::Args)]
+struct Inspect {
+    /// The control socket ([server] control_socket).
+    #[arg(long, conflicts_with = "config")]
+    socket: Option<PathBuf>,
+    #[arg(short, long, default_value = "site.toml")]
+    config: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Serve { config } => serve(&config),
+        Command::Status { target, json } => ask(&target, "status", json),
+        Command::Dump { target, json } => ask(&target, "dump", json),
         Command::Reload { target } => signal(&target, nix::sys::signal::Signal::SIGHUP, false),
         Command::Upgrade { target } => signal(&target, nix::sys::signal::Signal::SIGUSR2, false),
         Command::Stop { target, fast } => {
@@ -85,6 +115,60 @@ fn main() -> ExitCode {
             signal(&target, sig, true)
         }
     }
+}
+
+/// Sends one command over the control socket and prints the answer.
+fn ask(target: &Inspect, command: &str, json: bool) -> ExitCode {
+    let socket = match &target.socket {
+        Some(s) => s.clone(),
+        None => match config::load(&target.config)
+            .map_err(|problems| {
+                problems
+                    .0
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .and_then(|site| master::find_control_socket(&site).map_err(|e| format!("{e:#}")))
+        {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("corral: error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let line = if json {
+        format!("{command} json\n")
+    } else {
+        format!("{command}\n")
+    };
+    match exchange(&socket, &line) {
+        Ok(answer) if answer.starts_with("error: ") => {
+            eprint!("corral: {answer}");
+            ExitCode::FAILURE
+        }
+        Ok(answer) => {
+            print!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("corral: error: {}: {e}", socket.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exchange(socket: &std::path::Path, line: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::os::unix::net::UnixStream::connect(socket)?;
+    // A dump waits up to a few seconds per worker for its stacks.
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    conn.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 fn signal(target: &Target, sig: nix::sys::signal::Signal, wait: bool) -> ExitCode {

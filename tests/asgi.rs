@@ -467,3 +467,70 @@ fn h2_get(srv: &Running, path: &str) -> serde_json::Value {
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());
     serde_json::from_str(out.stdout.trim()).expect("h2_get.py prints JSON")
 }
+
+#[test]
+fn litestar_http_streaming_and_websocket() {
+    let app_extra = "virtualenv = \"{venv}\"";
+    let site =
+        Site::new()
+            .app("litestar_app.py")
+            .config(&app_config("litestar_app:app", 1, app_extra));
+    let out = site.check();
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout
+            .contains("litestar_app:app is ASGI (a Litestar object with an async __call__)"),
+        "{out}"
+    );
+    let srv = site.start();
+    // The lifespan put a greeting into app.state in this worker; the view
+    // reads it beside its path and query parameters.
+    let r = srv.get("/greet/ada?times=2");
+    srv.assert_status(&r, 200, "GET /greet/ada on Litestar");
+    let j = r.json();
+    let pid = j["pid"].as_i64().unwrap_or_else(|| panic!("no pid: {r}"));
+    let greeting = format!("hello from lifespan in {pid}");
+    assert_eq!(j["greeting"].as_str(), Some(greeting.as_str()), "{r}");
+    assert_eq!(j["name"].as_str(), Some("ada"), "{r}");
+    assert_eq!(j["shout"].as_str(), Some("ADA!ADA!"), "{r}");
+    let r = srv.get("/greet/ada?times=many");
+    srv.assert_status(&r, 400, "a query parameter Litestar cannot parse");
+    // A POST is 201 in Litestar; the app hashes the body it read.
+    let body = "{\"a\": [1, 2, \"\u{e9}\"], \"b\": null}".as_bytes();
+    let r = srv.post("/sha256", "application/json", body);
+    srv.assert_status(&r, 201, "POST /sha256");
+    let (j, sum) = (r.json(), sha256_hex(body));
+    assert_eq!(j["sha256"].as_str(), Some(sum.as_str()), "{r}");
+    assert_eq!(j["length"].as_u64(), Some(body.len() as u64), "{r}");
+    // A Stream response: five chunks 50 ms apart, chunked and exact.
+    let r = srv.get("/stream/5?size=1000");
+    srv.assert_status(&r, 200, "GET /stream/5");
+    let want: String = (0..5)
+        .map(|i| format!("chunk {i}:{}\n", "x".repeat(1000)))
+        .collect();
+    assert_eq!(r.body.len(), want.len(), "{r}");
+    assert_eq!(sha256_hex(&r.body), sha256_hex(want.as_bytes()), "{r}");
+    assert!(r.chunked, "a streamed body goes out chunked: {r}");
+    // httpx (a big JSON POST, the stream as it arrives, a bad parameter)
+    // and python websockets (text, a 100 KiB binary message, 100 in order).
+    let out = run_with_timeout(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/litestar_checks.py"
+            ))
+            .args(["--base", &format!("http://127.0.0.1:{}", srv.port)]),
+        Duration::from_secs(120),
+    );
+    eprintln!("{}", out.stdout);
+    assert!(
+        out.success() && out.stdout.contains("\n0 failures"),
+        "Litestar client checks failed:\n{out}\n{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        out.stdout
+            .contains("ok   websockets: 100 KiB binary echo, exact bytes"),
+        "{out}"
+    );
+}

@@ -65,9 +65,12 @@ fn a_known_mix_of_requests_is_counted_exactly() {
     assert!(n("corral_app_duration_seconds_sum{}") >= 1.0, "{m:#}");
     assert_eq!(n("corral_bytes_sent_total{kind=static}"), 36.0);
     assert_eq!(n("corral_queue_depth{}"), 0.0);
-    // Anything but /metrics is not found there, and not counted.
-    let other = try_get(metrics_port, "/").expect("metrics listener");
+    // Anything but /metrics, the status page and its JSON is not found
+    // there, and nothing there is counted.
+    let other = try_get(metrics_port, "/nope").expect("metrics listener");
     assert_eq!(other.status, 404);
+    let page = try_get(metrics_port, "/").expect("status page");
+    assert_eq!(page.status, 200);
     assert_eq!(
         scrape(metrics_port)["corral_requests_total{code=200,kind=app}"],
         5.0
@@ -213,4 +216,64 @@ fn connections_handshakes_and_cache_hits_are_counted() {
     wait_sample(metrics_port, "corral_connections{proto=http1}", |n| {
         n == 0.0
     });
+    // By now every family has samples (RSS once the master sampled it).
+    wait_sample(metrics_port, "corral_worker_rss_bytes{worker=1}", |n| {
+        n > 0.0
+    });
+    assert_dashboard_fits(&get(metrics_port, "/metrics").text());
+}
+
+/// contrib/grafana/corral.json imports cleanly and asks only for series
+/// corral really exposes: the `# TYPE` lines of a live scrape after app,
+/// static and TLS traffic.
+fn assert_dashboard_fits(scraped: &str) {
+    let families: Vec<&str> = scraped
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let path = format!("{MANIFEST_DIR}/contrib/grafana/corral.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("dashboard")).expect("JSON");
+    assert_eq!(dashboard["__inputs"][0]["pluginId"], "prometheus");
+    let mut exprs = Vec::new();
+    collect_exprs(&dashboard, &mut exprs);
+    assert!(exprs.len() >= 12, "{exprs:?}");
+    let mut used = std::collections::BTreeSet::new();
+    for e in &exprs {
+        for (i, _) in e.match_indices("corral_") {
+            let name: String = e[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            used.insert(name);
+        }
+    }
+    for name in &used {
+        let known = families.iter().any(|f| {
+            ["", "_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .any(|suffix| *name == format!("{f}{suffix}"))
+        });
+        assert!(
+            known,
+            "the dashboard asks for {name}, which corral does not expose"
+        );
+    }
+    assert!(used.len() >= 12, "{used:?}");
+}
+
+fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, v) in map {
+                match (k.as_str(), v.as_str()) {
+                    ("expr" | "query", Some(e)) => out.push(e.to_string()),
+                    _ => collect_exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+        _ => {}
+    }
 }

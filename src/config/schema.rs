@@ -59,6 +59,9 @@ pub struct Server {
     pub runtime_dir: String,
     /// Master pid written here (for `corral reload` / `corral stop`).
     pub pid_file: String,
+    /// Unix socket for `corral status` and `corral dump` (mode 0600);
+    /// empty = `control.sock` in the runtime dir.
+    pub control_socket: String,
     /// Run the edge and workers as this user/group (the master binds ports first).
     pub user: String,
     pub group: String,
@@ -85,6 +88,7 @@ impl Default for Server {
             edge_threads: 2,
             runtime_dir: String::new(),
             pid_file: String::new(),
+            control_socket: String::new(),
             user: String::new(),
             group: String::new(),
             h2c: false,
@@ -280,6 +284,9 @@ pub struct Log {
     pub access_format: String,
     /// Error log level: error, warn, info, debug, trace.
     pub level: String,
+    /// Measure each WSGI request's worker CPU time and memory change for
+    /// the access log (`worker_cpu_ms`, `rss_delta_kb`).
+    pub request_costs: bool,
 }
 
 impl Default for Log {
@@ -288,6 +295,7 @@ impl Default for Log {
             access: "stdout".into(),
             access_format: "combined".into(),
             level: "info".into(),
+            request_costs: true,
         }
     }
 }

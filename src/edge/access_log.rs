@@ -3,6 +3,7 @@
 //! never stalls the async threads serving requests.
 
 use crate::config::AccessLog;
+use crate::edge::app::job::Work;
 use std::io::Write;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +30,8 @@ pub struct Entry<'a> {
     /// overran app.timeout mid-stream, the client left) is logged with the
     /// bytes actually sent and marked.
     pub complete: bool,
+    /// An app request's costs; None for everything the edge answered.
+    pub work: Option<&'a Work>,
 }
 
 /// The sending end of the access log; cheap to clone (a channel sender).
@@ -144,7 +147,7 @@ fn dash(s: &str) -> &str {
 /// `$remote_addr - - [$time_local] "$request" $status $bytes "$referer" "$ua"`
 fn combined_line(e: &Entry, now: SystemTime) -> String {
     format!(
-        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"{}\n",
+        "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\"{}{}\n",
         e.client,
         clf_time(now),
         escape(e.method),
@@ -154,6 +157,7 @@ fn combined_line(e: &Entry, now: SystemTime) -> String {
         e.bytes,
         escape(dash(e.referer)),
         escape(dash(e.user_agent)),
+        e.work.map(work_fields).unwrap_or_default(),
         if e.complete { "" } else { " incomplete" },
     )
 }
@@ -164,7 +168,7 @@ fn json_line(e: &Entry) -> String {
         .unwrap_or_default()
         .as_secs_f64();
     format!(
-        "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\",\"complete\":{}}}\n",
+        "{{\"time\":{secs:.3},\"client\":\"{}\",\"method\":\"{}\",\"target\":\"{}\",\"protocol\":\"{}\",\"status\":{},\"bytes\":{},\"referer\":\"{}\",\"user_agent\":\"{}\",\"duration_ms\":{:.3},\"request_id\":\"{}\",\"complete\":{}{}}}\n",
         escape(e.client),
         escape(e.method),
         escape(e.target),
@@ -176,7 +180,49 @@ fn json_line(e: &Entry) -> String {
         e.duration.as_secs_f64() * 1000.0,
         e.request_id,
         e.complete,
+        e.work.map(work_keys).unwrap_or_default(),
     )
+}
+
+/// The costs of an app request as numbers, unknown ones as `None`:
+/// queue_ms, app_ms, worker (pid), worker_cpu_ms, rss_delta_kb.
+fn costs(w: &Work) -> [(&'static str, Option<String>); 5] {
+    let r = w.receipt;
+    [
+        ("queue_ms", Some(format!("{:.3}", ms(w.queue)))),
+        ("app_ms", Some(format!("{:.3}", ms(w.app)))),
+        ("worker", r.map(|r| r.pid.to_string())),
+        (
+            "worker_cpu_ms",
+            r.and_then(|r| r.cpu_us)
+                .map(|c| format!("{:.3}", c as f64 / 1000.0)),
+        ),
+        (
+            "rss_delta_kb",
+            r.and_then(|r| r.rss_delta_kb).map(|d| d.to_string()),
+        ),
+    ]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// ` queue_ms=0.012 app_ms=1.5 worker=4242 worker_cpu_ms=1.1 rss_delta_kb=0`
+/// after the combined fields (`-` for what is unknown).
+fn work_fields(w: &Work) -> String {
+    costs(w)
+        .iter()
+        .map(|(k, v)| format!(" {k}={}", v.as_deref().unwrap_or("-")))
+        .collect()
+}
+
+/// `,"queue_ms":0.012,...` (null for what is unknown).
+fn work_keys(w: &Work) -> String {
+    costs(w)
+        .iter()
+        .map(|(k, v)| format!(",\"{k}\":{}", v.as_deref().unwrap_or("null")))
+        .collect()
 }
 
 /// Escapes quotes, backslashes and control bytes, so a client cannot forge
@@ -242,11 +288,44 @@ mod tests {
             duration: Duration::from_millis(1),
             request_id: "x",
             complete: true,
+            work: None,
         };
         let t = UNIX_EPOCH + Duration::from_secs(1_795_320_890); // 2026-11-22 04:14:50 UTC
         assert_eq!(
             combined_line(&e, t),
             "127.0.0.1 - - [22/Nov/2026:04:14:50 +0000] \"GET /a?b=\\x22c\\x22 HTTP/1.1\" 200 13 \"-\" \"curl/8\"\n"
         );
+    }
+
+    #[test]
+    fn app_requests_carry_their_costs() {
+        let work = Work {
+            queue: Duration::from_micros(250),
+            app: Duration::from_millis(12),
+            receipt: Some(crate::wire::receipt::Receipt {
+                pid: 4242,
+                cpu_us: Some(9_500),
+                rss_kb: Some(40_000),
+                rss_delta_kb: Some(-8),
+            }),
+        };
+        assert_eq!(
+            work_fields(&work),
+            " queue_ms=0.250 app_ms=12.000 worker=4242 worker_cpu_ms=9.500 rss_delta_kb=-8"
+        );
+        let asgi = Work {
+            receipt: Some(crate::wire::receipt::Receipt {
+                pid: 7,
+                ..Default::default()
+            }),
+            ..work
+        };
+        let keys = work_keys(&asgi);
+        assert_eq!(
+            keys,
+            ",\"queue_ms\":0.250,\"app_ms\":12.000,\"worker\":7,\"worker_cpu_ms\":null,\"rss_delta_kb\":null"
+        );
+        let json: serde_json::Value = serde_json::from_str(&format!("{{\"a\":1{keys}}}")).unwrap();
+        assert_eq!(json["worker"], 7);
     }
 }

@@ -2,7 +2,7 @@
 //! list of workers current. If the pipe closes the master is gone, and the
 //! edge exits (PDEATHSIG would kill it too; this is the belt to those braces).
 
-use crate::edge::app::pool::Pool;
+use crate::edge::app::pool::{Facts, Pool};
 use crate::ipc::Control;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -47,10 +47,24 @@ impl BackgroundService for ControlListener {
         loop {
             match lines.next_line().await {
                 Ok(Some(line)) => match Control::decode(&line) {
-                    Some(Control::Up { id, serves, socket }) => {
-                        debug!("worker {id} up at {socket} ({serves:?})");
-                        let peer = std::path::PathBuf::from(socket).into();
-                        self.pool.worker_up(id, peer, serves);
+                    Some(Control::Up {
+                        id,
+                        pid,
+                        serves,
+                        replaced,
+                        socket,
+                    }) => {
+                        debug!("worker {id} (pid {pid}) up at {socket} ({serves:?})");
+                        let socket = std::path::PathBuf::from(socket);
+                        let facts = Facts {
+                            stacks: socket.with_extension("stacks"),
+                            pid,
+                            replaced,
+                            interface: serves.interface,
+                            capacity: serves.capacity,
+                            up_at: std::time::Instant::now(),
+                        };
+                        self.pool.worker_up(id, socket.into(), facts);
                     }
                     Some(Control::Down { id }) => {
                         debug!("worker {id} down");

@@ -1,8 +1,9 @@
 //! The edge: the one process that talks to clients. A pingora server with
 //! corral's accept service (`accept`: limits, PROXY protocol, TLS, strict
 //! framing, then pingora's HTTP code running `request::Edge`, the request
-//! path) and one background service (`control::ControlListener`, worker
-//! membership from the master).
+//! path) and background services: `control::ControlListener` (worker
+//! membership from the master), `status::socket` (`corral status` and
+//! `corral dump`) and, when configured, the metrics listener.
 //!
 //! Python never runs here. Shutdown: SIGTERM stops accepting, lets
 //! in-flight requests finish (up to `app.graceful_timeout`) and exits as
@@ -22,6 +23,7 @@ pub(crate) mod reply;
 pub(crate) mod request;
 pub(crate) mod route;
 pub(crate) mod state;
+pub mod status;
 
 use crate::config::Site;
 use async_trait::async_trait;
@@ -40,6 +42,8 @@ pub struct Inherited {
     pub status_fd: RawFd,
     /// The listening sockets the master bound, with their addresses.
     pub listen_fds: Vec<(SocketAddr, RawFd)>,
+    /// The control socket, for `corral status` and `corral dump`.
+    pub operator_fd: RawFd,
 }
 
 /// Entry point in the forked child; returns only on a startup error.
@@ -48,6 +52,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         control_fd,
         status_fd,
         listen_fds,
+        operator_fd,
     } = inherited;
     let pid = std::process::id() as i32;
     let fail = |reason: String| {
@@ -99,6 +104,20 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options());
     let shared = accept_shared(site, &state, proxy, handshaker, &metrics);
+    let inspector = Arc::new(status::Inspector {
+        pool: pool.clone(),
+        metrics: metrics.clone(),
+        state: state.clone(),
+        queue_size: site.config.app.queue_size,
+        started: std::time::Instant::now(),
+    });
+    server.add_service(background_service(
+        "control socket",
+        status::socket::ControlSocket {
+            inspector: inspector.clone(),
+            fd: Mutex::new(Some(operator_fd)),
+        },
+    ));
     // The metrics socket is served apart, never by the site's request path.
     let (metrics_fd, listen_fds): (Vec<_>, Vec<_>) = listen_fds
         .into_iter()
@@ -113,6 +132,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             metrics: metrics.clone(),
             pool: pool.clone(),
             state: state.clone(),
+            inspector,
         };
         server.add_service(background_service(
             "metrics",

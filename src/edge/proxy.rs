@@ -108,6 +108,7 @@ impl ProxyHttp for Edge {
             duration: took,
             request_id: &ctx.request_id,
             complete: !ctx.incomplete && e.is_none(),
+            work: ctx.work.as_ref(),
         });
     }
 }

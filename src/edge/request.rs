@@ -5,7 +5,6 @@
 use crate::edge::app::pool::Pool;
 use crate::edge::files;
 use crate::edge::state::{EdgeState, InFlight};
-use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +48,8 @@ pub struct Ctx {
     pub(crate) scheme: &'static str,
     /// The response body was cut short.
     pub(crate) incomplete: bool,
+    /// What an app request cost (queue, worker time, the worker's receipt).
+    pub(crate) work: Option<crate::edge::app::job::Work>,
     /// The body length the head declares, once `route` has checked it.
     pub(crate) declared_length: Option<u64>,
     /// What answered it, for the metrics (set by `Edge::act`).
@@ -70,18 +71,9 @@ impl Ctx {
             client: None,
             scheme: "http",
             incomplete: false,
+            work: None,
             declared_length: None,
             kind: Default::default(),
         }
     }
-}
-
-/// `GET /path (request 0a1b…)`: how logs name a request.
-pub(crate) fn request_summary(session: &Session, request_id: &RequestId) -> String {
-    let req = session.req_header();
-    format!(
-        "{} {} (request {request_id})",
-        req.method,
-        String::from_utf8_lossy(req.raw_path())
-    )
 }

@@ -97,7 +97,8 @@ impl Arbiter {
         let ctl_fd = ctl_rx.as_raw_fd();
         let site = &self.site;
         let listen_fds = self.listeners.fds();
-        let mut keep = vec![status_fd, ctl_fd];
+        let operator_fd = self.control_socket.fd();
+        let mut keep = vec![status_fd, ctl_fd, operator_fd];
         keep.extend(listen_fds.iter().map(|(_, fd)| *fd));
         let pid = spawn::fork_child(&keep, self.preloaded.is_some(), || {
             crate::proctitle::set("corral: edge");
@@ -105,6 +106,7 @@ impl Arbiter {
                 control_fd: ctl_fd,
                 status_fd,
                 listen_fds,
+                operator_fd,
             };
             crate::edge::run(site, inherited)
         })

@@ -14,6 +14,7 @@
 //! never starts a thread or a tokio runtime, so fork is always safe, and it
 //! runs Python only with `app.preload`.
 
+mod control_socket;
 mod death;
 mod edges;
 mod listeners;
@@ -25,7 +26,7 @@ mod signals;
 mod sizing;
 mod spawn;
 mod systemd;
-mod telemetry;
+pub(crate) mod telemetry;
 mod upgrade;
 mod workers;
 
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 use workers::WorkerProc;
 
+pub use control_socket::find as find_control_socket;
 pub use pid_file::signal_running;
 pub use reload::{outcome_path as reload_outcome_path, read_outcome as read_reload_outcome};
 pub use upgrade::outcome_path as upgrade_outcome_path;
@@ -114,6 +116,7 @@ struct Arbiter {
     site: Site,
     listeners: Listeners,
     runtime: RuntimeDir,
+    control_socket: control_socket::ControlSocket,
     signals: Signals,
     status_rx: File,
     status_tx: OwnedFd,
@@ -132,6 +135,9 @@ struct Arbiter {
     worker_next_start: Instant,
     boot_failures: u32,
     last_boot_error: Option<String>,
+    /// Reasons for replacements not yet started, given to the next workers
+    /// started (so `corral status` can say why each worker exists).
+    owed: std::collections::VecDeque<telemetry::Restart>,
     next_id: u64,
     announced: bool,
     stopping: Option<(Stop, Instant)>,
@@ -166,7 +172,9 @@ struct Arbiter {
 impl Arbiter {
     fn new(site: Site, listeners: Listeners) -> anyhow::Result<Self> {
         let runtime = RuntimeDir::create(&site.config.server.runtime_dir)?;
-        privileges::chown_runtime_dir(&site, runtime.path())?;
+        privileges::chown_to_user(&site, runtime.path())?;
+        let control_path = control_socket::path(&site.config.server.control_socket, runtime.path());
+        let control_socket = control_socket::ControlSocket::bind(control_path, &site)?;
         let signals = Signals::install().context("cannot set up signal handling")?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create status pipe")?;
         nix::fcntl::fcntl(&rx, nix::fcntl::FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
@@ -185,6 +193,7 @@ impl Arbiter {
             site,
             listeners,
             runtime,
+            control_socket,
             signals,
             status_rx: File::from(rx),
             status_tx: tx,
@@ -199,6 +208,7 @@ impl Arbiter {
             worker_next_start: now,
             boot_failures: 0,
             last_boot_error: None,
+            owed: Default::default(),
             next_id: 1,
             announced: false,
             stopping: None,

@@ -27,7 +27,7 @@ fn resolve(site: &Site) -> anyhow::Result<Option<(User, Option<Group>)>> {
 
 /// Makes the private runtime dir belong to the unprivileged user, so its
 /// workers can create their sockets there (it stays mode 0700).
-pub fn chown_runtime_dir(site: &Site, dir: &Path) -> anyhow::Result<()> {
+pub fn chown_to_user(site: &Site, dir: &Path) -> anyhow::Result<()> {
     if let Some((user, group)) = resolve(site)? {
         let gid = group.map_or(user.gid, |g| g.gid);
         chown(dir, Some(user.uid), Some(gid))

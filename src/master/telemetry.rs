@@ -24,6 +24,17 @@ pub enum Restart {
 }
 
 impl Restart {
+    pub const ALL: [Restart; 8] = [
+        Restart::Timeout,
+        Restart::MaxRequests,
+        Restart::MaxRss,
+        Restart::MaxLifetime,
+        Restart::Crash,
+        Restart::Oom,
+        Restart::Reload,
+        Restart::Scale,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Restart::Timeout => "timeout",

@@ -22,6 +22,9 @@ const CRASH_LOOP_WINDOW: std::time::Duration = std::time::Duration::from_millis(
 
 pub struct WorkerProc {
     pub id: u64,
+    pub pid: Pid,
+    /// Why the worker it took over from was replaced, if it took over.
+    pub replaced: Option<super::telemetry::Restart>,
     pub started: Instant,
     pub ready: bool,
     pub ready_at: Option<Instant>,
@@ -43,6 +46,8 @@ impl WorkerProc {
     pub fn up(&self) -> Control {
         Control::Up {
             id: self.id,
+            pid: self.pid.as_raw(),
+            replaced: self.replaced.map(|r| r.as_str().to_string()),
             serves: self.serves.unwrap_or(Serves {
                 interface: Interface::Wsgi,
                 capacity: 1,
@@ -74,6 +79,9 @@ impl Arbiter {
             wanted = wanted.min(1usize.saturating_sub(booting));
         }
         if wanted > 0 && now >= self.worker_next_start {
+            if let Some(reason) = self.recycle_reason(flagged.first().map(|f| f.0)) {
+                self.owed.push_front(reason);
+            }
             for _ in 0..wanted {
                 if let Err(e) = self.spawn_worker() {
                     error!("cannot start a worker: {e:#}");
@@ -112,6 +120,12 @@ impl Arbiter {
         }
     }
 
+    /// Why the oldest worker flagged for replacement is being replaced.
+    fn recycle_reason(&self, flagged: Option<Pid>) -> Option<super::telemetry::Restart> {
+        let reason = self.workers.get(&flagged?)?.recycle.as_deref()?;
+        Some(super::telemetry::Restart::of_recycle(reason))
+    }
+
     pub(super) fn spawn_worker(&mut self) -> anyhow::Result<()> {
         let site = self.site.clone();
         let (pid, worker) = self.spawn_worker_for(&site)?;
@@ -144,6 +158,8 @@ impl Arbiter {
         .context("fork failed")?;
         let worker = WorkerProc {
             id,
+            pid,
+            replaced: self.owed.pop_front(),
             started: Instant::now(),
             ready: false,
             ready_at: None,
@@ -224,6 +240,7 @@ impl Arbiter {
         if w.killed_for.is_some() {
             error!("worker {pid} {how}; starting a replacement");
             self.count_restart(super::telemetry::Restart::Timeout);
+            self.owed.push_back(super::telemetry::Restart::Timeout);
             return;
         }
         if w.retiring || self.stopping.is_some() {
@@ -246,6 +263,7 @@ impl Arbiter {
                 super::telemetry::Restart::Crash
             };
             self.count_restart(why);
+            self.owed.push_back(why);
         }
         // Back off only for crash loops: deaths at boot or right after it.
         // A worker that was up and serving is replaced at once (as gunicorn

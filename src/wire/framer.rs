@@ -23,6 +23,8 @@ pub struct Framer {
     /// The app's own Content-Length, seen among its headers.
     app_len: Option<u64>,
     truncated_warned: bool,
+    /// What the request costs, told in the receipt after the body.
+    pub meter: super::receipt::Meter,
 }
 
 impl Framer {
@@ -34,6 +36,7 @@ impl Framer {
             status: 0,
             app_len: None,
             truncated_warned: false,
+            meter: super::receipt::Meter::none(),
         }
     }
 
@@ -136,21 +139,27 @@ impl Framer {
         }
         out.extend_from_slice(b"\r\n");
         self.framing = Framing::NoBody;
+        self.meter.receipt().encode(out);
     }
 
     /// Ends the body. A body shorter than its Content-Length cannot be
     /// repaired: the connection is marked to close, so the edge sees the
     /// truncation.
+    /// Then the receipt, unless the body is short (it would be read as
+    /// body bytes).
     pub fn finish(&mut self, out: &mut Vec<u8>) {
         match self.framing {
             Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
             Framing::Length { remaining } if remaining > 0 => {
                 tracing::error!("app sent {remaining} bytes fewer than its Content-Length");
                 self.keep_alive = false;
+                self.framing = Framing::NoBody;
+                return;
             }
             _ => {}
         }
         self.framing = Framing::NoBody;
+        self.meter.receipt().encode(out);
     }
 }
 
@@ -182,7 +191,13 @@ mod tests {
             f.body(&mut out, b.as_bytes());
         }
         f.finish(&mut out);
-        String::from_utf8(out).unwrap()
+        let text = String::from_utf8(out).unwrap();
+        // Every complete response ends with the worker's receipt.
+        let receipt = format!("~{} - - -\n", std::process::id());
+        match text.strip_suffix(&receipt) {
+            Some(response) => response.to_string(),
+            None => format!("{text}(no receipt)"),
+        }
     }
 
     #[test]
@@ -204,7 +219,9 @@ mod tests {
     #[test]
     fn a_short_body_closes_the_connection() {
         let mut f = Framer::new(false, true);
-        response(&mut f, None, &[("content-length", "10")], &["abc"]);
+        let r = response(&mut f, None, &[("content-length", "10")], &["abc"]);
         assert!(!f.keep_alive);
+        // No receipt: its bytes would pass for the missing body.
+        assert!(r.ends_with("abc(no receipt)"), "{r}");
     }
 }

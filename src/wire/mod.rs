@@ -81,4 +81,5 @@ pub fn websockets_close_after(graceful: std::time::Duration) -> std::time::Durat
 }
 
 pub mod framer;
+pub mod receipt;
 pub mod request;

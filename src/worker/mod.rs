@@ -87,9 +87,14 @@ pub fn run(
         };
         let recycle = || recycle::Recycle::new(site, status_fd);
         let booted = match loaded.interface {
-            Interface::Wsgi => wsgi::Wsgi::new(py, loaded.app, site.threads())
-                .map(Booted::Wsgi)
-                .map_err(|e| interpreter::format_err(py, &e)),
+            Interface::Wsgi => wsgi::Wsgi::new(
+                py,
+                loaded.app,
+                site.threads(),
+                site.config.log.request_costs,
+            )
+            .map(Booted::Wsgi)
+            .map_err(|e| interpreter::format_err(py, &e)),
             Interface::Asgi => asgi::boot(py, loaded.app, site, recycle()).map(Booted::Asgi),
         };
         let booted = match booted {
@@ -101,6 +106,13 @@ pub fn run(
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on {}: {e}", socket.display())),
         };
+        if let Err(e) = interpreter::register_stack_dump(py, &socket.with_extension("stacks")) {
+            // Serving matters more than `corral dump`: say so and go on.
+            error!(
+                "worker {pid}: corral dump will not see this worker: {}",
+                interpreter::format_err(py, &e)
+            );
+        }
         send_status(status_fd, &Status::Ready(pid, Some(booted.serves(site))));
         info!("worker {pid} (id {id}) booted: {}", booted.describe());
         let code = match booted {

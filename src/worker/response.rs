@@ -23,11 +23,17 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
-    pub fn new(stream: Arc<UnixStream>, head_request: bool, keep_alive: bool) -> Self {
+    /// `costs`: measure the request for the receipt (`[log] request_costs`).
+    pub fn new(stream: Arc<UnixStream>, head_request: bool, keep_alive: bool, costs: bool) -> Self {
+        let mut framer = Framer::new(head_request, keep_alive);
+        // Made as the request starts: the receipt counts the whole request.
+        if costs {
+            framer.meter = crate::wire::receipt::Meter::start();
+        }
         ResponseWriter {
             stream,
             buf: Vec::with_capacity(4096),
-            framer: Framer::new(head_request, keep_alive),
+            framer,
             keep_alive,
             broken: false,
             head_sent: false,

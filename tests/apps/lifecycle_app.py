@@ -11,6 +11,8 @@ Routes (by PATH_INFO):
   /leak      keeps ?mb= MiB (default 30) alive in a module-level list, so the
              worker's resident memory grows with every call; answers
              "<pid> <total MiB kept>"
+  /burn      spins the CPU for ?ms= milliseconds (default 200) of its own
+             thread's CPU time; answers the pid
   /environ   JSON: wsgi.multithread, wsgi.multiprocess, pid, thread name
 """
 import json
@@ -59,6 +61,12 @@ def application(environ, start_response):
         KEPT.append(block)
         total = sum(len(b) for b in KEPT) >> 20
         return _text(start_response, "%d %d" % (os.getpid(), total))
+    if path == "/burn":
+        until = time.thread_time() + float(q.get("ms", "200")) / 1000
+        spins = 0
+        while time.thread_time() < until:
+            spins += 1
+        return _text(start_response, str(os.getpid()))
     if path == "/environ":
         body = json.dumps(
             {

@@ -3,10 +3,11 @@
 //! head read within `app.timeout`. A request is retried on another worker
 //! only while the app cannot have run it (not delivered).
 
+use crate::edge::app::job::Job;
 use crate::edge::app::pool::{Conn, Lease, Pool, Refused};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
-use crate::edge::request::{request_summary, Ctx, Edge};
+use crate::edge::request::{Ctx, Edge};
 use pingora_core::Result;
 use pingora_proxy::Session;
 use std::time::Duration;
@@ -19,8 +20,8 @@ pub(super) struct Outgoing<'a> {
     body: &'a RequestBody,
     /// HEAD: the answer has no body whatever its framing says.
     pub(super) is_head: bool,
-    /// `METHOD /path (request id)`, for the log.
-    pub(super) what: String,
+    /// What it asks and its id: for the log and `corral status`.
+    pub(super) what: Job,
 }
 
 /// A worker's answer: its head read, its body still on `conn`.
@@ -28,6 +29,7 @@ pub struct Answer {
     pub lease: Lease,
     pub conn: Conn,
     pub resp: ResponseHead,
+    pub job: Job,
     /// When `app.timeout` runs out for the rest of the response.
     pub deadline: Option<tokio::time::Instant>,
 }
@@ -77,14 +79,14 @@ impl Edge {
             head,
             body,
             is_head: session.req_header().method == http::Method::HEAD,
-            what: request_summary(session, &ctx.request_id),
+            what: Job::of(session, &ctx.request_id),
         };
         let mut avoid = Vec::new();
         loop {
             let acquired = if websocket {
-                self.pool.acquire_socket(&avoid)
+                self.pool.acquire_socket(&avoid, &out.what)
             } else {
-                self.pool.acquire(&avoid).await
+                self.pool.acquire(&avoid, &out.what).await
             };
             let lease = match acquired {
                 Ok(l) => l,
@@ -148,6 +150,7 @@ impl Edge {
                 lease,
                 conn,
                 resp,
+                job: out.what.clone(),
                 deadline,
             }),
             Err(e) => self.failed(ctx, &out.what, lease.worker, e, retries),
@@ -158,7 +161,7 @@ impl Edge {
     pub(super) fn failed(
         &self,
         ctx: &Ctx,
-        what: &str,
+        what: &Job,
         worker: u64,
         e: ExchangeError,
         retries: usize,
@@ -231,7 +234,7 @@ pub(crate) fn report_timeout(
     pool: &Pool,
     status_fd: std::os::fd::RawFd,
     lease: &Lease,
-    what: &str,
+    what: &Job,
     timeout: Option<Duration>,
 ) {
     let worker = lease.worker;

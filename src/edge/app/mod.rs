@@ -5,6 +5,7 @@
 pub(crate) mod exchange;
 pub(crate) mod forward;
 pub(crate) mod hints;
+pub mod job;
 pub mod peer;
 pub mod pool;
 pub(crate) mod relay;

@@ -6,10 +6,14 @@
 //! request while one runs). A released lease goes straight to the oldest
 //! waiter, which keeps the queue strictly first-in, first-out. Leases
 //! release on drop, so every error path gives the worker back.
+//!
+//! Each lease also records its request (a `Job`) while it is out, so
+//! `corral status` and `corral dump` can say what every worker is running.
 
+use crate::edge::app::job::Job;
 use crate::edge::app::peer::{Peer, Stream};
 use crate::edge::metrics::Metrics;
-use crate::ipc::{Interface, Serves};
+use crate::ipc::Interface;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -41,8 +45,23 @@ fn socket_share(capacity: usize) -> usize {
     capacity - (capacity / 10).max(1).min(capacity)
 }
 
+/// What the master says of a worker, beyond where to reach it.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub pid: i32,
+    /// Why the worker it took over from was replaced.
+    pub replaced: Option<String>,
+    pub interface: Interface,
+    pub capacity: usize,
+    /// When it was ready (its `up` reached this edge).
+    pub up_at: Instant,
+    /// Where it writes its Python stacks when asked (`corral dump`).
+    pub stacks: std::path::PathBuf,
+}
+
 struct Worker {
     id: u64,
+    facts: Facts,
     peer: Peer,
     busy: usize,
     capacity: usize,
@@ -55,12 +74,32 @@ struct Worker {
 struct Waiter {
     ticket: u64,
     tx: oneshot::Sender<Lease>,
+    job: Job,
+}
+
+/// A request a worker has taken and not finished.
+struct Running {
+    worker: u64,
+    job: Job,
+    since: Instant,
 }
 
 struct Inner {
     workers: Vec<Worker>,
     waiters: VecDeque<Waiter>,
     next_ticket: u64,
+    /// Keyed by the lease's `slot`.
+    running: slab::Slab<Running>,
+    /// Workers taken out of service (draining, timed out) while they still
+    /// ran requests: kept for the status report until those end.
+    leaving: Vec<(u64, Facts)>,
+}
+
+impl Inner {
+    fn start(&mut self, worker: u64, job: Job) -> usize {
+        let since = Instant::now();
+        self.running.insert(Running { worker, job, since })
+    }
 }
 
 pub struct Pool {
@@ -90,8 +129,12 @@ pub struct Lease {
     /// Held by a WebSocket (counted in its worker's `sockets`).
     socket: bool,
     live: bool,
+    /// Its entry in the pool's `running`.
+    slot: usize,
     /// When the worker took the request.
     taken: Instant,
+    /// How long the request waited for it.
+    waited: Duration,
 }
 
 impl Drop for Lease {
@@ -101,7 +144,7 @@ impl Drop for Lease {
             if !self.socket {
                 self.pool.metrics.worked(self.taken.elapsed(), self.worker);
             }
-            self.pool.release(self.worker, self.socket);
+            self.pool.release(self.worker, self.socket, self.slot);
         }
     }
 }
@@ -116,6 +159,19 @@ impl Lease {
             .find(|w| w.id == self.worker)?
             .idle
             .pop()
+    }
+
+    /// What the request cost so far: its queue wait and its time in the
+    /// worker until now.
+    pub fn work(
+        &self,
+        receipt: Option<crate::wire::receipt::Receipt>,
+    ) -> crate::edge::app::job::Work {
+        crate::edge::app::job::Work {
+            queue: self.waited,
+            app: self.taken.elapsed(),
+            receipt,
+        }
     }
 
     /// Returns a connection that finished a response cleanly.
@@ -136,6 +192,8 @@ impl Pool {
                 workers: Vec::new(),
                 waiters: VecDeque::new(),
                 next_ticket: 0,
+                running: slab::Slab::new(),
+                leaving: Vec::new(),
             }),
             queue_size,
             queue_timeout,
@@ -149,16 +207,17 @@ impl Pool {
 
     /// Waits (FIFO, bounded) for a worker. `avoid` lists workers that just
     /// failed this request; they are skipped when another one is free.
-    pub async fn acquire(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+    pub async fn acquire(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
         let asked = Instant::now();
-        let lease = self.wait_for_worker(avoid).await;
-        if lease.is_ok() {
-            self.metrics.waited(asked.elapsed());
+        let mut lease = self.wait_for_worker(avoid, job).await;
+        if let Ok(lease) = &mut lease {
+            lease.waited = asked.elapsed();
+            self.metrics.waited(lease.waited);
         }
         lease
     }
 
-    async fn wait_for_worker(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+    async fn wait_for_worker(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
         let (ticket, rx) = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() {
@@ -169,7 +228,9 @@ impl Pool {
                     .min_by_key(|w| w.busy);
                 if let Some(w) = pick {
                     w.busy += 1;
-                    return Ok(self.lease(w.id, w.peer.clone(), w.interface));
+                    let (id, peer, interface) = (w.id, w.peer.clone(), w.interface);
+                    let slot = inner.start(id, job.clone());
+                    return Ok(self.lease(id, peer, interface, slot));
                 }
             }
             if inner.waiters.len() >= self.queue_size {
@@ -178,7 +239,11 @@ impl Pool {
             let (tx, rx) = oneshot::channel();
             let ticket = inner.next_ticket;
             inner.next_ticket += 1;
-            inner.waiters.push_back(Waiter { ticket, tx });
+            inner.waiters.push_back(Waiter {
+                ticket,
+                tx,
+                job: job.clone(),
+            });
             (ticket, rx)
         };
         match tokio::time::timeout(self.queue_timeout, rx).await {
@@ -191,7 +256,13 @@ impl Pool {
         }
     }
 
-    fn lease(self: &Arc<Self>, worker: u64, peer: Peer, interface: Interface) -> Lease {
+    fn lease(
+        self: &Arc<Self>,
+        worker: u64,
+        peer: Peer,
+        interface: Interface,
+        slot: usize,
+    ) -> Lease {
         Lease {
             pool: self.clone(),
             worker,
@@ -199,13 +270,15 @@ impl Pool {
             interface,
             socket: false,
             live: true,
+            slot,
             taken: Instant::now(),
+            waited: Duration::ZERO,
         }
     }
 
     /// A slot for a WebSocket on an ASGI worker, now or never: the least
     /// busy one whose WebSocket share is not taken.
-    pub fn acquire_socket(self: &Arc<Self>, avoid: &[u64]) -> Result<Lease, Refused> {
+    pub fn acquire_socket(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
         let mut inner = self.lock();
         let pick = inner
             .workers
@@ -218,14 +291,17 @@ impl Pool {
         };
         w.busy += 1;
         w.sockets += 1;
-        let mut lease = self.lease(w.id, w.peer.clone(), w.interface);
+        let (id, peer, interface) = (w.id, w.peer.clone(), w.interface);
+        let slot = inner.start(id, job.clone());
+        let mut lease = self.lease(id, peer, interface, slot);
         lease.socket = true;
         Ok(lease)
     }
 
     /// Gives a worker slot back: to the oldest live waiter, or to the pool.
-    fn release(self: &Arc<Self>, worker: u64, socket: bool) {
+    fn release(self: &Arc<Self>, worker: u64, socket: bool, slot: usize) {
         let mut inner = self.lock();
+        inner.running.try_remove(slot);
         let Some(pos) = inner.workers.iter().position(|w| w.id == worker) else {
             return; // the worker went down meanwhile
         };
@@ -235,40 +311,47 @@ impl Pool {
         let peer = inner.workers[pos].peer.clone();
         let interface = inner.workers[pos].interface;
         while let Some(waiter) = inner.waiters.pop_front() {
-            match waiter.tx.send(self.lease(worker, peer.clone(), interface)) {
+            let slot = inner.start(worker, waiter.job);
+            match waiter
+                .tx
+                .send(self.lease(worker, peer.clone(), interface, slot))
+            {
                 Ok(()) => return,
-                Err(mut lease) => lease.live = false, // waiter timed out; try the next
+                Err(lease) => inner.unlease(lease), // waiter timed out; try the next
             }
         }
         inner.workers[pos].busy = inner.workers[pos].busy.saturating_sub(1);
     }
 
     /// A worker is ready: add it and let it serve waiting requests at once.
-    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer, serves: Serves) {
+    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer, facts: Facts) {
         let mut inner = self.lock();
         if inner.workers.iter().any(|w| w.id == id) {
             return;
         }
+        inner.leaving.retain(|(w, _)| *w != id);
         let mut busy = 0;
-        while busy < serves.capacity {
+        while busy < facts.capacity {
             let Some(waiter) = inner.waiters.pop_front() else {
                 break;
             };
+            let slot = inner.start(id, waiter.job);
             match waiter
                 .tx
-                .send(self.lease(id, peer.clone(), serves.interface))
+                .send(self.lease(id, peer.clone(), facts.interface, slot))
             {
                 Ok(()) => busy += 1,
-                Err(mut lease) => lease.live = false,
+                Err(lease) => inner.unlease(lease),
             }
         }
         inner.workers.push(Worker {
             id,
+            capacity: facts.capacity.max(1),
+            interface: facts.interface,
+            facts,
             peer,
             busy,
             sockets: 0,
-            capacity: serves.capacity.max(1),
-            interface: serves.interface,
             idle: Vec::new(),
         });
     }
@@ -294,46 +377,158 @@ impl Pool {
 
     /// A worker is dying or draining: no new requests; in-flight ones finish.
     pub fn worker_down(&self, id: u64) {
-        self.lock().workers.retain(|w| w.id != id);
+        let mut inner = self.lock();
+        let Some(pos) = inner.workers.iter().position(|w| w.id == id) else {
+            return;
+        };
+        let gone = inner.workers.remove(pos);
+        if gone.busy > 0 {
+            inner.leaving.push((id, gone.facts));
+        }
     }
+
+    /// Every worker this edge routes to or still waits on, with the
+    /// requests each is running, for `corral status` and `corral dump`.
+    pub fn report(&self) -> Report {
+        let mut inner = self.lock();
+        let now = Instant::now();
+        let running = |inner: &Inner, id: u64| -> Vec<(Job, Duration)> {
+            let mut jobs: Vec<_> = inner
+                .running
+                .iter()
+                .filter(|(_, r)| r.worker == id)
+                .map(|(_, r)| (r.job.clone(), now - r.since))
+                .collect();
+            jobs.sort_by_key(|j| std::cmp::Reverse(j.1));
+            jobs
+        };
+        let mut workers = Vec::new();
+        for w in &inner.workers {
+            let state = if w.busy > 0 { State::Busy } else { State::Idle };
+            let jobs = running(&inner, w.id);
+            workers.push(WorkerReport::new(w.id, &w.facts, state, jobs));
+        }
+        let mut leaving = std::mem::take(&mut inner.leaving);
+        leaving.retain(|(id, facts)| {
+            let jobs = running(&inner, *id);
+            let keep = !jobs.is_empty();
+            if keep {
+                workers.push(WorkerReport::new(*id, facts, State::Draining, jobs));
+            }
+            keep
+        });
+        inner.leaving = leaving;
+        Report {
+            queued: inner.waiters.len(),
+            workers,
+        }
+    }
+}
+
+impl Inner {
+    /// A lease that never reached its waiter: its slot and its record go
+    /// back without passing through `release` (the worker stays taken, for
+    /// the next waiter).
+    fn unlease(&mut self, mut lease: Lease) {
+        lease.live = false;
+        self.running.try_remove(lease.slot);
+    }
+}
+
+/// What a worker is doing, as `corral status` says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Idle,
+    Busy,
+    /// Out of service (draining, replaced, timed out), still running requests.
+    Draining,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Busy => "busy",
+            State::Draining => "draining",
+        }
+    }
+}
+
+pub struct WorkerReport {
+    pub id: u64,
+    pub facts: Facts,
+    pub state: State,
+    /// Its requests, the longest-running first, with how long each has run.
+    pub running: Vec<(Job, Duration)>,
+}
+
+impl WorkerReport {
+    fn new(id: u64, facts: &Facts, state: State, running: Vec<(Job, Duration)>) -> Self {
+        WorkerReport {
+            id,
+            facts: facts.clone(),
+            state,
+            running,
+        }
+    }
+}
+
+pub struct Report {
+    pub queued: usize,
+    pub workers: Vec<WorkerReport>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SYNC: Serves = Serves {
-        interface: Interface::Wsgi,
-        capacity: 1,
-    };
+    fn sync() -> Facts {
+        facts(Interface::Wsgi, 1)
+    }
+
+    fn facts(interface: Interface, capacity: usize) -> Facts {
+        Facts {
+            pid: 1,
+            replaced: None,
+            interface,
+            capacity,
+            up_at: Instant::now(),
+            stacks: "w.stacks".into(),
+        }
+    }
+
+    fn job() -> Job {
+        Job {
+            request: "GET /".into(),
+            id: "test".into(),
+        }
+    }
 
     #[test]
     fn websockets_leave_a_tenth_of_each_worker_to_http() {
         rt().block_on(async {
             let pool = Pool::new(10, Duration::from_millis(50), Default::default());
-            let asgi = Serves {
-                interface: Interface::Asgi,
-                capacity: 20,
-            };
-            pool.worker_up(1, Peer::Unix("a".into()), asgi);
-            let sockets: Vec<Lease> = (0..18).map(|_| pool.acquire_socket(&[]).unwrap()).collect();
+            pool.worker_up(1, Peer::Unix("a".into()), facts(Interface::Asgi, 20));
+            let sockets: Vec<Lease> = (0..18)
+                .map(|_| pool.acquire_socket(&[], &job()).unwrap())
+                .collect();
             assert_eq!(
-                pool.acquire_socket(&[]).err(),
+                pool.acquire_socket(&[], &job()).err(),
                 Some(Refused::NoRoomForSocket)
             );
             let http: Vec<Lease> = vec![
-                pool.acquire(&[]).await.unwrap(),
-                pool.acquire(&[]).await.unwrap(),
+                pool.acquire(&[], &job()).await.unwrap(),
+                pool.acquire(&[], &job()).await.unwrap(),
             ];
             drop(sockets);
             // Freed WebSocket slots count for WebSockets again.
-            assert!(pool.acquire_socket(&[]).is_ok());
+            assert!(pool.acquire_socket(&[], &job()).is_ok());
             drop(http);
             // A WSGI worker takes no WebSockets at all.
             let wsgi = Pool::new(10, Duration::from_millis(50), Default::default());
-            wsgi.worker_up(2, Peer::Unix("b".into()), SYNC);
+            wsgi.worker_up(2, Peer::Unix("b".into()), sync());
             assert_eq!(
-                wsgi.acquire_socket(&[]).err(),
+                wsgi.acquire_socket(&[], &job()).err(),
                 Some(Refused::NoRoomForSocket)
             );
             assert_eq!(
@@ -354,14 +549,17 @@ mod tests {
     fn least_busy_and_one_at_a_time() {
         rt().block_on(async {
             let pool = Pool::new(10, Duration::from_millis(50), Default::default());
-            pool.worker_up(1, Peer::Unix("a".into()), SYNC);
-            pool.worker_up(2, Peer::Unix("b".into()), SYNC);
-            let a = pool.acquire(&[]).await.unwrap();
-            let b = pool.acquire(&[]).await.unwrap();
+            pool.worker_up(1, Peer::Unix("a".into()), sync());
+            pool.worker_up(2, Peer::Unix("b".into()), sync());
+            let a = pool.acquire(&[], &job()).await.unwrap();
+            let b = pool.acquire(&[], &job()).await.unwrap();
             assert_ne!(a.worker, b.worker);
-            assert_eq!(pool.acquire(&[]).await.err(), Some(Refused::Timeout));
+            assert_eq!(
+                pool.acquire(&[], &job()).await.err(),
+                Some(Refused::Timeout)
+            );
             drop(a);
-            assert!(pool.acquire(&[]).await.is_ok());
+            assert!(pool.acquire(&[], &job()).await.is_ok());
         });
     }
 
@@ -369,15 +567,18 @@ mod tests {
     fn queue_is_fifo_and_bounded() {
         rt().block_on(async {
             let pool = Pool::new(2, Duration::from_secs(5), Default::default());
-            pool.worker_up(1, Peer::Unix("a".into()), SYNC);
-            let first = pool.acquire(&[]).await.unwrap();
+            pool.worker_up(1, Peer::Unix("a".into()), sync());
+            let first = pool.acquire(&[], &job()).await.unwrap();
             let p1 = pool.clone();
-            let w1 = tokio::spawn(async move { p1.acquire(&[]).await.map(|l| (1, l)) });
+            let w1 = tokio::spawn(async move { p1.acquire(&[], &job()).await.map(|l| (1, l)) });
             tokio::task::yield_now().await;
             let p2 = pool.clone();
-            let w2 = tokio::spawn(async move { p2.acquire(&[]).await.map(|l| (2, l)) });
+            let w2 = tokio::spawn(async move { p2.acquire(&[], &job()).await.map(|l| (2, l)) });
             tokio::task::yield_now().await;
-            assert_eq!(pool.acquire(&[]).await.err(), Some(Refused::QueueFull));
+            assert_eq!(
+                pool.acquire(&[], &job()).await.err(),
+                Some(Refused::QueueFull)
+            );
             drop(first);
             let (n, lease) = w1.await.unwrap().unwrap();
             assert_eq!(n, 1);
@@ -391,9 +592,10 @@ mod tests {
         rt().block_on(async {
             let pool = Pool::new(2, Duration::from_secs(5), Default::default());
             let p = pool.clone();
-            let waiting = tokio::spawn(async move { p.acquire(&[]).await.map(|l| l.worker) });
+            let waiting =
+                tokio::spawn(async move { p.acquire(&[], &job()).await.map(|l| l.worker) });
             tokio::task::yield_now().await;
-            pool.worker_up(7, Peer::Unix("w".into()), SYNC);
+            pool.worker_up(7, Peer::Unix("w".into()), sync());
             assert_eq!(waiting.await.unwrap(), Ok(7));
         });
     }

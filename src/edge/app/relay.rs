@@ -5,12 +5,13 @@
 
 use crate::config::schema::Compression;
 use crate::edge::app::exchange::{report_timeout, Answer};
+use crate::edge::app::job::{Job, Work};
 use crate::edge::app::pool::{Conn, Lease, Pool};
 use crate::edge::app::response_buffer;
-use crate::edge::app::upstream::{BodyReader, Framing, ResponseHead};
+use crate::edge::app::upstream::{self, BodyReader, Framing, ResponseHead};
 use crate::edge::compression::{self, Coding, Encoder, ResponseFacts};
 use crate::edge::reply;
-use crate::edge::request::{request_summary, Ctx, Edge};
+use crate::edge::request::{Ctx, Edge};
 use bytes::Bytes;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::ResponseHeader;
@@ -18,7 +19,7 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
-use tracing::error;
+use tracing::{debug, error};
 
 /// Where a response body goes: straight to the client or through an encoder.
 pub struct Sink {
@@ -188,15 +189,13 @@ impl Edge {
             lease,
             mut conn,
             resp,
+            job,
             deadline,
         } = answer;
         ctx.status = resp.status;
         let (header, mut sink) = prepare(session, &self.compression, &resp)?;
         if resp.framing == Framing::Empty {
-            if !resp.close {
-                lease.put_conn(conn);
-            }
-            drop(lease);
+            ctx.work = Some(settle(lease, conn, !resp.close).await);
             reply::header(&self.state, session, header, true).await?;
             return Ok(true);
         }
@@ -204,13 +203,10 @@ impl Edge {
         // the common case) goes out at once: no task, no channel, and the
         // worker is released before the client write even starts.
         if let Framing::Length(n) = resp.framing {
-            if conn.buffer().len() as u64 == n {
-                let body = Bytes::copy_from_slice(conn.buffer());
+            if conn.buffer().len() as u64 >= n {
+                let body = Bytes::copy_from_slice(&conn.buffer()[..n as usize]);
                 conn.consume(n as usize);
-                if !resp.close {
-                    lease.put_conn(conn);
-                }
-                drop(lease);
+                ctx.work = Some(settle(lease, conn, !resp.close).await);
                 reply::header(&self.state, session, header, false).await?;
                 sink.whole(session, body).await?;
                 return Ok(true);
@@ -227,7 +223,7 @@ impl Edge {
             pool: self.pool.clone(),
             status_fd: self.status_fd,
             timeout: self.timeout,
-            what: request_summary(session, &ctx.request_id),
+            what: job,
         };
         tokio::spawn(relay.run(lease, conn, writer));
         while let Some(piece) = reader.next().await {
@@ -242,6 +238,7 @@ impl Edge {
             }
         }
         let trailers = reader.take_trailers();
+        ctx.work = reader.take_work();
         sink.end(session, trailers).await?;
         Ok(true)
     }
@@ -258,7 +255,7 @@ struct BodyRelay {
     pool: Arc<Pool>,
     status_fd: std::os::fd::RawFd,
     timeout: Option<Duration>,
-    what: String,
+    what: Job,
 }
 
 impl BodyRelay {
@@ -300,9 +297,37 @@ impl BodyRelay {
                 Err(e) => return writer.fail(e),
             }
         }
-        writer.end(std::mem::take(&mut reader.trailers));
-        if self.reusable && reader.is_done() {
-            lease.put_conn(conn);
-        }
+        let trailers = std::mem::take(&mut reader.trailers);
+        let work = settle(lease, conn, self.reusable && reader.is_done()).await;
+        writer.end(trailers, work);
     }
+}
+
+/// How long a worker gets to send its receipt once its body is in: it
+/// writes both at once, so this only bounds a confused worker.
+const RECEIPT_WITHIN: Duration = Duration::from_secs(1);
+
+/// The end of a worker's answer: its receipt read (normally already in our
+/// buffer), then the connection back to the pool if it can carry another
+/// request, and the worker's slot freed (the lease ends here).
+async fn settle(lease: Lease, mut conn: Conn, reusable: bool) -> Work {
+    let read = tokio::time::timeout(RECEIPT_WITHIN, upstream::read_receipt(&mut conn)).await;
+    let receipt = match read {
+        Ok(Ok(r)) => Some(r),
+        Ok(Err(e)) => {
+            debug!("worker {}: {e}; not reusing its connection", lease.worker);
+            None
+        }
+        Err(_) => {
+            debug!(
+                "worker {}: no receipt; not reusing its connection",
+                lease.worker
+            );
+            None
+        }
+    };
+    if reusable && receipt.is_some() {
+        lease.put_conn(conn);
+    }
+    lease.work(receipt)
 }

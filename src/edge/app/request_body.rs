@@ -5,7 +5,7 @@
 //! is a 413, `Expect: 100-continue` is answered, `body_timeout` is a 408.
 
 use crate::edge::admit::routes::Applied;
-use crate::edge::request::{request_summary, Ctx, Edge};
+use crate::edge::request::{Ctx, Edge};
 use pingora_proxy::Session;
 use std::io::Write;
 use tokio::io::AsyncWriteExt;
@@ -182,7 +182,10 @@ impl Edge {
             "Request body too large: the limit is {} bytes (set by {key})",
             applied.max_body
         );
-        tracing::info!("{}: {msg}", request_summary(session, &ctx.request_id));
+        tracing::info!(
+            "{}: {msg}",
+            crate::edge::app::job::Job::of(session, &ctx.request_id)
+        );
         self.refuse(session, ctx, 413, &msg).await?;
         drain_h2_upload(session).await;
         Ok(true)

@@ -63,6 +63,8 @@ struct State {
     client_gone: bool,
     /// The body's trailer fields, handed over with its end.
     trailers: Vec<(String, Vec<u8>)>,
+    /// What the request cost, once the worker's answer is all in.
+    work: Option<crate::edge::app::job::Work>,
 }
 
 struct Shared {
@@ -196,10 +198,11 @@ impl Writer {
     }
 
     /// The body is complete; `trailers` (mostly none) follow it.
-    pub fn end(self, trailers: Vec<(String, Vec<u8>)>) {
+    pub fn end(self, trailers: Vec<(String, Vec<u8>)>, work: crate::edge::app::job::Work) {
         let mut st = self.0.lock();
         st.ended = true;
         st.trailers = trailers;
+        st.work = Some(work);
         drop(st);
         self.0.changed.notify_waiters();
     }
@@ -233,6 +236,11 @@ impl Reader {
     /// The trailer fields, once `next` has returned `None`.
     pub fn take_trailers(&mut self) -> Vec<(String, Vec<u8>)> {
         std::mem::take(&mut self.0.lock().trailers)
+    }
+
+    /// What the request cost, once `next` has returned `None`.
+    pub fn take_work(&mut self) -> Option<crate::edge::app::job::Work> {
+        self.0.lock().work.take()
     }
 
     fn take(&self) -> Option<io::Result<Bytes>> {
@@ -298,7 +306,7 @@ mod tests {
             );
         }
         assert!(w.0.lock().file_len > 0, "past 64 KiB the body is spooled");
-        w.end(Vec::new());
+        w.end(Vec::new(), Default::default());
         assert_eq!(drain(r).await, want);
         assert_eq!(budget.memory.available_permits(), 256);
     }
@@ -311,7 +319,7 @@ mod tests {
             for _ in 0..10 {
                 assert!(w.push(Bytes::from(vec![7u8; 4096])).await);
             }
-            w.end(Vec::new());
+            w.end(Vec::new(), Default::default());
         });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(

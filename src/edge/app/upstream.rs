@@ -6,6 +6,7 @@
 //! with Content-Length or chunked framing, decoded here.
 
 use crate::edge::app::pool::Conn;
+use crate::wire::receipt::{self, Receipt};
 use bytes::{Bytes, BytesMut};
 use std::io;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
@@ -154,6 +155,17 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
         framing,
         declared_len,
         close,
+    })
+}
+
+/// The worker's receipt after a complete response (`wire::receipt`).
+pub async fn read_receipt(conn: &mut Conn) -> io::Result<Receipt> {
+    let mut line = Vec::with_capacity(32);
+    let mut limited = conn.take(receipt::MAX_LEN as u64);
+    limited.read_until(b'\n', &mut line).await?;
+    Receipt::decode(&line).ok_or_else(|| {
+        let what = String::from_utf8_lossy(&line);
+        io::Error::new(io::ErrorKind::InvalidData, format!("bad receipt {what:?}"))
     })
 }
 

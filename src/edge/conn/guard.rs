@@ -150,6 +150,7 @@ impl Guarded {
             duration: Duration::ZERO,
             request_id: "-",
             complete: true,
+            work: None,
         });
         self.deadline = None;
         self.mode = Mode::Answering {

@@ -199,6 +199,12 @@ impl Metrics {
             "Static files served from the edge's memory cache",
             cache_hits.clone(),
         );
+        // Every reason at 0 from the start: Prometheus' increase() cannot see
+        // a series' first step, so a first restart would otherwise be lost.
+        for reason in crate::master::telemetry::Restart::ALL {
+            let reason = reason.as_str().to_string();
+            let _ = restarts.get_or_create(&Reason { reason });
+        }
         Metrics {
             registry,
             requests,
@@ -273,6 +279,25 @@ impl Metrics {
         self.worker_rss
             .get_or_create(&WorkerId { worker })
             .set(bytes as i64);
+    }
+
+    /// For `corral status`: requests worker `id` has taken, and its RSS
+    /// when sampled yet.
+    pub fn worker_numbers(&self, id: u64) -> (u64, Option<u64>) {
+        let label = WorkerId {
+            worker: id.to_string(),
+        };
+        let requests = self.worker_requests.get(&label).map_or(0, |c| c.get());
+        let rss = self.worker_rss.get(&label).map(|g| g.get().max(0) as u64);
+        (requests, rss)
+    }
+
+    /// Workers booting, as the master last said.
+    pub fn booting(&self) -> u64 {
+        let booting = WorkerState { state: "booting" };
+        self.workers
+            .get(&booting)
+            .map_or(0, |g| g.get().max(0) as u64)
     }
 
     /// A worker is gone: its series go too (ids only grow, recycles would

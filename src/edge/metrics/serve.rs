@@ -1,6 +1,8 @@
 //! The metrics listener: `GET /metrics` through pingora's own HTTP/1 code
-//! (a `ServeHttp` app), on the socket the master bound. Anything else is a
-//! 404; nothing here reaches the site's request path or its access log.
+//! (a `ServeHttp` app), on the socket the master bound; `GET /` is the
+//! status page (`status.html`, self-contained: it reads `/metrics` and
+//! `/status.json` every second). Anything else is a 404; nothing here
+//! reaches the site's request path or its access log.
 
 use super::Metrics;
 use crate::edge::app::pool::Pool;
@@ -20,22 +22,33 @@ pub struct MetricsApp {
     pub metrics: Arc<Metrics>,
     pub pool: Arc<Pool>,
     pub state: Arc<crate::edge::state::EdgeState>,
+    pub inspector: Arc<crate::edge::status::Inspector>,
 }
+
+/// The status page, built into the binary so it works offline.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 #[async_trait]
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let path = session.req_header().uri.path();
-        if path != "/metrics" {
-            return plain(
+        match session.req_header().uri.path() {
+            "/metrics" => {
+                let hits = self.state.files_cache.hits();
+                let body = self.metrics.render(self.pool.census(), hits);
+                plain(200, body, "text/plain; version=0.0.4; charset=utf-8")
+            }
+            "/status.json" => {
+                let status = self.inspector.status();
+                let body = serde_json::to_string(&status).unwrap_or_default();
+                plain(200, body, "application/json")
+            }
+            "/" => plain(200, STATUS_PAGE.into(), "text/html; charset=utf-8"),
+            _ => plain(
                 404,
-                "Not Found: metrics are at /metrics\n".into(),
+                "Not Found: metrics are at /metrics, the status page at /\n".into(),
                 "text/plain",
-            );
+            ),
         }
-        let hits = self.state.files_cache.hits();
-        let body = self.metrics.render(self.pool.census(), hits);
-        plain(200, body, "text/plain; version=0.0.4; charset=utf-8")
     }
 }
 
@@ -71,8 +84,15 @@ impl BackgroundService for MetricsListener {
             Ok(l) => l,
             Err(e) => return error!("cannot serve metrics: {e}"),
         };
+        // A draining edge leaves the socket to its successor (after a
+        // reload both accept on it), whose numbers are the current ones.
+        let mut stopped = self.app.state.stopped();
         loop {
-            let tcp = match listener.accept().await {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.wait_for(|s| *s) => return,
+            };
+            let tcp = match accepted {
                 Ok((tcp, _)) => tcp,
                 Err(e) => {
                     // Out of descriptors, most likely: wait rather than spin.

@@ -28,10 +28,12 @@ pub struct Wsgi {
     base_environ: Py<PyDict>,
     bytes_io: Py<PyAny>,
     io_open: Py<PyAny>,
+    /// `[log] request_costs`: measure each request for its receipt.
+    costs: bool,
 }
 
 impl Wsgi {
-    pub fn new(py: Python<'_>, app: Py<PyAny>, threads: usize) -> PyResult<Self> {
+    pub fn new(py: Python<'_>, app: Py<PyAny>, threads: usize, costs: bool) -> PyResult<Self> {
         let base = PyDict::new(py);
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.multithread", threads > 1)?;
@@ -48,6 +50,7 @@ impl Wsgi {
         let io = py.import("io")?;
         Ok(Wsgi {
             app,
+            costs,
             base_environ: base.unbind(),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             io_open: io.getattr("open")?.unbind(),
@@ -62,6 +65,7 @@ impl Wsgi {
             stream,
             head,
             req.keep_alive,
+            self.costs,
         )));
         let summary = format!("{} {}", req.method, req.target);
         let environ = match self.environ(py, req) {

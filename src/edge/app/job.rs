@@ -1,0 +1,44 @@
+//! A request as the pool, the logs and `corral status` name it: what it
+//! asks (`GET /path`) and its request id. Made once per request; clones
+//! share it.
+
+use crate::edge::request::RequestId;
+use crate::wire::receipt::Receipt;
+use pingora_proxy::Session;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Method and raw path, e.g. `GET /search?q=x`.
+    pub request: Arc<str>,
+    pub id: RequestId,
+}
+
+impl Job {
+    pub fn of(session: &Session, id: &RequestId) -> Job {
+        let req = session.req_header();
+        let request = format!("{} {}", req.method, String::from_utf8_lossy(req.raw_path()));
+        Job {
+            request: request.into(),
+            id: id.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (request {})", self.request, self.id)
+    }
+}
+
+/// What a request cost, for the access log: its wait in the queue, its
+/// time in the worker (taken to whole response in), and the worker's
+/// receipt (pid, CPU, memory) when it sent one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Work {
+    pub queue: Duration,
+    pub app: Duration,
+    pub receipt: Option<Receipt>,
+}

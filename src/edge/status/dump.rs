@@ -1,0 +1,116 @@
+//! `corral dump`: the Python stacks of every worker running a request,
+//! each with the requests it runs. Each worker is asked with
+//! `ipc::dump_signal()`; its faulthandler writes all its threads' stacks
+//! to the file beside its socket (`worker::interpreter::register_stack_dump`).
+//! Nothing is stopped or killed, and an idle worker is not disturbed.
+
+use super::{Inspector, WorkerStatus};
+use crate::edge::app::pool::Facts;
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long a worker gets to write its stacks: faulthandler writes from
+/// the signal handler, so this is only scheduling delay.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+/// The file is complete once its size holds still this long.
+const SETTLED: Duration = Duration::from_millis(100);
+
+#[derive(Serialize)]
+pub struct WorkerStacks {
+    #[serde(flatten)]
+    pub worker: WorkerStatus,
+    /// faulthandler's text, or why there is none.
+    pub stacks: Result<String, String>,
+}
+
+pub async fn dump(inspector: &Inspector) -> Vec<WorkerStacks> {
+    let report = inspector.pool.report();
+    let busy: Vec<_> = report
+        .workers
+        .iter()
+        .filter(|w| !w.running.is_empty())
+        .map(|w| (inspector.worker(w), ask(&w.facts)))
+        .collect();
+    let mut out = Vec::new();
+    for ((worker, asked), w) in busy
+        .into_iter()
+        .zip(report.workers.iter().filter(|w| !w.running.is_empty()))
+    {
+        let stacks = match asked {
+            Ok(()) => collect(&w.facts.stacks).await,
+            Err(e) => Err(e),
+        };
+        out.push(WorkerStacks { worker, stacks });
+    }
+    out
+}
+
+/// Empties the worker's stacks file, then signals it.
+fn ask(facts: &Facts) -> Result<(), String> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&facts.stacks)
+        .and_then(|f| f.set_len(0));
+    file.map_err(|e| format!("cannot empty {}: {e}", facts.stacks.display()))?;
+    // SAFETY: kill(2) with a pid and a signal number; no memory involved.
+    if unsafe { libc::kill(facts.pid, crate::ipc::dump_signal()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(format!("cannot signal worker pid {}: {e}", facts.pid));
+    }
+    Ok(())
+}
+
+/// Waits for the file to fill and settle, then reads it.
+async fn collect(path: &Path) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + ANSWER_WITHIN;
+    let mut last = 0;
+    loop {
+        tokio::time::sleep(SETTLED).await;
+        let len = tokio::fs::metadata(path).await.map_or(0, |m| m.len());
+        if len > 0 && len == last {
+            return tokio::fs::read(path)
+                .await
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .map_err(|e| format!("cannot read {}: {e}", path.display()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no stacks within {ANSWER_WITHIN:?} (the worker may be gone or stopped)"
+            ));
+        }
+        last = len;
+    }
+}
+
+/// `corral dump` on a terminal.
+pub fn text(dumped: &[WorkerStacks]) -> String {
+    if dumped.is_empty() {
+        return "no worker is running a request\n".into();
+    }
+    let mut out = String::new();
+    for d in dumped {
+        let w = &d.worker;
+        let _ = writeln!(
+            out,
+            "=== worker {} (pid {}, {}, {}), running:",
+            w.id, w.pid, w.interface, w.state
+        );
+        for r in &w.running {
+            let _ = writeln!(
+                out,
+                "    {} (request {}) for {:.2}s",
+                r.request, r.request_id, r.seconds
+            );
+        }
+        match &d.stacks {
+            Ok(stacks) => out.push_str(stacks),
+            Err(e) => {
+                let _ = writeln!(out, "(no stacks: {e})");
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

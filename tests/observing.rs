@@ -1,0 +1,433 @@
+//! Seeing inside a running site as an operator does: `corral status`
+//! (table and JSON) and `corral dump` over the control socket, against a
+//! worker known to be sleeping in a known function; the access log's
+//! per-request costs (queue, app, worker pid, CPU, memory); the status
+//! page on the metrics listener in headless Chromium (charts move, a
+//! screenshot is taken).
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn observed_site(workers: u32, extra: &str, metrics_port: Option<u16>) -> Site {
+    let mut config = app_config("lifecycle_app:application", workers, extra)
+        .replace("[server]\n", "[server]\npid_file = \"{dir}/corral.pid\"\n");
+    if let Some(port) = metrics_port {
+        config += &format!("\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n");
+    }
+    Site::new().app("lifecycle_app.py").config(&config)
+}
+
+fn status_json(srv: &Running) -> Value {
+    let cfg = srv.config_path();
+    let out = corral(
+        &["status", "--config", cfg.to_str().unwrap(), "--json"],
+        Duration::from_secs(20),
+    );
+    assert!(out.success(), "corral status --json: {out}");
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// The worker running `request`, once status shows it.
+fn wait_running(srv: &Running, request: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status_json(srv);
+        let busy = status["workers"].as_array().and_then(|ws| {
+            ws.iter()
+                .find(|w| w["running"][0]["request"].as_str() == Some(request))
+                .cloned()
+        });
+        if let Some(w) = busy {
+            return w;
+        }
+        if Instant::now() > deadline {
+            srv.fail(format!("status never showed {request}: {status:#}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn status_and_dump_show_a_worker_sleeping_in_a_known_function() {
+    let srv = observed_site(2, "", None).start();
+    let port = srv.port;
+    let sleeper = std::thread::spawn(move || get(port, "/sleep?s=4"));
+    let busy = wait_running(&srv, "GET /sleep?s=4");
+    let pid = busy["pid"].as_i64().expect("pid");
+    assert_eq!(busy["state"], "busy", "{busy:#}");
+    assert_eq!(busy["interface"], "wsgi");
+    assert!(busy["running"][0]["seconds"].as_f64().unwrap() < 4.0);
+    let request_id = busy["running"][0]["request_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let status = status_json(&srv);
+    assert_eq!(status["workers_wanted"], 2, "{status:#}");
+    assert_eq!(status["queue"]["depth"], 0);
+    let idle: Vec<&Value> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["state"] == "idle")
+        .collect();
+    assert_eq!(idle.len(), 1, "{status:#}");
+    assert_ne!(idle[0]["pid"].as_i64(), Some(pid));
+
+    // The table for people names the same worker and request.
+    let cfg = srv.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let table = corral(&["status", "--config", cfg], Duration::from_secs(20));
+    assert!(table.success(), "{table}");
+    let row = table
+        .stdout
+        .lines()
+        .find(|l| l.contains(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no row for {pid}: {table}"));
+    assert!(
+        row.contains("busy") && row.contains("GET /sleep?s=4"),
+        "{table}"
+    );
+
+    // The dump: the sleeping worker's Python stack, with its request; the
+    // idle worker is left alone.
+    let dump = corral(&["dump", "--config", cfg], Duration::from_secs(20));
+    assert!(dump.success(), "{dump}");
+    let text = &dump.stdout;
+    assert!(text.contains(&format!("pid {pid}")), "{text}");
+    assert!(
+        text.contains(&format!("GET /sleep?s=4 (request {request_id})")),
+        "{text}"
+    );
+    assert!(text.contains("in lifecycle_sleeper"), "{text}");
+    assert!(text.contains("lifecycle_app.py"), "{text}");
+    let other = idle[0]["pid"].as_i64().unwrap();
+    assert!(!text.contains(&format!("pid {other}")), "{text}");
+    let json = corral(
+        &["dump", "--config", cfg, "--json"],
+        Duration::from_secs(20),
+    );
+    let dumped: Value =
+        serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(dumped.as_array().map(Vec::len), Some(1), "{dumped:#}");
+    assert!(dumped[0]["stacks"]["Ok"]
+        .as_str()
+        .unwrap()
+        .contains("lifecycle_sleeper"));
+
+    // Nothing was killed: the request finishes on the same worker.
+    let r = sleeper.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), pid.to_string());
+    assert_eq!(r.header("x-request-id"), Some(request_id.as_str()));
+    assert!(!srv.stderr().contains(&format!("worker {pid} died")));
+    let after = status_json(&srv);
+    let same = &after["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["pid"] == pid)
+        .cloned();
+    assert!(same.is_some(), "{after:#}");
+    assert_eq!(same.as_ref().unwrap()["requests"], 1, "{after:#}");
+    let dump = corral(&["dump", "--config", cfg], Duration::from_secs(20));
+    assert_eq!(dump.stdout, "no worker is running a request\n", "{dump}");
+}
+
+#[test]
+fn a_configured_control_socket_is_private_and_says_why_workers_were_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let extra = "max_requests = 3";
+    let site = observed_site(1, extra, None);
+    let config = site.config_text().replace(
+        "[server]\n",
+        &format!("[server]\ncontrol_socket = \"{}\"\n", socket.display()),
+    );
+    let srv = site.config(&config).start();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let sock = socket.to_str().unwrap();
+    // Three requests recycle the worker; its successor says why it exists.
+    for _ in 0..3 {
+        assert_eq!(srv.get("/pid").status, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let replaced = loop {
+        let out = corral(
+            &["status", "--socket", sock, "--json"],
+            Duration::from_secs(20),
+        );
+        assert!(out.success(), "{out}");
+        let status: Value = serde_json::from_str(&out.stdout).unwrap();
+        let w = &status["workers"][0];
+        if w["last_restart"] == "max_requests" && w["state"] == "idle" {
+            break w.clone();
+        }
+        if Instant::now() > deadline {
+            srv.fail(format!("no replacement for max_requests: {status:#}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(replaced["requests"], 0, "{replaced:#}");
+    // Its memory is sampled within a few seconds.
+    assert!(wait_until(Duration::from_secs(15), || {
+        let out = corral(
+            &["status", "--socket", sock, "--json"],
+            Duration::from_secs(20),
+        );
+        let status: Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+        status["workers"][0]["rss_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 1 << 20)
+    }));
+    // A client speaking nonsense gets a clear error, and so does a wrong path.
+    let mut raw = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    use std::io::{Read, Write};
+    raw.write_all(b"reload\n").unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert_eq!(answer, "error: unknown command `reload` (status, dump)\n");
+    let missing = dir.path().join("nope.sock");
+    let out = corral(
+        &["status", "--socket", missing.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("nope.sock") && out.stderr.contains("No such file"),
+        "{out}"
+    );
+    drop(srv);
+    assert!(!socket.exists(), "the socket outlived corral");
+}
+
+#[test]
+fn status_without_a_way_to_find_the_socket_says_what_to_set() {
+    let site =
+        Site::new()
+            .app("lifecycle_app.py")
+            .config(&app_config("lifecycle_app:application", 1, ""));
+    let cfg = site.config_path();
+    let out = corral(
+        &["status", "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert!(!out.success());
+    assert!(
+        out.stderr
+            .contains("set [server] control_socket (or [server] pid_file), or pass --socket"),
+        "{out}"
+    );
+}
+
+/// The JSON access log's lines for `target`.
+fn log_lines(srv: &Running, target: &str) -> Vec<Value> {
+    srv.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|j| j["target"] == target)
+        .collect()
+}
+
+#[test]
+fn the_access_log_carries_each_requests_costs() {
+    let site = observed_site(1, "", None).file("static/a.txt", "static\n");
+    let config =
+        site.config_text().to_string() + "\n[[static]]\nurl = \"/static/\"\ndir = \"static\"\n";
+    let config = config.replace(
+        "level = \"info\"\n",
+        "level = \"info\"\naccess_format = \"json\"\n",
+    );
+    let srv = site.config(&config).start();
+    let pid: i64 = srv.get("/pid").text().parse().unwrap();
+    assert_eq!(srv.get("/burn?ms=300").status, 200);
+    assert_eq!(srv.get("/leak?mb=40").status, 200);
+    assert_eq!(srv.get("/sleep?s=0.3").status, 200);
+    assert_eq!(srv.head("/sleep?s=0.01").status, 200);
+    assert_eq!(srv.get("/static/a.txt").status, 200);
+    // A request that waits in the queue behind a sleeping one.
+    let port = srv.port;
+    let first = std::thread::spawn(move || get(port, "/sleep?s=1"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(srv.get("/fast").status, 200);
+    first.join().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || log_lines(
+        &srv, "/fast"
+    )
+    .len()
+        == 1));
+
+    let one = |t: &str| -> Value {
+        let lines = log_lines(&srv, t);
+        assert_eq!(lines.len(), 1, "{t}: {}", srv.stdout());
+        lines[0].clone()
+    };
+    let num = |v: &Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("no {k}: {v}"));
+    for t in [
+        "/pid",
+        "/burn?ms=300",
+        "/leak?mb=40",
+        "/sleep?s=0.3",
+        "/fast",
+    ] {
+        assert_eq!(one(t)["worker"], pid, "{}", one(t));
+    }
+    let burn = one("/burn?ms=300");
+    assert!(num(&burn, "worker_cpu_ms") >= 290.0, "{burn}");
+    assert!(
+        num(&burn, "app_ms") >= num(&burn, "worker_cpu_ms") - 5.0,
+        "{burn}"
+    );
+    let leak = one("/leak?mb=40");
+    assert!(num(&leak, "rss_delta_kb") >= 39_000.0, "{leak}");
+    let sleep = one("/sleep?s=0.3");
+    assert!(num(&sleep, "app_ms") >= 300.0, "{sleep}");
+    assert!(
+        num(&sleep, "worker_cpu_ms") < 100.0,
+        "sleeping is not CPU: {sleep}"
+    );
+    assert!(num(&sleep, "rss_delta_kb").abs() < 5_000.0, "{sleep}");
+    assert!(num(&sleep, "queue_ms") < 50.0, "{sleep}");
+    let queued = one("/fast");
+    assert!(
+        num(&queued, "queue_ms") >= 500.0,
+        "waited for the sleeper: {queued}"
+    );
+    let head = one("/sleep?s=0.01");
+    assert_eq!(head["method"], "HEAD");
+    assert_eq!(head["worker"], pid);
+    // What the edge answers alone has no worker costs.
+    let file = one("/static/a.txt");
+    assert_eq!(file.get("worker"), None, "{file}");
+    assert_eq!(file.get("queue_ms"), None, "{file}");
+    // The worker connection stays reused across receipts: one connection
+    // per worker capacity, not one per request.
+    assert!(!srv.stderr().contains("receipt"), "{}", srv.stderr());
+}
+
+#[test]
+fn combined_log_lines_end_with_the_costs() {
+    let srv = observed_site(1, "", None).start();
+    let pid = srv.get("/burn?ms=50").text();
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .stdout()
+        .contains("/burn")));
+    let log = srv.stdout();
+    let line = log.lines().find(|l| l.contains("/burn?ms=50")).unwrap();
+    let fields: Vec<&str> = line.split(' ').collect();
+    let tail = &fields[fields.len() - 5..];
+    assert!(tail[0].starts_with("queue_ms="), "{line}");
+    assert!(tail[1].starts_with("app_ms="), "{line}");
+    assert_eq!(tail[2], format!("worker={pid}"), "{line}");
+    let cpu: f64 = tail[3]
+        .strip_prefix("worker_cpu_ms=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(cpu >= 45.0, "{line}");
+    assert!(tail[4].starts_with("rss_delta_kb="), "{line}");
+    // The combined part before them is untouched (what log parsers read).
+    assert!(line.contains("\"GET /burn?ms=50 HTTP/1.1\" 200 "), "{line}");
+}
+
+#[test]
+fn the_status_page_renders_and_its_charts_move_in_chromium() {
+    let metrics_port = free_port();
+    let srv = observed_site(2, "", Some(metrics_port)).start();
+    let port = srv.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut sent = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2000 {
+                let path = if sent % 10 == 0 {
+                    "/sleep?s=0.2"
+                } else {
+                    "/fast"
+                };
+                assert_eq!(get(port, path).status, 200);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .arg(format!("{MANIFEST_DIR}/tests/clients/status_page.py"))
+            .args(["--url", &format!("http://127.0.0.1:{metrics_port}/")])
+            .arg("--screenshot")
+            .arg(&shots)
+            .args(["--seconds", "6"]),
+        Duration::from_secs(120),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    eprintln!("{}\nscreenshot: {}", out.stdout, shots.display());
+    assert!(
+        out.success() && out.stdout.contains(", 0 failures"),
+        "{out}"
+    );
+    assert!(sent > 20, "only {sent} requests under the page");
+    let png = std::fs::read(&shots).expect("screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 10_000);
+}
+
+#[test]
+fn without_request_costs_the_worker_is_still_named() {
+    let site = observed_site(1, "", None);
+    let config = site.config_text().replace(
+        "level = \"info\"\n",
+        "level = \"info\"\nrequest_costs = false\n",
+    );
+    let srv = site.config(&config).start();
+    let pid = srv.get("/burn?ms=20").text();
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .stdout()
+        .contains("/burn")));
+    let log = srv.stdout();
+    let line = log.lines().find(|l| l.contains("/burn?ms=20")).unwrap();
+    assert!(
+        line.ends_with(&format!(" worker={pid} worker_cpu_ms=- rss_delta_kb=-")),
+        "{line}"
+    );
+}
+
+/// An ASGI worker runs many requests on one thread: its lines name the
+/// worker (the same pid `corral status` shows) but claim no CPU or memory.
+#[test]
+fn asgi_requests_name_their_worker_only() {
+    let config = app_config("asgi_app:application", 1, "virtualenv = \"{venv}\"")
+        .replace("[server]\n", "[server]\npid_file = \"{dir}/corral.pid\"\n")
+        .replace(
+            "level = \"info\"\n",
+            "level = \"info\"\naccess_format = \"json\"\n",
+        );
+    let srv = Site::new().app("asgi_app.py").config(&config).start();
+    assert_eq!(srv.get("/").status, 200);
+    assert_eq!(srv.get("/sleep/0.2").status, 200);
+    let status = status_json(&srv);
+    let pid = &status["workers"][0]["pid"];
+    assert!(wait_until(Duration::from_secs(5), || log_lines(
+        &srv,
+        "/sleep/0.2"
+    )
+    .len()
+        == 1));
+    for target in ["/", "/sleep/0.2"] {
+        let line = &log_lines(&srv, target)[0];
+        assert_eq!(&line["worker"], pid, "{line}");
+        assert_eq!(line["worker_cpu_ms"], Value::Null, "{line}");
+        assert_eq!(line["rss_delta_kb"], Value::Null, "{line}");
+    }
+    let slept = &log_lines(&srv, "/sleep/0.2")[0];
+    assert!(slept["app_ms"].as_f64().unwrap() >= 200.0, "{slept}");
+}
