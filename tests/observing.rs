@@ -431,3 +431,43 @@ fn asgi_requests_name_their_worker_only() {
     let slept = &log_lines(&srv, "/sleep/0.2")[0];
     assert!(slept["app_ms"].as_f64().unwrap() >= 200.0, "{slept}");
 }
+
+/// An ASGI worker's dump adds, under its threads' stacks, where each
+/// request's task is awaiting, named by its request.
+#[test]
+fn an_asgi_dump_shows_each_requests_await_point() {
+    let config = app_config("asgi_app:application", 1, "virtualenv = \"{venv}\"")
+        .replace("[server]\n", "[server]\npid_file = \"{dir}/corral.pid\"\n");
+    let srv = Site::new().app("asgi_app.py").config(&config).start();
+    let port = srv.port;
+    let sleepers: Vec<_> = ["/sleep/3", "/sleep/3.5"]
+        .into_iter()
+        .map(|p| std::thread::spawn(move || get(port, p)))
+        .collect();
+    let busy = wait_running(&srv, "GET /sleep/3.5");
+    assert_eq!(
+        busy["running"].as_array().map(Vec::len),
+        Some(2),
+        "{busy:#}"
+    );
+    let cfg = srv.config_path();
+    let dump = corral(
+        &["dump", "--config", cfg.to_str().unwrap()],
+        Duration::from_secs(20),
+    );
+    assert!(dump.success(), "{dump}");
+    let text = &dump.stdout;
+    for target in ["/sleep/3", "/sleep/3.5"] {
+        let task = text
+            .split("Task for ")
+            .find(|t| t.starts_with(&format!("GET {target} (request ")))
+            .unwrap_or_else(|| panic!("no task for {target}: {text}"));
+        assert!(
+            task.contains("asgi_app.py") && task.contains(" in sleep\n"),
+            "{task}"
+        );
+    }
+    for s in sleepers {
+        assert_eq!(s.join().unwrap().status, 200);
+    }
+}

@@ -92,7 +92,8 @@ fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
 /// thread's Python stack to `path` (appending; the edge empties the file
 /// before it asks). It runs in the signal handler, at C level, so a worker
 /// stuck in C code or holding the GIL still answers, and nothing is killed.
-pub fn register_stack_dump(py: Python<'_>, path: &Path) -> PyResult<()> {
+/// Returns the file's descriptor (an ASGI worker adds its tasks' stacks).
+pub fn register_stack_dump(py: Python<'_>, path: &Path) -> PyResult<i32> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -110,7 +111,7 @@ pub fn register_stack_dump(py: Python<'_>, path: &Path) -> PyResult<()> {
         (crate::ipc::dump_signal(),),
         Some(&kwargs),
     )?;
-    Ok(())
+    Ok(fd)
 }
 
 /// Imports the app; returns it with the interface it speaks, or the

@@ -79,14 +79,16 @@ pub fn serve(
     site: &Site,
     id: u64,
     status_fd: RawFd,
+    dump_fd: Option<RawFd>,
 ) -> i32 {
     watchdog::watch(asgi.heartbeat.clone(), site.timeout(), id, status_fd);
     let fd = listener.into_raw_fd();
+    let dump = dump_fd.map(|fd| (crate::ipc::dump_signal(), fd));
     let served = asgi
         .glue
         .bind(py)
         .getattr("serve")
-        .and_then(|serve| serve.call1((asgi.server, fd)));
+        .and_then(|serve| serve.call1((asgi.server, fd, dump)));
     match served {
         Ok(_) => 0,
         Err(e) => {

@@ -764,11 +764,49 @@ def boot(runtime, app, lifespan_mode, loop_choice, graceful, websocket):
     return Server(app, loop, lifespan, graceful, websocket), name
 
 
-def serve(server, fd):
+def serve(server, fd, dump):
     import socket
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
     sock.setblocking(False)
+    if dump is not None:
+        watch_dumps(server, *dump)
     try:
         server.loop.run_until_complete(server.serve(sock))
     finally:
         server.loop.close()
+
+
+def watch_dumps(server, signum, fd):
+    """`corral dump`: faulthandler (registered at boot) writes every
+    thread's stack from the signal handler, which shows a blocked loop; the
+    handler then chains to Python's, and the loop adds where each request's
+    task is awaiting, named by its request. Order matters: faulthandler
+    must be registered after the loop's handler to chain to it."""
+    import faulthandler
+    faulthandler.unregister(signum)
+    server.loop.add_signal_handler(signum, dump_tasks, server, fd)
+    faulthandler.register(signum, file=fd, all_threads=True, chain=True)
+
+
+def dump_tasks(server, fd):
+    out = ["\nRequests' tasks, each at its await (most recent call last):\n"]
+    for hop in list(server.hops):
+        cycle = hop.cycle
+        task = getattr(cycle, "task", None)
+        if task is None or task.done():
+            continue
+        scope = cycle.scope
+        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "-")
+        target = scope["raw_path"].decode("latin-1")
+        if scope.get("query_string"):
+            target += "?" + scope["query_string"].decode("latin-1")
+        method = scope.get("method", "WEBSOCKET")
+        out.append(f"Task for {method} {target} (request {rid}):\n")
+        coro = task.get_coro()
+        while coro is not None:
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+            if frame is not None:
+                code = frame.f_code
+                out.append(f'  File "{code.co_filename}", line {frame.f_lineno} in {code.co_name}\n')
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    os.write(fd, "".join(out).encode("utf-8", "replace"))
