@@ -139,6 +139,8 @@ pub enum Control {
         serves: Serves,
         /// Why the worker it took over from was replaced (`corral status`).
         replaced: Option<String>,
+        /// Milliseconds since it was started (its age survives a new edge).
+        age_ms: u64,
         socket: String,
     },
     Down {
@@ -179,9 +181,10 @@ impl Control {
                 pid,
                 serves,
                 replaced,
+                age_ms,
                 socket,
             } => format!(
-                "up {id} {pid} {} {} {socket}\n",
+                "up {id} {pid} {} {} {age_ms} {socket}\n",
                 serves.encode(),
                 replaced.as_deref().unwrap_or("-")
             ),
@@ -203,7 +206,7 @@ impl Control {
         let kind = parts.next()?;
         let id = parts.next()?.parse().ok()?;
         match kind {
-            "up" => decode_up(id, line.splitn(6, ' ').skip(2)),
+            "up" => decode_up(id, line.splitn(7, ' ').skip(2)),
             "down" => Some(Control::Down { id }),
             "reopen" => Some(Control::ReopenLogs),
             "health" => Some(Control::Health {
@@ -226,25 +229,28 @@ impl Control {
     }
 }
 
-/// `up <id> <pid> <serves> <replaced|-> <socket>`: the socket path last,
+/// `up <id> <pid> <serves> <replaced|-> <age ms> <socket>`: the socket path last,
 /// since it may hold spaces.
 fn decode_up<'a>(id: u64, mut parts: impl Iterator<Item = &'a str>) -> Option<Control> {
     let pid = parts.next()?.parse().ok()?;
     let serves = Serves::decode(parts.next()?)?;
     let replaced = Some(parts.next()?).filter(|r| *r != "-").map(String::from);
+    let age_ms = parts.next()?.parse().ok()?;
     let socket = parts.next()?.to_string();
     Some(Control::Up {
         id,
         pid,
         serves,
         replaced,
+        age_ms,
         socket,
     })
 }
 
-/// The signal that asks a worker for its Python stacks (`corral dump`): a
-/// real-time one, which nothing else sends (SIGUSR2 is the timeout dump to
-/// the error log; SIGWINCH reaches every process of a terminal's group).
+/// The signal that asks a worker for its Python stacks (`corral dump`,
+/// `worker/stack_dump.rs`): a real-time one, which nothing else sends
+/// (SIGUSR2 is the timeout dump to the error log; SIGWINCH reaches every
+/// process of a terminal's group).
 pub fn dump_signal() -> i32 {
     libc::SIGRTMIN() + 2
 }
@@ -284,6 +290,7 @@ mod tests {
                     capacity: 4,
                 },
                 replaced: Some("max_requests".into()),
+                age_ms: 12_345,
                 socket: "/run/c/w 7.sock".into(),
             },
             Control::Up {
@@ -294,6 +301,7 @@ mod tests {
                     capacity: 100,
                 },
                 replaced: None,
+                age_ms: 0,
                 socket: "/run/c/w8.sock".into(),
             },
             Control::Down { id: 7 },

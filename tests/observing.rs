@@ -112,10 +112,11 @@ fn status_and_dump_show_a_worker_sleeping_in_a_known_function() {
     let dumped: Value =
         serde_json::from_str(&json.stdout).unwrap_or_else(|e| panic!("{e}: {json}"));
     assert_eq!(dumped.as_array().map(Vec::len), Some(1), "{dumped:#}");
-    assert!(dumped[0]["stacks"]["Ok"]
+    assert!(dumped[0]["stacks"]
         .as_str()
         .unwrap()
         .contains("lifecycle_sleeper"));
+    assert_eq!(dumped[0]["error"], Value::Null);
 
     // Nothing was killed: the request finishes on the same worker.
     let r = sleeper.join().unwrap();
@@ -444,12 +445,9 @@ fn an_asgi_dump_shows_each_requests_await_point() {
         .into_iter()
         .map(|p| std::thread::spawn(move || get(port, p)))
         .collect();
-    let busy = wait_running(&srv, "GET /sleep/3.5");
-    assert_eq!(
-        busy["running"].as_array().map(Vec::len),
-        Some(2),
-        "{busy:#}"
-    );
+    wait_worker(&srv, "two sleeping requests", |w| {
+        w["running"].as_array().map_or(0, Vec::len) == 2
+    });
     let cfg = srv.config_path();
     let dump = corral(
         &["dump", "--config", cfg.to_str().unwrap()],
@@ -470,4 +468,178 @@ fn an_asgi_dump_shows_each_requests_await_point() {
     for s in sleepers {
         assert_eq!(s.join().unwrap().status, 200);
     }
+}
+
+/// The worker a status row names, once it is `state` with `reason`.
+fn wait_worker(srv: &Running, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = status_json(srv);
+        if let Some(w) = status["workers"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|w| ok(w)))
+        {
+            return w.clone();
+        }
+        if Instant::now() > deadline {
+            srv.fail(format!("never saw {what}: {status:#}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn each_worker_says_why_it_replaced_another() {
+    let site = observed_site(1, "timeout = \"1s\"", None);
+    let config = site
+        .config_text()
+        .replace("[server]\n", "[server]\nruntime_dir = \"{dir}/run\"\n");
+    let srv = site.config(&config).start();
+    let first = wait_worker(&srv, "the first worker", |w| w["state"] == "idle");
+    assert_eq!(first["last_restart"], Value::Null, "{first:#}");
+    // A request past app.timeout: its worker is replaced, and the 504's log
+    // line still names the worker and its time.
+    assert_eq!(srv.get("/sleep?s=5").status, 504);
+    let after_timeout = wait_worker(&srv, "a replacement for the timeout", |w| {
+        w["last_restart"] == "timeout" && w["state"] == "idle"
+    });
+    let line = srv
+        .stdout()
+        .lines()
+        .find(|l| l.contains("/sleep?s=5"))
+        .map(String::from)
+        .unwrap_or_default();
+    assert!(
+        line.contains(&format!(" worker={} ", first["pid"])),
+        "{line}"
+    );
+    assert!(line.contains(" worker_cpu_ms=- rss_delta_kb=-"), "{line}");
+    // A crash.
+    let pid = after_timeout["pid"].as_i64().unwrap() as i32;
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let after_crash = wait_worker(&srv, "a replacement for the crash", |w| {
+        w["last_restart"] == "crash" && w["state"] == "idle"
+    });
+    // Its predecessors' files are gone from the runtime dir.
+    let run = std::fs::read_dir(srv.path().join("run"))
+        .unwrap()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect::<Vec<_>>();
+    let stacks_files = || {
+        std::fs::read_dir(srv.path().join("run"))
+            .unwrap()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".stacks"))
+            .count()
+    };
+    // The timed-out worker is killed a little after its stacks are dumped.
+    assert!(
+        wait_until(Duration::from_secs(10), || stacks_files() == 1),
+        "{run:?}"
+    );
+    // One more worker (TTIN) replaces nothing.
+    srv.signal("TTIN");
+    let added = wait_worker(&srv, "the added worker", |w| w["pid"] != after_crash["pid"]);
+    assert_eq!(added["last_restart"], Value::Null, "{added:#}");
+    assert_eq!(
+        status_json(&srv)["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["pid"] == after_crash["pid"])
+            .map(|w| w["last_restart"].clone()),
+        Some(Value::from("crash"))
+    );
+}
+
+/// A client that leaves before the answer is a 499 in the access log and
+/// the metrics (as nginx logs it), with the worker's time, and no error.
+#[test]
+fn a_client_that_leaves_early_is_a_499_not_an_error() {
+    let srv = observed_site(1, "", None).start();
+    let mut conn = srv.connect();
+    conn.send(
+        format!(
+            "GET /sleep?s=1 HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+            srv.port
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    assert!(wait_until(Duration::from_secs(5), || srv
+        .stdout()
+        .contains("/sleep?s=1")));
+    let log = srv.stdout();
+    let line = log.lines().find(|l| l.contains("/sleep?s=1")).unwrap();
+    assert!(
+        line.contains("\"GET /sleep?s=1 HTTP/1.1\" 499 0 "),
+        "{line}"
+    );
+    assert!(line.contains(" worker="), "{line}");
+    let stderr = srv.stderr();
+    assert!(!stderr.contains("ERROR"), "{stderr}");
+    // The worker finished its sleep and serves on.
+    assert_eq!(srv.get("/pid").status, 200);
+}
+
+/// `corral dump` over and over while a threaded WSGI site is under load:
+/// every request is answered and no worker dies (walking running threads'
+/// frames from a signal handler, as faulthandler does, crashed them).
+#[test]
+fn dumps_under_load_disturb_nothing() {
+    let srv = observed_site(2, "threads = 4", None).start();
+    let port = srv.port;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders: Vec<_> = (0..6)
+        .map(|i| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, 0u32);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) && ok + failed < 3000 {
+                    let path = if i % 2 == 0 {
+                        "/burn?ms=2"
+                    } else {
+                        "/sleep?s=0.01"
+                    };
+                    match try_get(port, path) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        _ => failed += 1,
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    let cfg = srv.config_path();
+    let mut dumps = 0;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        let out = corral(
+            &["dump", "--config", cfg.to_str().unwrap()],
+            Duration::from_secs(20),
+        );
+        assert!(out.success(), "{out}");
+        dumps += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for l in loaders {
+        let (o, f) = l.join().unwrap();
+        ok += o;
+        failed += f;
+    }
+    eprintln!("{dumps} dumps, {ok} requests answered, {failed} failed");
+    assert!(dumps >= 10, "{dumps}");
+    assert!(ok > 200, "{ok}");
+    assert_eq!(failed, 0);
+    let stderr = srv.stderr();
+    assert!(
+        !stderr.contains("died") && !stderr.contains("segmentation"),
+        "{stderr}"
+    );
 }

@@ -191,7 +191,7 @@ fn costs(w: &Work) -> [(&'static str, Option<String>); 5] {
     [
         ("queue_ms", Some(format!("{:.3}", ms(w.queue)))),
         ("app_ms", Some(format!("{:.3}", ms(w.app)))),
-        ("worker", r.map(|r| r.pid.to_string())),
+        ("worker", Some(w.worker.to_string())),
         (
             "worker_cpu_ms",
             r.and_then(|r| r.cpu_us)
@@ -302,6 +302,7 @@ mod tests {
         let work = Work {
             queue: Duration::from_micros(250),
             app: Duration::from_millis(12),
+            worker: 4242,
             receipt: Some(crate::wire::receipt::Receipt {
                 pid: 4242,
                 cpu_us: Some(9_500),
@@ -314,6 +315,7 @@ mod tests {
             " queue_ms=0.250 app_ms=12.000 worker=4242 worker_cpu_ms=9.500 rss_delta_kb=-8"
         );
         let asgi = Work {
+            worker: 7,
             receipt: Some(crate::wire::receipt::Receipt {
                 pid: 7,
                 ..Default::default()

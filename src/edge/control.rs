@@ -12,6 +12,13 @@ use std::sync::{Arc, Mutex};
 use tokio::io::AsyncBufReadExt;
 use tracing::{debug, error};
 
+/// When a worker the master says is `age_ms` old was started.
+fn started_ago(age_ms: u64) -> std::time::Instant {
+    let now = std::time::Instant::now();
+    now.checked_sub(std::time::Duration::from_millis(age_ms))
+        .unwrap_or(now)
+}
+
 pub struct ControlListener {
     pub pool: Arc<Pool>,
     pub state: Arc<crate::edge::state::EdgeState>,
@@ -52,6 +59,7 @@ impl BackgroundService for ControlListener {
                         pid,
                         serves,
                         replaced,
+                        age_ms,
                         socket,
                     }) => {
                         debug!("worker {id} (pid {pid}) up at {socket} ({serves:?})");
@@ -62,9 +70,10 @@ impl BackgroundService for ControlListener {
                             replaced,
                             interface: serves.interface,
                             capacity: serves.capacity,
-                            up_at: std::time::Instant::now(),
+                            up_at: started_ago(age_ms),
                         };
                         self.pool.worker_up(id, socket.into(), facts);
+                        self.metrics.worker_up(id);
                     }
                     Some(Control::Down { id }) => {
                         debug!("worker {id} down");

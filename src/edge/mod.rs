@@ -101,6 +101,8 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     // CONNECT reaches `route`, which refuses a plain one (405) and takes
     // an extended one for a WebSocket (RFC 8441).
     options.allow_connect_method_proxying = true;
+    // Idle keep-alive connections wait in `conn::accept`, not in pingora.
+    options.return_idle_connections = true;
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options());
     let shared = accept_shared(site, &state, proxy, handshaker, &metrics);
@@ -249,6 +251,7 @@ fn accept_shared(
         tls,
         conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
         header_timeout: limits.header_timeout.0,
+        keepalive_timeout: limits.keepalive_timeout.0,
         head_limits: crate::proto::framing::HeadLimits {
             max_request_line: limits.max_request_line.0 as usize,
             max_head: limits.max_header_size.0 as usize,

@@ -12,8 +12,8 @@ use crate::edge::app::forward;
 use crate::edge::request::{Ctx, Edge};
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
-use pingora_proxy::{ProxyHttp, Session};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 #[async_trait]
 impl ProxyHttp for Edge {
@@ -56,6 +56,40 @@ impl ProxyHttp for Edge {
         let applied = self.routes.for_path(&decoded);
         let route = self.route(session, ctx, &decoded, &applied);
         self.act(route, session, ctx, &decoded, &applied).await
+    }
+
+    /// A request that ended in an error. A client that went away (499, or
+    /// its connection closed under a write) gets no answer written to its
+    /// dead connection and no error line: it is an everyday event, and the
+    /// access log records it. Anything else is answered as pingora does.
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match (ctx.status, e.etype()) {
+            (499, _) => 499,
+            (_, ErrorType::HTTPStatus(code)) => *code,
+            (
+                _,
+                ErrorType::WriteError
+                | ErrorType::ReadError
+                | ErrorType::ConnectionClosed
+                | ErrorType::H2Error,
+            ) if e.esource() == &ErrorSource::Downstream => 499,
+            _ if e.esource() == &ErrorSource::Upstream => 502,
+            _ if e.esource() == &ErrorSource::Downstream => 400,
+            _ => 500,
+        };
+        if code == 499 {
+            ctx.status = 499;
+        } else if let Err(e) = session.respond_error(code).await {
+            tracing::debug!("cannot send the error response: {e}");
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        ctx.status == 499
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

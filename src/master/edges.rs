@@ -120,13 +120,15 @@ impl Arbiter {
             generation: self.generation,
             retiring: false,
         });
-        // A new edge knows nothing yet: tell it about every serving worker.
-        let ups: Vec<Control> = self
+        // A new edge knows nothing yet: tell it about every serving worker,
+        // and what its health path and `corral status` report.
+        let mut ups: Vec<Control> = self
             .workers
             .values()
             .filter(|w| w.ready && !w.retiring)
             .map(|w| w.up())
             .collect();
+        ups.push(self.health());
         if let Some(edge) = self.edges.last_mut() {
             for msg in ups {
                 if let Err(e) = ipc::send_control(&mut edge.control, &msg) {

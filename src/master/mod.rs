@@ -350,11 +350,15 @@ impl Arbiter {
 
     /// What the health path needs from the master, to every edge.
     fn tell_health(&mut self) {
-        let msg = Control::Health {
+        let msg = self.health();
+        self.tell_edges(&msg);
+    }
+
+    fn health(&self) -> Control {
+        Control::Health {
             target_workers: self.target_workers as u64,
             draining: self.drain_until.is_some() || self.stopping.is_some(),
-        };
-        self.tell_edges(&msg);
+        }
     }
 
     /// One line for systemd's STATUS (shown by `systemctl status`).

@@ -71,7 +71,7 @@ impl Arbiter {
         if self.preloaded.is_some() {
             warn!("app.preload is on: workers restart from the code imported at start; restart corral for new code");
         }
-        match self.spawn_worker_for(&site) {
+        match self.spawn_worker_for(&site, Some(super::telemetry::Restart::Reload)) {
             Ok((canary, worker)) => {
                 info!("reload: worker {canary} boots the new code first");
                 self.last_boot_error = None;

@@ -48,6 +48,7 @@ impl WorkerProc {
             id: self.id,
             pid: self.pid.as_raw(),
             replaced: self.replaced.map(|r| r.as_str().to_string()),
+            age_ms: self.started.elapsed().as_millis() as u64,
             serves: self.serves.unwrap_or(Serves {
                 interface: Interface::Wsgi,
                 capacity: 1,
@@ -77,6 +78,10 @@ impl Arbiter {
         let mut wanted = self.target_workers.saturating_sub(fresh);
         if !flagged.is_empty() {
             wanted = wanted.min(1usize.saturating_sub(booting));
+        }
+        if wanted == 0 {
+            // Nothing is being replaced: a reason left over is stale.
+            self.owed.clear();
         }
         if wanted > 0 && now >= self.worker_next_start {
             if let Some(reason) = self.recycle_reason(flagged.first().map(|f| f.0)) {
@@ -128,14 +133,19 @@ impl Arbiter {
 
     pub(super) fn spawn_worker(&mut self) -> anyhow::Result<()> {
         let site = self.site.clone();
-        let (pid, worker) = self.spawn_worker_for(&site)?;
+        let replaced = self.owed.pop_front();
+        let (pid, worker) = self.spawn_worker_for(&site, replaced)?;
         self.workers.insert(pid, worker);
         Ok(())
     }
 
     /// Forks a worker running `site`'s app (a reload's canary runs the new
     /// site before it is the master's).
-    pub(super) fn spawn_worker_for(&mut self, site: &Site) -> anyhow::Result<(Pid, WorkerProc)> {
+    pub(super) fn spawn_worker_for(
+        &mut self,
+        site: &Site,
+        replaced: Option<super::telemetry::Restart>,
+    ) -> anyhow::Result<(Pid, WorkerProc)> {
         let id = self.next_id;
         self.next_id += 1;
         let socket = self.runtime.worker_socket(id);
@@ -159,7 +169,7 @@ impl Arbiter {
         let worker = WorkerProc {
             id,
             pid,
-            replaced: self.owed.pop_front(),
+            replaced,
             started: Instant::now(),
             ready: false,
             ready_at: None,
@@ -197,6 +207,8 @@ impl Arbiter {
             self.site.timeout().unwrap_or_default()
         );
         w.killed_for = Some(format!("request timeout: {what}"));
+        // Its replacement starts now, before it is gone.
+        self.owed.push_back(super::telemetry::Restart::Timeout);
         w.kill_at = Some(Instant::now() + DUMP_GRACE);
         w.retiring = true;
         let pid = *pid;
@@ -235,12 +247,12 @@ impl Arbiter {
             return; // a probe or an already-forgotten child
         };
         let _ = std::fs::remove_file(&w.socket);
+        let _ = std::fs::remove_file(w.socket.with_extension("stacks"));
         self.tell_edges(&Control::Down { id: w.id });
         let how = death.describe_worker(w.ready, w.killed_for.as_deref(), oom);
         if w.killed_for.is_some() {
             error!("worker {pid} {how}; starting a replacement");
             self.count_restart(super::telemetry::Restart::Timeout);
-            self.owed.push_back(super::telemetry::Restart::Timeout);
             return;
         }
         if w.retiring || self.stopping.is_some() {

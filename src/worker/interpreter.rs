@@ -88,32 +88,6 @@ fn configure_sys(py: Python<'_>, site: &Site) -> PyResult<()> {
     Ok(())
 }
 
-/// `corral dump`: on `ipc::dump_signal()` faulthandler writes every
-/// thread's Python stack to `path` (appending; the edge empties the file
-/// before it asks). It runs in the signal handler, at C level, so a worker
-/// stuck in C code or holding the GIL still answers, and nothing is killed.
-/// Returns the file's descriptor (an ASGI worker adds its tasks' stacks).
-pub fn register_stack_dump(py: Python<'_>, path: &Path) -> PyResult<i32> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("{}: {e}", path.display())))?;
-    // faulthandler keeps writing to this fd for the worker's life.
-    let fd = std::os::fd::IntoRawFd::into_raw_fd(file);
-    let kwargs = pyo3::types::PyDict::new(py);
-    kwargs.set_item("file", fd)?;
-    kwargs.set_item("all_threads", true)?;
-    py.import("faulthandler")?.call_method(
-        "register",
-        (crate::ipc::dump_signal(),),
-        Some(&kwargs),
-    )?;
-    Ok(fd)
-}
-
 /// Imports the app; returns it with the interface it speaks, or the
 /// traceback text.
 pub fn load_app(py: Python<'_>, site: &Site) -> Result<Loaded, String> {

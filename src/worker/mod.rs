@@ -13,6 +13,7 @@ mod recycle;
 pub mod request;
 pub mod response;
 mod server;
+mod stack_dump;
 pub mod stderr_lines;
 pub mod wsgi;
 
@@ -106,24 +107,17 @@ pub fn run(
             Ok(l) => l,
             Err(e) => return fail(format!("cannot listen on {}: {e}", socket.display())),
         };
-        let dump_fd = match interpreter::register_stack_dump(py, &socket.with_extension("stacks")) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                // Serving matters more than `corral dump`: say so and go on.
-                error!(
-                    "worker {pid}: corral dump will not see this worker: {}",
-                    interpreter::format_err(py, &e)
-                );
-                None
-            }
-        };
+        if let Err(e) = stack_dump::install(py, &socket.with_extension("stacks")) {
+            // Serving matters more than `corral dump`: say so and go on.
+            error!("worker {pid}: corral dump will not see this worker: {e}");
+        }
         send_status(status_fd, &Status::Ready(pid, Some(booted.serves(site))));
         info!("worker {pid} (id {id}) booted: {}", booted.describe());
         let code = match booted {
             Booted::Wsgi(wsgi) => {
                 server::serve(py, Box::new(wsgi), listener, site.threads(), recycle())
             }
-            Booted::Asgi(asgi) => asgi::serve(py, asgi, listener, site, id, status_fd, dump_fd),
+            Booted::Asgi(asgi) => asgi::serve(py, asgi, listener, site, id, status_fd),
         };
         let _ = std::fs::remove_file(socket);
         code

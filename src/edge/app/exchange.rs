@@ -103,6 +103,8 @@ impl Edge {
                     return self.refuse(session, ctx, 503, why).await.map(|_| None);
                 }
             };
+            // For the access log if the answer never comes (504, 499).
+            let begun = lease.begun();
             let attempt = self.attempt(ctx, lease, &out, avoid.len());
             let outcome = tokio::select! {
                 a = attempt => a,
@@ -112,9 +114,11 @@ impl Edge {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Refuse(status, why) => {
-                    return self.refuse(session, ctx, status, why).await.map(|_| None)
+                    ctx.work = Some(begun.work());
+                    return self.refuse(session, ctx, status, why).await.map(|_| None);
                 }
                 Attempt::ClientGone(e) => {
+                    ctx.work = Some(begun.work());
                     // nginx's 499: the client closed before the answer. The
                     // worker's connection is dropped, which cancels the
                     // request's task on an ASGI worker.

@@ -34,11 +34,12 @@ impl fmt::Display for Job {
 }
 
 /// What a request cost, for the access log: its wait in the queue, its
-/// time in the worker (taken to whole response in), and the worker's
-/// receipt (pid, CPU, memory) when it sent one.
+/// time in the worker (taken to whole response in, or to the edge giving
+/// up), the worker's pid, and its receipt (CPU, memory) when it sent one.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Work {
     pub queue: Duration,
     pub app: Duration,
+    pub worker: i32,
     pub receipt: Option<Receipt>,
 }

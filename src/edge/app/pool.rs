@@ -10,7 +10,7 @@
 //! Each lease also records its request (a `Job`) while it is out, so
 //! `corral status` and `corral dump` can say what every worker is running.
 
-use crate::edge::app::job::Job;
+use crate::edge::app::job::{Job, Work};
 use crate::edge::app::peer::{Peer, Stream};
 use crate::edge::metrics::Metrics;
 use crate::ipc::Interface;
@@ -53,7 +53,7 @@ pub struct Facts {
     pub replaced: Option<String>,
     pub interface: Interface,
     pub capacity: usize,
-    /// When it was ready (its `up` reached this edge).
+    /// When it was started (from the age the master gives).
     pub up_at: Instant,
     /// Where it writes its Python stacks when asked (`corral dump`).
     pub stacks: std::path::PathBuf,
@@ -120,6 +120,26 @@ pub struct Census {
     pub busy: usize,
 }
 
+/// Where and when a request began in a worker (see `Lease::begun`).
+#[derive(Clone, Copy, Debug)]
+pub struct Begun {
+    queue: Duration,
+    taken: Instant,
+    worker: i32,
+}
+
+impl Begun {
+    /// What it cost until now, without the worker's receipt.
+    pub fn work(&self) -> Work {
+        Work {
+            queue: self.queue,
+            app: self.taken.elapsed(),
+            worker: self.worker,
+            receipt: None,
+        }
+    }
+}
+
 /// The right to send one request to one worker.
 pub struct Lease {
     pool: Arc<Pool>,
@@ -135,6 +155,8 @@ pub struct Lease {
     taken: Instant,
     /// How long the request waited for it.
     waited: Duration,
+    /// The worker's pid, for the access log.
+    pid: i32,
 }
 
 impl Drop for Lease {
@@ -163,14 +185,22 @@ impl Lease {
 
     /// What the request cost so far: its queue wait and its time in the
     /// worker until now.
-    pub fn work(
-        &self,
-        receipt: Option<crate::wire::receipt::Receipt>,
-    ) -> crate::edge::app::job::Work {
-        crate::edge::app::job::Work {
+    pub fn work(&self, receipt: Option<crate::wire::receipt::Receipt>) -> Work {
+        Work {
             queue: self.waited,
             app: self.taken.elapsed(),
+            worker: self.pid,
             receipt,
+        }
+    }
+
+    /// The request's start on its worker, for a `Work` written later (the
+    /// lease may be gone by then: a timeout, a client that left).
+    pub fn begun(&self) -> Begun {
+        Begun {
+            queue: self.waited,
+            taken: self.taken,
+            worker: self.pid,
         }
     }
 
@@ -228,9 +258,10 @@ impl Pool {
                     .min_by_key(|w| w.busy);
                 if let Some(w) = pick {
                     w.busy += 1;
-                    let (id, peer, interface) = (w.id, w.peer.clone(), w.interface);
+                    let (id, peer, interface, pid) =
+                        (w.id, w.peer.clone(), w.interface, w.facts.pid);
                     let slot = inner.start(id, job.clone());
-                    return Ok(self.lease(id, peer, interface, slot));
+                    return Ok(self.lease(id, peer, interface, slot, pid));
                 }
             }
             if inner.waiters.len() >= self.queue_size {
@@ -262,6 +293,7 @@ impl Pool {
         peer: Peer,
         interface: Interface,
         slot: usize,
+        pid: i32,
     ) -> Lease {
         Lease {
             pool: self.clone(),
@@ -273,6 +305,7 @@ impl Pool {
             slot,
             taken: Instant::now(),
             waited: Duration::ZERO,
+            pid,
         }
     }
 
@@ -291,9 +324,9 @@ impl Pool {
         };
         w.busy += 1;
         w.sockets += 1;
-        let (id, peer, interface) = (w.id, w.peer.clone(), w.interface);
+        let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface, w.facts.pid);
         let slot = inner.start(id, job.clone());
-        let mut lease = self.lease(id, peer, interface, slot);
+        let mut lease = self.lease(id, peer, interface, slot, pid);
         lease.socket = true;
         Ok(lease)
     }
@@ -310,11 +343,12 @@ impl Pool {
         }
         let peer = inner.workers[pos].peer.clone();
         let interface = inner.workers[pos].interface;
+        let pid = inner.workers[pos].facts.pid;
         while let Some(waiter) = inner.waiters.pop_front() {
             let slot = inner.start(worker, waiter.job);
             match waiter
                 .tx
-                .send(self.lease(worker, peer.clone(), interface, slot))
+                .send(self.lease(worker, peer.clone(), interface, slot, pid))
             {
                 Ok(()) => return,
                 Err(lease) => inner.unlease(lease), // waiter timed out; try the next
@@ -338,7 +372,7 @@ impl Pool {
             let slot = inner.start(id, waiter.job);
             match waiter
                 .tx
-                .send(self.lease(id, peer.clone(), facts.interface, slot))
+                .send(self.lease(id, peer.clone(), facts.interface, slot, facts.pid))
             {
                 Ok(()) => busy += 1,
                 Err(lease) => inner.unlease(lease),

@@ -212,6 +212,9 @@ impl Edge {
                 return Ok(true);
             }
         }
+        // Until the worker's whole answer is in, what is known: a body that
+        // breaks off leaves this in the log (app time until the head).
+        ctx.work = Some(lease.begun().work());
         reply::header(&self.state, session, header, false).await?;
         // If the client goes away the task stops reading, which the app
         // sees as a broken connection.
@@ -238,7 +241,9 @@ impl Edge {
             }
         }
         let trailers = reader.take_trailers();
-        ctx.work = reader.take_work();
+        if let Some(work) = reader.take_work() {
+            ctx.work = Some(work);
+        }
         sink.end(session, trailers).await?;
         Ok(true)
     }

@@ -54,6 +54,8 @@ pub struct Shared {
     pub tls: Option<Handshaker>,
     pub conns: Arc<ConnLimits>,
     pub header_timeout: Duration,
+    /// How long an HTTP/1 connection may sit idle between requests.
+    pub keepalive_timeout: Duration,
     pub head_limits: HeadLimits,
     pub h2c: bool,
     pub metrics: Arc<crate::edge::metrics::Metrics>,
@@ -222,7 +224,11 @@ async fn serve(
     l4.set_socket_digest(digest);
     let stream: Stream = match (&shared.tls, tls) {
         (Some(handshaker), true) => {
-            match in_time(deadline, client, "TLS handshake", handshaker.handshake(l4)).await {
+            // Boxed: the handshake's state (7 KiB, twice over once moved into
+            // the timeout) would otherwise size every connection's task for
+            // its whole life, TLS or not.
+            let handshake = Box::pin(handshaker.handshake(l4));
+            match in_time(deadline, client, "TLS handshake", handshake).await {
                 Some(s) => Box::new(s),
                 None => return,
             }
@@ -256,12 +262,54 @@ async fn serve(
         }
         guarded.refuse_now(503, "too many connections from this address");
     }
-    ListeningService::<HttpProxy<Edge>>::handle_event(
-        Box::new(guarded),
-        shared.app.clone(),
-        shutdown,
-    )
-    .await;
+    if is_h2 {
+        // One call serves the whole connection, idle times included.
+        ListeningService::<HttpProxy<Edge>>::handle_event(
+            Box::new(guarded),
+            shared.app.clone(),
+            shutdown,
+        )
+        .await;
+        return;
+    }
+    serve_http1(Box::new(guarded), shared, shutdown).await;
+}
+
+/// An HTTP/1 connection, request after request. Between requests it waits
+/// here, in a small future, for the next request's first bytes: pingora's
+/// request future is as large as its largest state (tens of KiB), and
+/// thousands of idle keep-alive clients would each hold one. The first
+/// request's wait is bounded by the guard's header deadline, later ones by
+/// `keepalive_timeout`. A draining edge still serves a request that comes
+/// on an idle connection (pingora answers it with `Connection: close`):
+/// closing idle connections at the drain would reset a request already on
+/// its way.
+async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: ShutdownWatch) {
+    let mut first = true;
+    loop {
+        // For the first request the guard's header deadline (from the
+        // accept) applies; this is only a backstop behind it.
+        let idle_limit = if first && !shared.header_timeout.is_zero() {
+            shared.header_timeout * 2
+        } else {
+            shared.keepalive_timeout
+        };
+        let next = tokio::time::timeout(idle_limit, await_request(&mut stream)).await;
+        if !matches!(next, Ok(Ok(true))) {
+            return; // closed, failed, or idle too long
+        }
+        first = false;
+        match shared.app.process_new(stream, &shutdown).await {
+            Some(reused) => stream = reused,
+            None => return,
+        }
+    }
+}
+
+/// Waits until a request's first bytes are in (kept for pingora to read);
+/// false when the client closed. See the guard's `Peek` for the contract.
+async fn await_request(stream: &mut Stream) -> std::io::Result<bool> {
+    stream.try_peek(&mut []).await
 }
 
 /// Runs one step of a connection's set-up within its deadline; a failure

@@ -257,6 +257,17 @@ impl Guarded {
     }
 
     /// Sends what `wbuf` holds.
+    /// Waiting for the client: give back buffer capacity nothing is in, so
+    /// an idle connection costs little beyond its socket.
+    fn release_idle_buffers(&mut self) {
+        if self.held.is_empty() && self.held.capacity() > 0 {
+            self.held = Vec::new();
+        }
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 {
+            self.wbuf = Vec::new();
+        }
+    }
+
     fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.wsent < self.wbuf.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wsent..]) {
@@ -388,13 +399,14 @@ impl AsyncRead for Guarded {
                     return poll;
                 }
             }
-            let start = this.held.len();
-            this.held.reserve(READ_CHUNK);
-            let mut rb = ReadBuf::uninit(&mut this.held.spare_capacity_mut()[..READ_CHUNK]);
+            // Read on the stack and keep only what arrived: an idle
+            // connection then holds no read buffer (thousands of idle
+            // keep-alive clients would otherwise pin 16 KiB each).
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut rb = ReadBuf::uninit(&mut chunk);
             let poll = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
             let n = rb.filled().len();
-            // SAFETY: the reader initialized the n bytes it reports filled.
-            unsafe { this.held.set_len(start + n) };
+            this.held.extend_from_slice(rb.filled());
             match poll {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) if n == 0 => {
@@ -420,6 +432,7 @@ impl AsyncRead for Guarded {
                             continue;
                         }
                     }
+                    this.release_idle_buffers();
                     return Poll::Pending;
                 }
             }
@@ -550,30 +563,58 @@ impl Peek for Guarded {
     /// HTTP/1.0 request (or silence) would then hang forever. So read
     /// through this guard instead, stop as soon as the bytes cannot be the
     /// preface, and put them back for pingora to read again.
+    ///
+    /// An empty `buf` is corral's own call (`conn::accept::serve_http1`):
+    /// wait until a request's first bytes are in, keep them for pingora,
+    /// and say whether there are any (false: the client closed).
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        if buf.is_empty() {
+            return self.await_bytes().await;
+        }
         let mut got: Vec<u8> = Vec::with_capacity(buf.len());
         while got.len() < buf.len() && H2_PREFACE.starts_with(&got) {
             let mut piece = vec![0u8; buf.len() - got.len()];
-            let n = std::future::poll_fn(|cx| {
-                let mut rb = ReadBuf::new(&mut piece);
-                Pin::new(&mut *self)
-                    .poll_read(cx, &mut rb)
-                    .map_ok(|()| rb.filled().len())
-            })
-            .await?;
+            let n = self.read_checked(&mut piece).await?;
             if n == 0 {
                 break;
             }
             got.extend_from_slice(&piece[..n]);
         }
-        // Already checked by the framer: handed out again as they are.
-        self.held.splice(0..0, got.iter().copied());
-        self.checked += got.len();
+        self.put_back(&got);
         // Always "peeked": pingora takes an unpeeked stream for HTTP/2. A
         // short read leaves zeros, which are not the preface.
         buf.fill(0);
         buf[..got.len()].copy_from_slice(&got);
         Ok(true)
+    }
+}
+
+impl Guarded {
+    /// Waits for the next bytes and keeps them for pingora.
+    async fn await_bytes(&mut self) -> std::io::Result<bool> {
+        let mut piece = [0u8; 512];
+        let n = self.read_checked(&mut piece).await?;
+        self.put_back(&piece[..n]);
+        Ok(n > 0)
+    }
+
+    /// Reads through the framer, so the header deadline and the byte
+    /// checks apply to a peek too.
+    async fn read_checked(&mut self, piece: &mut [u8]) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| {
+            let mut rb = ReadBuf::new(piece);
+            Pin::new(&mut *self)
+                .poll_read(cx, &mut rb)
+                .map_ok(|()| rb.filled().len())
+        })
+        .await
+    }
+
+    /// Bytes read by a peek go back in front: already checked by the
+    /// framer, they are handed out again as they are.
+    fn put_back(&mut self, bytes: &[u8]) {
+        self.held.splice(0..0, bytes.iter().copied());
+        self.checked += bytes.len();
     }
 }
 

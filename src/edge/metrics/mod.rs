@@ -281,6 +281,13 @@ impl Metrics {
             .set(bytes as i64);
     }
 
+    /// A worker is serving: its request count exists from 0, so a rate
+    /// over it sees its first requests.
+    pub fn worker_up(&self, id: u64) {
+        let worker = id.to_string();
+        let _ = self.worker_requests.get_or_create(&WorkerId { worker });
+    }
+
     /// For `corral status`: requests worker `id` has taken, and its RSS
     /// when sampled yet.
     pub fn worker_numbers(&self, id: u64) -> (u64, Option<u64>) {

@@ -1,8 +1,8 @@
 //! `corral dump`: the Python stacks of every worker running a request,
 //! each with the requests it runs. Each worker is asked with
-//! `ipc::dump_signal()`; its faulthandler writes all its threads' stacks
-//! to the file beside its socket (`worker::interpreter::register_stack_dump`).
-//! Nothing is stopped or killed, and an idle worker is not disturbed.
+//! `ipc::dump_signal()`; its dump thread writes all its threads' stacks to
+//! the file beside its socket (`worker/stack_dump.rs`). Nothing is stopped
+//! or killed, and an idle worker is not disturbed.
 
 use super::{Inspector, WorkerStatus};
 use crate::edge::app::pool::Facts;
@@ -11,8 +11,8 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-/// How long a worker gets to write its stacks: faulthandler writes from
-/// the signal handler, so this is only scheduling delay.
+/// How long a worker gets to write its stacks: its dump thread waits for
+/// the GIL, which a running thread gives up every few milliseconds.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// The file is complete once its size holds still this long.
 const SETTLED: Duration = Duration::from_millis(100);
@@ -21,8 +21,10 @@ const SETTLED: Duration = Duration::from_millis(100);
 pub struct WorkerStacks {
     #[serde(flatten)]
     pub worker: WorkerStatus,
-    /// faulthandler's text, or why there is none.
-    pub stacks: Result<String, String>,
+    /// Every thread's Python stack (and an ASGI worker's tasks).
+    pub stacks: Option<String>,
+    /// Why there are none.
+    pub error: Option<String>,
 }
 
 pub async fn dump(inspector: &Inspector) -> Vec<WorkerStacks> {
@@ -42,7 +44,15 @@ pub async fn dump(inspector: &Inspector) -> Vec<WorkerStacks> {
             Ok(()) => collect(&w.facts.stacks).await,
             Err(e) => Err(e),
         };
-        out.push(WorkerStacks { worker, stacks });
+        let (stacks, error) = match stacks {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
+        out.push(WorkerStacks {
+            worker,
+            stacks,
+            error,
+        });
     }
     out
 }
@@ -104,11 +114,11 @@ pub fn text(dumped: &[WorkerStacks]) -> String {
                 r.request, r.request_id, r.seconds
             );
         }
-        match &d.stacks {
-            Ok(stacks) => out.push_str(stacks),
-            Err(e) => {
-                let _ = writeln!(out, "(no stacks: {e})");
-            }
+        if let Some(stacks) = &d.stacks {
+            out.push_str(stacks);
+        }
+        if let Some(e) = &d.error {
+            let _ = writeln!(out, "(no stacks: {e})");
         }
         out.push('\n');
     }

@@ -79,16 +79,16 @@ pub fn serve(
     site: &Site,
     id: u64,
     status_fd: RawFd,
-    dump_fd: Option<RawFd>,
 ) -> i32 {
     watchdog::watch(asgi.heartbeat.clone(), site.timeout(), id, status_fd);
     let fd = listener.into_raw_fd();
-    let dump = dump_fd.map(|fd| (crate::ipc::dump_signal(), fd));
-    let served = asgi
-        .glue
-        .bind(py)
+    let glue = asgi.glue.bind(py);
+    if let Ok(tasks) = glue.getattr("tasks_text") {
+        crate::worker::stack_dump::add_tasks(tasks.unbind(), asgi.server.clone_ref(py));
+    }
+    let served = glue
         .getattr("serve")
-        .and_then(|serve| serve.call1((asgi.server, fd, dump)));
+        .and_then(|serve| serve.call1((asgi.server, fd)));
     match served {
         Ok(_) => 0,
         Err(e) => {

@@ -764,32 +764,21 @@ def boot(runtime, app, lifespan_mode, loop_choice, graceful, websocket):
     return Server(app, loop, lifespan, graceful, websocket), name
 
 
-def serve(server, fd, dump):
+def serve(server, fd):
     import socket
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd)
     sock.setblocking(False)
-    if dump is not None:
-        watch_dumps(server, *dump)
     try:
         server.loop.run_until_complete(server.serve(sock))
     finally:
         server.loop.close()
 
 
-def watch_dumps(server, signum, fd):
-    """`corral dump`: faulthandler (registered at boot) writes every
-    thread's stack from the signal handler, which shows a blocked loop; the
-    handler then chains to Python's, and the loop adds where each request's
-    task is awaiting, named by its request. Order matters: faulthandler
-    must be registered after the loop's handler to chain to it."""
-    import faulthandler
-    faulthandler.unregister(signum)
-    server.loop.add_signal_handler(signum, dump_tasks, server, fd)
-    faulthandler.register(signum, file=fd, all_threads=True, chain=True)
-
-
-def dump_tasks(server, fd):
-    out = ["\nRequests' tasks, each at its await (most recent call last):\n"]
+def tasks_text(server):
+    """`corral dump` (called with the GIL from the worker's dump thread,
+    `worker/stack_dump.rs`): where each request's task is awaiting, named
+    by its request, walked through `cr_await`."""
+    out = ["Requests' tasks, each at its await (most recent call last):\n"]
     for hop in list(server.hops):
         cycle = hop.cycle
         task = getattr(cycle, "task", None)
@@ -807,6 +796,6 @@ def dump_tasks(server, fd):
             frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
             if frame is not None:
                 code = frame.f_code
-                out.append(f'  File "{code.co_filename}", line {frame.f_lineno} in {code.co_name}\n')
+                out.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n')
             coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
-    os.write(fd, "".join(out).encode("utf-8", "replace"))
+    return "".join(out)

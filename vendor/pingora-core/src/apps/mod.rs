@@ -89,6 +89,13 @@ pub struct HttpServerOptions {
     ///
     /// Default: `None`
     pub h2_idle_timeout: Option<Duration>,
+
+    /// corral patch: hand a reusable HTTP/1 connection back to the caller
+    /// of `process_new` (which then waits for the next request itself)
+    /// instead of waiting for it here, when nothing has to be carried over
+    /// to the next request (no pipelined bytes, reuse limit or user
+    /// context). While idle, the connection then holds no request future.
+    pub return_idle_connections: bool,
 }
 
 /// Settings persisted across HTTP/1.x keepalive requests on the same downstream connection.
@@ -146,6 +153,14 @@ impl HttpPersistentSettings {
     /// reuse time.
     pub fn set_pipelined_prefix(&mut self, prefix: BytesMut) {
         self.pipelined_prefix = Some(prefix);
+    }
+
+    /// corral patch: nothing to carry to the next request but the
+    /// keep-alive timeout (which the caller applies while it waits).
+    pub fn carries_nothing(&self) -> bool {
+        self.keepalive_reuses_remaining.is_none()
+            && self.user_context.is_none()
+            && self.pipelined_prefix.as_ref().is_none_or(|p| p.is_empty())
     }
 
     pub fn apply_to_session(self, session: &mut ServerSession) {
@@ -357,8 +372,19 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
+            let return_idle = self
+                .server_options()
+                .is_some_and(|o| o.return_idle_connections);
             let mut result = self.process_new_http(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
+                // corral patch: see `HttpServerOptions::return_idle_connections`.
+                if return_idle
+                    && persistent_settings
+                        .as_ref()
+                        .is_none_or(|p| p.carries_nothing())
+                {
+                    return Some(stream);
+                }
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
