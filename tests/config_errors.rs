@@ -352,3 +352,11 @@ fn asgi_settings_are_checked_in_the_app_table() {
         "threads = 4",
     );
 }
+
+#[test]
+fn control_socket_in_a_missing_folder() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ncontrol_socket = \"no/such/dir/ctl.sock\"\n\n[app]\nmodule = \"hello:application\"\nchdir = \".\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.control_socket", "control_socket =");
+}

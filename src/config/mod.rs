@@ -37,6 +37,8 @@ pub struct Site {
     pub virtualenv: Option<PathBuf>,
     pub access_log: AccessLog,
     pub pid_file: Option<PathBuf>,
+    /// `[server] control_socket`, resolved; None: in the runtime dir.
+    pub control_socket: Option<PathBuf>,
     /// `[[static]]` mounts, longest URL prefix first.
     pub static_mounts: Vec<Mount>,
     pub tls: Option<TlsSite>,

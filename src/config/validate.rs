@@ -81,10 +81,13 @@ pub fn validate(
     let access_log = log(ck, &config);
     let pid_file =
         (!config.server.pid_file.is_empty()).then(|| ck.resolve(&config.server.pid_file));
+    let control_socket = (!config.server.control_socket.is_empty())
+        .then(|| ck.resolve(&config.server.control_socket));
     let (app, chdir, pythonpath, virtualenv) = code;
     Some(Site {
         file: source.file.to_path_buf(),
         pid_file,
+        control_socket,
         static_mounts,
         tls,
         warnings: Vec::new(),
@@ -283,13 +286,16 @@ fn process(ck: &mut Checker, config: &Config) {
             ),
         }
     }
-    if !config.server.pid_file.is_empty() {
-        let p = ck.resolve(&config.server.pid_file);
+    for (key, value) in [
+        ("server.pid_file", &config.server.pid_file),
+        ("server.control_socket", &config.server.control_socket),
+    ] {
+        if value.is_empty() {
+            continue;
+        }
+        let p = ck.resolve(value);
         if !p.parent().is_some_and(Path::is_dir) {
-            ck.bad(
-                "server.pid_file",
-                format!("folder of {} does not exist", p.display()),
-            );
+            ck.bad(key, format!("folder of {} does not exist", p.display()));
         }
     }
 }

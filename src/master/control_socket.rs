@@ -18,12 +18,8 @@ pub struct ControlSocket {
 }
 
 /// Where the socket is: the configured path, else in the runtime dir.
-pub fn path(configured: &str, runtime_dir: &Path) -> PathBuf {
-    if configured.is_empty() {
-        runtime_dir.join("control.sock")
-    } else {
-        PathBuf::from(configured)
-    }
+pub fn path(configured: Option<&Path>, runtime_dir: &Path) -> PathBuf {
+    configured.map_or_else(|| runtime_dir.join("control.sock"), Path::to_path_buf)
 }
 
 /// For `corral status` and `corral dump`: the socket of the corral that
@@ -31,9 +27,8 @@ pub fn path(configured: &str, runtime_dir: &Path) -> PathBuf {
 /// is `corral-<pid>`), found through `[server] pid_file`, under the
 /// configured runtime dir or wherever the master's environment put it.
 pub fn find(site: &crate::config::Site) -> anyhow::Result<PathBuf> {
-    let configured = &site.config.server.control_socket;
-    if !configured.is_empty() {
-        return Ok(PathBuf::from(configured));
+    if let Some(configured) = &site.control_socket {
+        return Ok(configured.clone());
     }
     let Some(pid_file) = &site.pid_file else {
         anyhow::bail!(

@@ -173,7 +173,7 @@ impl Arbiter {
     fn new(site: Site, listeners: Listeners) -> anyhow::Result<Self> {
         let runtime = RuntimeDir::create(&site.config.server.runtime_dir)?;
         privileges::chown_to_user(&site, runtime.path())?;
-        let control_path = control_socket::path(&site.config.server.control_socket, runtime.path());
+        let control_path = control_socket::path(site.control_socket.as_deref(), runtime.path());
         let control_socket = control_socket::ControlSocket::bind(control_path, &site)?;
         let signals = Signals::install().context("cannot set up signal handling")?;
         let (rx, tx) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("cannot create status pipe")?;

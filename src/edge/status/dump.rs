@@ -33,25 +33,20 @@ pub async fn dump(inspector: &Inspector) -> Vec<WorkerStacks> {
         .workers
         .iter()
         .filter(|w| !w.running.is_empty())
-        .map(|w| (inspector.worker(w), ask(&w.facts)))
         .collect();
+    // All asked at once, then read in turn: one slow worker delays the
+    // others' answers, not their snapshots.
+    let asked: Vec<_> = busy.iter().map(|w| ask(&w.facts)).collect();
     let mut out = Vec::new();
-    for ((worker, asked), w) in busy
-        .into_iter()
-        .zip(report.workers.iter().filter(|w| !w.running.is_empty()))
-    {
+    for (w, asked) in busy.into_iter().zip(asked) {
         let stacks = match asked {
             Ok(()) => collect(&w.facts.stacks).await,
             Err(e) => Err(e),
         };
-        let (stacks, error) = match stacks {
-            Ok(s) => (Some(s), None),
-            Err(e) => (None, Some(e)),
-        };
         out.push(WorkerStacks {
-            worker,
-            stacks,
-            error,
+            worker: inspector.worker(w),
+            stacks: stacks.as_ref().ok().cloned(),
+            error: stacks.err(),
         });
     }
     out
