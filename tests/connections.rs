@@ -221,21 +221,12 @@ fn proxy_protocol_on_an_unknown_listener_is_a_config_error() {
 /// them still serves its next request.
 #[test]
 fn idle_keep_alive_connections_cost_the_edge_little() {
-    use std::io::{BufRead, Write};
     const N: u64 = 3000;
     let srv = site("max_connections = 9000\nmax_connections_per_ip = 9000", "");
     let edge_rss =
         |srv: &Running| -> u64 { srv.edge_pids().iter().filter_map(|p| vm_rss_kib(*p)).sum() };
     let before = edge_rss(&srv);
-    let mut client = std::process::Command::new(venv().join("bin/python"))
-        .arg(format!("{MANIFEST_DIR}/tests/clients/http_idle.py"))
-        .args([N.to_string(), srv.port.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the idle client");
-    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let open = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let (mut client, open) = IdleClient::open("http_idle.py", N as usize, srv.port);
     assert!(
         open.starts_with(&format!("OPEN {N} of {N}; errors: []")),
         "{open}\n{}",
@@ -244,13 +235,7 @@ fn idle_keep_alive_connections_cost_the_edge_little() {
     thread::sleep(Duration::from_millis(500));
     let per_conn = edge_rss(&srv).saturating_sub(before) * 1024 / N;
     eprintln!("{N} idle keep-alive connections: edge {per_conn} B each");
-    let mut stdin = client.stdin.take().expect("stdin");
-    writeln!(stdin).expect("go on");
-    assert_eq!(
-        lines.next().and_then(|l| l.ok()).unwrap_or_default(),
-        "REUSED ok"
-    );
-    let _ = client.wait();
+    assert_eq!(client.go_on(""), "REUSED ok");
     assert!(
         per_conn < 24 * 1024,
         "edge: {per_conn} B per idle connection"

@@ -507,7 +507,6 @@ fn rss_kib(pid: i32) -> u64 {
 
 #[test]
 fn thousands_of_idle_sockets_cost_little_and_http_still_flows() {
-    use std::io::BufRead;
     const N: usize = 4000;
     let site = ws_site(None, "concurrency = 3000", "");
     let text = site
@@ -524,18 +523,7 @@ fn thousands_of_idle_sockets_cost_little_and_http_still_flows() {
         (edge, workers)
     };
     let (edge0, workers0) = rss_all(&srv);
-    let mut client = Command::new(venv().join("bin/python"))
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/clients/ws_idle.py"
-        ))
-        .args([N.to_string(), srv.port.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the idle client");
-    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
-    let open = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let (mut client, open) = IdleClient::open("ws_idle.py", N, srv.port);
     assert!(
         open.starts_with(&format!("OPEN {N} of {N}")),
         "{open}\n{}",
@@ -550,11 +538,7 @@ fn thousands_of_idle_sockets_cost_little_and_http_still_flows() {
     let t = Instant::now();
     srv.assert_status(&srv.get("/"), 200, "GET / beside the idle sockets");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    let mut stdin = client.stdin.take().expect("stdin");
-    writeln!(stdin).expect("go on");
-    let echo = lines.nth(1).and_then(|l| l.ok()).unwrap_or_default();
-    assert_eq!(echo, "ECHO ok");
-    let _ = client.wait();
+    assert_eq!(client.go_on("READY"), "ECHO ok");
     // Generous bounds that still catch a buffer per socket gone wrong.
     assert!(per_edge < 96 * 1024, "edge: {per_edge} B per idle socket");
     assert!(

@@ -38,6 +38,7 @@ pub const POLL: Duration = Duration::from_millis(50);
 
 mod files;
 mod http;
+mod idle;
 mod json;
 mod lifecycle;
 mod notify;
@@ -50,6 +51,8 @@ mod venv;
 pub use files::*;
 #[allow(unused_imports)]
 pub use http::*;
+#[allow(unused_imports)]
+pub use idle::*;
 #[allow(unused_imports)]
 pub use json::*;
 #[allow(unused_imports)]
