@@ -64,11 +64,19 @@ struct Worker {
     facts: Facts,
     peer: Peer,
     busy: usize,
-    capacity: usize,
     /// Of `busy`, the slots held by open WebSockets.
     sockets: usize,
-    interface: Interface,
     idle: Vec<Conn>,
+}
+
+impl Worker {
+    fn capacity(&self) -> usize {
+        self.facts.capacity
+    }
+
+    fn interface(&self) -> Interface {
+        self.facts.interface
+    }
 }
 
 struct Waiter {
@@ -208,7 +216,7 @@ impl Lease {
     pub fn put_conn(&self, conn: Conn) {
         let mut inner = self.pool.lock();
         if let Some(w) = inner.workers.iter_mut().find(|w| w.id == self.worker) {
-            if w.idle.len() < w.capacity.clamp(MIN_IDLE_CONNS, MAX_IDLE_CONNS) {
+            if w.idle.len() < w.capacity().clamp(MIN_IDLE_CONNS, MAX_IDLE_CONNS) {
                 w.idle.push(conn);
             }
         }
@@ -254,12 +262,12 @@ impl Pool {
                 let pick = inner
                     .workers
                     .iter_mut()
-                    .filter(|w| w.busy < w.capacity && !avoid.contains(&w.id))
+                    .filter(|w| w.busy < w.capacity() && !avoid.contains(&w.id))
                     .min_by_key(|w| w.busy);
                 if let Some(w) = pick {
                     w.busy += 1;
                     let (id, peer, interface, pid) =
-                        (w.id, w.peer.clone(), w.interface, w.facts.pid);
+                        (w.id, w.peer.clone(), w.interface(), w.facts.pid);
                     let slot = inner.start(id, job.clone());
                     return Ok(self.lease(id, peer, interface, slot, pid));
                 }
@@ -316,15 +324,15 @@ impl Pool {
         let pick = inner
             .workers
             .iter_mut()
-            .filter(|w| w.interface == Interface::Asgi && !avoid.contains(&w.id))
-            .filter(|w| w.busy < w.capacity && w.sockets < socket_share(w.capacity))
+            .filter(|w| w.interface() == Interface::Asgi && !avoid.contains(&w.id))
+            .filter(|w| w.busy < w.capacity() && w.sockets < socket_share(w.capacity()))
             .min_by_key(|w| w.busy);
         let Some(w) = pick else {
             return Err(Refused::NoRoomForSocket);
         };
         w.busy += 1;
         w.sockets += 1;
-        let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface, w.facts.pid);
+        let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
         let slot = inner.start(id, job.clone());
         let mut lease = self.lease(id, peer, interface, slot, pid);
         lease.socket = true;
@@ -342,7 +350,7 @@ impl Pool {
             inner.workers[pos].sockets = inner.workers[pos].sockets.saturating_sub(1);
         }
         let peer = inner.workers[pos].peer.clone();
-        let interface = inner.workers[pos].interface;
+        let interface = inner.workers[pos].interface();
         let pid = inner.workers[pos].facts.pid;
         while let Some(waiter) = inner.waiters.pop_front() {
             let slot = inner.start(worker, waiter.job);
@@ -358,7 +366,8 @@ impl Pool {
     }
 
     /// A worker is ready: add it and let it serve waiting requests at once.
-    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer, facts: Facts) {
+    pub fn worker_up(self: &Arc<Self>, id: u64, peer: Peer, mut facts: Facts) {
+        facts.capacity = facts.capacity.max(1);
         let mut inner = self.lock();
         if inner.workers.iter().any(|w| w.id == id) {
             return;
@@ -380,8 +389,6 @@ impl Pool {
         }
         inner.workers.push(Worker {
             id,
-            capacity: facts.capacity.max(1),
-            interface: facts.interface,
             facts,
             peer,
             busy,
@@ -394,7 +401,11 @@ impl Pool {
     /// nowhere to go (while none is up, it gets the usual 503).
     pub fn only_wsgi(&self) -> bool {
         let inner = self.lock();
-        !inner.workers.is_empty() && inner.workers.iter().all(|w| w.interface == Interface::Wsgi)
+        !inner.workers.is_empty()
+            && inner
+                .workers
+                .iter()
+                .all(|w| w.interface() == Interface::Wsgi)
     }
 
     /// The pool right now, for the health path, the metrics and the
