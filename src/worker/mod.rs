@@ -9,6 +9,7 @@
 pub mod asgi;
 mod interpreter;
 pub mod probe;
+mod quiet_read;
 mod recycle;
 pub mod request;
 pub mod response;

@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
-use std::os::unix::net::UnixStream;
 
 use crate::wire::request;
 /// Bodies above this are spooled to an anonymous temp file, not memory.
@@ -57,7 +56,7 @@ impl From<io::Error> for ReadError {
 }
 
 /// Reads the next request. Blocks only on the edge, never while holding the GIL.
-pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError> {
+pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, ReadError> {
     let head = read_head(r)?;
     let head =
         request::parse(&head).map_err(|request::Bad(status, why)| ReadError::Bad(status, why))?;
@@ -71,7 +70,7 @@ pub fn read_request(r: &mut BufReader<UnixStream>) -> Result<Request, ReadError>
     })
 }
 
-fn read_head(r: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ReadError> {
+fn read_head<R: Read>(r: &mut BufReader<R>) -> Result<Vec<u8>, ReadError> {
     let mut head = Vec::with_capacity(1024);
     loop {
         let buf = r.fill_buf()?;
@@ -100,7 +99,7 @@ fn read_head(r: &mut BufReader<UnixStream>) -> Result<Vec<u8>, ReadError> {
     }
 }
 
-fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError> {
+fn read_body<R: Read>(r: &mut BufReader<R>, len: u64) -> Result<Body, ReadError> {
     if len <= SPOOL_ABOVE {
         // Not vec![0; len]: a zeroed allocation comes back as fresh pages.
         let mut v = Vec::with_capacity(len as usize);
@@ -132,6 +131,7 @@ fn read_body(r: &mut BufReader<UnixStream>, len: u64) -> Result<Body, ReadError>
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::os::unix::net::UnixStream;
 
     fn parse(raw: &[u8]) -> Result<Request, ReadError> {
         let (mut a, b) = UnixStream::pair().unwrap();

@@ -15,6 +15,7 @@
 //! once; the edge never sends more than that, so the bound is a backstop.
 //! A slow peer only ever blocks its own connection thread without the GIL.
 
+use super::quiet_read::QuietRead;
 use super::recycle::Recycle;
 use super::request::{read_request, ReadError, Request};
 use pyo3::prelude::*;
@@ -166,7 +167,7 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
     // The response side, shared with each request's writer (which Python
     // may keep alive past the request), without a dup and close per request.
     let stream = std::sync::Arc::new(stream);
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut reader = BufReader::with_capacity(64 * 1024, QuietRead(read_half));
     loop {
         match py.detach(|| read_request(&mut reader)) {
             Ok(req) => {
