@@ -12,6 +12,7 @@ pub(crate) mod relay;
 pub(crate) mod request_body;
 pub(crate) mod response_buffer;
 pub(crate) mod tunnel;
+mod unix_link;
 pub(crate) mod upstream;
 
 use crate::edge::admit::routes::Applied;

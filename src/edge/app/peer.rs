@@ -4,13 +4,14 @@
 //! (pool, exchange, relay) names neither: it holds a `Peer` and reads and
 //! writes a `Stream`.
 
+use super::unix_link::UnixLink;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpStream, UnixStream};
+use tokio::net::TcpStream;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Peer {
@@ -27,7 +28,7 @@ impl From<PathBuf> for Peer {
 impl Peer {
     pub async fn connect(&self) -> io::Result<Stream> {
         Ok(match self {
-            Peer::Unix(path) => Stream::Unix(UnixStream::connect(path).await?),
+            Peer::Unix(path) => Stream::Unix(UnixLink::connect(path).await?),
             Peer::Tcp(addr) => {
                 let s = TcpStream::connect(addr).await?;
                 // Heads and small bodies go out as written.
@@ -40,7 +41,7 @@ impl Peer {
 
 /// A connection to a worker.
 pub enum Stream {
-    Unix(UnixStream),
+    Unix(UnixLink),
     Tcp(TcpStream),
 }
 

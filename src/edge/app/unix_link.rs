@@ -1,0 +1,159 @@
+//! The edge's end of a worker's Unix socket, watched for reads only.
+//!
+//! tokio registers every socket for both directions, and Linux tells an
+//! epoll watching a Unix socket "writable again" each time the *peer*
+//! reads (`unix_write_space`). So each request the worker read woke an
+//! edge thread parked in `epoll_wait` for nothing. Requests and bodies
+//! nearly always fit the socket's buffer, so a write is simply tried; only
+//! one that would block watches writability, on a duplicate of the socket
+//! registered for that alone and dropped once the write goes through.
+
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+
+type Socket = std::os::unix::net::UnixStream;
+
+pub struct UnixLink {
+    read: AsyncFd<Socket>,
+    /// Only while a write waits for room.
+    write: Option<AsyncFd<Socket>>,
+}
+
+impl UnixLink {
+    pub async fn connect(path: &Path) -> io::Result<Self> {
+        // tokio's connect waits out a full backlog; then the socket is
+        // registered again, for reads only.
+        let socket = tokio::net::UnixStream::connect(path).await?.into_std()?;
+        Ok(UnixLink {
+            read: watch(socket, Interest::READABLE)?,
+            write: None,
+        })
+    }
+
+    /// Waits until a read would not block.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.read.readable().await?.retain_ready();
+        Ok(())
+    }
+
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read.try_io(Interest::READABLE, |s| (&*s).read(buf))
+    }
+
+    fn socket(&self) -> &Socket {
+        self.read.get_ref()
+    }
+}
+
+fn watch(socket: Socket, interest: Interest) -> io::Result<AsyncFd<Socket>> {
+    // SAFETY: the AsyncFd owns the socket, whose fd stays open and the
+    // same until the AsyncFd drops it.
+    unsafe { AsyncFd::register_with_interest(socket, interest) }.map_err(|e| e.into_parts().1)
+}
+
+impl AsyncRead for UnixLink {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let mut guard = ready!(self.read.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|s| s.get_ref().read(unfilled)) {
+                Ok(Ok(n)) => {
+                    // A short read emptied the socket: the next read would
+                    // only say so with an EAGAIN (tokio's sockets do this too).
+                    if n > 0 && n < unfilled.len() {
+                        guard.clear_ready();
+                    }
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for UnixLink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.write.is_none() {
+            match this.socket().write(data) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let dup = this.socket().try_clone()?;
+                    this.write = Some(watch(dup, Interest::WRITABLE)?);
+                }
+                done => return Poll::Ready(done),
+            }
+        }
+        let Some(waiting) = &this.write else {
+            unreachable!("set just above")
+        };
+        loop {
+            let mut guard = ready!(waiting.poll_write_ready(cx))?;
+            match guard.try_io(|s| s.get_ref().write(data)) {
+                Ok(done) => {
+                    this.write = None;
+                    return Poll::Ready(done);
+                }
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.socket().shutdown(Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::{Digest, Sha256};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A write larger than the socket's buffer waits for the peer to read
+    /// (the writability watch), and every byte arrives, both ways.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_that_blocks_waits_for_room_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let body: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+        let want = Sha256::digest(&body);
+        let echo = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // Slow at first, so the edge's side fills up.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let mut got = vec![0u8; 4 * 1024 * 1024];
+            s.read_exact(&mut got).await.unwrap();
+            s.write_all(&got).await.unwrap();
+        });
+        let mut link = UnixLink::connect(&path).await.unwrap();
+        link.write_all(&body).await.unwrap();
+        let mut back = vec![0u8; body.len()];
+        link.read_exact(&mut back).await.unwrap();
+        assert_eq!(Sha256::digest(&back), want);
+        assert!(
+            link.write.is_none(),
+            "the writability watch outlived its write"
+        );
+        echo.await.unwrap();
+    }
+}
