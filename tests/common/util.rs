@@ -17,6 +17,37 @@ pub fn app_source(name: &str) -> String {
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("reading test app {}: {e}", p.display()))
 }
 
+/// Raises this test process's open-file limit (soft and hard) to `want`,
+/// so the servers and clients it starts inherit it. Raising the hard limit
+/// takes root (CAP_SYS_RESOURCE); otherwise it stays where it was. Returns
+/// the limit now in force.
+pub fn raise_fd_limit(want: u64) -> u64 {
+    let mut now = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+        let raised = libc::rlimit {
+            rlim_cur: want,
+            rlim_max: want.max(now.rlim_max),
+        };
+        if now.rlim_cur < want && libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+            return want;
+        }
+        if now.rlim_cur < now.rlim_max {
+            let soft = libc::rlimit {
+                rlim_cur: now.rlim_max,
+                rlim_max: now.rlim_max,
+            };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &soft);
+        }
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut now);
+    }
+    now.rlim_cur
+}
+
 /// A port that was free a moment ago. Taken from 20000-31999, below the
 /// kernel's ephemeral range (32768+): a port the kernel hands out to `:0`
 /// is also what the clients of other tests running at once get for their
