@@ -357,6 +357,19 @@ impl BodyReader {
         }
     }
 
+    /// corral patch: a close-delimited body (an upgraded connection's) with
+    /// no rewound bytes left to hand out: its next bytes must come from the
+    /// stream.
+    pub fn awaits_stream_until_close(&self) -> bool {
+        matches!(self.body_state, PS::UntilClose(_)) && self.rewind_buf_len == 0
+    }
+
+    /// corral patch: lets go of the body buffer between reads (a later read
+    /// allocates it again).
+    pub fn release_buf(&mut self) {
+        self.body_buf = None;
+    }
+
     pub fn body_done(&self) -> bool {
         matches!(self.body_state, PS::Complete(_) | PS::Done(_))
     }

@@ -587,6 +587,11 @@ impl HttpSession {
         let read = self.read_body().await?;
         Ok(read.map(|b| {
             let bytes = Bytes::copy_from_slice(self.get_body(&b));
+            // corral patch: an upgraded connection's 64 KiB body buffer is
+            // not kept between reads (see do_read_body).
+            if self.upgraded {
+                self.body_reader.release_buf();
+            }
             self.body_bytes_read += bytes.len();
             if let Some(buffer) = self.retry_buffer.as_mut() {
                 buffer.write_to_buffer(&bytes);
@@ -597,6 +602,16 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        // corral patch: an upgraded connection (a WebSocket tunnel) may sit
+        // idle for hours. Wait for its next bytes without a buffer (a peek
+        // into nothing waits until bytes or the end can be read), so an
+        // idle tunnel does not hold the body reader's 64 KiB.
+        if self.upgraded && self.body_reader.awaits_stream_until_close() {
+            self.underlying_stream
+                .try_peek(&mut [])
+                .await
+                .or_err(ReadError, "waiting for the upgraded connection's bytes")?;
+        }
         self.body_reader
             .read_body(&mut self.underlying_stream)
             .await
