@@ -88,6 +88,52 @@ def cpu_seconds(pids):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def ctx_switches(pids):
+    """Context switches (voluntary + involuntary) of every thread of `pids` so far."""
+    total = 0
+    for p in pids:
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                for line in open(f"/proc/{p}/task/{t}/status"):
+                    if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
+def syscalls_during(pids, run):
+    """Runs `run()` while `perf stat` counts the system calls `pids` make
+    (the raw_syscalls tracepoint: a little overhead on every call, so the
+    CPU figures of such a run read a few percent high). Returns (run's
+    result, count or None when perf cannot count here)."""
+    out = tempfile.NamedTemporaryFile(prefix="corral-perf-", suffix=".csv", delete=False)
+    out.close()
+    try:
+        perf = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out.name, "-e", "raw_syscalls:sys_enter",
+                                 "-p", ",".join(str(p) for p in pids)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    except OSError:
+        return run(), None
+    time.sleep(0.2)  # attached before the load starts
+    try:
+        result = run()
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(timeout=10)
+    count = None
+    for line in Path(out.name).read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[2] == "raw_syscalls:sys_enter" and fields[0].isdigit():
+            count = int(fields[0])
+    os.unlink(out.name)
+    return result, count
+
+
 def rss_kib(pids):
     total = 0
     for p in pids:
@@ -445,10 +491,17 @@ def measure(srv, sc, args):
         run_wrk(url, sc["conns"], 2, extra=extra)  # warm-up
         load = lambda: run_wrk(url, sc["conns"], args.duration, extra=extra)
     pids = srv.pids()
-    before = cpu_seconds(pids)
-    r = load()
+    before, switches = cpu_seconds(pids), ctx_switches(pids)
+    if args.syscalls:
+        r, calls = syscalls_during(pids, load)
+    else:
+        r, calls = load(), None
     used = cpu_seconds(pids) - before
-    r["cpu_us"] = used * 1e6 / r["requests"] if r["requests"] else None
+    switches = ctx_switches(pids) - switches
+    n = r["requests"]
+    r["cpu_us"] = used * 1e6 / n if n else None
+    r["cs_per_req"] = switches / n if n else None
+    r["syscalls_per_req"] = calls / n if n and calls is not None else None
     return r
 
 
@@ -460,6 +513,8 @@ def main():
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline", help="another corral binary to measure beside this one (A/B)")
     ap.add_argument("--only-corral", action="store_true", help="skip the peers (with --baseline: a plain A/B)")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="count each server's system calls per request with perf (adds a little CPU)")
     ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     args = ap.parse_args()
     args.venv = str(Path(args.venv).resolve())
@@ -504,6 +559,8 @@ def main():
                         r["rss_mib"] = rss_kib(srv.pids()) / 1024
                         runs[sname].append(r)
                         cpu = f", {r['cpu_us']:.1f} CPU us/req" if r.get("cpu_us") else ""
+                        cpu += f", {r['cs_per_req']:.2f} cs/req" if r.get("cs_per_req") is not None else ""
+                        cpu += f", {r['syscalls_per_req']:.1f} syscalls/req" if r.get("syscalls_per_req") else ""
                         print(f"  {scen} round {rnd + 1} {sname}: {r['rps']:.0f} req/s{cpu}"
                               + (f", kept {r['kept']:.0%} with {r['held']} slowloris" if "kept" in r else ""),
                               file=sys.stderr, flush=True)
@@ -519,14 +576,16 @@ def main():
                     continue
                 med = lambda k: statistics.median(r[k] for r in rs if r.get(k) is not None) if any(r.get(k) is not None for r in rs) else None
                 results[scen][s] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
-                                    "cpu_us": med("cpu_us"),
+                                    "cpu_us": med("cpu_us"), "cs_per_req": med("cs_per_req"),
+                                    "syscalls_per_req": med("syscalls_per_req"),
                                     "errors": sum(r["errors"] for r in rs), "rss_mib": max(r["rss_mib"] for r in rs),
                                     "kept": med("kept"), "rounds": rs}
     out = ROOT / "target" / "bench-results.json"
     out.write_text(json.dumps(results, indent=2))
     fmt = lambda v, f="{:.2f}": "—" if v is None else f.format(v)
-    print("| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req | corral ÷ server |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| scenario | server | req/s | p50 ms | p99 ms | errors | RSS MiB | CPU µs/req "
+          "| ctx switches/req | syscalls/req | corral ÷ server |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for scen, by in results.items():
         base = by.get("corral", {}).get("rps")
         for s, r in by.items():
@@ -534,7 +593,8 @@ def main():
             if s == "corral" and r.get("kept") is not None:
                 ratio = f"kept {r['kept']:.0%} of its throughput"
             print(f"| {scen} | {s} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
-                  f"{r['errors']} | {r['rss_mib']:.0f} | {fmt(r.get('cpu_us'), '{:.1f}')} | {ratio} |")
+                  f"{r['errors']} | {r['rss_mib']:.0f} | {fmt(r.get('cpu_us'), '{:.1f}')} | "
+                  f"{fmt(r.get('cs_per_req'))} | {fmt(r.get('syscalls_per_req'), '{:.1f}')} | {ratio} |")
     print(f"\nJSON: {out}")
 
 

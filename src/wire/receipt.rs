@@ -92,7 +92,7 @@ impl Meter {
     }
 
     pub fn receipt(&self) -> Receipt {
-        let pid = std::process::id() as i32;
+        let pid = PID.with(|p| *p);
         let (Some(cpu0), Some(rss0)) = (self.cpu_us, self.rss_kb) else {
             return Receipt {
                 pid,
@@ -121,6 +121,10 @@ fn thread_cpu_us() -> Option<u64> {
 }
 
 thread_local! {
+    /// glibc asks the kernel for the pid on every call. Read at this
+    /// thread's first receipt: only a worker writes receipts, after its
+    /// fork, and no worker thread forks a receipt-writing child.
+    static PID: i32 = std::process::id() as i32;
     /// Kept open: one pread per reading instead of open/read/close.
     static STATM: Option<std::fs::File> = std::fs::File::open("/proc/self/statm").ok();
     /// The RSS at the end of this thread's last request.
