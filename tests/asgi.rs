@@ -25,14 +25,7 @@ fn python() -> std::path::PathBuf {
 
 #[test]
 fn check_names_the_interface_and_why() {
-    let site = asgi_site(1, "");
-    let out = site.check();
-    assert!(out.success(), "{out}");
-    assert!(
-        out.stdout
-            .contains("is ASGI (a Routes object with an async __call__)"),
-        "{out}"
-    );
+    asgi_site(1, "").assert_checks_as_asgi("Routes");
     let wrong = asgi_site(1, "interface = \"wsgi\"");
     let out = wrong.check();
     assert!(!out.success(), "{out}");
@@ -475,13 +468,7 @@ fn litestar_http_streaming_and_websocket() {
         Site::new()
             .app("litestar_app.py")
             .config(&app_config("litestar_app:app", 1, app_extra));
-    let out = site.check();
-    assert!(out.success(), "{out}");
-    assert!(
-        out.stdout
-            .contains("litestar_app:app is ASGI (a Litestar object with an async __call__)"),
-        "{out}"
-    );
+    site.assert_checks_as_asgi("Litestar");
     let srv = site.start();
     // The lifespan put a greeting into app.state in this worker; the view
     // reads it beside its path and query parameters.

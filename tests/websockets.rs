@@ -455,12 +455,7 @@ fn django_channels_http_views_and_a_broadcasting_consumer() {
         "virtualenv = \"{venv}\"\n[app.env]\nDJANGO_SETTINGS_MODULE = \"chatsite.settings\"",
     );
     let site = site.config(&config);
-    let out = site.check();
-    assert!(
-        out.stdout
-            .contains("is ASGI (a ProtocolTypeRouter object with an async __call__)"),
-        "{out}"
-    );
+    site.assert_checks_as_asgi("ProtocolTypeRouter");
     let srv = site.start();
     let r = srv.get("/hello/");
     srv.assert_status(&r, 200, "a sync Django view");

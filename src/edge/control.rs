@@ -32,7 +32,7 @@ pub struct ControlListener {
 #[async_trait]
 impl BackgroundService for ControlListener {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let Some(fd) = self.fd.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(fd) = crate::edge::inherited::take_once(&self.fd) else {
             return;
         };
         // SAFETY: the fd is the control pipe's read end, inherited and owned

@@ -17,6 +17,7 @@ pub(crate) mod conn;
 pub(crate) mod control;
 pub(crate) mod files;
 pub(crate) mod health;
+pub(crate) mod inherited;
 pub mod metrics;
 pub(crate) mod proxy;
 pub(crate) mod reply;

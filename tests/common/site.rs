@@ -141,6 +141,15 @@ impl Site {
         run_with_timeout(&mut cmd, CMD_TIMEOUT)
     }
 
+    /// `corral check` passes and names the app ASGI for the reason given:
+    /// `kind` is the class of the object whose `__call__` is async.
+    pub fn assert_checks_as_asgi(&self, kind: &str) {
+        let out = self.check();
+        assert!(out.success(), "{out}");
+        let why = format!("is ASGI (a {kind} object with an async __call__)");
+        assert!(out.stdout.contains(&why), "no {why:?} in:\n{out}");
+    }
+
     /// Spawn `corral serve` without waiting for readiness.
     pub fn spawn(self) -> Running {
         let mut cmd = Command::new(CORRAL);

@@ -6,6 +6,7 @@
 
 use super::Metrics;
 use crate::edge::app::pool::Pool;
+use crate::edge::inherited::accept_until_stopped;
 use async_trait::async_trait;
 use http::Response;
 use pingora_core::apps::http_app::ServeHttp;
@@ -14,9 +15,9 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
-use tracing::error;
+use tokio::net::TcpListener;
 
 pub struct MetricsApp {
     pub metrics: Arc<Metrics>,
@@ -72,35 +73,7 @@ pub struct MetricsListener {
 #[async_trait]
 impl BackgroundService for MetricsListener {
     async fn start(&self, shutdown: ShutdownWatch) {
-        let Some(fd) = self.fd.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        // SAFETY: the master gave this process its own copy of the fd.
-        let std = unsafe { std::net::TcpListener::from_raw_fd(fd) };
-        let listener = match std
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::TcpListener::from_std(std))
-        {
-            Ok(l) => l,
-            Err(e) => return error!("cannot serve metrics: {e}"),
-        };
-        // A draining edge leaves the socket to its successor (after a
-        // reload both accept on it), whose numbers are the current ones.
-        let mut stopped = self.app.state.stopped();
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = stopped.wait_for(|s| *s) => return,
-            };
-            let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(e) => {
-                    // Out of descriptors, most likely: wait rather than spin.
-                    tracing::warn!("metrics listener: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+        let serve = |tcp| {
             let app = self.app.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -111,6 +84,8 @@ impl BackgroundService for MetricsListener {
                     stream = app.process_new(s, &shutdown).await;
                 }
             });
-        }
+        };
+        let state = &self.app.state;
+        accept_until_stopped::<TcpListener>(&self.fd, "metrics listener", state, serve).await;
     }
 }

@@ -4,15 +4,16 @@
 //! `status`, `status json`, `dump`, `dump json`.
 
 use super::Inspector;
+use crate::edge::inherited::accept_until_stopped;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
-use tracing::{debug, error, warn};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::debug;
 
 /// A client that sends no command within this long is dropped.
 const COMMAND_WITHIN: Duration = Duration::from_secs(5);
@@ -47,36 +48,12 @@ pub struct ControlSocket {
 #[async_trait]
 impl BackgroundService for ControlSocket {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        let Some(fd) = self.fd.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
+        let inspector = &self.inspector;
+        let serve = |conn| {
+            tokio::spawn(answer(inspector.clone(), conn));
         };
-        // SAFETY: the master gave this process its own copy of the fd.
-        let std = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
-        let listener = match std
-            .set_nonblocking(true)
-            .and_then(|_| tokio::net::UnixListener::from_std(std))
-        {
-            Ok(l) => l,
-            Err(e) => return error!("cannot serve the control socket: {e}"),
-        };
-        // A draining edge leaves the socket to its successor, whose view
-        // of the workers is the current one.
-        let mut stopped = self.inspector.state.stopped();
-        loop {
-            let conn = tokio::select! {
-                c = listener.accept() => c,
-                _ = stopped.wait_for(|s| *s) => return,
-            };
-            match conn {
-                Ok((conn, _)) => {
-                    tokio::spawn(answer(self.inspector.clone(), conn));
-                }
-                Err(e) => {
-                    warn!("control socket: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        let state = &inspector.state;
+        accept_until_stopped::<UnixListener>(&self.fd, "control socket", state, serve).await;
     }
 }
 
