@@ -304,7 +304,6 @@ mod tests {
             app: Duration::from_millis(12),
             worker: 4242,
             receipt: Some(crate::wire::receipt::Receipt {
-                pid: 4242,
                 cpu_us: Some(9_500),
                 rss_kb: Some(40_000),
                 rss_delta_kb: Some(-8),
@@ -316,10 +315,7 @@ mod tests {
         );
         let asgi = Work {
             worker: 7,
-            receipt: Some(crate::wire::receipt::Receipt {
-                pid: 7,
-                ..Default::default()
-            }),
+            receipt: Some(crate::wire::receipt::Receipt::default()),
             ..work
         };
         let keys = work_keys(&asgi);

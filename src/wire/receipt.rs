@@ -1,8 +1,9 @@
 //! What a request cost its worker, written by the worker after each
 //! complete response on the hop and read by the edge for the access log
-//! (`worker`, `worker_cpu_ms`, `rss_delta_kb`):
+//! (`worker_cpu_ms`, `rss_delta_kb`; the edge knows the worker's pid from
+//! its lease):
 //!
-//! `~<pid> <cpu µs> <rss kB> <rss delta kB>\n`, `-` for what is unknown.
+//! `~<cpu µs> <rss kB> <rss delta kB>\n`, `-` for what is unknown.
 //!
 //! It follows the body (after the last chunk, or the Content-Length-th
 //! byte), so the edge reads it before reusing the connection. A response
@@ -12,13 +13,12 @@
 //! CPU is the request thread's own clock, so it is exact for a WSGI
 //! worker (one request per thread at a time). An ASGI worker interleaves
 //! requests on one thread, so its CPU and memory are not one request's:
-//! it reports only its pid.
+//! its receipt is all dashes.
 
 use std::os::unix::fs::FileExt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Receipt {
-    pub pid: i32,
     pub cpu_us: Option<u64>,
     pub rss_kb: Option<u64>,
     pub rss_delta_kb: Option<i64>,
@@ -32,8 +32,7 @@ impl Receipt {
         use std::io::Write;
         let _ = writeln!(
             out,
-            "~{} {} {} {}",
-            self.pid,
+            "~{} {} {}",
             dash(self.cpu_us),
             dash(self.rss_kb),
             dash(self.rss_delta_kb)
@@ -44,7 +43,6 @@ impl Receipt {
         let line = std::str::from_utf8(line).ok()?.strip_prefix('~')?;
         let mut parts = line.trim_end_matches(['\r', '\n']).split(' ');
         let receipt = Receipt {
-            pid: parts.next()?.parse().ok()?,
             cpu_us: maybe(parts.next()?)?,
             rss_kb: maybe(parts.next()?)?,
             rss_delta_kb: maybe(parts.next()?)?,
@@ -92,17 +90,12 @@ impl Meter {
     }
 
     pub fn receipt(&self) -> Receipt {
-        let pid = PID.with(|p| *p);
         let (Some(cpu0), Some(rss0)) = (self.cpu_us, self.rss_kb) else {
-            return Receipt {
-                pid,
-                ..Receipt::default()
-            };
+            return Receipt::default();
         };
         let rss = rss_kb();
         LAST_RSS_KB.with(|last| last.set(rss));
         Receipt {
-            pid,
             cpu_us: thread_cpu_us().map(|c| c.saturating_sub(cpu0)),
             rss_kb: rss,
             rss_delta_kb: rss.map(|r| r as i64 - rss0 as i64),
@@ -121,10 +114,6 @@ fn thread_cpu_us() -> Option<u64> {
 }
 
 thread_local! {
-    /// glibc asks the kernel for the pid on every call. Read at this
-    /// thread's first receipt: only a worker writes receipts, after its
-    /// fork, and no worker thread forks a receipt-writing child.
-    static PID: i32 = std::process::id() as i32;
     /// Kept open: one pread per reading instead of open/read/close.
     static STATM: Option<std::fs::File> = std::fs::File::open("/proc/self/statm").ok();
     /// The RSS at the end of this thread's last request.
@@ -153,28 +142,24 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_garbage() {
         let r = Receipt {
-            pid: 42,
             cpu_us: Some(1500),
             rss_kb: Some(30_000),
             rss_delta_kb: Some(-12),
         };
         let mut out = Vec::new();
         r.encode(&mut out);
-        assert_eq!(out, b"~42 1500 30000 -12\n");
+        assert_eq!(out, b"~1500 30000 -12\n");
         assert_eq!(Receipt::decode(&out), Some(r));
-        let bare = Receipt {
-            pid: 7,
-            ..Receipt::default()
-        };
+        let bare = Receipt::default();
         out.clear();
         bare.encode(&mut out);
         assert_eq!(Receipt::decode(&out), Some(bare));
         for bad in [
-            &b"42 1 2 3\n"[..],
-            b"~x 1 2 3\n",
-            b"~1 1 2\n",
-            b"~1 1 2 3 4\n",
-            b"~1 a 2 3\n",
+            &b"1 2 3\n"[..],
+            b"~x 2 3\n",
+            b"~1 2\n",
+            b"~1 2 3 4\n",
+            b"~1 a 3\n",
         ] {
             assert_eq!(
                 Receipt::decode(bad),
