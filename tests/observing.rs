@@ -228,6 +228,20 @@ fn status_without_a_way_to_find_the_socket_says_what_to_set() {
     );
 }
 
+/// The combined access log's line for `target`, once it is written.
+#[track_caller]
+fn combined_line(srv: &Running, target: &str) -> String {
+    assert!(
+        srv.wait_for_stdout(target, Duration::from_secs(5)),
+        "no access line for {target}"
+    );
+    let log = srv.stdout();
+    log.lines()
+        .find(|l| l.contains(target))
+        .map(String::from)
+        .unwrap_or_default()
+}
+
 /// The JSON access log's lines for `target`.
 fn log_lines(srv: &Running, target: &str) -> Vec<Value> {
     srv.stdout()
@@ -317,11 +331,7 @@ fn the_access_log_carries_each_requests_costs() {
 fn combined_log_lines_end_with_the_costs() {
     let srv = observed_site(1, "", None).start();
     let pid = srv.get("/burn?ms=50").text();
-    assert!(wait_until(Duration::from_secs(5), || srv
-        .stdout()
-        .contains("/burn")));
-    let log = srv.stdout();
-    let line = log.lines().find(|l| l.contains("/burn?ms=50")).unwrap();
+    let line = combined_line(&srv, "/burn?ms=50");
     let fields: Vec<&str> = line.split(' ').collect();
     let tail = &fields[fields.len() - 5..];
     assert!(tail[0].starts_with("queue_ms="), "{line}");
@@ -391,11 +401,7 @@ fn without_request_costs_the_worker_is_still_named() {
     );
     let srv = site.config(&config).start();
     let pid = srv.get("/burn?ms=20").text();
-    assert!(wait_until(Duration::from_secs(5), || srv
-        .stdout()
-        .contains("/burn")));
-    let log = srv.stdout();
-    let line = log.lines().find(|l| l.contains("/burn?ms=20")).unwrap();
+    let line = combined_line(&srv, "/burn?ms=20");
     assert!(
         line.ends_with(&format!(" worker={pid} worker_cpu_ms=- rss_delta_kb=-")),
         "{line}"
@@ -571,11 +577,7 @@ fn a_client_that_leaves_early_is_a_499_not_an_error() {
     .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     drop(conn);
-    assert!(wait_until(Duration::from_secs(5), || srv
-        .stdout()
-        .contains("/sleep?s=1")));
-    let log = srv.stdout();
-    let line = log.lines().find(|l| l.contains("/sleep?s=1")).unwrap();
+    let line = combined_line(&srv, "/sleep?s=1");
     assert!(
         line.contains("\"GET /sleep?s=1 HTTP/1.1\" 499 0 "),
         "{line}"

@@ -195,10 +195,8 @@ impl Lease {
     /// worker until now.
     pub fn work(&self, receipt: Option<crate::wire::receipt::Receipt>) -> Work {
         Work {
-            queue: self.waited,
-            app: self.taken.elapsed(),
-            worker: self.pid,
             receipt,
+            ..self.begun().work()
         }
     }
 

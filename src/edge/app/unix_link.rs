@@ -89,17 +89,15 @@ impl AsyncWrite for UnixLink {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.write.is_none() {
-            match this.socket().write(data) {
+        let waiting = match &mut this.write {
+            Some(waiting) => waiting,
+            None => match this.read.get_ref().write(data) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let dup = this.socket().try_clone()?;
-                    this.write = Some(watch(dup, Interest::WRITABLE)?);
+                    let dup = this.read.get_ref().try_clone()?;
+                    this.write.insert(watch(dup, Interest::WRITABLE)?)
                 }
                 done => return Poll::Ready(done),
-            }
-        }
-        let Some(waiting) = &this.write else {
-            unreachable!("set just above")
+            },
         };
         loop {
             let mut guard = ready!(waiting.poll_write_ready(cx))?;

@@ -256,7 +256,6 @@ impl Guarded {
         Poll::Ready(Ok(()))
     }
 
-    /// Sends what `wbuf` holds.
     /// Waiting for the client: give back buffer capacity nothing is in, so
     /// an idle connection costs little beyond its socket.
     fn release_idle_buffers(&mut self) {
@@ -268,6 +267,7 @@ impl Guarded {
         }
     }
 
+    /// Sends what `wbuf` holds.
     fn poll_send_buffered(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         while self.wsent < self.wbuf.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &self.wbuf[self.wsent..]) {

@@ -43,10 +43,14 @@ pub async fn dump(inspector: &Inspector) -> Vec<WorkerStacks> {
             Ok(()) => collect(&w.facts.stacks).await,
             Err(e) => Err(e),
         };
+        let (stacks, error) = match stacks {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e)),
+        };
         out.push(WorkerStacks {
             worker: inspector.worker(w),
-            stacks: stacks.as_ref().ok().cloned(),
-            error: stacks.err(),
+            stacks,
+            error,
         });
     }
     out
