@@ -28,6 +28,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v haproxy >/dev/null || need_apt+=(haproxy)
     # A real Prometheus server scraping corral's metrics.
     command -v prometheus >/dev/null || need_apt+=(prometheus)
+    # Let's Encrypt's test CA (and its fake DNS) for automatic HTTPS.
+    command -v pebble >/dev/null || need_apt+=(pebble)
 fi
 
 PY=${PYO3_PYTHON:-python3}

@@ -328,6 +328,16 @@ fn check(path: &std::path::Path) -> ExitCode {
             ok = false;
         }
     }
+    if let Some(acme) = site.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+        println!(
+            "acme: a certificate for {} from {} by {} ({}), kept in {}",
+            acme.hosts.join(", "),
+            acme.directory,
+            acme.challenge.as_str(),
+            acme.challenge_why,
+            acme.state_dir.display()
+        );
+    }
     if let Err(e) = master::check_listeners(&site) {
         eprintln!("corral: {e:#}");
         ok = false;

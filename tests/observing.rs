@@ -359,7 +359,7 @@ fn the_status_page_renders_and_its_charts_move_in_chromium() {
         std::thread::spawn(move || {
             let mut sent = 0u32;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && sent < 2000 {
-                let path = if sent % 10 == 0 {
+                let path = if sent.is_multiple_of(10) {
                     "/sleep?s=0.2"
                 } else {
                     "/fast"

@@ -5,6 +5,7 @@
 //! folder, addresses parsed) or every problem found, each naming the file,
 //! line and key.
 
+mod acme;
 mod diagnostics;
 pub mod schema;
 pub mod tls;
@@ -55,6 +56,40 @@ pub struct TlsSite {
     pub client_required: bool,
     pub hsts: String,
     pub redirect_http: bool,
+    pub acme: Option<AcmeSite>,
+}
+
+/// A validated `[tls.acme]` table.
+#[derive(Debug, Clone)]
+pub struct AcmeSite {
+    /// Lowercase DNS names, in the order given; the certificate covers all.
+    pub hosts: Vec<String>,
+    pub email: Option<String>,
+    pub directory: String,
+    pub ca_roots: Option<PathBuf>,
+    pub state_dir: PathBuf,
+    pub challenge: Challenge,
+    /// Why `challenge` is what it is, for `corral check`.
+    pub challenge_why: &'static str,
+    pub renew_before: std::time::Duration,
+}
+
+/// How the CA checks that corral answers for a host (RFC 8555 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    /// RFC 8737: a TLS handshake on port 443 with ALPN `acme-tls/1`.
+    TlsAlpn01,
+    /// `GET /.well-known/acme-challenge/<token>` on port 80.
+    Http01,
+}
+
+impl Challenge {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Challenge::TlsAlpn01 => "tls-alpn-01",
+            Challenge::Http01 => "http-01",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -404,6 +404,27 @@ pub struct Tls {
     /// "required" or "optional" (only with client_ca).
     pub client_auth: String,
     pub cert: Vec<TlsCert>,
+    /// `[tls.acme]`: certificates obtained and renewed by corral.
+    pub acme: Option<TlsAcme>,
+}
+
+/// `[tls.acme]`: one certificate for `hosts`, ordered from an ACME CA
+/// (RFC 8555) and renewed before it expires.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsAcme {
+    pub hosts: Vec<String>,
+    /// Contact address for the CA's expiry and policy mail (optional).
+    pub email: String,
+    /// "letsencrypt", "letsencrypt-staging" or the CA's directory URL.
+    pub directory: String,
+    /// PEM file of extra roots to trust the CA's own HTTPS with.
+    pub ca_roots: String,
+    /// Account key, certificate and key live here (created 0700).
+    pub state_dir: String,
+    /// "tls-alpn-01" or "http-01"; empty: chosen from the listeners.
+    pub challenge: String,
+    pub renew_before: Option<Seconds>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -105,21 +105,7 @@ fn inspect_leaf(
             validity.not_before
         ));
     }
-    let mut names: Vec<String> = cert
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names = dns_names(&cert);
     if names.is_empty() {
         names = cert
             .subject()
@@ -141,6 +127,25 @@ pub fn covers(pattern: &str, host: &str) -> bool {
         (Some(suffix), Some((label, rest))) => label != "*" && !label.is_empty() && rest == suffix,
         _ => false,
     }
+}
+
+/// The DNS names in a certificate's subjectAltName, lowercased.
+pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    cert.subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

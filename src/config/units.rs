@@ -65,9 +65,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ms" => num / 1000.0,
         "m" | "min" => num * 60.0,
         "h" => num * 3600.0,
+        "d" => num * 86400.0,
         other => {
             return Err(format!(
-                "unknown duration unit `{other}` in `{s}` (use ms, s, m, h)"
+                "unknown duration unit `{other}` in `{s}` (use ms, s, m, h, d)"
             ))
         }
     };

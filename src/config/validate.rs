@@ -14,7 +14,7 @@ pub const PYTHON_VERSION: &str = env!("CORRAL_PYTHON_VERSION");
 
 /// Collects problems and warnings, each pointing at its key, and resolves
 /// paths against the config file's folder.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     source: &'a Source<'a>,
     base: PathBuf,
     problems: &'a mut Vec<Problem>,
@@ -22,15 +22,15 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn bad(&mut self, key: &str, msg: String) {
+    pub(super) fn bad(&mut self, key: &str, msg: String) {
         self.problems.push(self.source.at_key(key, msg));
     }
 
-    fn warn(&mut self, key: &str, msg: String) {
+    pub(super) fn warn(&mut self, key: &str, msg: String) {
         self.warnings.push(self.source.at_key(key, msg));
     }
 
-    fn resolve(&self, p: &str) -> PathBuf {
+    pub(super) fn resolve(&self, p: &str) -> PathBuf {
         let p = Path::new(p);
         if p == Path::new(".") {
             self.base.clone()
@@ -501,11 +501,11 @@ fn validate_tls(
     cfg: &super::schema::Tls,
     plain: &[SocketAddr],
 ) -> Option<super::TlsSite> {
-    if cfg.listen.is_empty() && cfg.cert.is_empty() {
+    if cfg.listen.is_empty() && cfg.cert.is_empty() && cfg.acme.is_none() {
         if cfg.redirect_http {
             ck.bad(
                 "tls.redirect_http",
-                "needs [tls] listen and a [[tls.cert]]".into(),
+                "needs [tls] listen and a [[tls.cert]] or [tls.acme]".into(),
             );
         }
         return None;
@@ -530,13 +530,17 @@ fn validate_tls(
             "needs at least one address, e.g. [\"0.0.0.0:443\"]".into(),
         );
     }
-    if cfg.cert.is_empty() {
+    if cfg.cert.is_empty() && cfg.acme.is_none() {
         ck.bad(
             "tls",
-            "needs at least one [[tls.cert]] with cert and key".into(),
+            "needs at least one [[tls.cert]] with cert and key, or [tls.acme]".into(),
         );
     }
     let certs = tls_certs(ck, cfg);
+    let acme = cfg
+        .acme
+        .as_ref()
+        .and_then(|a| super::acme::validate(ck, a, plain, &listen));
     let client_ca = if cfg.client_ca.is_empty() {
         if !cfg.client_auth.is_empty() {
             ck.bad("tls.client_auth", "needs tls.client_ca".into());
@@ -573,6 +577,7 @@ fn validate_tls(
         client_required,
         hsts: cfg.hsts.clone(),
         redirect_http: cfg.redirect_http,
+        acme,
     })
 }
 

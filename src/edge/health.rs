@@ -77,16 +77,7 @@ impl Edge {
             "application/json",
             Bytes::from(format!("{body}\n").into_bytes()),
         );
-        let extra = [("Cache-Control", "no-store")];
-        reply::typed(
-            &self.state,
-            session,
-            ctx.status,
-            body,
-            &extra,
-            After::KeepAlive,
-        )
-        .await?;
+        reply::uncached(&self.state, session, ctx.status, body).await?;
         Ok(true)
     }
 }

@@ -10,6 +10,7 @@
 //! soon as none is left; SIGINT/SIGQUIT exit at once.
 
 pub(crate) mod access_log;
+pub(crate) mod acme;
 pub(crate) mod admit;
 pub mod app;
 pub(crate) mod compression;
@@ -68,14 +69,13 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         Ok(log) => log,
         Err(e) => return fail(format!("cannot open the access log: {e}")),
     };
-    let handshaker = match site
-        .tls
-        .as_ref()
-        .map(|t| conn::tls::Prepared::load(t).and_then(|p| p.acceptor()))
-    {
-        None => None,
-        Some(Ok(h)) => Some(h),
-        Some(Err(e)) => return fail(format!("TLS: {e}")),
+    let acme = match acme_served(site) {
+        Ok(served) => served,
+        Err(e) => return fail(format!("tls.acme: {e}")),
+    };
+    let (handshaker, certificates) = match tls_setup(site, acme.as_ref()) {
+        Ok(set) => set,
+        Err(e) => return fail(format!("TLS: {e}")),
     };
     let state = state::EdgeState::new(tls_facts(site), log.clone());
     let conf = ServerConf {
@@ -95,7 +95,8 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         site.queue_timeout(),
         metrics.clone(),
     );
-    let edge = request_path(site, &state, &pool, status_fd, &metrics);
+    let mut edge = request_path(site, &state, &pool, status_fd, &metrics);
+    edge.acme = acme.clone();
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2c = site.config.server.h2c;
@@ -113,7 +114,19 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         state: state.clone(),
         queue_size: site.config.app.queue_size,
         started: std::time::Instant::now(),
+        certificates,
+        acme: acme.clone(),
     });
+    if let (Some(served), Some(acme_site)) = (acme, site.tls.as_ref().and_then(|t| t.acme.clone()))
+    {
+        server.add_service(background_service(
+            "acme",
+            acme::Manager {
+                site: acme_site,
+                served,
+            },
+        ));
+    }
     server.add_service(background_service(
         "control socket",
         status::socket::ControlSocket {
@@ -167,6 +180,39 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     0
 }
 
+/// `[tls.acme]`'s store, opened, with whatever certificate it holds
+/// already installed: a restart serves HTTPS at once, without a new order.
+fn acme_served(site: &Site) -> Result<Option<Arc<acme::served::Served>>, String> {
+    let Some(cfg) = site.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+        return Ok(None);
+    };
+    let first = cfg.hosts.first().ok_or("no hosts")?;
+    let store = acme::store::Store::open(&cfg.state_dir, first)?;
+    let served = Arc::new(acme::served::Served::new(cfg.hosts.clone(), store));
+    if let Err(e) = served.reload() {
+        tracing::warn!("acme: the stored certificate is unusable, ordering anew: {e}");
+    }
+    Ok(Some(served))
+}
+
+/// The TLS acceptor, and the certificate files' facts for `corral status`.
+fn tls_setup(
+    site: &Site,
+    acme: Option<&Arc<acme::served::Served>>,
+) -> Result<
+    (
+        Option<conn::tls::Handshaker>,
+        Vec<acme::schedule::CertFacts>,
+    ),
+    String,
+> {
+    let Some(tls) = site.tls.as_ref() else {
+        return Ok((None, Vec::new()));
+    };
+    let prepared = conn::tls::Prepared::load(tls, acme.cloned())?;
+    Ok((Some(prepared.acceptor()?), prepared.files))
+}
+
 fn tls_facts(site: &Site) -> Option<state::TlsFacts> {
     site.tls.as_ref().map(|t| state::TlsFacts {
         hsts: t.hsts.clone(),
@@ -212,6 +258,7 @@ fn request_path(
             .iter()
             .filter_map(|p| crate::config::units::parse_cidr(p))
             .collect(),
+        acme: None,
     }
 }
 

@@ -67,6 +67,18 @@ pub async fn text(
     typed(state, session, status, (kind, body.into()), extra, after).await
 }
 
+/// A small answer of the edge's own that no cache may keep (health,
+/// ACME challenges), on a connection that stays open.
+pub async fn uncached(
+    state: &EdgeState,
+    session: &mut Session,
+    status: u16,
+    body: (&str, Bytes),
+) -> Result<()> {
+    let extra = [("Cache-Control", "no-store")];
+    typed(state, session, status, body, &extra, After::KeepAlive).await
+}
+
 /// A small answer with a body of this content type.
 pub async fn typed(
     state: &EdgeState,

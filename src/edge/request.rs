@@ -27,6 +27,8 @@ pub struct Edge {
     pub health_path: String,
     pub metrics: Arc<crate::edge::metrics::Metrics>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
+    /// `[tls.acme]`: answers to the CA's HTTP-01 checks.
+    pub acme: Option<Arc<crate::edge::acme::served::Served>>,
 }
 
 /// The request's id (logs, `X-Request-ID` to the app and echoed to the

@@ -21,6 +21,8 @@ pub enum Route<'a> {
     ServerWide,
     /// `[server] health_path`: answered by the edge for load balancers.
     Health,
+    /// A CA's HTTP-01 check for `[tls.acme]`.
+    AcmeChallenge,
     /// Over the route's request rate: 429, retry after this many seconds.
     RateLimited(u64),
     /// `[tls] redirect_http` on a plain-HTTP request.
@@ -39,7 +41,7 @@ impl Route<'_> {
     fn kind(&self) -> Kind {
         match self {
             Route::Refuse(..) | Route::RateLimited(_) => Kind::Refused,
-            Route::ServerWide | Route::Health => Kind::Edge,
+            Route::ServerWide | Route::Health | Route::AcmeChallenge => Kind::Edge,
             Route::Redirect(_) => Kind::Redirect,
             Route::Files(_) => Kind::Static,
             Route::App => Kind::App,
@@ -74,6 +76,9 @@ impl Edge {
         // probe must see the site's state, not a 429 or a 301.
         if self.is_health_check(req.raw_path()) {
             return Route::Health;
+        }
+        if self.is_acme_challenge(req.raw_path()) {
+            return Route::AcmeChallenge;
         }
         match connect_kind(req) {
             Some(Connect::Tunnel) => {
@@ -123,6 +128,7 @@ impl Edge {
             Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
             Route::ServerWide => self.server_wide(session, ctx).await,
             Route::Health => self.health(session, ctx).await,
+            Route::AcmeChallenge => self.acme_challenge(session, ctx).await,
             Route::RateLimited(wait) => {
                 ctx.retry_after = wait;
                 self.refuse(session, ctx, 429, "Too Many Requests").await

@@ -89,6 +89,27 @@ pub fn serve(site: Site) -> anyhow::Result<()> {
     arbiter.run()
 }
 
+/// `[tls.acme] state_dir`, made here (the master may be root; the edge
+/// that orders may not be) and handed to the site's user.
+fn prepare_acme_state(site: &Site) -> anyhow::Result<()> {
+    let Some(acme) = site.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
+        return Ok(());
+    };
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&acme.state_dir)
+        .with_context(|| {
+            site.problem_at(
+                "tls.acme.state_dir",
+                format!("cannot create {}", acme.state_dir.display()),
+            )
+            .to_string()
+        })?;
+    privileges::chown_to_user(site, &acme.state_dir)
+}
+
 /// `corral check`: every listening address can be bound, or is held by
 /// this site's own running master (named in its pid file).
 pub fn check_listeners(site: &Site) -> anyhow::Result<()> {
@@ -173,6 +194,7 @@ impl Arbiter {
     fn new(site: Site, listeners: Listeners) -> anyhow::Result<Self> {
         let runtime = RuntimeDir::create(&site.config.server.runtime_dir)?;
         privileges::chown_to_user(&site, runtime.path())?;
+        prepare_acme_state(&site)?;
         let control_path = control_socket::path(site.control_socket.as_deref(), runtime.path());
         let control_socket = control_socket::ControlSocket::bind(control_path, &site)?;
         let signals = Signals::install().context("cannot set up signal handling")?;

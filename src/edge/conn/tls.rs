@@ -8,6 +8,8 @@
 //! connections.
 
 use crate::config::TlsSite;
+use crate::edge::acme::schedule::CertFacts;
+use crate::edge::acme::served::Served;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::Acceptor;
 use pingora_core::listeners::TlsAccept;
@@ -20,29 +22,63 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-#[derive(Debug)]
 struct SniResolver {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// Keyed by the part after `*.`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Arc<CertifiedKey>,
+    /// The first `[[tls.cert]]`, for names nothing else covers.
+    default: Option<Arc<CertifiedKey>>,
+    /// `[tls.acme]`: its hosts' certificate, and challenge answers.
+    acme: Option<Arc<Served>>,
 }
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("exact", &self.exact.keys())
+            .field("acme", &self.acme.as_ref().map(|a| &a.hosts))
+            .finish()
+    }
+}
+
+/// The ALPN protocol of a CA's TLS-ALPN-01 check (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
+        let name = hello.server_name().map(str::to_ascii_lowercase);
+        let validating = hello
+            .alpn()
+            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        if validating {
+            return self.acme.as_ref()?.alpn_certificate(name.as_deref()?);
+        }
+        let Some(name) = name else {
+            return self.fallback();
         };
-        let name = name.to_ascii_lowercase();
         if let Some(k) = self.exact.get(&name) {
             return Some(k.clone());
+        }
+        if let Some(acme) = self.acme.as_ref().filter(|a| a.covers(&name)) {
+            return acme.certificate(&name);
         }
         if let Some((_, parent)) = name.split_once('.') {
             if let Some(k) = self.wildcard.get(parent) {
                 return Some(k.clone());
             }
         }
-        Some(self.default.clone())
+        self.fallback()
+    }
+}
+
+impl SniResolver {
+    /// For a name no certificate covers (or no SNI): the first file's,
+    /// else the ACME one, as nginx serves its default server's.
+    fn fallback(&self) -> Option<Arc<CertifiedKey>> {
+        self.default.clone().or_else(|| {
+            let acme = self.acme.as_ref()?;
+            acme.certificate(acme.hosts.first()?)
+        })
     }
 }
 
@@ -132,16 +168,22 @@ fn escape_dn_value(v: &str) -> String {
 /// Certificates and the client verifier, loaded once for every TLS listener.
 pub struct Prepared {
     resolver: Arc<SniResolver>,
+    /// What each `[[tls.cert]]` file holds, for `corral status`.
+    pub files: Vec<CertFacts>,
     verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl Prepared {
-    pub fn load(tls: &TlsSite) -> Result<Self, String> {
+    pub fn load(tls: &TlsSite, acme: Option<Arc<Served>>) -> Result<Self, String> {
         let mut exact = HashMap::new();
         let mut wildcard = HashMap::new();
         let mut default = None;
+        let mut files = Vec::new();
         for c in &tls.certs {
             let loaded = crate::config::tls::load(&c.cert, &c.key, &[])?;
+            if let Some(leaf) = loaded.key.cert.first() {
+                files.push(crate::edge::acme::served::facts(leaf)?);
+            }
             default.get_or_insert_with(|| loaded.key.clone());
             for host in &c.hosts {
                 let host = host.to_ascii_lowercase();
@@ -153,7 +195,9 @@ impl Prepared {
                 };
             }
         }
-        let default = default.ok_or("no certificate configured")?;
+        if default.is_none() && acme.is_none() {
+            return Err("no certificate configured".into());
+        }
         let verifier =
             match &tls.client_ca {
                 None => None,
@@ -182,8 +226,10 @@ impl Prepared {
                 exact,
                 wildcard,
                 default,
+                acme,
             }),
             verifier,
+            files,
         })
     }
 
@@ -221,6 +267,10 @@ impl Prepared {
         // http/1.0 too: `curl --http1.0 https://…` offers only that, and
         // refusing it is a fatal alert (120), not a fallback.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
+        if self.resolver.acme.is_some() {
+            // Last: only a CA's check offers it, and offers nothing else.
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
         config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| e.to_string())?;
         config.ignore_client_order = true;

@@ -5,6 +5,7 @@
 //! (requests served, RSS) and the master's word; nothing is kept per
 //! request for it beyond the pool's record of running requests.
 
+pub mod certificates;
 pub mod dump;
 pub mod socket;
 
@@ -23,6 +24,9 @@ pub struct Inspector {
     pub state: Arc<EdgeState>,
     pub queue_size: usize,
     pub started: Instant,
+    /// What each `[[tls.cert]]` file holds.
+    pub certificates: Vec<crate::edge::acme::schedule::CertFacts>,
+    pub acme: Option<Arc<crate::edge::acme::served::Served>>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +40,7 @@ pub struct SiteStatus {
     pub booting: u64,
     pub queue: Queue,
     pub workers: Vec<WorkerStatus>,
+    pub certificates: Vec<certificates::CertificateStatus>,
 }
 
 #[derive(Serialize)]
@@ -81,6 +86,7 @@ impl Inspector {
                 size: self.queue_size,
             },
             workers: workers.iter().map(|w| self.worker(w)).collect(),
+            certificates: certificates::list(&self.certificates, self.acme.as_deref()),
         }
     }
 
@@ -168,6 +174,7 @@ pub fn text(s: &SiteStatus) -> String {
             w.last_restart.as_deref().unwrap_or("-"),
         );
     }
+    certificates::text(&mut out, &s.certificates);
     out
 }
 
