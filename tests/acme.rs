@@ -5,7 +5,8 @@
 //!
 //! * first issuance by tls-alpn-01 and by http-01 (behind the https
 //!   redirect), checked with curl against pebble's own root; the issuer
-//!   is pebble's; `corral status` shows it;
+//!   is pebble's; `corral status` shows it; a `[[tls.cert]]` file beside
+//!   it serves its own host (SNI picks);
 //! * a restart serves the stored certificate at once, without an order;
 //! * renewal (pebble's 60-second certificates) swaps the certificate
 //!   under HTTPS load with 0 failed requests;
@@ -404,7 +405,14 @@ fn http_01_issues_behind_the_https_redirect() {
     let setup = Setup::new();
     let (port, tls_port) = (setup.port, setup.tls_port);
     let pebble = Pebble::start(port, tls_port, None);
-    let site = setup.site(&pebble, "challenge = \"http-01\"", "redirect_http = true");
+    // A certificate file for c.test beside the ACME hosts: SNI picks.
+    let own = setup.home.path();
+    let cert_file = format!(
+        "redirect_http = true\n[[tls.cert]]\ncert = \"{0}/c.pem\"\nkey = \"{0}/c.key\"\nhosts = [\"c.test\"]\n",
+        own.display()
+    );
+    self_signed(own, "c");
+    let site = setup.site(&pebble, "challenge = \"http-01\"", &cert_file);
     let srv = site.start();
     wait_issued(&srv);
     // The CA fetched its tokens over plain HTTP and got them, not a 301.
@@ -438,6 +446,40 @@ fn http_01_issues_behind_the_https_redirect() {
         verbose.contains("issuer: CN=Pebble Intermediate CA"),
         "{verbose}"
     );
+    let (status, body, verbose) = https_get("c.test", tls_port, &own.join("c.pem"));
+    assert_eq!((status, body.as_str()), (200, HELLO), "{verbose}");
+    assert!(
+        verbose.contains("issuer: CN=c.test"),
+        "the file's certificate: {verbose}"
+    );
+}
+
+/// `<name>.pem` and `<name>.key`: a self-signed certificate for
+/// `<name>.test`.
+fn self_signed(dir: &Path, name: &str) {
+    let host = format!("{name}.test");
+    let out = run_with_timeout(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
+            .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+            .args([
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+            ])
+            .current_dir(dir),
+        Duration::from_secs(30),
+    );
+    assert!(out.success(), "openssl: {out}");
 }
 
 #[test]
