@@ -411,7 +411,7 @@ fn http_01_issues_behind_the_https_redirect() {
         "redirect_http = true\n[[tls.cert]]\ncert = \"{0}/c.pem\"\nkey = \"{0}/c.key\"\nhosts = [\"c.test\"]\n",
         own.display()
     );
-    self_signed(own, "c");
+    self_signed_cert_as(own, ("c.pem", "c.key"), "c.test", "DNS:c.test");
     let site = setup.site(&pebble, "challenge = \"http-01\"", &cert_file);
     let srv = site.start();
     wait_issued(&srv);
@@ -452,34 +452,6 @@ fn http_01_issues_behind_the_https_redirect() {
         verbose.contains("issuer: CN=c.test"),
         "the file's certificate: {verbose}"
     );
-}
-
-/// `<name>.pem` and `<name>.key`: a self-signed certificate for
-/// `<name>.test`.
-fn self_signed(dir: &Path, name: &str) {
-    let host = format!("{name}.test");
-    let out = run_with_timeout(
-        Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
-            .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-            .args([
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-            ])
-            .current_dir(dir),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "openssl: {out}");
 }
 
 #[test]

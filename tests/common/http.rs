@@ -573,6 +573,17 @@ pub fn read_jsonl(path: &Path) -> Vec<Json> {
 /// A self-signed ECDSA certificate for localhost and 127.0.0.1, valid for
 /// 2 days, as `cert.pem` and `key.pem` in `dir` (openssl command line).
 pub fn self_signed_cert(dir: &Path) {
+    self_signed_cert_as(
+        dir,
+        ("cert.pem", "key.pem"),
+        "localhost",
+        "DNS:localhost,IP:127.0.0.1",
+    );
+}
+
+/// A self-signed ECDSA certificate with this CN and subjectAltName, valid
+/// for 2 days, written to `files` (certificate, key) in `dir`.
+pub fn self_signed_cert_as(dir: &Path, files: (&str, &str), cn: &str, san: &str) {
     let out = run_with_timeout(
         Command::new("openssl")
             .args([
@@ -583,11 +594,9 @@ pub fn self_signed_cert(dir: &Path) {
                 "-pkeyopt",
                 "ec_paramgen_curve:P-256",
             ])
-            .args([
-                "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost"])
-            .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            .args(["-nodes", "-keyout", files.1, "-out", files.0, "-days", "2"])
+            .args(["-subj", &format!("/CN={cn}")])
+            .args(["-addext", &format!("subjectAltName={san}")])
             .current_dir(dir),
         Duration::from_secs(30),
     );
