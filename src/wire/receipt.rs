@@ -78,14 +78,15 @@ impl Meter {
         Meter::default()
     }
 
-    /// The RSS at the start is the one this thread read at the end of its
-    /// previous request (nothing of the app runs on it in between), so a
-    /// request costs one reading of /proc, not two.
+    /// The RSS and CPU clock at the start are the ones this thread read at
+    /// the end of its previous request (nothing of the app runs on it in
+    /// between; the CPU spent reading this request's head is this
+    /// request's), so a request costs one reading of each, not two.
     pub fn start() -> Meter {
-        let rss_kb = LAST_RSS_KB.with(|last| last.get()).or_else(rss_kb);
+        let (cpu_us, rss_kb) = LAST.with(|last| last.get());
         Meter {
-            cpu_us: thread_cpu_us(),
-            rss_kb,
+            cpu_us: cpu_us.or_else(thread_cpu_us),
+            rss_kb: rss_kb.or_else(rss_kb_now),
         }
     }
 
@@ -93,10 +94,10 @@ impl Meter {
         let (Some(cpu0), Some(rss0)) = (self.cpu_us, self.rss_kb) else {
             return Receipt::default();
         };
-        let rss = rss_kb();
-        LAST_RSS_KB.with(|last| last.set(rss));
+        let (cpu, rss) = (thread_cpu_us(), rss_kb_now());
+        LAST.with(|last| last.set((cpu, rss)));
         Receipt {
-            cpu_us: thread_cpu_us().map(|c| c.saturating_sub(cpu0)),
+            cpu_us: cpu.map(|c| c.saturating_sub(cpu0)),
             rss_kb: rss,
             rss_delta_kb: rss.map(|r| r as i64 - rss0 as i64),
         }
@@ -116,12 +117,14 @@ fn thread_cpu_us() -> Option<u64> {
 thread_local! {
     /// Kept open: one pread per reading instead of open/read/close.
     static STATM: Option<std::fs::File> = std::fs::File::open("/proc/self/statm").ok();
-    /// The RSS at the end of this thread's last request.
-    static LAST_RSS_KB: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// The CPU clock (µs) and RSS (kB) at the end of this thread's last
+    /// request.
+    static LAST: std::cell::Cell<(Option<u64>, Option<u64>)> =
+        const { std::cell::Cell::new((None, None)) };
 }
 
 /// Resident set size from /proc/self/statm (its second field, in pages).
-fn rss_kb() -> Option<u64> {
+fn rss_kb_now() -> Option<u64> {
     let mut buf = [0u8; 128];
     let n = STATM.with(|f| f.as_ref()?.read_at(&mut buf, 0).ok())?;
     let text = std::str::from_utf8(&buf[..n]).ok()?;
