@@ -431,14 +431,15 @@ fn http_01_issues_behind_the_https_redirect() {
             .all(|l| l.contains("\" 200 ") && l.contains("Pebble")),
         "{checks:#?}"
     );
-    // Everything else is still redirected; unknown tokens are 404.
+    // Everything else is still redirected; unknown tokens for an ACME
+    // host are 404; the prefix on another host is the site's own.
     let (status, _, _) = curl_fetch(&format!("http://127.0.0.1:{port}/page"), &[]);
     assert_eq!(status, 301);
-    let (status, _, _) = curl_fetch(
-        &format!("http://127.0.0.1:{port}/.well-known/acme-challenge/nope"),
-        &[],
-    );
+    let challenge = format!("http://127.0.0.1:{port}/.well-known/acme-challenge/nope");
+    let (status, _, _) = curl_fetch(&challenge, &["-H", "Host: a.test"]);
     assert_eq!(status, 404);
+    let (status, _, _) = curl_fetch(&challenge, &["-H", "Host: c.test"]);
+    assert_eq!(status, 301, "not an ACME host: redirected like any path");
     let root = pebble.issuing_root();
     let (status, body, verbose) = https_get("a.test", tls_port, &root);
     assert_eq!((status, body.as_str()), (200, HELLO), "{verbose}");
@@ -589,7 +590,7 @@ fn instances_sharing_a_state_dir_order_once_and_answer_for_each_other() {
     .unwrap();
     let (status, body, _) = curl_fetch(
         &format!("http://127.0.0.1:{port_a}/.well-known/acme-challenge/Tok_en-1"),
-        &[],
+        &["-H", "Host: b.test:80"],
     );
     assert_eq!(
         (status, body.as_slice()),
@@ -597,7 +598,7 @@ fn instances_sharing_a_state_dir_order_once_and_answer_for_each_other() {
     );
     let (status, _, _) = curl_fetch(
         &format!("http://127.0.0.1:{port_b}/.well-known/acme-challenge/..%2Fa.test.pem"),
-        &[],
+        &["-H", "Host: a.test"],
     );
     assert_eq!(status, 404, "a token is a name, never a path");
 }
@@ -688,4 +689,21 @@ fn a_failed_validation_logs_the_cas_problem_document() {
     );
     assert!(log.contains("tls-alpn-01"), "{log}");
     assert_eq!(srv.get("/").status, 200);
+}
+
+#[test]
+fn check_refuses_tls_alpn_01_behind_required_client_certificates() {
+    let site = Site::new().app("hello.py");
+    self_signed_cert_as(site.path(), ("ca.pem", "ca.key"), "clients", "DNS:clients");
+    let site = site.config(
+        &(app_config("hello:application", 1, "")
+            + "\n[tls]\nlisten = [\"127.0.0.1:0\"]\nclient_ca = \"ca.pem\"\n\n[tls.acme]\nhosts = [\"a.test\"]\n"),
+    );
+    let out = site.check();
+    assert!(!out.success(), "{out}");
+    assert!(
+        out.stderr
+            .contains("tls.acme.challenge: tls-alpn-01 cannot pass tls.client_auth = \"required\""),
+        "{out}"
+    );
 }

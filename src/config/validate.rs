@@ -564,6 +564,17 @@ fn validate_tls(
             true
         }
     };
+    let alpn_check = acme
+        .as_ref()
+        .is_some_and(|a| a.challenge == super::Challenge::TlsAlpn01);
+    if alpn_check && client_ca.is_some() && client_required {
+        ck.bad(
+            "tls.acme.challenge",
+            "tls-alpn-01 cannot pass tls.client_auth = \"required\" (the CA has no client \
+             certificate): set challenge = \"http-01\" or client_auth = \"optional\""
+                .into(),
+        );
+    }
     if !cfg.hsts.is_empty() && !cfg.hsts.to_ascii_lowercase().contains("max-age=") {
         ck.bad(
             "tls.hsts",

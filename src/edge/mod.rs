@@ -69,10 +69,11 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         Ok(log) => log,
         Err(e) => return fail(format!("cannot open the access log: {e}")),
     };
-    let acme = match acme_served(site) {
-        Ok(served) => served,
-        Err(e) => return fail(format!("tls.acme: {e}")),
-    };
+    // Not fatal: HTTP and the [[tls.cert]] hosts still serve.
+    let acme = acme_served(site).unwrap_or_else(|e| {
+        error!("acme: cannot use the state folder, no certificates will be ordered: {e}");
+        None
+    });
     let (handshaker, certificates) = match tls_setup(site, acme.as_ref()) {
         Ok(set) => set,
         Err(e) => return fail(format!("TLS: {e}")),
@@ -124,6 +125,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
             acme::Manager {
                 site: acme_site,
                 served,
+                state: state.clone(),
             },
         ));
     }
@@ -188,7 +190,8 @@ fn acme_served(site: &Site) -> Result<Option<Arc<acme::served::Served>>, String>
     };
     let first = cfg.hosts.first().ok_or("no hosts")?;
     let store = acme::store::Store::open(&cfg.state_dir, first)?;
-    let served = Arc::new(acme::served::Served::new(cfg.hosts.clone(), store));
+    let http01 = cfg.challenge == crate::config::Challenge::Http01;
+    let served = Arc::new(acme::served::Served::new(cfg.hosts.clone(), store, http01));
     if let Err(e) = served.reload() {
         tracing::warn!("acme: the stored certificate is unusable, ordering anew: {e}");
     }

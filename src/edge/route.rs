@@ -77,7 +77,7 @@ impl Edge {
         if self.is_health_check(req.raw_path()) {
             return Route::Health;
         }
-        if self.is_acme_challenge(req.raw_path()) {
+        if self.is_acme_challenge(req) {
             return Route::AcmeChallenge;
         }
         match connect_kind(req) {

@@ -90,24 +90,29 @@ pub fn serve(site: Site) -> anyhow::Result<()> {
 }
 
 /// `[tls.acme] state_dir`, made here (the master may be root; the edge
-/// that orders may not be) and handed to the site's user.
-fn prepare_acme_state(site: &Site) -> anyhow::Result<()> {
+/// that orders may not be) and handed to the site's user. Only a folder
+/// corral makes is handed over: an existing one is left as it is (a
+/// mistyped path must not give /etc/ssl away). Its parents are made
+/// 0755, so the site's user can reach it.
+pub(super) fn prepare_acme_state(site: &Site) -> anyhow::Result<()> {
     let Some(acme) = site.tls.as_ref().and_then(|t| t.acme.as_ref()) else {
         return Ok(());
     };
+    let dir = &acme.state_dir;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let problem = |what: String| site.problem_at("tls.acme.state_dir", what).to_string();
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| problem(format!("cannot create {}", parent.display())))?;
+    }
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
-        .create(&acme.state_dir)
-        .with_context(|| {
-            site.problem_at(
-                "tls.acme.state_dir",
-                format!("cannot create {}", acme.state_dir.display()),
-            )
-            .to_string()
-        })?;
-    privileges::chown_to_user(site, &acme.state_dir)
+        .create(dir)
+        .with_context(|| problem(format!("cannot create {}", dir.display())))?;
+    privileges::chown_to_user(site, dir)
 }
 
 /// `corral check`: every listening address can be bound, or is held by

@@ -64,6 +64,9 @@ impl Arbiter {
                 return self.reload_failed(format!("the config is refused: {}", text.join("; ")));
             }
         };
+        if let Err(e) = super::prepare_acme_state(&site) {
+            return self.reload_failed(format!("{e:#}"));
+        }
         let added = match self.listeners.bind_new(&site) {
             Ok(added) => added,
             Err(e) => return self.reload_failed(format!("{e:#}")),

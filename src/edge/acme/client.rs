@@ -23,11 +23,15 @@ pub fn build(ca_roots: Option<&Path>) -> Result<Box<dyn HttpClient>, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
+    // A CA that does not answer must not hold the ordering lock forever.
+    let mut tcp = hyper_util::client::legacy::connect::HttpConnector::new();
+    tcp.set_connect_timeout(Some(std::time::Duration::from_secs(15)));
+    tcp.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
-        .build();
+        .wrap_connector(tcp);
     let client: Client<_, BodyWrapper<bytes::Bytes>> =
         Client::builder(TokioExecutor::new()).build(https);
     Ok(Box::new(client))

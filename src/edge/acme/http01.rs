@@ -12,9 +12,23 @@ use pingora_proxy::Session;
 const PREFIX: &[u8] = b"/.well-known/acme-challenge/";
 
 impl Edge {
-    /// The request asks for a challenge answer (`[tls.acme]` is on).
-    pub(crate) fn is_acme_challenge(&self, target: &[u8]) -> bool {
-        self.acme.is_some() && target.starts_with(PREFIX)
+    /// The request is the CA's HTTP-01 check: the prefix, for an ACME
+    /// host, with `challenge = "http-01"`.
+    pub(crate) fn is_acme_challenge(&self, req: &pingora_http::RequestHeader) -> bool {
+        let Some(acme) = &self.acme else {
+            return false;
+        };
+        if !req.raw_path().starts_with(PREFIX) {
+            return false;
+        }
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or(req.uri.host())
+            .unwrap_or_default();
+        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        acme.answers_http(&name.to_ascii_lowercase())
     }
 
     pub(crate) async fn acme_challenge(

@@ -32,15 +32,20 @@ use tracing::{error, info, warn};
 /// How often the stored certificate is looked at: another instance (or
 /// this instance's next edge) may have renewed it.
 const LOOK_EVERY: Duration = Duration::from_secs(5);
+/// Longest an order may take (it holds the lock meanwhile).
+const ORDER_LIMIT: Duration = Duration::from_secs(300);
 
 pub struct Manager {
     pub site: AcmeSite,
     pub served: Arc<Served>,
+    pub state: Arc<crate::edge::state::EdgeState>,
 }
 
 /// What one pass of the loop did.
 enum Pass {
-    /// Nothing to do before this time.
+    /// The certificate in hand is good until then (ours or another's).
+    Keep(SystemTime),
+    /// An order is due but a failed one was too recent.
     Wait(SystemTime),
     /// Another process holds the lock and is ordering.
     Busy,
@@ -59,18 +64,16 @@ impl BackgroundService for Manager {
 }
 
 impl Manager {
+    /// Until this edge drains: a successor edge (reload) or another
+    /// instance takes over, and an old config must not order.
     async fn run(&self) {
         let jitter_key = std::collections::hash_map::RandomState::new();
-        let mut failures = 0u32;
-        let mut retry_at = SystemTime::UNIX_EPOCH;
         let mut said_busy = false;
-        loop {
-            let pass = self.pass(&jitter_key, retry_at).await;
+        while !self.state.is_draining() {
             let now = SystemTime::now();
-            let wake = match pass {
-                Pass::Wait(t) => t,
+            let wake = match self.pass(&jitter_key).await {
+                Pass::Keep(t) | Pass::Wait(t) => t,
                 Pass::Issued => {
-                    failures = 0;
                     said_busy = false;
                     now
                 }
@@ -81,42 +84,68 @@ impl Manager {
                     }
                     now + LOOK_EVERY
                 }
-                Pass::Failed(why) => {
-                    failures += 1;
-                    let pause = schedule::backoff(failures);
-                    retry_at = now + pause;
-                    self.say_failed(&why, pause);
-                    self.note(Some(retry_at), Some(why));
-                    retry_at
-                }
+                Pass::Failed(why) => self.failed(why),
             };
             let pause = wake.duration_since(now).unwrap_or_default();
             tokio::time::sleep(pause.min(LOOK_EVERY)).await;
         }
     }
 
-    async fn pass(&self, jitter_key: &impl BuildHasher, retry_at: SystemTime) -> Pass {
+    async fn pass(&self, jitter_key: &impl BuildHasher) -> Pass {
         self.pick_up();
-        let now = SystemTime::now();
-        let why = match self.plan(jitter_key, now) {
+        let why = match self.plan(jitter_key, SystemTime::now()) {
             Plan::Keep(at) => {
                 self.note(Some(at), None);
-                return Pass::Wait(at);
+                return Pass::Keep(at);
             }
-            Plan::Order(_) if retry_at > now => return Pass::Wait(retry_at),
             Plan::Order(why) => why,
         };
+        if let Some(wait) = self.backing_off() {
+            return wait;
+        }
         let _lock = match self.served.store.try_lock() {
             Ok(Some(lock)) => lock,
             Ok(None) => return Pass::Busy,
             Err(e) => return Pass::Failed(e),
         };
-        // The holder before us may have just finished.
+        // The holder before us may have just finished, or just failed.
         self.pick_up();
         if let Plan::Keep(at) = self.plan(jitter_key, SystemTime::now()) {
-            return Pass::Wait(at);
+            return Pass::Keep(at);
         }
-        self.order(why).await
+        if let Some(wait) = self.backing_off() {
+            return wait;
+        }
+        let issued = self.order(why).await;
+        if let (Pass::Issued, Plan::Order(why)) =
+            (&issued, self.plan(jitter_key, SystemTime::now()))
+        {
+            // Never order again at once: that loop would spend the CA's
+            // duplicate-certificate limit (Let's Encrypt: 5 a week).
+            return Pass::Failed(format!("the new certificate is already due ({why})"));
+        }
+        issued
+    }
+
+    /// The backoff after failed orders, shared through state_dir with
+    /// every process that orders for these hosts (and kept over restarts).
+    fn backing_off(&self) -> Option<Pass> {
+        let (_, retry_at) = self.served.store.read_retry();
+        (retry_at > SystemTime::now()).then_some(Pass::Wait(retry_at))
+    }
+
+    /// Counts a failed order and says when the next may run.
+    fn failed(&self, why: String) -> SystemTime {
+        let store = &self.served.store;
+        let failures = store.read_retry().0.saturating_add(1);
+        let pause = schedule::backoff(failures);
+        let at = SystemTime::now() + pause;
+        if let Err(e) = store.write_retry(failures, at) {
+            warn!("acme: cannot record the backoff: {e}");
+        }
+        self.say_failed(&why, pause);
+        self.note(Some(at), Some(why));
+        at
     }
 
     async fn order(&self, why: Why) -> Pass {
@@ -126,10 +155,19 @@ impl Manager {
             self.site.directory,
             self.site.challenge.as_str()
         );
-        let issued = match order::obtain(&self.site, &self.served).await {
-            Ok(issued) => issued,
-            Err(e) => return Pass::Failed(e),
+        let issued = match tokio::time::timeout(
+            ORDER_LIMIT,
+            order::obtain(&self.site, &self.served),
+        )
+        .await
+        {
+            Ok(Ok(issued)) => issued,
+            Ok(Err(e)) => return Pass::Failed(e),
+            Err(_) => return Pass::Failed(format!("the CA took over {} s", ORDER_LIMIT.as_secs())),
         };
+        if let Err(e) = self.usable(&issued) {
+            return Pass::Failed(e);
+        }
         if let Err(e) = self
             .served
             .store
@@ -137,8 +175,21 @@ impl Manager {
         {
             return Pass::Failed(e);
         }
+        self.served.store.clear_retry();
         self.pick_up();
         Pass::Issued
+    }
+
+    /// What the CA sent parses and covers every host, before it replaces
+    /// a stored certificate that works.
+    fn usable(&self, issued: &order::Issued) -> Result<(), String> {
+        let pem = format!("{}\n{}", issued.chain_pem, issued.key_pem);
+        let (_, facts) = served::parse(pem.as_bytes())
+            .map_err(|e| format!("the CA's certificate is unusable: {e}"))?;
+        match self.site.hosts.iter().find(|h| !facts.names.contains(h)) {
+            Some(h) => Err(format!("the CA's certificate does not cover {h}")),
+            None => Ok(()),
+        }
     }
 
     fn plan(&self, jitter_key: &impl BuildHasher, now: SystemTime) -> Plan {

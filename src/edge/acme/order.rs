@@ -17,8 +17,12 @@ pub struct Issued {
     pub key_pem: String,
 }
 
-/// How long the CA gets to validate, and to sign.
-const PATIENCE: Duration = Duration::from_secs(120);
+/// How the CA is polled while it validates, and while it signs: after
+/// 1 s, then every 1.5× longer, for at most 2 minutes.
+const PATIENCE: RetryPolicy = RetryPolicy::new()
+    .initial_delay(Duration::from_secs(1))
+    .backoff(1.5)
+    .timeout(Duration::from_secs(120));
 
 pub async fn obtain(site: &AcmeSite, served: &Served) -> Result<Issued, String> {
     let account = account(site, served).await?;
@@ -85,12 +89,19 @@ async fn answer_challenges(
             AuthorizationStatus::Valid => continue,
             other => return Err(format!("the CA's authorization for {host} is {other:?}")),
         }
+        // Both become file names in state_dir: only what was asked for.
+        if !site.hosts.contains(&host) {
+            return Err(format!("the CA asks about {host}, which was not ordered"));
+        }
         let mut challenge = authz.challenge(kind.clone()).ok_or_else(|| {
             format!(
                 "the CA offers no {} challenge for {host}",
                 site.challenge.as_str()
             )
         })?;
+        if !super::served::is_token(&challenge.token) {
+            return Err(format!("the CA's token for {host} is not base64url"));
+        }
         let key_auth = challenge.key_authorization();
         let name = match site.challenge {
             Challenge::Http01 => served.publish_http(&challenge.token, key_auth.as_str())?,
@@ -106,14 +117,12 @@ async fn answer_challenges(
 }
 
 async fn finish(site: &AcmeSite, order: &mut instant_acme::Order) -> Result<Issued, String> {
-    let patience = RetryPolicy::new().timeout(PATIENCE);
-    let status = order
-        .poll_ready(&patience)
-        .await
-        .map_err(|e| format!("waiting for the CA to validate: {e}"))?;
-    if status != OrderStatus::Ready {
-        return Err(failed_validation(order, status).await);
-    }
+    let status = match order.poll_ready(&PATIENCE).await {
+        Ok(OrderStatus::Ready) => OrderStatus::Ready,
+        Ok(other) => return Err(failed_validation(order, &format!("{other:?}")).await),
+        Err(e) => return Err(failed_validation(order, &e.to_string()).await),
+    };
+    debug_assert_eq!(status, OrderStatus::Ready);
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(site.hosts.clone()).map_err(|e| e.to_string())?;
@@ -124,7 +133,7 @@ async fn finish(site: &AcmeSite, order: &mut instant_acme::Order) -> Result<Issu
         .await
         .map_err(|e| format!("the CA refused to finalize: {e}"))?;
     let chain_pem = order
-        .poll_certificate(&patience)
+        .poll_certificate(&PATIENCE)
         .await
         .map_err(|e| format!("waiting for the certificate: {e}"))?;
     Ok(Issued {
@@ -134,7 +143,7 @@ async fn finish(site: &AcmeSite, order: &mut instant_acme::Order) -> Result<Issu
 }
 
 /// Why the CA did not validate: its problem documents, per host.
-async fn failed_validation(order: &mut instant_acme::Order, status: OrderStatus) -> String {
+async fn failed_validation(order: &mut instant_acme::Order, status: &str) -> String {
     let mut reasons = Vec::new();
     let mut authorizations = order.authorizations();
     while let Some(Ok(mut authz)) = authorizations.next().await {
@@ -149,7 +158,7 @@ async fn failed_validation(order: &mut instant_acme::Order, status: OrderStatus)
         }
     }
     if reasons.is_empty() {
-        format!("the order ended {status:?}")
+        format!("waiting for the CA to validate: {status}")
     } else {
         format!("the CA could not validate: {}", reasons.join("; "))
     }

@@ -79,7 +79,10 @@ pub fn renewal_time(cert: &CertFacts, renew_before: Duration, jitter: f64) -> Sy
         return cert.not_before + life.mul_f64(2.0 / 3.0);
     }
     let spread = (renew_before / 10).min(Duration::from_secs(86_400));
-    cert.not_after - renew_before - spread.mul_f64(jitter.clamp(0.0, 1.0))
+    let at = cert.not_after - renew_before - spread.mul_f64(jitter.clamp(0.0, 1.0));
+    // Never in the first third of its life: a window just short of the
+    // life would otherwise make each new certificate due at once.
+    at.max(cert.not_before + life / 3)
 }
 
 /// The pause after the `failures`-th failed order in a row: 2 minutes,
@@ -162,6 +165,14 @@ mod tests {
             plan(Some(&c), &hosts, DAY * 30, now, 0.3),
             Plan::Keep(_)
         ));
+    }
+
+    #[test]
+    fn a_window_just_short_of_the_life_still_waits_a_third_of_it() {
+        let now = SystemTime::now();
+        let c = cert(now, 7);
+        let at = renewal_time(&c, Duration::from_secs(6 * 86_400 + 43_200), 0.9);
+        assert!(at >= now + (DAY * 7) / 3, "renewed too early");
     }
 
     #[test]

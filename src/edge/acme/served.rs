@@ -16,6 +16,8 @@ use tracing::warn;
 
 pub struct Served {
     pub hosts: Vec<String>,
+    /// The site answers HTTP-01 (else only TLS-ALPN-01 checks).
+    http01: bool,
     pub store: Store,
     current: RwLock<Option<Current>>,
     /// A stored file found unusable: not read (nor reported) again.
@@ -44,9 +46,10 @@ pub struct Progress {
 }
 
 impl Served {
-    pub fn new(hosts: Vec<String>, store: Store) -> Served {
+    pub fn new(hosts: Vec<String>, store: Store, http01: bool) -> Served {
         Served {
             hosts,
+            http01,
             store,
             current: RwLock::new(None),
             rejected: Mutex::new(None),
@@ -103,6 +106,7 @@ impl Served {
         let parsed = self.store.read_cert().and_then(|pem| {
             parse(&pem).map_err(|e| format!("{}: {e}", self.store.cert_path().display()))
         });
+        let parsed = parsed.and_then(|(key, facts)| self.no_worse(facts).map(|f| (key, f)));
         let (key, facts) = match parsed {
             Ok(p) => p,
             Err(e) => {
@@ -120,6 +124,21 @@ impl Served {
             });
         }
         Ok(Some(facts))
+    }
+
+    /// A stored certificate replaces the one served only if it covers as
+    /// many of the hosts: another config sharing the folder must not take
+    /// names away from this one.
+    fn no_worse(&self, new: CertFacts) -> Result<CertFacts, String> {
+        let covered = |f: &CertFacts| self.hosts.iter().filter(|h| f.names.contains(h)).count();
+        let now = self.facts().map_or(0, |f| covered(&f));
+        if covered(&new) < now {
+            return Err(format!(
+                "it covers fewer of {} than the certificate in use",
+                self.hosts.join(", ")
+            ));
+        }
+        Ok(new)
     }
 
     /// An HTTP-01 answer: the key authorization for `token`.
@@ -158,13 +177,15 @@ impl Served {
         mine.or_else(|| self.store.read_challenge(name))
     }
 
+    /// Whether `GET /.well-known/acme-challenge/…` for `host` is the CA's:
+    /// otherwise it is the app's (certbot's webroot for a [[tls.cert]] host).
+    pub fn answers_http(&self, host: &str) -> bool {
+        self.http01 && self.covers(host)
+    }
+
     /// `GET /.well-known/acme-challenge/<token>`'s body.
     pub fn http_answer(&self, token: &str) -> Option<Vec<u8>> {
-        let safe = !token.is_empty()
-            && token
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        safe.then(|| self.answer(&format!("http-{token}")))?
+        is_token(token).then(|| self.answer(&format!("http-{token}")))?
     }
 
     /// The self-signed certificate RFC 8737 asks for, for a handshake with
@@ -174,14 +195,19 @@ impl Served {
             return None;
         }
         let digest = self.answer(&format!("alpn-{host}"))?;
-        let mut certs = self.alpn_certs.lock().ok()?;
-        if let Some((d, key)) = certs.get(host) {
+        // A SHA-256, or a file someone else wrote: rcgen asserts 32 bytes.
+        if digest.len() != 32 {
+            warn!("acme: the tls-alpn-01 answer for {host} is not a SHA-256 digest");
+            return None;
+        }
+        if let Some((d, key)) = self.alpn_certs.lock().ok()?.get(host) {
             if *d == digest {
                 return Some(key.clone());
             }
         }
         match challenge_certificate(host, &digest) {
             Ok(key) => {
+                let mut certs = self.alpn_certs.lock().ok()?;
                 certs.insert(host.to_string(), (digest, key.clone()));
                 Some(key)
             }
@@ -191,6 +217,14 @@ impl Served {
             }
         }
     }
+}
+
+/// An ACME token (RFC 8555 §8.1: base64url), safe as part of a file name.
+pub fn is_token(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn challenge_certificate(host: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, String> {

@@ -18,6 +18,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub struct Store {
     dir: PathBuf,
@@ -128,6 +129,37 @@ impl Store {
         }
     }
 
+    /// The shared backoff after failed orders: (failures in a row, next
+    /// attempt), so neither another instance nor a restart orders again
+    /// before it is time.
+    pub fn read_retry(&self) -> (u32, SystemTime) {
+        let text = fs::read_to_string(self.retry_path()).unwrap_or_default();
+        let mut parts = text.split_whitespace().map(str::parse::<u64>);
+        match (parts.next(), parts.next()) {
+            (Some(Ok(failures)), Some(Ok(at))) => (
+                failures.min(u32::MAX as u64) as u32,
+                UNIX_EPOCH + Duration::from_secs(at),
+            ),
+            _ => (0, UNIX_EPOCH),
+        }
+    }
+
+    pub fn write_retry(&self, failures: u32, at: SystemTime) -> Result<(), String> {
+        let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        write_private(
+            &self.retry_path(),
+            format!("{failures} {secs}\n").as_bytes(),
+        )
+    }
+
+    pub fn clear_retry(&self) {
+        let _ = fs::remove_file(self.retry_path());
+    }
+
+    fn retry_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.retry", self.name))
+    }
+
     pub fn write_challenge(&self, name: &str, value: &[u8]) -> Result<(), String> {
         write_private(&self.challenges().join(name), value)
     }
@@ -142,7 +174,12 @@ impl Store {
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // The whole name, the pid and a counter: `alpn-a.com` and `alpn-a.org`
+    // must not share a temporary file, nor two threads of one process.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let written = (|| {
         let mut f = OpenOptions::new()
             .create(true)
@@ -179,5 +216,10 @@ mod tests {
         assert_eq!(mode, 0o600);
         assert_eq!(fs::metadata(&state).unwrap().mode() & 0o777, 0o700);
         assert_eq!(b.read_cert().unwrap(), b"CHAIN\nKEY\n");
+        let at = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        a.write_retry(3, at).unwrap();
+        assert_eq!(b.read_retry(), (3, at));
+        b.clear_retry();
+        assert_eq!(a.read_retry(), (0, UNIX_EPOCH));
     }
 }

@@ -47,9 +47,11 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let name = hello.server_name().map(str::to_ascii_lowercase);
-        let validating = hello
-            .alpn()
-            .is_some_and(|mut offered| offered.any(|p| p == ACME_TLS_ALPN));
+        // RFC 8737 §3: the CA offers acme-tls/1 and nothing else.
+        let validating = hello.alpn().is_some_and(|offered| {
+            let mut offered = offered.peekable();
+            offered.next_if(|p| *p == ACME_TLS_ALPN).is_some() && offered.next().is_none()
+        });
         if validating {
             return self.acme.as_ref()?.alpn_certificate(name.as_deref()?);
         }
@@ -195,9 +197,8 @@ impl Prepared {
                 };
             }
         }
-        if default.is_none() && acme.is_none() {
-            return Err("no certificate configured".into());
-        }
+        // No certificate at all only when [tls.acme]'s folder is unusable
+        // (logged): handshakes then fail, HTTP still serves.
         let verifier =
             match &tls.client_ca {
                 None => None,
