@@ -108,11 +108,12 @@ pub(super) fn prepare_acme_state(site: &Site) -> anyhow::Result<()> {
             .with_context(|| problem(format!("cannot create {}", parent.display())))?;
     }
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| problem(format!("cannot create {}", dir.display())))?;
-    privileges::chown_to_user(site, dir)
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        // Another instance sharing it made it just now: theirs to hand over.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e).with_context(|| problem(format!("cannot create {}", dir.display()))),
+        Ok(()) => privileges::chown_to_user(site, dir),
+    }
 }
 
 /// `corral check`: every listening address can be bound, or is held by

@@ -49,9 +49,15 @@ impl Store {
                 .create(&d)
                 .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
         }
-        // A folder made by hand may be wider; the keys inside are not.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .map_err(|e| format!("cannot make {} private (0700): {e}", dir.display()))?;
+        // A folder made by hand may be wider; it is not ours to change
+        // (the keys inside are 0600 anyway).
+        let mode = fs::metadata(dir).map_or(0, |m| m.permissions().mode() & 0o777);
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "acme: {} is mode {mode:o}; 0700 would keep its listing private",
+                dir.display()
+            );
+        }
         Ok(store)
     }
 
