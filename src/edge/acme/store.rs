@@ -8,6 +8,8 @@
 //!                            one file, so a reader never pairs a new
 //!                            certificate with an old key
 //!   <first host>.lock        held (flock) by the one instance ordering
+//!   <first host>.retry       failures in a row and the next attempt: the
+//!                            backoff every instance and restart obeys
 //!   challenges/              answers in flight, so an instance that did
 //!                            not order can still answer the CA's check
 //! ```
