@@ -6,10 +6,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A certificate chain and key, ready for rustls, plus what the checks found.
 pub struct Loaded {
     pub key: Arc<CertifiedKey>,
+    /// The leaf's issuer, serial, validity and SAN names (`corral status`).
+    pub facts: CertFacts,
     /// DNS names in the leaf's subjectAltName (or CN when there are none).
     pub names: Vec<String>,
     pub warnings: Vec<String>,
@@ -35,7 +38,7 @@ pub fn load(cert_path: &Path, key_path: &Path, hosts: &[String]) -> Result<Loade
         ),
         other => format!("{}: unusable key: {other}", key_path.display()),
     })?;
-    let (names, mut warnings) = inspect_leaf(&chain[0], cert_path)?;
+    let (names, mut warnings, facts) = inspect_leaf(&chain[0], cert_path)?;
     for host in hosts {
         if !names.iter().any(|n| covers(n, host)) {
             warnings.push(format!(
@@ -51,6 +54,7 @@ pub fn load(cert_path: &Path, key_path: &Path, hosts: &[String]) -> Result<Loade
     }
     Ok(Loaded {
         key: Arc::new(certified),
+        facts,
         names,
         warnings,
     })
@@ -85,10 +89,11 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
 fn inspect_leaf(
     der: &CertificateDer<'_>,
     path: &Path,
-) -> Result<(Vec<String>, Vec<String>), String> {
+) -> Result<(Vec<String>, Vec<String>, CertFacts), String> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der.as_ref())
         .map_err(|e| format!("{}: cannot parse the certificate: {e}", path.display()))?;
+    let facts = facts_of(&cert);
     let mut warnings = Vec::new();
     let validity = cert.validity();
     let now = ASN1Time::now();
@@ -105,7 +110,7 @@ fn inspect_leaf(
             validity.not_before
         ));
     }
-    let mut names = dns_names(&cert);
+    let mut names = facts.names.clone();
     if names.is_empty() {
         names = cert
             .subject()
@@ -113,7 +118,7 @@ fn inspect_leaf(
             .filter_map(|cn| cn.as_str().ok().map(str::to_ascii_lowercase))
             .collect();
     }
-    Ok((names, warnings))
+    Ok((names, warnings, facts))
 }
 
 /// Whether certificate name `pattern` (maybe `*.example.com`) covers `host`
@@ -130,7 +135,7 @@ pub fn covers(pattern: &str, host: &str) -> bool {
 }
 
 /// The DNS names in a certificate's subjectAltName, lowercased.
-pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
     use x509_parser::extensions::GeneralName;
     cert.subject_alternative_name()
         .ok()
@@ -146,6 +151,109 @@ pub fn dns_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<St
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// What a certificate says about itself: `corral status`, and when
+/// `[tls.acme]` renews.
+#[derive(Debug, Clone)]
+pub struct CertFacts {
+    /// DNS names in its subjectAltName, lowercased.
+    pub names: Vec<String>,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+/// The facts of a DER certificate.
+pub fn facts(leaf: &CertificateDer<'_>) -> Result<CertFacts, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
+    Ok(facts_of(&cert))
+}
+
+fn facts_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> CertFacts {
+    let issuer = cert
+        .issuer()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(|| rfc4514(cert.issuer()));
+    let time = |t: x509_parser::time::ASN1Time| {
+        UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64)
+    };
+    CertFacts {
+        names: dns_names(cert),
+        issuer,
+        serial: cert.raw_serial_as_string(),
+        not_before: time(cert.validity().not_before),
+        not_after: time(cert.validity().not_after),
+    }
+}
+
+/// A distinguished name as RFC 4514 writes it (and nginx's
+/// `$ssl_client_s_dn`): most specific RDN first, `,` between RDNs, and the
+/// special characters of values escaped, so a comma inside a CN cannot pose
+/// as another attribute.
+pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use x509_parser::oid_registry::*;
+    let short = |oid: &x509_parser::der_parser::oid::Oid| -> String {
+        let known = [
+            (OID_X509_COMMON_NAME, "CN"),
+            (OID_X509_ORGANIZATION_NAME, "O"),
+            (OID_X509_ORGANIZATIONAL_UNIT, "OU"),
+            (OID_X509_COUNTRY_NAME, "C"),
+            (OID_X509_STATE_OR_PROVINCE_NAME, "ST"),
+            (OID_X509_LOCALITY_NAME, "L"),
+            (OID_PKCS9_EMAIL_ADDRESS, "emailAddress"),
+            (OID_DOMAIN_COMPONENT, "DC"),
+        ];
+        known
+            .iter()
+            .find(|(o, _)| o == oid)
+            .map(|(_, n)| n.to_string())
+            .unwrap_or_else(|| oid.to_id_string())
+    };
+    let mut rdns: Vec<String> = Vec::new();
+    for rdn in name.iter() {
+        let parts: Vec<String> = rdn
+            .iter()
+            .map(|atv| {
+                let value = atv.as_str().map(escape_dn_value).unwrap_or_else(|_| {
+                    let hex: String = atv
+                        .attr_value()
+                        .data
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    format!("#{hex}")
+                });
+                format!("{}={value}", short(atv.attr_type()))
+            })
+            .collect();
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    rdns.join(",")
+}
+
+fn escape_dn_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, c) in v.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

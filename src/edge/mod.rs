@@ -96,8 +96,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         site.queue_timeout(),
         metrics.clone(),
     );
-    let mut edge = request_path(site, &state, &pool, status_fd, &metrics);
-    edge.acme = acme.clone();
+    let edge = request_path(site, &state, &pool, status_fd, &metrics, acme.clone());
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2c = site.config.server.h2c;
@@ -205,7 +204,7 @@ fn tls_setup(
 ) -> Result<
     (
         Option<conn::tls::Handshaker>,
-        Vec<acme::schedule::CertFacts>,
+        Vec<crate::config::tls::CertFacts>,
     ),
     String,
 > {
@@ -231,6 +230,7 @@ fn request_path(
     pool: &Arc<app::pool::Pool>,
     status_fd: RawFd,
     metrics: &Arc<metrics::Metrics>,
+    acme: Option<Arc<acme::served::Served>>,
 ) -> request::Edge {
     let limits = &site.config.limits;
     request::Edge {
@@ -261,7 +261,7 @@ fn request_path(
             .iter()
             .filter_map(|p| crate::config::units::parse_cidr(p))
             .collect(),
-        acme: None,
+        acme,
     }
 }
 

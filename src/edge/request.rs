@@ -79,3 +79,18 @@ impl Ctx {
         }
     }
 }
+
+/// The host the client named (Host, else the target's authority) without
+/// its port; IPv6 literals keep their brackets.
+pub(crate) fn host_name(req: &pingora_http::RequestHeader) -> &str {
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or_default();
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}

@@ -21,13 +21,7 @@ impl Edge {
         if !req.raw_path().starts_with(PREFIX) {
             return false;
         }
-        let host = req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or(req.uri.host())
-            .unwrap_or_default();
-        let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+        let name = crate::edge::request::host_name(req);
         acme.answers_http(&name.to_ascii_lowercase())
     }
 

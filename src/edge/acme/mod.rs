@@ -183,7 +183,7 @@ impl Manager {
     /// What the CA sent parses and covers every host, before it replaces
     /// a stored certificate that works.
     fn usable(&self, issued: &order::Issued) -> Result<(), String> {
-        let pem = format!("{}\n{}", issued.chain_pem, issued.key_pem);
+        let pem = store::combine(&issued.chain_pem, &issued.key_pem);
         let (_, facts) = served::parse(pem.as_bytes())
             .map_err(|e| format!("the CA's certificate is unusable: {e}"))?;
         match self.site.hosts.iter().find(|h| !facts.names.contains(h)) {

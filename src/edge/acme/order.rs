@@ -117,12 +117,11 @@ async fn answer_challenges(
 }
 
 async fn finish(site: &AcmeSite, order: &mut instant_acme::Order) -> Result<Issued, String> {
-    let status = match order.poll_ready(&PATIENCE).await {
-        Ok(OrderStatus::Ready) => OrderStatus::Ready,
+    match order.poll_ready(&PATIENCE).await {
+        Ok(OrderStatus::Ready) => {}
         Ok(other) => return Err(failed_validation(order, &format!("{other:?}")).await),
         Err(e) => return Err(failed_validation(order, &e.to_string()).await),
-    };
-    debug_assert_eq!(status, OrderStatus::Ready);
+    }
     let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
     let mut params =
         rcgen::CertificateParams::new(site.hosts.clone()).map_err(|e| e.to_string())?;

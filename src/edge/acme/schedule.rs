@@ -4,17 +4,8 @@
 //! renew together, and a failing CA is retried with growing pauses, never
 //! in a loop (Let's Encrypt allows 5 failed validations per host an hour).
 
+use crate::config::tls::CertFacts;
 use std::time::{Duration, SystemTime};
-
-/// What a certificate says about itself.
-#[derive(Debug, Clone)]
-pub struct CertFacts {
-    pub names: Vec<String>,
-    pub issuer: String,
-    pub serial: String,
-    pub not_before: SystemTime,
-    pub not_after: SystemTime,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Plan {

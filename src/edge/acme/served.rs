@@ -4,8 +4,8 @@
 //! challenges, kept in memory and in `state_dir/challenges/` so another
 //! instance behind the same load balancer can answer for the one ordering.
 
-use super::schedule::CertFacts;
 use super::store::{Stamp, Store};
+use crate::config::tls::CertFacts;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -255,35 +255,12 @@ pub fn parse(pem: &[u8]) -> Result<(Arc<CertifiedKey>, CertFacts), String> {
         .map_err(|e| format!("not valid PEM: {e}"))?
         .ok_or("holds no private key")?;
     let leaf = chain.first().ok_or("holds no certificate")?;
-    let facts = facts(leaf)?;
+    let facts = crate::config::tls::facts(leaf)?;
     let provider = crate::config::tls::provider();
     let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| e.to_string())?;
     Ok((Arc::new(key), facts))
 }
 
-pub fn facts(leaf: &CertificateDer<'_>) -> Result<CertFacts, String> {
-    use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(leaf.as_ref())
-        .map_err(|e| format!("cannot parse the certificate: {e}"))?;
-    let names = crate::config::tls::dns_names(&cert);
-    let issuer = cert
-        .issuer()
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_string)
-        .unwrap_or_else(|| crate::edge::conn::tls::rfc4514(cert.issuer()));
-    let time =
-        |t: ASN1Time| UNIX_EPOCH + std::time::Duration::from_secs(t.timestamp().max(0) as u64);
-    Ok(CertFacts {
-        names,
-        issuer,
-        serial: cert.raw_serial_as_string(),
-        not_before: time(cert.validity().not_before),
-        not_after: time(cert.validity().not_after),
-    })
-}
-
-pub fn unix_secs(t: SystemTime) -> u64 {
+fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

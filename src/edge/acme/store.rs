@@ -87,11 +87,7 @@ impl Store {
     }
 
     pub fn save_cert(&self, chain_pem: &str, key_pem: &str) -> Result<(), String> {
-        let mut both = String::with_capacity(chain_pem.len() + key_pem.len() + 1);
-        both.push_str(chain_pem.trim_end());
-        both.push('\n');
-        both.push_str(key_pem);
-        write_private(&self.cert_path(), both.as_bytes())
+        write_private(&self.cert_path(), combine(chain_pem, key_pem).as_bytes())
     }
 
     fn account_path(&self, directory: &str) -> PathBuf {
@@ -179,6 +175,11 @@ impl Store {
     pub fn remove_challenge(&self, name: &str) {
         let _ = fs::remove_file(self.challenges().join(name));
     }
+}
+
+/// The certificate file's content: the chain, then its key.
+pub fn combine(chain_pem: &str, key_pem: &str) -> String {
+    format!("{}\n{key_pem}", chain_pem.trim_end())
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {

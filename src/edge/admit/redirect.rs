@@ -22,18 +22,7 @@ pub fn decide(state: &EdgeState, session: &Session) -> Option<Redirect> {
         return None;
     }
     let req = session.req_header();
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| req.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_default();
-    // Host without its port (IPv6 literals keep their brackets).
-    let name = match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host.as_str(),
-    };
+    let name = crate::edge::request::host_name(req);
     if name.is_empty() || name.contains(['/', '\\', '@', ' ']) {
         return Some(Redirect::BadHost);
     }

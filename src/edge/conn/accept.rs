@@ -235,7 +235,8 @@ async fn serve(
         }
         _ => Box::new(l4),
     };
-    if let Some(ALPN::Custom(proto)) = stream.selected_alpn_proto() {
+    let alpn = stream.selected_alpn_proto();
+    if let Some(ALPN::Custom(proto)) = &alpn {
         // A CA's TLS-ALPN-01 check: the handshake was the answer (RFC
         // 8737 §3); it sends no request.
         if proto.protocol() == crate::edge::conn::tls::ACME_TLS_ALPN {
@@ -243,7 +244,7 @@ async fn serve(
             return;
         }
     }
-    let is_h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+    let is_h2 = matches!(alpn, Some(ALPN::H2));
     if let Some(tls) = stream.get_ssl_digest() {
         shared.metrics.handshake(&tls.version);
     }

@@ -7,8 +7,8 @@
 //! (new handshakes get the new files) while the old one finishes its open
 //! connections.
 
+use crate::config::tls::CertFacts;
 use crate::config::TlsSite;
-use crate::edge::acme::schedule::CertFacts;
 use crate::edge::acme::served::Served;
 use async_trait::async_trait;
 use pingora_core::listeners::tls::Acceptor;
@@ -97,74 +97,10 @@ impl TlsAccept for SubjectCallback {
     ) -> Option<Arc<dyn Any + Send + Sync>> {
         let der = tls.peer_certificate_der()?;
         let subject = x509_parser::parse_x509_certificate(der)
-            .map(|(_, cert)| rfc4514(cert.subject()))
+            .map(|(_, cert)| crate::config::tls::rfc4514(cert.subject()))
             .unwrap_or_default();
         Some(Arc::new(ClientSubject(subject)))
     }
-}
-
-/// A distinguished name as RFC 4514 writes it (and nginx's
-/// `$ssl_client_s_dn`): most specific RDN first, `,` between RDNs, and the
-/// special characters of values escaped, so a comma inside a CN cannot pose
-/// as another attribute.
-pub fn rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
-    use x509_parser::oid_registry::*;
-    let short = |oid: &x509_parser::der_parser::oid::Oid| -> String {
-        let known = [
-            (OID_X509_COMMON_NAME, "CN"),
-            (OID_X509_ORGANIZATION_NAME, "O"),
-            (OID_X509_ORGANIZATIONAL_UNIT, "OU"),
-            (OID_X509_COUNTRY_NAME, "C"),
-            (OID_X509_STATE_OR_PROVINCE_NAME, "ST"),
-            (OID_X509_LOCALITY_NAME, "L"),
-            (OID_PKCS9_EMAIL_ADDRESS, "emailAddress"),
-            (OID_DOMAIN_COMPONENT, "DC"),
-        ];
-        known
-            .iter()
-            .find(|(o, _)| o == oid)
-            .map(|(_, n)| n.to_string())
-            .unwrap_or_else(|| oid.to_id_string())
-    };
-    let mut rdns: Vec<String> = Vec::new();
-    for rdn in name.iter() {
-        let parts: Vec<String> = rdn
-            .iter()
-            .map(|atv| {
-                let value = atv.as_str().map(escape_dn_value).unwrap_or_else(|_| {
-                    let hex: String = atv
-                        .attr_value()
-                        .data
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect();
-                    format!("#{hex}")
-                });
-                format!("{}={value}", short(atv.attr_type()))
-            })
-            .collect();
-        rdns.push(parts.join("+"));
-    }
-    rdns.reverse();
-    rdns.join(",")
-}
-
-fn escape_dn_value(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    let last = v.chars().count().saturating_sub(1);
-    for (i, c) in v.chars().enumerate() {
-        match c {
-            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '#' if i == 0 => out.push_str("\\#"),
-            ' ' if i == 0 || i == last => out.push_str("\\ "),
-            '\0' => out.push_str("\\00"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Certificates and the client verifier, loaded once for every TLS listener.
@@ -183,9 +119,6 @@ impl Prepared {
         let mut files = Vec::new();
         for c in &tls.certs {
             let loaded = crate::config::tls::load(&c.cert, &c.key, &[])?;
-            if let Some(leaf) = loaded.key.cert.first() {
-                files.push(crate::edge::acme::served::facts(leaf)?);
-            }
             default.get_or_insert_with(|| loaded.key.clone());
             for host in &c.hosts {
                 let host = host.to_ascii_lowercase();
@@ -196,6 +129,7 @@ impl Prepared {
                     None => exact.entry(host).or_insert_with(|| loaded.key.clone()),
                 };
             }
+            files.push(loaded.facts);
         }
         // No certificate at all only when [tls.acme]'s folder is unusable
         // (logged): handshakes then fail, HTTP still serves.

@@ -2,13 +2,13 @@
 //! issuer and expiry, and for `[tls.acme]` when it renews next or why the
 //! last order failed.
 
-use crate::edge::acme::schedule::CertFacts;
+use crate::config::tls::CertFacts;
 use crate::edge::acme::served::Served;
 use serde::Serialize;
 use std::fmt::Write;
 use std::time::SystemTime;
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct CertificateStatus {
     /// "file" (`[[tls.cert]]`) or "acme".
     pub source: &'static str,
@@ -31,12 +31,7 @@ pub fn list(files: &[CertFacts], acme: Option<&Served>) -> Vec<CertificateStatus
             None => CertificateStatus {
                 source: "acme",
                 hosts: served.hosts.clone(),
-                issuer: None,
-                serial: None,
-                not_after: None,
-                days_left: None,
-                next_order: None,
-                last_error: None,
+                ..Default::default()
             },
         };
         if let Ok(p) = served.progress.lock() {
@@ -60,8 +55,7 @@ fn of_facts(source: &'static str, f: &CertFacts) -> CertificateStatus {
         serial: Some(f.serial.clone()),
         not_after: Some(rfc3339(f.not_after)),
         days_left: Some(days_left),
-        next_order: None,
-        last_error: None,
+        ..Default::default()
     }
 }
 

@@ -25,7 +25,7 @@ pub struct Inspector {
     pub queue_size: usize,
     pub started: Instant,
     /// What each `[[tls.cert]]` file holds.
-    pub certificates: Vec<crate::edge::acme::schedule::CertFacts>,
+    pub certificates: Vec<crate::config::tls::CertFacts>,
     pub acme: Option<Arc<crate::edge::acme::served::Served>>,
 }
 
