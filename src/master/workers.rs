@@ -248,6 +248,7 @@ impl Arbiter {
         };
         let _ = std::fs::remove_file(&w.socket);
         let _ = std::fs::remove_file(w.socket.with_extension("stacks"));
+        let _ = std::fs::remove_file(crate::wire::withdraw::control_path(&w.socket));
         self.tell_edges(&Control::Down { id: w.id });
         let how = death.describe_worker(w.ready, w.killed_for.as_deref(), oom);
         if w.killed_for.is_some() {

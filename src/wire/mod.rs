@@ -83,3 +83,4 @@ pub fn websockets_close_after(graceful: std::time::Duration) -> std::time::Durat
 pub mod framer;
 pub mod receipt;
 pub mod request;
+pub mod withdraw;

@@ -7,7 +7,9 @@
 //! one-line reason to the master and exits with code 3 (as gunicorn does).
 
 pub mod asgi;
+mod in_turn;
 mod interpreter;
+mod link;
 pub mod probe;
 mod quiet_read;
 mod recycle;
@@ -16,6 +18,7 @@ pub mod response;
 mod server;
 mod stack_dump;
 pub mod stderr_lines;
+mod withdrawals;
 pub mod wsgi;
 
 use crate::config::Site;
@@ -115,12 +118,18 @@ pub fn run(
         send_status(status_fd, &Status::Ready(pid, Some(booted.serves(site))));
         info!("worker {pid} (id {id}) booted: {}", booted.describe());
         let code = match booted {
-            Booted::Wsgi(wsgi) => {
-                server::serve(py, Box::new(wsgi), listener, site.threads(), recycle())
-            }
+            Booted::Wsgi(wsgi) => server::serve(
+                py,
+                Box::new(wsgi),
+                listener,
+                socket,
+                site.threads(),
+                recycle(),
+            ),
             Booted::Asgi(asgi) => asgi::serve(py, asgi, listener, site, id, status_fd),
         };
         let _ = std::fs::remove_file(socket);
+        let _ = std::fs::remove_file(crate::wire::withdraw::control_path(socket));
         code
     })
 }

@@ -18,15 +18,28 @@ use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 /// The read half of a connection from the edge.
-pub struct QuietRead(pub UnixStream);
+pub struct QuietRead {
+    stream: UnixStream,
+    /// Whether a read with nothing to read waits (a thread per connection)
+    /// or says `WouldBlock` (one thread serving them all in turn, which
+    /// waits in `epoll` instead).
+    pub wait: bool,
+}
+
+impl QuietRead {
+    pub fn new(stream: UnixStream) -> Self {
+        QuietRead { stream, wait: true }
+    }
+}
 
 impl Read for QuietRead {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             // Under load the next request is usually there already: one
             // system call, no sleep.
-            match recv(self.0.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            match recv(self.stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
                 Ok(n) => return Ok(n),
+                Err(Errno::EAGAIN) if !self.wait => return Err(io::ErrorKind::WouldBlock.into()),
                 Err(Errno::EAGAIN) => self.wait_readable()?,
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -37,7 +50,7 @@ impl Read for QuietRead {
 
 impl QuietRead {
     fn wait_readable(&self) -> io::Result<()> {
-        let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(self.stream.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(Errno::EINTR) => Ok(()),
             Err(e) => Err(e.into()),
@@ -53,7 +66,7 @@ mod tests {
     #[test]
     fn reads_what_arrives_later_and_sees_the_end() {
         let (mut a, b) = UnixStream::pair().unwrap();
-        let mut r = QuietRead(b);
+        let mut r = QuietRead::new(b);
         let t = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
             a.write_all(b"hello").unwrap();

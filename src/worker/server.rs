@@ -1,5 +1,8 @@
 //! The worker's socket front and where Python runs.
 //!
+//! `threads = 1` (the default) is served by `in_turn.rs`: one thread, every
+//! edge connection in turn. Above that:
+//!
 //! ```text
 //! main thread: accept loop (GIL released), checks stop/recycle every 100 ms
 //!   └─ one thread per edge connection:
@@ -15,16 +18,15 @@
 //! once; the edge never sends more than that, so the bound is a backstop.
 //! A slow peer only ever blocks its own connection thread without the GIL.
 
-use super::quiet_read::QuietRead;
+use super::link::{Link, Next};
 use super::recycle::Recycle;
-use super::request::{read_request, ReadError, Request};
+use super::request::Request;
 use pyo3::prelude::*;
-use std::io::{BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use tracing::{debug, info};
+use tracing::info;
 
 /// Set by SIGTERM: finish what is in flight, then exit.
 pub static STOPPING: AtomicBool = AtomicBool::new(false);
@@ -109,121 +111,113 @@ pub fn serve(
     py: Python<'_>,
     app: Box<dyn App>,
     listener: UnixListener,
+    socket: &std::path::Path,
     threads: usize,
     recycle: Recycle,
 ) -> i32 {
-    let shared = Arc::new(Shared {
-        app,
-        recycle,
-        slots: Slots::new(threads.max(1)),
-    });
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::error!("worker cannot poll its socket: {e}");
         return 70;
     }
+    if threads <= 1 {
+        return super::in_turn::serve(py, app.as_ref(), &listener, socket, &recycle);
+    }
+    let shared = Arc::new(Shared {
+        app,
+        recycle,
+        slots: Slots::new(threads),
+    });
     py.detach(|| accept_loop(&listener, &shared));
     0
+}
+
+/// When a stopping worker may exit: nothing in flight for `DRAIN_QUIET`.
+#[derive(Default)]
+pub(super) struct Drain {
+    quiet_since: Option<Instant>,
+}
+
+impl Drain {
+    /// Called at least every 100 ms.
+    pub(super) fn done(&mut self) -> bool {
+        if !STOPPING.load(Ordering::SeqCst) || in_flight() > 0 {
+            self.quiet_since = None;
+            return false;
+        }
+        let since = *self.quiet_since.get_or_insert_with(Instant::now);
+        if since.elapsed() < DRAIN_QUIET {
+            return false;
+        }
+        info!("worker {} drained, exiting", std::process::id());
+        true
+    }
+}
+
+/// Marks a request as running until dropped (what `Drain` waits for).
+pub(super) struct Running;
+
+impl Running {
+    pub(super) fn start() -> Running {
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+        Running
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::SeqCst)
 }
 
 fn accept_loop(listener: &UnixListener, shared: &Arc<Shared>) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let mut quiet_since: Option<Instant> = None;
+    let mut drain = Drain::default();
     loop {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u16));
         // Until WouldBlock: nothing more to accept.
         while let Ok((conn, _)) = listener.accept() {
-            {
-                {
-                    let _ = conn.set_nonblocking(false);
-                    let shared = shared.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("conn".into())
-                        .spawn(move || Python::attach(|py| connection(py, conn, &shared)));
-                    if let Err(e) = spawned {
-                        tracing::error!("cannot start a connection thread: {e}");
-                    }
-                }
+            let _ = conn.set_nonblocking(false);
+            let shared = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("conn".into())
+                .spawn(move || Python::attach(|py| connection(py, conn, &shared)));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a connection thread: {e}");
             }
         }
         shared.recycle.tick();
-        if STOPPING.load(Ordering::SeqCst) && IN_FLIGHT.load(Ordering::SeqCst) == 0 {
-            let since = *quiet_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= DRAIN_QUIET {
-                info!("worker {} drained, exiting", std::process::id());
-                return;
-            }
-        } else {
-            quiet_since = None;
+        if drain.done() {
+            return;
         }
     }
 }
 
 fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
-    let Ok(read_half) = stream.try_clone() else {
+    let Ok(mut link) = Link::new(stream, None) else {
         return;
     };
-    // The response side, shared with each request's writer (which Python
-    // may keep alive past the request), without a dup and close per request.
-    let stream = std::sync::Arc::new(stream);
-    let mut reader = BufReader::with_capacity(64 * 1024, QuietRead(read_half));
-    loop {
-        match py.detach(|| read_request(&mut reader)) {
-            Ok(req) => {
-                IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-                // Waiting for a slot lets go of the GIL; taking a free one
-                // does not need to.
-                if !shared.slots.try_acquire() {
-                    py.detach(|| shared.slots.acquire());
-                }
-                let keep_alive = shared.app.handle(py, req, stream.clone());
-                shared.slots.release();
-                IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
-                shared.recycle.after_request();
-                if !keep_alive {
-                    break;
-                }
-            }
-            Err(ReadError::Closed) => break,
-            Err(ReadError::Bad(status, why)) => {
-                debug!("bad request from the edge: {why}");
-                let reason = if status == 431 {
-                    "Request Header Fields Too Large"
-                } else {
-                    "Bad Request"
-                };
-                let _ = (&*stream).write_all(
-                    format!("HTTP/1.1 {status} {reason}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes(),
-                );
-                break;
-            }
-            Err(ReadError::Spool(e)) => {
-                let dir = std::env::temp_dir();
-                tracing::error!(
-                    "cannot spool a request body to a temp file in {}: {e}; answering 507",
-                    dir.display()
-                );
-                let body = format!(
-                    "Insufficient Storage: the server cannot store the request body ({e})\n"
-                );
-                let _ = (&*stream).write_all(
-                    format!(
-                        "HTTP/1.1 507 Insufficient Storage\r\nContent-Type: text/plain; charset=utf-8\r\n\
-                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    )
-                    .as_bytes(),
-                );
-                break;
-            }
-            Err(ReadError::Io(e)) => {
-                debug!("connection from the edge failed: {e}");
-                break;
-            }
+    while let Next::Run(req) = py.detach(|| link.next(true)) {
+        let running = Running::start();
+        // Waiting for a slot lets go of the GIL; taking a free one
+        // does not need to.
+        if !shared.slots.try_acquire() {
+            py.detach(|| shared.slots.acquire());
+        }
+        let keep_alive = shared.app.handle(py, req, link.stream().clone());
+        shared.slots.release();
+        drop(running);
+        shared.recycle.after_request();
+        if !keep_alive {
+            break;
         }
     }
-    let _ = stream.shutdown(std::net::Shutdown::Both);
+    link.close();
 }
 
 #[cfg(test)]

@@ -3,15 +3,17 @@
 //! head read within `app.timeout`. A request is retried on another worker
 //! only while the app cannot have run it (not delivered).
 
+use crate::edge::app::ahead::{self, Turned};
 use crate::edge::app::job::Job;
-use crate::edge::app::pool::{Conn, Lease, Pool, Refused};
+use crate::edge::app::pool::{Conn, Lease, Pool, Refused, Turn};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
 use crate::edge::request::{Ctx, Edge};
 use pingora_core::Result;
 use pingora_proxy::Session;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::BufReader;
+use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 /// One request as it goes to a worker, the same for every attempt.
@@ -41,6 +43,8 @@ pub(super) enum Attempt {
     Answered(Answer),
     /// Not delivered: the app cannot have run it; try another worker.
     Retry(u64),
+    /// Taken back unrun from a busy worker, to run on this free one.
+    Moved(Lease),
     /// Answered here with this status and reason.
     Refuse(u16, &'static str),
     /// The client closed its connection first.
@@ -82,8 +86,11 @@ impl Edge {
             what: Job::of(session, &ctx.request_id),
         };
         let mut avoid = Vec::new();
+        let mut moved = None;
         loop {
-            let acquired = if websocket {
+            let acquired = if let Some(lease) = moved.take() {
+                Ok(lease)
+            } else if websocket {
                 self.pool.acquire_socket(&avoid, &out.what)
             } else {
                 self.pool.acquire(&avoid, &out.what).await
@@ -113,6 +120,7 @@ impl Edge {
             match self.past_hints(session, ctx, &out, outcome).await? {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
+                Attempt::Moved(lease) => moved = Some(lease),
                 Attempt::Refuse(status, why) => {
                     ctx.work = Some(begun.work());
                     return self.refuse(session, ctx, status, why).await.map(|_| None);
@@ -134,30 +142,52 @@ impl Edge {
     async fn attempt(
         &self,
         ctx: &Ctx,
-        lease: Lease,
+        mut lease: Lease,
         out: &Outgoing<'_>,
         retries: usize,
     ) -> Attempt {
-        let deadline = self.timeout.map(|t| tokio::time::Instant::now() + t);
-        let result = match deadline {
-            None => exchange(&lease, out).await,
-            Some(d) => match tokio::time::timeout_at(d, exchange(&lease, out)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    report_timeout(&self.pool, self.status_fd, &lease, &out.what, self.timeout);
-                    return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
-                }
-            },
+        let rescue = lease.take_rescue();
+        let Some(result) = self.in_time(&lease, exchange(&lease, out, rescue)).await else {
+            report_timeout(&self.pool, self.status_fd, &lease, &out.what, self.timeout);
+            return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
         };
         match result {
-            Ok((conn, resp)) => Attempt::Answered(Answer {
-                lease,
-                conn,
-                resp,
-                job: out.what.clone(),
-                deadline,
-            }),
+            Ok(Exchanged::Head(conn, resp)) => {
+                let deadline = self.timeout.map(|t| (began(&lease) + t).into());
+                Attempt::Answered(Answer {
+                    lease,
+                    conn,
+                    resp,
+                    job: out.what.clone(),
+                    deadline,
+                })
+            }
+            Ok(Exchanged::Withdrawn(Some(free))) => Attempt::Moved(free),
+            Ok(Exchanged::Withdrawn(None)) => {
+                Attempt::Refuse(503, "All workers are busy (queue timeout)")
+            }
             Err(e) => self.failed(ctx, &out.what, lease.worker, e, retries),
+        }
+    }
+
+    /// `fut` under `app.timeout`, counted from when the request began
+    /// running: a request sent ahead is not timed while it waits its turn.
+    /// None: out of time.
+    async fn in_time<F: std::future::Future>(&self, lease: &Lease, fut: F) -> Option<F::Output> {
+        let Some(limit) = self.timeout else {
+            return Some(fut.await);
+        };
+        tokio::pin!(fut);
+        let mut deadline = lease.taken() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline.into(), &mut fut).await {
+                Ok(done) => return Some(done),
+                Err(_) => match lease.turn() {
+                    Turn::Began(at) if at + limit > Instant::now() => deadline = at + limit,
+                    Turn::Began(_) => return None,
+                    Turn::Waiting => deadline = Instant::now() + limit,
+                },
+            }
         }
     }
 
@@ -201,11 +231,30 @@ impl Edge {
     }
 }
 
-/// One request/response head exchange with a worker, on a pooled or new connection.
+/// How an exchange ended, short of failing.
+enum Exchanged {
+    /// The worker's answer began: its head, its body still on the connection.
+    Head(Conn, ResponseHead),
+    /// A request sent ahead was taken back unrun (`ahead::Turned`).
+    Withdrawn(Option<Lease>),
+}
+
+/// When the request began running (for one sent ahead, not when it was
+/// sent, if the pool has seen it start).
+fn began(lease: &Lease) -> Instant {
+    match lease.turn() {
+        Turn::Began(at) => at,
+        Turn::Waiting => Instant::now(),
+    }
+}
+
+/// One request/response head exchange with a worker, on a pooled or new
+/// connection. A request sent ahead waits for its turn first.
 async fn exchange(
     lease: &Lease,
     out: &Outgoing<'_>,
-) -> std::result::Result<(Conn, ResponseHead), ExchangeError> {
+    rescue: Option<oneshot::Receiver<Lease>>,
+) -> std::result::Result<Exchanged, ExchangeError> {
     let mut conn = match lease.take_conn() {
         Some(c) => c,
         None => {
@@ -216,9 +265,16 @@ async fn exchange(
             BufReader::with_capacity(upstream::READ_CHUNK, stream)
         }
     };
-    upstream::send(&mut conn, out.head, out.body).await?;
+    let nth = upstream::send(&mut conn, out.head, out.body, lease.names_links).await?;
+    if let Some(rescue) = rescue {
+        // Withdrawn: the connection is dropped; the worker skips the
+        // request when it comes to it, then sees the close.
+        if let Turned::Withdrawn(free) = ahead::wait_turn(lease, &conn, nth, rescue).await {
+            return Ok(Exchanged::Withdrawn(free));
+        }
+    }
     let resp = upstream::read_head(&mut conn, out.is_head).await?;
-    Ok((conn, resp))
+    Ok(Exchanged::Head(conn, resp))
 }
 
 /// A worker just failed an exchange: most likely it is dead, and the master

@@ -2,6 +2,7 @@
 //! the pool (queue, 503), write the request to it over its Unix socket, and
 //! relay its response (compression, the response buffer).
 
+mod ahead;
 pub(crate) mod exchange;
 pub(crate) mod forward;
 pub(crate) mod hints;

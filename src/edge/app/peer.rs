@@ -61,6 +61,31 @@ impl Stream {
             Stream::Tcp(s) => s.try_read(buf),
         }
     }
+
+    /// The line naming a Unix link for the worker's cancels, once.
+    pub fn name_line(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Stream::Unix(s) => s.name_line(),
+            Stream::Tcp(_) => None,
+        }
+    }
+
+    /// Counts a request written; returns which it is (1 for the first;
+    /// always 0 on TCP, which never takes requests ahead).
+    pub fn count_request(&mut self) -> u64 {
+        match self {
+            Stream::Unix(s) => s.count_request(),
+            Stream::Tcp(_) => 0,
+        }
+    }
+
+    /// The Unix link's name (`wire::withdraw`).
+    pub fn link_id(&self) -> Option<u64> {
+        match self {
+            Stream::Unix(s) => Some(s.id()),
+            Stream::Tcp(_) => None,
+        }
+    }
 }
 
 impl AsyncRead for Stream {

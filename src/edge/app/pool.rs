@@ -1,11 +1,22 @@
 //! Choosing a worker for a request: least outstanding requests among the
 //! workers that are up, and a bounded FIFO queue when all are busy.
 //!
-//! Invariants: a worker's `busy` counts the leases out on it and never
-//! exceeds `capacity` (1 for a sync worker, so it never gets a second
-//! request while one runs). A released lease goes straight to the oldest
+//! Invariants: a worker's `busy` counts the leases running on it and never
+//! exceeds `capacity`. A released lease goes straight to the oldest
 //! waiter, which keeps the queue strictly first-in, first-out. Leases
 //! release on drop, so every error path gives the worker back.
+//!
+//! **Ahead.** A single-threaded WSGI worker (`threads = 1`) may also hold
+//! one request *ahead*: when every worker is busy, a request that would
+//! wait in the queue is written to a busy worker at once, which runs it
+//! the moment its current one ends, without sleeping in between
+//! (`worker/in_turn.rs`). It is promoted to running when the current
+//! lease ends. The queue only forms once every worker holds one ahead.
+//! The cost is head-of-line blocking, so a request ahead is taken back
+//! (*rescued*) when another worker comes free with nobody queued: that
+//! worker's lease is sent to it, and it withdraws itself from the busy one
+//! (`wire/withdraw.rs`). Which busy worker: the one whose request started
+//! last, since a request that has already run long tends to run longer.
 //!
 //! Each lease also records its request (a `Job`) while it is out, so
 //! `corral status` and `corral dump` can say what every worker is running.
@@ -66,7 +77,20 @@ struct Worker {
     busy: usize,
     /// Of `busy`, the slots held by open WebSockets.
     sockets: usize,
+    /// The request sent ahead (its key in `running`).
+    ahead: Option<usize>,
+    /// When its latest request began running.
+    started: Instant,
     idle: Vec<Conn>,
+}
+
+/// Where a worker can take one more request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A free slot: it runs at once.
+    Running,
+    /// Behind the one running (see "Ahead" above).
+    Ahead,
 }
 
 impl Worker {
@@ -76,6 +100,25 @@ impl Worker {
 
     fn interface(&self) -> Interface {
         self.facts.interface
+    }
+
+    /// Only a worker serving its connections in turn on one thread takes a
+    /// request ahead: a thread per connection would sleep and be woken for
+    /// it anyway, and an ASGI worker runs many at once.
+    fn takes_ahead(&self) -> bool {
+        self.interface() == Interface::Wsgi
+            && self.capacity() == 1
+            && matches!(self.peer, Peer::Unix(_))
+    }
+
+    fn opening(&self) -> Option<Place> {
+        if self.busy < self.capacity() {
+            Some(Place::Running)
+        } else if self.takes_ahead() && self.ahead.is_none() {
+            Some(Place::Ahead)
+        } else {
+            None
+        }
     }
 }
 
@@ -90,6 +133,11 @@ struct Running {
     worker: u64,
     job: Job,
     since: Instant,
+    place: Place,
+    /// When it began running, if it was sent ahead.
+    promoted: Option<Instant>,
+    /// Ahead and not yet rescued: where to send a free worker's lease.
+    rescue: Option<oneshot::Sender<Lease>>,
 }
 
 struct Inner {
@@ -104,9 +152,79 @@ struct Inner {
 }
 
 impl Inner {
-    fn start(&mut self, worker: u64, job: Job) -> usize {
+    fn position(&self, worker: u64) -> Option<usize> {
+        self.workers.iter().position(|w| w.id == worker)
+    }
+
+    /// Gives waiters what worker `pos` can take: free slots, then its
+    /// place ahead.
+    fn offer(&mut self, pool: &Arc<Pool>, pos: usize) {
+        while let Some(place) = self.workers[pos].opening() {
+            let Some(waiter) = self.waiters.pop_front() else {
+                return;
+            };
+            let lease = self.grant(pool, pos, place, waiter.job);
+            if let Err(lease) = waiter.tx.send(lease) {
+                self.unlease(lease); // waiter timed out; try the next
+            }
+        }
+    }
+
+    /// Worker `pos` is idle and nobody waits: takes back a request sent
+    /// ahead to a busy worker, by sending it this worker's lease.
+    fn rescue(&mut self, pool: &Arc<Pool>, pos: usize) {
+        while self.workers[pos].busy == 0 {
+            // The one sent ahead longest ago.
+            let oldest = self
+                .running
+                .iter_mut()
+                .filter(|(_, r)| r.rescue.is_some())
+                .min_by_key(|(_, r)| r.since);
+            let Some((_, r)) = oldest else {
+                return;
+            };
+            let (job, tx) = (r.job.clone(), r.rescue.take());
+            let lease = self.grant(pool, pos, Place::Running, job);
+            if let Some(Err(lease)) = tx.map(|tx| tx.send(lease)) {
+                self.unlease(lease);
+            }
+        }
+    }
+
+    /// A lease on worker `pos` in `place`, counted; for a place ahead, also
+    /// where a rescue will come.
+    fn grant(&mut self, pool: &Arc<Pool>, pos: usize, place: Place, job: Job) -> Lease {
         let since = Instant::now();
-        self.running.insert(Running { worker, job, since })
+        let (tx, rx) = match place {
+            Place::Ahead => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Place::Running => (None, None),
+        };
+        let w = &self.workers[pos];
+        let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
+        let slot = self.running.insert(Running {
+            worker: id,
+            job,
+            since,
+            place,
+            promoted: None,
+            rescue: tx,
+        });
+        let w = &mut self.workers[pos];
+        match place {
+            Place::Running => {
+                w.busy += 1;
+                w.started = since;
+            }
+            Place::Ahead => w.ahead = Some(slot),
+        }
+        let mut lease = pool.lease(id, peer, interface, slot, pid);
+        lease.rescue = rx;
+        lease.names_links = self.workers[pos].takes_ahead();
+        lease.sent_ahead = place == Place::Ahead;
+        lease
     }
 }
 
@@ -165,6 +283,13 @@ pub struct Lease {
     waited: Duration,
     /// The worker's pid, for the access log.
     pid: i32,
+    /// Sent ahead: where a free worker's lease comes if it is rescued.
+    rescue: Option<oneshot::Receiver<Lease>>,
+    /// The worker takes requests ahead: its connections are named, so a
+    /// request can be taken back (`wire::withdraw`).
+    pub names_links: bool,
+    /// Granted a place ahead (it may have been promoted since).
+    sent_ahead: bool,
 }
 
 impl Drop for Lease {
@@ -172,14 +297,55 @@ impl Drop for Lease {
         if self.live {
             self.live = false;
             if !self.socket {
-                self.pool.metrics.worked(self.taken.elapsed(), self.worker);
+                let took = self.begun().taken.elapsed();
+                self.pool.metrics.worked(took, self.worker);
             }
             self.pool.release(self.worker, self.socket, self.slot);
         }
     }
 }
 
+/// Where a request sent ahead stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Still behind the worker's current request.
+    Waiting,
+    /// Running since then.
+    Began(Instant),
+}
+
 impl Lease {
+    /// For a request sent ahead (once): where a rescue will come.
+    pub fn take_rescue(&mut self) -> Option<oneshot::Receiver<Lease>> {
+        self.rescue.take()
+    }
+
+    /// When the request began running in the worker.
+    pub fn turn(&self) -> Turn {
+        if !self.sent_ahead {
+            return Turn::Began(self.taken);
+        }
+        let inner = self.pool.lock();
+        match inner.running.get(self.slot) {
+            Some(r) if r.place == Place::Ahead => Turn::Waiting,
+            Some(Running {
+                promoted: Some(at), ..
+            }) => Turn::Began(*at),
+            _ => Turn::Began(self.taken),
+        }
+    }
+
+    /// When the worker took the request (for one sent ahead: when it was
+    /// sent).
+    pub fn taken(&self) -> Instant {
+        self.taken
+    }
+
+    /// When a request sent ahead has waited as long as the queue allows.
+    pub fn queue_deadline(&self) -> Instant {
+        self.taken - self.waited + self.pool.queue_timeout
+    }
+
     /// An idle pooled connection to this worker, if any.
     pub fn take_conn(&self) -> Option<Conn> {
         let mut inner = self.pool.lock();
@@ -202,10 +368,16 @@ impl Lease {
 
     /// The request's start on its worker, for a `Work` written later (the
     /// lease may be gone by then: a timeout, a client that left).
+    /// A request sent ahead counts its wait there as queueing, not as
+    /// time in the app.
     pub fn begun(&self) -> Begun {
+        let (queue, taken) = match self.turn() {
+            Turn::Began(at) => (self.waited + at.saturating_duration_since(self.taken), at),
+            Turn::Waiting => (self.waited + self.taken.elapsed(), Instant::now()),
+        };
         Begun {
-            queue: self.waited,
-            taken: self.taken,
+            queue,
+            taken,
             worker: self.pid,
         }
     }
@@ -257,17 +429,8 @@ impl Pool {
         let (ticket, rx) = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() {
-                let pick = inner
-                    .workers
-                    .iter_mut()
-                    .filter(|w| w.busy < w.capacity() && !avoid.contains(&w.id))
-                    .min_by_key(|w| w.busy);
-                if let Some(w) = pick {
-                    w.busy += 1;
-                    let (id, peer, interface, pid) =
-                        (w.id, w.peer.clone(), w.interface(), w.facts.pid);
-                    let slot = inner.start(id, job.clone());
-                    return Ok(self.lease(id, peer, interface, slot, pid));
+                if let Some((pos, place)) = inner.pick(avoid) {
+                    return Ok(inner.grant(self, pos, place, job.clone()));
                 }
             }
             if inner.waiters.len() >= self.queue_size {
@@ -312,6 +475,9 @@ impl Pool {
             taken: Instant::now(),
             waited: Duration::ZERO,
             pid,
+            rescue: None,
+            names_links: false,
+            sent_ahead: false,
         }
     }
 
@@ -321,18 +487,16 @@ impl Pool {
         let mut inner = self.lock();
         let pick = inner
             .workers
-            .iter_mut()
-            .filter(|w| w.interface() == Interface::Asgi && !avoid.contains(&w.id))
-            .filter(|w| w.busy < w.capacity() && w.sockets < socket_share(w.capacity()))
-            .min_by_key(|w| w.busy);
-        let Some(w) = pick else {
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.interface() == Interface::Asgi && !avoid.contains(&w.id))
+            .filter(|(_, w)| w.busy < w.capacity() && w.sockets < socket_share(w.capacity()))
+            .min_by_key(|(_, w)| w.busy);
+        let Some((pos, _)) = pick else {
             return Err(Refused::NoRoomForSocket);
         };
-        w.busy += 1;
-        w.sockets += 1;
-        let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
-        let slot = inner.start(id, job.clone());
-        let mut lease = self.lease(id, peer, interface, slot, pid);
+        inner.workers[pos].sockets += 1;
+        let mut lease = inner.grant(self, pos, Place::Running, job.clone());
         lease.socket = true;
         Ok(lease)
     }
@@ -340,27 +504,27 @@ impl Pool {
     /// Gives a worker slot back: to the oldest live waiter, or to the pool.
     fn release(self: &Arc<Self>, worker: u64, socket: bool, slot: usize) {
         let mut inner = self.lock();
-        inner.running.try_remove(slot);
-        let Some(pos) = inner.workers.iter().position(|w| w.id == worker) else {
+        let Some(ended) = inner.running.try_remove(slot) else {
+            return;
+        };
+        let Some(pos) = inner.position(worker) else {
             return; // the worker went down meanwhile
         };
+        let w = &mut inner.workers[pos];
         if socket {
-            inner.workers[pos].sockets = inner.workers[pos].sockets.saturating_sub(1);
+            w.sockets = w.sockets.saturating_sub(1);
         }
-        let peer = inner.workers[pos].peer.clone();
-        let interface = inner.workers[pos].interface();
-        let pid = inner.workers[pos].facts.pid;
-        while let Some(waiter) = inner.waiters.pop_front() {
-            let slot = inner.start(worker, waiter.job);
-            match waiter
-                .tx
-                .send(self.lease(worker, peer.clone(), interface, slot, pid))
-            {
-                Ok(()) => return,
-                Err(lease) => inner.unlease(lease), // waiter timed out; try the next
+        match ended.place {
+            Place::Ahead => w.ahead = None,
+            Place::Running => {
+                w.busy = w.busy.saturating_sub(1);
+                if let Some(next) = w.ahead.take() {
+                    inner.promote(pos, next);
+                }
             }
         }
-        inner.workers[pos].busy = inner.workers[pos].busy.saturating_sub(1);
+        inner.offer(self, pos);
+        inner.rescue(self, pos);
     }
 
     /// A worker is ready: add it and let it serve waiting requests at once.
@@ -371,28 +535,19 @@ impl Pool {
             return;
         }
         inner.leaving.retain(|(w, _)| *w != id);
-        let mut busy = 0;
-        while busy < facts.capacity {
-            let Some(waiter) = inner.waiters.pop_front() else {
-                break;
-            };
-            let slot = inner.start(id, waiter.job);
-            match waiter
-                .tx
-                .send(self.lease(id, peer.clone(), facts.interface, slot, facts.pid))
-            {
-                Ok(()) => busy += 1,
-                Err(lease) => inner.unlease(lease),
-            }
-        }
         inner.workers.push(Worker {
             id,
             facts,
             peer,
-            busy,
+            busy: 0,
             sockets: 0,
+            ahead: None,
+            started: Instant::now(),
             idle: Vec::new(),
         });
+        let pos = inner.workers.len() - 1;
+        inner.offer(self, pos);
+        inner.rescue(self, pos);
     }
 
     /// Workers are up and none of them serves ASGI: a WebSocket has
@@ -411,8 +566,10 @@ impl Pool {
     pub fn census(&self) -> Census {
         let inner = self.lock();
         let busy = inner.workers.iter().filter(|w| w.busy > 0).count();
+        // Requests sent ahead wait for a worker too, only nearer to it.
+        let ahead = inner.workers.iter().filter(|w| w.ahead.is_some()).count();
         Census {
-            queued: inner.waiters.len(),
+            queued: inner.waiters.len() + ahead,
             idle: inner.workers.len() - busy,
             busy,
         }
@@ -439,8 +596,8 @@ impl Pool {
             let mut jobs: Vec<_> = inner
                 .running
                 .iter()
-                .filter(|(_, r)| r.worker == id)
-                .map(|(_, r)| (r.job.clone(), now - r.since))
+                .filter(|(_, r)| r.worker == id && r.place == Place::Running)
+                .map(|(_, r)| (r.job.clone(), now - r.promoted.unwrap_or(r.since)))
                 .collect();
             jobs.sort_by_key(|j| std::cmp::Reverse(j.1));
             jobs
@@ -461,20 +618,70 @@ impl Pool {
             keep
         });
         inner.leaving = leaving;
+        let ahead = inner
+            .running
+            .iter()
+            .filter(|(_, r)| r.place == Place::Ahead);
         Report {
-            queued: inner.waiters.len(),
+            queued: inner.waiters.len() + ahead.count(),
             workers,
         }
     }
 }
 
 impl Inner {
+    /// Where a request that does not queue goes: the least busy worker
+    /// with a free slot, else a place ahead behind the request that
+    /// started last.
+    fn pick(&self, avoid: &[u64]) -> Option<(usize, Place)> {
+        let usable = || {
+            self.workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| !avoid.contains(&w.id))
+        };
+        let free = usable()
+            .filter(|(_, w)| w.opening() == Some(Place::Running))
+            .min_by_key(|(_, w)| w.busy);
+        if let Some((pos, _)) = free {
+            return Some((pos, Place::Running));
+        }
+        usable()
+            .filter(|(_, w)| w.opening() == Some(Place::Ahead))
+            .max_by_key(|(_, w)| w.started)
+            .map(|(pos, _)| (pos, Place::Ahead))
+    }
+
+    /// The request ahead on worker `pos` now runs.
+    fn promote(&mut self, pos: usize, slot: usize) {
+        let now = Instant::now();
+        let w = &mut self.workers[pos];
+        w.busy += 1;
+        w.started = now;
+        if let Some(r) = self.running.get_mut(slot) {
+            r.place = Place::Running;
+            r.promoted = Some(now);
+        }
+    }
+
     /// A lease that never reached its waiter: its slot and its record go
-    /// back without passing through `release` (the worker stays taken, for
-    /// the next waiter).
+    /// back without passing through `release`.
     fn unlease(&mut self, mut lease: Lease) {
         lease.live = false;
-        self.running.try_remove(lease.slot);
+        let Some(r) = self.running.try_remove(lease.slot) else {
+            return;
+        };
+        let Some(pos) = self.position(r.worker) else {
+            return;
+        };
+        let w = &mut self.workers[pos];
+        match r.place {
+            Place::Ahead => w.ahead = None,
+            Place::Running => w.busy = w.busy.saturating_sub(1),
+        }
+        if lease.socket {
+            w.sockets = w.sockets.saturating_sub(1);
+        }
     }
 }
 
@@ -588,22 +795,106 @@ mod tests {
             .unwrap()
     }
 
+    fn two_sync_workers(queue_timeout: Duration) -> Arc<Pool> {
+        let pool = Pool::new(10, queue_timeout, Default::default());
+        pool.worker_up(1, Peer::Unix("a".into()), sync());
+        pool.worker_up(2, Peer::Unix("b".into()), sync());
+        pool
+    }
+
+    const BOTH_IDLE: Census = Census {
+        queued: 0,
+        idle: 2,
+        busy: 0,
+    };
+
     #[test]
-    fn least_busy_and_one_at_a_time() {
+    fn least_busy_then_one_ahead_each_then_the_queue() {
         rt().block_on(async {
-            let pool = Pool::new(10, Duration::from_millis(50), Default::default());
-            pool.worker_up(1, Peer::Unix("a".into()), sync());
-            pool.worker_up(2, Peer::Unix("b".into()), sync());
+            let pool = two_sync_workers(Duration::from_millis(50));
             let a = pool.acquire(&[], &job()).await.unwrap();
+            std::thread::sleep(Duration::from_millis(2));
             let b = pool.acquire(&[], &job()).await.unwrap();
             assert_ne!(a.worker, b.worker);
+            assert_eq!(
+                (a.turn(), b.turn()),
+                (Turn::Began(a.taken), Turn::Began(b.taken))
+            );
+            // Every worker busy: ahead, behind the request that started last.
+            let c = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(c.worker, b.worker);
+            assert_eq!(c.turn(), Turn::Waiting);
+            let d = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(d.worker, a.worker);
+            assert_eq!(pool.census().queued, 2);
             assert_eq!(
                 pool.acquire(&[], &job()).await.err(),
                 Some(Refused::Timeout)
             );
-            drop(a);
-            assert!(pool.acquire(&[], &job()).await.is_ok());
+            // The running one ends: the one ahead runs.
+            drop(b);
+            assert!(matches!(c.turn(), Turn::Began(_)));
+            assert_eq!(pool.census().queued, 1);
+            drop((a, c, d));
+            assert_eq!(pool.census(), BOTH_IDLE);
         });
+    }
+
+    #[test]
+    fn a_free_worker_rescues_a_request_waiting_ahead() {
+        rt().block_on(async {
+            let pool = two_sync_workers(Duration::from_secs(5));
+            let slow = pool.acquire(&[], &job()).await.unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            let quick = pool.acquire(&[], &job()).await.unwrap();
+            let mut behind = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(behind.worker, quick.worker);
+            let rescue = behind.take_rescue().expect("sent ahead");
+            // `slow` ends first, nobody waits: its worker goes to `behind`.
+            let slow_worker = slow.worker;
+            drop(slow);
+            let free = rescue.await.expect("rescued");
+            assert_eq!(free.worker, slow_worker);
+            // Taken back: its place ahead is free again; the next request
+            // goes ahead of `free`, the request that started last.
+            drop(behind);
+            let next = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!((next.worker, next.turn()), (free.worker, Turn::Waiting));
+            let after = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!((after.worker, after.turn()), (quick.worker, Turn::Waiting));
+            drop(after);
+            drop((quick, free, next));
+            assert_eq!(pool.census(), BOTH_IDLE);
+        });
+    }
+
+    #[test]
+    fn only_single_threaded_wsgi_workers_take_requests_ahead() {
+        rt().block_on(async {
+            for facts in [facts(Interface::Wsgi, 2), facts(Interface::Asgi, 1)] {
+                let pool = Pool::new(10, Duration::from_millis(50), Default::default());
+                pool.worker_up(1, Peer::Unix("a".into()), facts.clone());
+                let held: Vec<Lease> = take_all(&pool, facts.capacity).await;
+                assert_eq!(
+                    pool.acquire(&[], &job()).await.err(),
+                    Some(Refused::Timeout),
+                    "{facts:?}"
+                );
+                drop(held);
+            }
+            let tcp = Pool::new(10, Duration::from_millis(50), Default::default());
+            tcp.worker_up(1, Peer::Tcp("127.0.0.1:1".parse().unwrap()), sync());
+            let _one = tcp.acquire(&[], &job()).await.unwrap();
+            assert!(tcp.acquire(&[], &job()).await.is_err());
+        });
+    }
+
+    async fn take_all(pool: &Arc<Pool>, n: usize) -> Vec<Lease> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(pool.acquire(&[], &job()).await.unwrap());
+        }
+        held
     }
 
     #[test]
@@ -612,6 +903,7 @@ mod tests {
             let pool = Pool::new(2, Duration::from_secs(5), Default::default());
             pool.worker_up(1, Peer::Unix("a".into()), sync());
             let first = pool.acquire(&[], &job()).await.unwrap();
+            let ahead = pool.acquire(&[], &job()).await.unwrap();
             let p1 = pool.clone();
             let w1 = tokio::spawn(async move { p1.acquire(&[], &job()).await.map(|l| (1, l)) });
             tokio::task::yield_now().await;
@@ -623,8 +915,11 @@ mod tests {
                 Some(Refused::QueueFull)
             );
             drop(first);
+            // `ahead` runs now; the oldest waiter takes its place ahead.
             let (n, lease) = w1.await.unwrap().unwrap();
-            assert_eq!(n, 1);
+            assert_eq!((n, lease.turn()), (1, Turn::Waiting));
+            drop(ahead);
+            assert!(matches!(lease.turn(), Turn::Began(_)));
             drop(lease);
             assert_eq!(w2.await.unwrap().unwrap().0, 2);
         });

@@ -22,17 +22,46 @@ pub struct UnixLink {
     read: AsyncFd<Socket>,
     /// Only while a write waits for room.
     write: Option<AsyncFd<Socket>>,
+    /// Its name for the worker's cancels (`wire::withdraw`): unique among
+    /// every edge process (the pid is in it), told the worker once.
+    id: u64,
+    named: bool,
+    /// Requests written on it so far.
+    sent: u64,
 }
+
+/// Links this edge process has opened.
+static OPENED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 impl UnixLink {
     pub async fn connect(path: &Path) -> io::Result<Self> {
         // tokio's connect waits out a full backlog; then the socket is
         // registered again, for reads only.
         let socket = tokio::net::UnixStream::connect(path).await?.into_std()?;
+        let n = OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(UnixLink {
             read: watch(socket, Interest::READABLE)?,
             write: None,
+            id: (u64::from(std::process::id()) << 32) | u64::from(n),
+            named: false,
+            sent: 0,
         })
+    }
+
+    /// The line naming this link, the first time only.
+    pub fn name_line(&mut self) -> Option<Vec<u8>> {
+        (!std::mem::replace(&mut self.named, true))
+            .then(|| crate::wire::withdraw::link_line(self.id))
+    }
+
+    /// Counts a request written; returns which it is (1 for the first).
+    pub fn count_request(&mut self) -> u64 {
+        self.sent += 1;
+        self.sent
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Waits until a read would not block.

@@ -57,13 +57,23 @@ impl ExchangeError {
     }
 }
 
-/// Writes the request head and body.
+/// Writes the request head and body; returns which request it is on this
+/// connection (1 for the first). A connection to a worker that takes
+/// requests ahead is named first (`wire::withdraw`), once.
 pub async fn send(
     conn: &mut Conn,
     head: &[u8],
     body: &crate::edge::app::request_body::RequestBody,
-) -> Result<(), ExchangeError> {
+    name_link: bool,
+) -> Result<u64, ExchangeError> {
     let stream = conn.get_mut();
+    if let Some(line) = name_link.then(|| stream.name_line()).flatten() {
+        stream
+            .write_all(&line)
+            .await
+            .map_err(ExchangeError::NotDelivered)?;
+    }
+    let nth = stream.count_request();
     stream
         .write_all(head)
         .await
@@ -71,7 +81,8 @@ pub async fn send(
     body.write_to(stream)
         .await
         .map_err(ExchangeError::NotDelivered)?;
-    stream.flush().await.map_err(ExchangeError::NotDelivered)
+    stream.flush().await.map_err(ExchangeError::NotDelivered)?;
+    Ok(nth)
 }
 
 /// Reads a response head. No bytes at all before EOF means the worker died

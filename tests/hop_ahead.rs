@@ -1,0 +1,201 @@
+//! Requests sent ahead to a busy single-threaded worker (the edge→worker
+//! hop, `edge/app/pool.rs` "Ahead"): never stuck behind a slow request
+//! while another worker is free, never run twice, and never lost when a
+//! worker dies with one waiting in its socket.
+mod common;
+
+use common::*;
+use std::collections::HashMap;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+fn ledger_site(workers: u32, extra: &str) -> Running {
+    let srv = Site::new()
+        .app("ledger.py")
+        .config(&app_config("ledger:application", workers, extra))
+        .start();
+    if !srv.wait_worker_count(workers as usize, Duration::from_secs(10)) {
+        srv.fail(format!(
+            "expected {workers} workers, have {:?}",
+            srv.worker_pids()
+        ));
+    }
+    srv
+}
+
+/// Every run the app made: request id → the pids it ran in.
+fn ledger(srv: &Running) -> HashMap<String, Vec<u32>> {
+    let text = std::fs::read_to_string(srv.path().join("ledger.txt")).unwrap_or_default();
+    let mut runs: HashMap<String, Vec<u32>> = HashMap::new();
+    for line in text.lines() {
+        let (id, pid) = line.split_once(' ').expect("ledger line");
+        runs.entry(id.to_string())
+            .or_default()
+            .push(pid.parse().expect("pid"));
+    }
+    runs
+}
+
+/// curl GET: (status, body, seconds it took).
+fn curl(port: u16, path: &str) -> (u16, String, f64) {
+    let t0 = Instant::now();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        body.to_string(),
+        t0.elapsed().as_secs_f64(),
+    )
+}
+
+/// Starts `curl` on `path` after `delay`.
+fn curl_after(port: u16, delay_ms: u64, path: &str) -> thread::JoinHandle<(u16, String, f64)> {
+    let path = path.to_string();
+    thread::spawn(move || {
+        thread::sleep(Duration::from_millis(delay_ms));
+        curl(port, &path)
+    })
+}
+
+/// The head-of-line test. Two workers: `medium` (1 s) starts, then
+/// `slow` (6 s); `behind` arrives with both busy and is sent ahead behind
+/// `slow`, the request that started last. When `medium` ends, its worker is
+/// free and nobody is queued: `behind` must be taken back from behind
+/// `slow` and run there, at once, once.
+#[test]
+fn a_request_ahead_of_a_slow_one_moves_to_the_worker_that_comes_free() {
+    let srv = ledger_site(2, "queue_timeout = \"30s\"");
+    let port = srv.port;
+    let medium = curl_after(port, 0, "/run?id=medium&s=1");
+    let slow = curl_after(port, 150, "/run?id=slow&s=6");
+    let behind = curl_after(port, 400, "/run?id=behind");
+    let (status, body, took) = behind.join().expect("behind");
+    let (m_status, m_body, _) = medium.join().expect("medium");
+    let (s_status, s_body, _) = slow.join().expect("slow");
+    let log = || format!("ledger {:?}\n{}", ledger(&srv), srv.stderr());
+    assert_eq!((m_status, s_status, status), (200, 200, 200), "{}", log());
+    // Without the rescue it would have waited for `slow`: about 5.6 s.
+    assert!(
+        took < 2.5,
+        "the request waited {took:.2} s behind the slow one while a worker was free\n{}",
+        log()
+    );
+    assert_eq!(
+        body.trim(),
+        m_body.trim(),
+        "it should run where `medium` ran\n{}",
+        log()
+    );
+    assert_ne!(body.trim(), s_body.trim(), "{}", log());
+    let runs = ledger(&srv);
+    for id in ["medium", "slow", "behind"] {
+        assert_eq!(
+            runs.get(id).map(Vec::len),
+            Some(1),
+            "{id} ran once\n{}",
+            log()
+        );
+    }
+    // The worker that had it ahead skipped it and goes on serving.
+    for i in 0..4 {
+        assert_eq!(curl(port, &format!("/run?id=after{i}")).0, 200, "{}", log());
+    }
+}
+
+/// A request ahead of a request that outlasts `queue_timeout` gets the
+/// queue's 503 (it never ran), exactly as if it had waited in the queue.
+#[test]
+fn a_request_ahead_gets_the_queue_timeout_and_never_runs() {
+    let srv = ledger_site(1, "queue_timeout = \"500ms\"");
+    let port = srv.port;
+    let slow = curl_after(port, 0, "/run?id=slow&s=2");
+    let behind = curl_after(port, 200, "/run?id=behind");
+    let (status, body, took) = behind.join().expect("behind");
+    let log = || format!("ledger {:?}\n{}", ledger(&srv), srv.stderr());
+    assert_eq!(status, 503, "{body}\n{}", log());
+    assert!(body.contains("queue timeout"), "{body}");
+    assert!(
+        (0.4..1.5).contains(&took),
+        "503 after {took:.2} s\n{}",
+        log()
+    );
+    assert_eq!(slow.join().expect("slow").0, 200, "{}", log());
+    assert_eq!(curl(port, "/run?id=next").0, 200, "{}", log());
+    let runs = ledger(&srv);
+    assert!(
+        !runs.contains_key("behind"),
+        "the withdrawn request ran\n{}",
+        log()
+    );
+    assert_eq!(runs.get("next").map(Vec::len), Some(1), "{}", log());
+}
+
+/// kill -9 under load while workers hold requests ahead: every request is
+/// answered; a request the dead worker had not started is retried on
+/// another (200), only one it was running may get a 502, and no request
+/// ever runs twice.
+#[test]
+fn kill_9_with_requests_ahead_loses_none_and_runs_none_twice() {
+    const KILLS: usize = 6;
+    let srv = ledger_site(2, "queue_timeout = \"20s\"");
+    let load = Load::start(
+        srv.port,
+        LoadOpts {
+            threads: 6,
+            ..LoadOpts::default()
+        },
+        |t, seq| format!("/run?id=t{t}-{seq}&s=0.02"),
+    );
+    if !load.wait_more(50, Duration::from_secs(10)) {
+        srv.fail("the load made no progress");
+    }
+    let mut killed = 0;
+    while killed < KILLS {
+        thread::sleep(Duration::from_millis(400));
+        if let Some(&victim) = srv.worker_pids().first() {
+            killed += usize::from(send_signal(victim, "KILL"));
+        }
+    }
+    if !srv.wait_worker_count(2, Duration::from_secs(20)) {
+        srv.fail("the pool did not come back to 2 workers");
+    }
+    load.wait_more(50, Duration::from_secs(10));
+    let report = load.finish();
+    let runs = ledger(&srv);
+    let log = || format!("{}\n{}", report.summary(20), srv.stderr());
+    let twice: Vec<_> = runs.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "requests that ran twice: {twice:?}\n{}",
+        log()
+    );
+    let mut bad_gateway = 0;
+    for o in &report.outcomes {
+        let id = o.path.split("id=").nth(1).and_then(|s| s.split('&').next());
+        let id = id.unwrap_or_default();
+        match o.status {
+            Some(200) => assert_eq!(
+                runs.get(id).map(Vec::len),
+                Some(1),
+                "{id} answered 200 but ran {:?}\n{}",
+                runs.get(id),
+                log()
+            ),
+            Some(502) => bad_gateway += 1,
+            _ => panic!("{o} was lost\n{}", log()),
+        }
+    }
+    // One request runs in a worker at a time: a kill costs at most that one.
+    assert!(
+        bad_gateway <= killed,
+        "{bad_gateway} requests got 502 for {killed} kills\n{}",
+        log()
+    );
+    assert!(report.ok_count() > 200, "{}", log());
+}
