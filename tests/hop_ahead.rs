@@ -37,6 +37,30 @@ fn ledger(srv: &Running) -> HashMap<String, Vec<u32>> {
     runs
 }
 
+fn assert_none_ran_twice(runs: &HashMap<String, Vec<u32>>, log: &str) {
+    let twice: Vec<_> = runs.iter().filter(|(_, pids)| pids.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "requests that ran twice: {twice:?}\n{log}"
+    );
+}
+
+/// Starts `threads` clients running `/run` requests of `seconds` each.
+fn ledger_load(srv: &Running, threads: usize, seconds: f64) -> Load {
+    let load = Load::start(
+        srv.port,
+        LoadOpts {
+            threads,
+            ..LoadOpts::default()
+        },
+        move |t, seq| format!("/run?id=t{t}-{seq}&s={seconds}"),
+    );
+    if !load.wait_more(40, Duration::from_secs(10)) {
+        srv.fail("the load made no progress");
+    }
+    load
+}
+
 /// curl GET: (status, body, seconds it took).
 fn curl(port: u16, path: &str) -> (u16, String, f64) {
     let t0 = Instant::now();
@@ -144,17 +168,7 @@ fn a_request_ahead_gets_the_queue_timeout_and_never_runs() {
 fn kill_9_with_requests_ahead_loses_none_and_runs_none_twice() {
     const KILLS: usize = 6;
     let srv = ledger_site(2, "queue_timeout = \"20s\"");
-    let load = Load::start(
-        srv.port,
-        LoadOpts {
-            threads: 6,
-            ..LoadOpts::default()
-        },
-        |t, seq| format!("/run?id=t{t}-{seq}&s=0.02"),
-    );
-    if !load.wait_more(50, Duration::from_secs(10)) {
-        srv.fail("the load made no progress");
-    }
+    let load = ledger_load(&srv, 6, 0.02);
     let mut killed = 0;
     while killed < KILLS {
         thread::sleep(Duration::from_millis(400));
@@ -169,12 +183,7 @@ fn kill_9_with_requests_ahead_loses_none_and_runs_none_twice() {
     let report = load.finish();
     let runs = ledger(&srv);
     let log = || format!("{}\n{}", report.summary(20), srv.stderr());
-    let twice: Vec<_> = runs.iter().filter(|(_, pids)| pids.len() > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "requests that ran twice: {twice:?}\n{}",
-        log()
-    );
+    assert_none_ran_twice(&runs, &log());
     let mut bad_gateway = 0;
     for o in &report.outcomes {
         let id = o.path.split("id=").nth(1).and_then(|s| s.split('&').next());
@@ -198,4 +207,64 @@ fn kill_9_with_requests_ahead_loses_none_and_runs_none_twice() {
         log()
     );
     assert!(report.ok_count() > 200, "{}", log());
+}
+
+/// The same under a steady load, where no worker is ever idle (there is
+/// always a queue): a request that landed ahead of a slow one is moved to
+/// the next place a worker frees, before the queue is served, rather than
+/// wait out the slow one.
+#[test]
+fn under_load_no_request_waits_out_a_slow_one() {
+    let srv = ledger_site(2, "queue_timeout = \"30s\"");
+    let load = ledger_load(&srv, 4, 0.03);
+    let slow = curl_after(srv.port, 0, "/run?id=slow&s=4");
+    let (status, _, took) = slow.join().expect("slow");
+    load.wait_more(20, Duration::from_secs(10));
+    let report = load.finish();
+    let log = || format!("{}\n{}", report.summary(10), srv.stderr());
+    assert_eq!(status, 200, "{}", log());
+    assert!(took >= 4.0, "{took}");
+    assert!(report.failures().is_empty(), "{}", log());
+    // 30 ms requests on 2 workers with 4 clients: each waits for at most a
+    // couple of others, plus the patience before a move (60 ms here).
+    let waited: Vec<_> = report
+        .outcomes
+        .iter()
+        .filter(|o| o.took > Duration::from_secs(1))
+        .collect();
+    assert!(
+        waited.is_empty(),
+        "{} requests waited behind the slow one, e.g. {}\n{}",
+        waited.len(),
+        waited[0],
+        log()
+    );
+    assert_none_ran_twice(&ledger(&srv), &log());
+}
+
+/// A client that gives up while its request waits ahead: the worker skips
+/// the request (the edge closed its link), so the app never runs it, and
+/// the next request is served as usual.
+#[test]
+fn a_request_ahead_whose_client_left_never_runs() {
+    let srv = ledger_site(1, "queue_timeout = \"30s\"");
+    let port = srv.port;
+    let slow = curl_after(port, 0, "/run?id=slow&s=1.5");
+    thread::sleep(Duration::from_millis(200));
+    let gone = Command::new("curl")
+        .args(["-sS", "--max-time", "0.4"])
+        .arg(format!("http://127.0.0.1:{port}/run?id=gone"))
+        .output()
+        .expect("curl runs");
+    assert!(!gone.status.success(), "curl should have given up");
+    assert_eq!(slow.join().expect("slow").0, 200);
+    assert_eq!(curl(port, "/run?id=next").0, 200);
+    let runs = ledger(&srv);
+    let log = || format!("ledger {runs:?}\n{}", srv.stderr());
+    assert!(
+        !runs.contains_key("gone"),
+        "the abandoned request ran\n{}",
+        log()
+    );
+    assert_eq!(runs.get("next").map(Vec::len), Some(1), "{}", log());
 }

@@ -80,7 +80,10 @@ pub fn serve(
         for event in &events[..ready] {
             match event.data() {
                 LISTENER => links.accept(listener),
-                key => links.serve(py, app, recycle, key as usize),
+                key => {
+                    let hung_up = event.events().contains(EpollFlags::EPOLLRDHUP);
+                    links.serve(py, app, recycle, key as usize, hung_up)
+                }
             }
         }
         recycle.tick();
@@ -104,7 +107,8 @@ impl Links {
                 }
             };
             let entry = self.open.vacant_entry();
-            let event = EpollEvent::new(EpollFlags::EPOLLIN, entry.key() as u64);
+            let watch = EpollFlags::EPOLLIN | EpollFlags::EPOLLRDHUP;
+            let event = EpollEvent::new(watch, entry.key() as u64);
             match self.epoll.add(link.stream().as_ref(), event) {
                 Ok(()) => {
                     entry.insert(link);
@@ -117,12 +121,19 @@ impl Links {
     /// Serves what a ready connection holds. The edge sends a connection's
     /// next request only after this one's answer, so once the buffer is
     /// used up the thread goes back to `epoll_wait` without another read.
-    fn serve(&mut self, py: Python<'_>, app: &dyn App, recycle: &Recycle, key: usize) {
+    fn serve(
+        &mut self,
+        py: Python<'_>,
+        app: &dyn App,
+        recycle: &Recycle,
+        key: usize,
+        hung_up: bool,
+    ) {
         let Some(link) = self.open.get_mut(key) else {
             return;
         };
         loop {
-            match py.detach(|| link.next(false)) {
+            match py.detach(|| link.next(false, hung_up)) {
                 Next::Run(req) => {
                     let running = Running::start();
                     let keep_alive = app.handle(py, req, link.stream().clone());

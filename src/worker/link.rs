@@ -57,7 +57,9 @@ impl Link {
     /// The next request to run. With `wait` false an empty socket gives
     /// `Idle` at once; once a request has begun, its rest is waited for
     /// (the edge writes a request whole, never in pieces over time).
-    pub fn next(&mut self, wait: bool) -> Next {
+    /// `hung_up`: the edge had closed the link before this read, so nobody
+    /// waits for what is on it (a request sent ahead whose client left).
+    pub fn next(&mut self, wait: bool, hung_up: bool) -> Next {
         loop {
             self.reader.get_mut().wait = wait;
             let filled = self.reader.fill_buf().map(|b| !b.is_empty());
@@ -81,11 +83,15 @@ impl Link {
             match read_request(&mut self.reader) {
                 Ok(req) => {
                     self.read += 1;
+                    if hung_up {
+                        debug!("{} {} abandoned before it ran", req.method, req.target);
+                        continue;
+                    }
                     if self.turns.as_ref().is_some_and(|t| !t.begin(self.read)) {
-                        debug!(
-                            "{} {} taken back by the edge before it ran",
-                            req.method, req.target
-                        );
+                        debug!("{} {} taken back before it ran", req.method, req.target);
+                        // Said on the link too: an edge that gave up waiting
+                        // for the cancel's answer learns it here.
+                        let _ = (&*self.stream).write_all(withdraw::WITHDRAWN);
                         continue;
                     }
                     return Next::Run(req);
@@ -168,14 +174,14 @@ mod tests {
         let mut link = Link::new(worker, Some(all.clone())).unwrap();
         edge.write_all(&[withdraw::link_line(4), get("/a")].concat())
             .unwrap();
-        assert!(matches!(link.next(false), Next::Run(r) if r.target == "/a"));
-        assert!(matches!(link.next(false), Next::Idle));
+        assert!(matches!(link.next(false, false), Next::Run(r) if r.target == "/a"));
+        assert!(matches!(link.next(false, false), Next::Idle));
         // The second request is taken back before this thread reads it.
         assert_eq!(all.cancel(4, 2), withdraw::WITHDRAWN);
         edge.write_all(&[get("/b"), get("/c")].concat()).unwrap();
-        assert!(matches!(link.next(false), Next::Run(r) if r.target == "/c"));
+        assert!(matches!(link.next(false, false), Next::Run(r) if r.target == "/c"));
         drop(edge);
-        assert!(matches!(link.next(true), Next::Close));
+        assert!(matches!(link.next(true, false), Next::Close));
     }
 
     #[test]
@@ -183,9 +189,9 @@ mod tests {
         let (mut edge, worker) = UnixStream::pair().unwrap();
         let mut link = Link::new(worker, None).unwrap();
         edge.write_all(&[get("/a"), get("/b")].concat()).unwrap();
-        assert!(matches!(link.next(false), Next::Run(r) if r.target == "/a"));
+        assert!(matches!(link.next(false, false), Next::Run(r) if r.target == "/a"));
         assert!(link.has_buffered());
-        assert!(matches!(link.next(false), Next::Run(r) if r.target == "/b"));
-        assert!(matches!(link.next(false), Next::Idle));
+        assert!(matches!(link.next(false, false), Next::Run(r) if r.target == "/b"));
+        assert!(matches!(link.next(false, false), Next::Idle));
     }
 }

@@ -202,7 +202,7 @@ fn connection(py: Python<'_>, stream: UnixStream, shared: &Shared) {
     let Ok(mut link) = Link::new(stream, None) else {
         return;
     };
-    while let Next::Run(req) = py.detach(|| link.next(true)) {
+    while let Next::Run(req) = py.detach(|| link.next(true, false)) {
         let running = Running::start();
         // Waiting for a slot lets go of the GIL; taking a free one
         // does not need to.

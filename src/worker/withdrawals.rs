@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{debug, error};
 
 #[derive(Default)]
@@ -21,16 +21,23 @@ struct Turns {
     started: u64,
     /// A request the edge took back before it started.
     withdrawn: Option<u64>,
+    /// When the link closed. Kept a while after, so that a late cancel
+    /// for a request that ran is not taken for one on a link not yet read.
+    closed: Option<Instant>,
 }
+
+/// How long a closed link is remembered: far longer than a cancel can take
+/// to come (the edge gives up on one after a second).
+const REMEMBER_CLOSED: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct Withdrawals {
     links: Mutex<HashMap<u64, Arc<Mutex<Turns>>>>,
 }
 
-/// One link's turns, as its serving thread holds them; forgotten on drop.
+/// One link's turns, as its serving thread holds them; marked closed on
+/// drop.
 pub struct LinkTurns {
-    id: u64,
     turns: Arc<Mutex<Turns>>,
     all: Arc<Withdrawals>,
 }
@@ -50,7 +57,13 @@ impl LinkTurns {
 
 impl Drop for LinkTurns {
     fn drop(&mut self) {
-        lock(&self.all.links).remove(&self.id);
+        let now = Instant::now();
+        lock(&self.turns).closed = Some(now);
+        lock(&self.all.links).retain(|_, t| {
+            lock(t)
+                .closed
+                .is_none_or(|at| now.duration_since(at) < REMEMBER_CLOSED)
+        });
     }
 }
 
@@ -59,22 +72,33 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Withdrawals {
-    /// A link named itself. A cancel may have come first (the link's
-    /// first request was taken back before this thread read it): its
+    /// A link named itself. A cancel may have come first (its first
+    /// request taken back before this thread read the link): then its
     /// entry is already there.
     pub fn register(self: &Arc<Self>, id: u64) -> LinkTurns {
         let turns = lock(&self.links).entry(id).or_default().clone();
         LinkTurns {
-            id,
             turns,
             all: self.clone(),
         }
     }
 
+    /// Decides a cancel for the `nth` request on link `id`.
     pub(super) fn cancel(&self, id: u64, nth: u64) -> &'static [u8] {
-        let turns = lock(&self.links).entry(id).or_default().clone();
+        let turns = {
+            let mut links = lock(&self.links);
+            match links.get(&id) {
+                Some(t) => t.clone(),
+                // Unknown: a link this thread has not read yet, whose
+                // first request can be taken back before it is read. A
+                // later request on an unknown link ran on a link since
+                // closed and forgotten.
+                None if nth == 1 => links.entry(id).or_default().clone(),
+                None => return RUNNING,
+            }
+        };
         let mut t = lock(&turns);
-        if t.started >= nth {
+        if t.started >= nth || t.closed.is_some() {
             return RUNNING;
         }
         t.withdrawn = Some(nth);
@@ -142,11 +166,13 @@ mod tests {
         assert_eq!(all.cancel(5, 2), WITHDRAWN);
         assert!(!link.begin(2), "taken back before it started");
         assert!(link.begin(3));
-        // A cancel for a link this thread has not read yet waits for it.
+        // A link not read yet: its first request can be taken back.
         assert_eq!(all.cancel(9, 1), WITHDRAWN);
         assert!(!all.register(9).begin(1));
+        assert_eq!(all.cancel(10, 2), RUNNING, "unknown and not new: closed");
+        // A closed link's requests all ran, whatever comes late.
         drop(link);
-        assert!(!lock(&all.links).contains_key(&5));
+        assert_eq!(all.cancel(5, 4), RUNNING);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! lease comes for it or the queue's time limit passes first.
 
 use crate::edge::app::peer::Peer;
-use crate::edge::app::pool::{Conn, Lease, Turn};
+use crate::edge::app::pool::{Conn, Lease, Rescue, Turn};
 use crate::wire::withdraw::{self, WITHDRAWN};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,20 +14,31 @@ use tracing::debug;
 pub(super) enum Turned {
     /// Its answer is coming on its connection: it runs, or ran.
     Reached,
-    /// Taken back unrun: run it on this free worker instead, or (`None`)
-    /// the queue's time limit passed.
-    Withdrawn(Option<Lease>),
+    /// Taken back unrun; what to do with it instead.
+    Withdrawn(Back),
+}
+
+/// A request taken back unrun goes:
+pub(super) enum Back {
+    /// to this free worker;
+    Run(Lease),
+    /// to the head of the queue (it waited past its patience);
+    Requeue,
+    /// nowhere: the queue's time limit passed (503).
+    QueueTimeout,
 }
 
 /// What woke the wait.
 enum Woke {
     Answer,
-    Rescue(Option<Lease>),
+    Rescue(Option<Rescue>),
     QueueTimeout,
 }
 
-/// How long a cancel may take: the worker's cancel thread answers at once
-/// unless the worker is gone.
+/// How long the edge waits for a cancel's answer (one thread answers them
+/// in turn). Past it the request counts as running; if the worker skips it
+/// after all, it says so on the request's own link (`~withdrawn`), and the
+/// request is sent elsewhere then.
 const CANCEL_WITHIN: Duration = Duration::from_secs(1);
 
 /// Waits for the worker to answer the `nth` request written on `conn`.
@@ -35,11 +46,12 @@ pub(super) async fn wait_turn(
     lease: &Lease,
     conn: &Conn,
     nth: u64,
-    mut rescue: oneshot::Receiver<Lease>,
+    mut rescue: oneshot::Receiver<Rescue>,
 ) -> Turned {
     let give_up = tokio::time::sleep_until(lease.queue_deadline().into());
     tokio::pin!(give_up);
-    let (mut rescue_open, mut timing) = (true, true);
+    // A running request's place is not the queue's to time.
+    let (mut rescue_open, mut timing) = (true, lease.sent_ahead());
     loop {
         let woke = tokio::select! {
             biased;
@@ -49,18 +61,21 @@ pub(super) async fn wait_turn(
         };
         match woke {
             Woke::Answer => return Turned::Reached,
-            Woke::Rescue(free) => {
+            Woke::Rescue(word) => {
                 rescue_open = false;
-                if let Some(free) = free {
-                    if take_back(lease, conn, nth).await {
-                        return Turned::Withdrawn(Some(free));
-                    }
+                let back = match word {
+                    Some(Rescue::Here(free)) => Back::Run(free),
+                    Some(Rescue::Requeue) => Back::Requeue,
+                    None => continue,
+                };
+                if take_back(lease, conn, nth).await {
+                    return Turned::Withdrawn(back);
                 }
             }
             Woke::QueueTimeout => {
                 timing = false;
                 if lease.turn() == Turn::Waiting && take_back(lease, conn, nth).await {
-                    return Turned::Withdrawn(None);
+                    return Turned::Withdrawn(Back::QueueTimeout);
                 }
             }
         }

@@ -3,9 +3,9 @@
 //! head read within `app.timeout`. A request is retried on another worker
 //! only while the app cannot have run it (not delivered).
 
-use crate::edge::app::ahead::{self, Turned};
+use crate::edge::app::ahead::{self, Back, Turned};
 use crate::edge::app::job::Job;
-use crate::edge::app::pool::{Conn, Lease, Pool, Refused, Turn};
+use crate::edge::app::pool::{Conn, Lease, Pool, Refused, Rescue, Turn};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
 use crate::edge::request::{Ctx, Edge};
@@ -45,6 +45,9 @@ pub(super) enum Attempt {
     Retry(u64),
     /// Taken back unrun from a busy worker, to run on this free one.
     Moved(Lease),
+    /// Taken back unrun from this busy worker, to queue again at the front
+    /// (until the queue's time limit, counted from its first ask).
+    Requeue(u64, std::time::Instant),
     /// Answered here with this status and reason.
     Refuse(u16, &'static str),
     /// The client closed its connection first.
@@ -87,9 +90,12 @@ impl Edge {
         };
         let mut avoid = Vec::new();
         let mut moved = None;
+        let mut recalled = None;
         loop {
             let acquired = if let Some(lease) = moved.take() {
                 Ok(lease)
+            } else if let Some(give_up) = recalled.take() {
+                self.pool.reacquire(&avoid, &out.what, give_up).await
             } else if websocket {
                 self.pool.acquire_socket(&avoid, &out.what)
             } else {
@@ -121,6 +127,11 @@ impl Edge {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Moved(lease) => moved = Some(lease),
+                Attempt::Requeue(worker, give_up) => {
+                    // Not straight back behind the same slow request.
+                    avoid.push(worker);
+                    recalled = Some(give_up);
+                }
                 Attempt::Refuse(status, why) => {
                     ctx.work = Some(begun.work());
                     return self.refuse(session, ctx, status, why).await.map(|_| None);
@@ -162,8 +173,11 @@ impl Edge {
                     deadline,
                 })
             }
-            Ok(Exchanged::Withdrawn(Some(free))) => Attempt::Moved(free),
-            Ok(Exchanged::Withdrawn(None)) => {
+            Ok(Exchanged::Withdrawn(Back::Run(free))) => Attempt::Moved(free),
+            Ok(Exchanged::Withdrawn(Back::Requeue)) => {
+                Attempt::Requeue(lease.worker, lease.queue_deadline())
+            }
+            Ok(Exchanged::Withdrawn(Back::QueueTimeout)) => {
                 Attempt::Refuse(503, "All workers are busy (queue timeout)")
             }
             Err(e) => self.failed(ctx, &out.what, lease.worker, e, retries),
@@ -201,6 +215,13 @@ impl Edge {
         retries: usize,
     ) -> Attempt {
         match e {
+            ExchangeError::Withdrawn => {
+                debug!(
+                    "request {}: worker {worker} gave it back unrun",
+                    ctx.request_id
+                );
+                Attempt::Retry(worker)
+            }
             ExchangeError::NotDelivered(e) if retries < 8 => {
                 warn!(
                     "request {} not delivered to worker {worker}: {e}; retrying",
@@ -236,7 +257,7 @@ enum Exchanged {
     /// The worker's answer began: its head, its body still on the connection.
     Head(Conn, ResponseHead),
     /// A request sent ahead was taken back unrun (`ahead::Turned`).
-    Withdrawn(Option<Lease>),
+    Withdrawn(Back),
 }
 
 /// When the request began running (for one sent ahead, not when it was
@@ -253,7 +274,7 @@ fn began(lease: &Lease) -> Instant {
 async fn exchange(
     lease: &Lease,
     out: &Outgoing<'_>,
-    rescue: Option<oneshot::Receiver<Lease>>,
+    rescue: Option<oneshot::Receiver<Rescue>>,
 ) -> std::result::Result<Exchanged, ExchangeError> {
     let mut conn = match lease.take_conn() {
         Some(c) => c,
@@ -265,6 +286,10 @@ async fn exchange(
             BufReader::with_capacity(upstream::READ_CHUNK, stream)
         }
     };
+    if rescue.is_some() {
+        // `wait_turn` waits for the answer to become readable.
+        conn.get_ref().forget_readiness();
+    }
     let nth = upstream::send(&mut conn, out.head, out.body, lease.names_links).await?;
     if let Some(rescue) = rescue {
         // Withdrawn: the connection is dropped; the worker skips the

@@ -77,6 +77,7 @@ impl Edge {
                     ExchangeError::NotDelivered(e) | ExchangeError::EdgeOutOfFds(e) => {
                         e.to_string()
                     }
+                    ExchangeError::Withdrawn => "the request was given back".into(),
                 };
                 let failed = ExchangeError::Failed(format!("after early hints: {why}"));
                 self.failed(ctx, &out.what, a.lease.worker, failed, 0)

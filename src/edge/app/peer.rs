@@ -79,6 +79,13 @@ impl Stream {
         }
     }
 
+    /// See `UnixLink::forget_readiness`.
+    pub fn forget_readiness(&self) {
+        if let Stream::Unix(s) = self {
+            s.forget_readiness();
+        }
+    }
+
     /// The Unix link's name (`wire::withdraw`).
     pub fn link_id(&self) -> Option<u64> {
         match self {

@@ -13,9 +13,10 @@
 //! (`worker/in_turn.rs`). It is promoted to running when the current
 //! lease ends. The queue only forms once every worker holds one ahead.
 //! The cost is head-of-line blocking, so a request ahead is taken back
-//! (*rescued*) when another worker comes free with nobody queued: that
-//! worker's lease is sent to it, and it withdraws itself from the busy one
-//! (`wire/withdraw.rs`). Which busy worker: the one whose request started
+//! (*rescued*) when another worker comes free with nobody queued, or once
+//! it has waited `AHEAD_PATIENCE` when another worker has room (a free
+//! slot or its place ahead), before the queue: that worker's lease is sent
+//! to it, and it withdraws itself from the busy one (`wire/withdraw.rs`). Which busy worker: the one whose request started
 //! last, since a request that has already run long tends to run longer.
 //!
 //! Each lease also records its request (a `Job`) while it is out, so
@@ -30,6 +31,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::BufReader;
 use tokio::sync::oneshot;
+
+/// How long a request may wait ahead before a worker with room takes it
+/// back even though others are queued: at least this, and twice the pool's
+/// typical request. By then it is most likely behind a slow request, and
+/// it came before those queued.
+const AHEAD_PATIENCE: Duration = Duration::from_millis(20);
 
 /// Idle connections kept per worker for reuse: at least this many, and up
 /// to 64 for a worker that takes many requests at once (ASGI), which would
@@ -79,8 +86,14 @@ struct Worker {
     sockets: usize,
     /// The request sent ahead (its key in `running`).
     ahead: Option<usize>,
+    /// The request running, for a worker that takes one ahead.
+    current: Option<usize>,
     /// When its latest request began running.
     started: Instant,
+    /// Tells this entry from an earlier one with the same id (a worker
+    /// suspected, then announced again): leases of the earlier one must
+    /// not count here.
+    generation: u64,
     idle: Vec<Conn>,
 }
 
@@ -111,6 +124,18 @@ impl Worker {
             && matches!(self.peer, Peer::Unix(_))
     }
 
+    fn forget_ahead(&mut self, slot: usize) {
+        if self.ahead == Some(slot) {
+            self.ahead = None;
+        }
+    }
+
+    fn forget_current(&mut self, slot: usize) {
+        if self.current == Some(slot) {
+            self.current = None;
+        }
+    }
+
     fn opening(&self) -> Option<Place> {
         if self.busy < self.capacity() {
             Some(Place::Running)
@@ -131,13 +156,15 @@ struct Waiter {
 /// A request a worker has taken and not finished.
 struct Running {
     worker: u64,
+    /// Its worker entry's `generation`.
+    generation: u64,
     job: Job,
     since: Instant,
     place: Place,
     /// When it began running, if it was sent ahead.
     promoted: Option<Instant>,
-    /// Ahead and not yet rescued: where to send a free worker's lease.
-    rescue: Option<oneshot::Sender<Lease>>,
+    /// Ahead and not yet rescued: where to tell it to move.
+    rescue: Option<oneshot::Sender<Rescue>>,
 }
 
 struct Inner {
@@ -149,16 +176,27 @@ struct Inner {
     /// Workers taken out of service (draining, timed out) while they still
     /// ran requests: kept for the status report until those end.
     leaving: Vec<(u64, Facts)>,
+    /// How long a request runs, as a moving average (see `AHEAD_PATIENCE`).
+    typical_run: Duration,
+    /// Worker entries made so far (see `Worker::generation`).
+    generations: u64,
 }
 
 impl Inner {
-    fn position(&self, worker: u64) -> Option<usize> {
-        self.workers.iter().position(|w| w.id == worker)
+    /// Where the worker entry a request was granted on is, if it still is.
+    fn position_of(&self, r: &Running) -> Option<usize> {
+        self.workers
+            .iter()
+            .position(|w| w.id == r.worker && w.generation == r.generation)
     }
 
     /// Gives waiters what worker `pos` can take: free slots, then its
-    /// place ahead.
+    /// place ahead. A request stuck ahead elsewhere is first told to come
+    /// back to the head of the queue, so it is served before those queued.
     fn offer(&mut self, pool: &Arc<Pool>, pos: usize) {
+        if self.workers[pos].opening().is_some() {
+            self.recall_overdue();
+        }
         while let Some(place) = self.workers[pos].opening() {
             let Some(waiter) = self.waiters.pop_front() else {
                 return;
@@ -170,22 +208,55 @@ impl Inner {
         }
     }
 
-    /// Worker `pos` is idle and nobody waits: takes back a request sent
-    /// ahead to a busy worker, by sending it this worker's lease.
+    /// Tells each request that has waited ahead past its patience to come
+    /// back (`Rescue::Requeue`). It withdraws itself and queues again at
+    /// the front; it keeps its place meanwhile, so nothing is counted twice.
+    /// On a worker with one ahead, its running request is asked too: it
+    /// may be the one waiting. Either is asked once; the worker's answer
+    /// ("running") settles it.
+    fn recall_overdue(&mut self) {
+        if self.workers.iter().all(|w| w.ahead.is_none()) {
+            return;
+        }
+        let patience = AHEAD_PATIENCE.max(self.typical_run * 2);
+        let Some(before) = Instant::now().checked_sub(patience) else {
+            return;
+        };
+        for w in self.workers.iter().filter(|w| w.ahead.is_some()) {
+            for slot in [w.ahead, w.current].into_iter().flatten() {
+                let Some(r) = self.running.get_mut(slot) else {
+                    continue;
+                };
+                if r.since <= before {
+                    if let Some(tx) = r.rescue.take() {
+                        let _ = tx.send(Rescue::Requeue);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Worker `pos` is idle and nobody waits: takes back the request sent
+    /// ahead longest ago, wherever it waits, by sending it this worker's
+    /// lease.
     fn rescue(&mut self, pool: &Arc<Pool>, pos: usize) {
         while self.workers[pos].busy == 0 {
-            // The one sent ahead longest ago.
+            // (A promoted request keeps its sender, unused: dropping it
+            // would wake its task for nothing.)
             let oldest = self
                 .running
-                .iter_mut()
-                .filter(|(_, r)| r.rescue.is_some())
+                .iter()
+                .filter(|(_, r)| r.place == Place::Ahead && r.rescue.is_some())
                 .min_by_key(|(_, r)| r.since);
-            let Some((_, r)) = oldest else {
+            let Some((slot, r)) = oldest else {
                 return;
             };
-            let (job, tx) = (r.job.clone(), r.rescue.take());
+            let job = r.job.clone();
+            let Some(tx) = self.running[slot].rescue.take() else {
+                return;
+            };
             let lease = self.grant(pool, pos, Place::Running, job);
-            if let Some(Err(lease)) = tx.map(|tx| tx.send(lease)) {
+            if let Err(Rescue::Here(lease)) = tx.send(Rescue::Here(lease)) {
                 self.unlease(lease);
             }
         }
@@ -195,17 +266,22 @@ impl Inner {
     /// where a rescue will come.
     fn grant(&mut self, pool: &Arc<Pool>, pos: usize, place: Place, job: Job) -> Lease {
         let since = Instant::now();
-        let (tx, rx) = match place {
-            Place::Ahead => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            Place::Running => (None, None),
-        };
         let w = &self.workers[pos];
+        // The running request of a worker that takes one ahead can be
+        // recalled too: the worker serves its connections in the order
+        // they are ready, not always the order the edge wrote them, so
+        // the one sent ahead may run first (see `recall_overdue`).
+        let (tx, rx) = if place == Place::Ahead || w.takes_ahead() {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
+        let generation = w.generation;
         let slot = self.running.insert(Running {
             worker: id,
+            generation,
             job,
             since,
             place,
@@ -217,6 +293,7 @@ impl Inner {
             Place::Running => {
                 w.busy += 1;
                 w.started = since;
+                w.current = Some(slot);
             }
             Place::Ahead => w.ahead = Some(slot),
         }
@@ -283,8 +360,8 @@ pub struct Lease {
     waited: Duration,
     /// The worker's pid, for the access log.
     pid: i32,
-    /// Sent ahead: where a free worker's lease comes if it is rescued.
-    rescue: Option<oneshot::Receiver<Lease>>,
+    /// Sent ahead: where word comes if it should move.
+    rescue: Option<oneshot::Receiver<Rescue>>,
     /// The worker takes requests ahead: its connections are named, so a
     /// request can be taken back (`wire::withdraw`).
     pub names_links: bool,
@@ -305,6 +382,15 @@ impl Drop for Lease {
     }
 }
 
+/// Why a request sent ahead should withdraw from where it waits.
+pub enum Rescue {
+    /// A worker came free with nobody queued: run it there.
+    Here(Lease),
+    /// It has waited past its patience while others had room: queue again,
+    /// at the front.
+    Requeue,
+}
+
 /// Where a request sent ahead stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Turn {
@@ -316,7 +402,7 @@ pub enum Turn {
 
 impl Lease {
     /// For a request sent ahead (once): where a rescue will come.
-    pub fn take_rescue(&mut self) -> Option<oneshot::Receiver<Lease>> {
+    pub fn take_rescue(&mut self) -> Option<oneshot::Receiver<Rescue>> {
         self.rescue.take()
     }
 
@@ -333,6 +419,11 @@ impl Lease {
             }) => Turn::Began(*at),
             _ => Turn::Began(self.taken),
         }
+    }
+
+    /// Whether it was granted a place ahead.
+    pub fn sent_ahead(&self) -> bool {
+        self.sent_ahead
     }
 
     /// When the worker took the request (for one sent ahead: when it was
@@ -402,6 +493,8 @@ impl Pool {
                 next_ticket: 0,
                 running: slab::Slab::new(),
                 leaving: Vec::new(),
+                typical_run: Duration::ZERO,
+                generations: 0,
             }),
             queue_size,
             queue_timeout,
@@ -416,8 +509,29 @@ impl Pool {
     /// Waits (FIFO, bounded) for a worker. `avoid` lists workers that just
     /// failed this request; they are skipped when another one is free.
     pub async fn acquire(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
+        self.acquire_in(avoid, job, None).await
+    }
+
+    /// As `acquire`, for a request recalled from a place ahead: it waited
+    /// longer than anyone queued, so it queues at the front, until the
+    /// queue's time limit counted from when it first asked.
+    pub async fn reacquire(
+        self: &Arc<Self>,
+        avoid: &[u64],
+        job: &Job,
+        give_up: Instant,
+    ) -> Result<Lease, Refused> {
+        self.acquire_in(avoid, job, Some(give_up)).await
+    }
+
+    async fn acquire_in(
+        self: &Arc<Self>,
+        avoid: &[u64],
+        job: &Job,
+        recalled: Option<Instant>,
+    ) -> Result<Lease, Refused> {
         let asked = Instant::now();
-        let mut lease = self.wait_for_worker(avoid, job).await;
+        let mut lease = self.wait_for_worker(avoid, job, recalled).await;
         if let Ok(lease) = &mut lease {
             lease.waited = asked.elapsed();
             self.metrics.waited(lease.waited);
@@ -425,28 +539,41 @@ impl Pool {
         lease
     }
 
-    async fn wait_for_worker(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
+    async fn wait_for_worker(
+        self: &Arc<Self>,
+        avoid: &[u64],
+        job: &Job,
+        recalled: Option<Instant>,
+    ) -> Result<Lease, Refused> {
+        let front = recalled.is_some();
         let (ticket, rx) = {
             let mut inner = self.lock();
-            if inner.waiters.is_empty() {
+            if inner.waiters.is_empty() || front {
                 if let Some((pos, place)) = inner.pick(avoid) {
                     return Ok(inner.grant(self, pos, place, job.clone()));
                 }
             }
-            if inner.waiters.len() >= self.queue_size {
+            // A recalled request was already let in.
+            if !front && inner.waiters.len() >= self.queue_size {
                 return Err(Refused::QueueFull);
             }
             let (tx, rx) = oneshot::channel();
             let ticket = inner.next_ticket;
             inner.next_ticket += 1;
-            inner.waiters.push_back(Waiter {
+            let waiter = Waiter {
                 ticket,
                 tx,
                 job: job.clone(),
-            });
+            };
+            if front {
+                inner.waiters.push_front(waiter);
+            } else {
+                inner.waiters.push_back(waiter);
+            }
             (ticket, rx)
         };
-        match tokio::time::timeout(self.queue_timeout, rx).await {
+        let give_up = recalled.unwrap_or_else(|| Instant::now() + self.queue_timeout);
+        match tokio::time::timeout_at(give_up.into(), rx).await {
             Ok(Ok(lease)) => Ok(lease),
             _ => {
                 let mut inner = self.lock();
@@ -507,17 +634,28 @@ impl Pool {
         let Some(ended) = inner.running.try_remove(slot) else {
             return;
         };
-        let Some(pos) = inner.position(worker) else {
-            return; // the worker went down meanwhile
+        let Some(pos) = inner.position_of(&ended) else {
+            // The worker went down meanwhile (draining, replaced): what it
+            // holds ahead runs now, and is timed from now.
+            if ended.place == Place::Running {
+                inner.promote_leaving(worker, ended.generation);
+            }
+            return;
         };
-        let w = &mut inner.workers[pos];
         if socket {
+            let w = &mut inner.workers[pos];
             w.sockets = w.sockets.saturating_sub(1);
+        } else if ended.place == Place::Running {
+            // WebSockets are not requests: their hours would say nothing.
+            let ran = ended.promoted.unwrap_or(ended.since).elapsed();
+            inner.typical_run = (inner.typical_run * 7 + ran) / 8;
         }
+        let w = &mut inner.workers[pos];
         match ended.place {
-            Place::Ahead => w.ahead = None,
+            Place::Ahead => w.forget_ahead(slot),
             Place::Running => {
                 w.busy = w.busy.saturating_sub(1);
+                w.forget_current(slot);
                 if let Some(next) = w.ahead.take() {
                     inner.promote(pos, next);
                 }
@@ -535,6 +673,8 @@ impl Pool {
             return;
         }
         inner.leaving.retain(|(w, _)| *w != id);
+        inner.generations += 1;
+        let generation = inner.generations;
         inner.workers.push(Worker {
             id,
             facts,
@@ -542,7 +682,9 @@ impl Pool {
             busy: 0,
             sockets: 0,
             ahead: None,
+            current: None,
             started: Instant::now(),
+            generation,
             idle: Vec::new(),
         });
         let pos = inner.workers.len() - 1;
@@ -652,12 +794,26 @@ impl Inner {
             .map(|(pos, _)| (pos, Place::Ahead))
     }
 
+    /// A worker no longer in the pool finished a request: the one it
+    /// held ahead, if any, runs now.
+    fn promote_leaving(&mut self, worker: u64, generation: u64) {
+        let now = Instant::now();
+        let ahead = self.running.iter_mut().find(|(_, r)| {
+            r.worker == worker && r.generation == generation && r.place == Place::Ahead
+        });
+        if let Some((_, r)) = ahead {
+            r.place = Place::Running;
+            r.promoted = Some(now);
+        }
+    }
+
     /// The request ahead on worker `pos` now runs.
     fn promote(&mut self, pos: usize, slot: usize) {
         let now = Instant::now();
         let w = &mut self.workers[pos];
         w.busy += 1;
         w.started = now;
+        w.current = Some(slot);
         if let Some(r) = self.running.get_mut(slot) {
             r.place = Place::Running;
             r.promoted = Some(now);
@@ -671,13 +827,16 @@ impl Inner {
         let Some(r) = self.running.try_remove(lease.slot) else {
             return;
         };
-        let Some(pos) = self.position(r.worker) else {
+        let Some(pos) = self.position_of(&r) else {
             return;
         };
         let w = &mut self.workers[pos];
         match r.place {
-            Place::Ahead => w.ahead = None,
-            Place::Running => w.busy = w.busy.saturating_sub(1),
+            Place::Ahead => w.forget_ahead(lease.slot),
+            Place::Running => {
+                w.busy = w.busy.saturating_sub(1);
+                w.forget_current(lease.slot);
+            }
         }
         if lease.socket {
             w.sockets = w.sockets.saturating_sub(1);
@@ -811,7 +970,7 @@ mod tests {
     #[test]
     fn least_busy_then_one_ahead_each_then_the_queue() {
         rt().block_on(async {
-            let pool = two_sync_workers(Duration::from_millis(50));
+            let pool = two_sync_workers(Duration::from_secs(5));
             let a = pool.acquire(&[], &job()).await.unwrap();
             std::thread::sleep(Duration::from_millis(2));
             let b = pool.acquire(&[], &job()).await.unwrap();
@@ -826,16 +985,19 @@ mod tests {
             assert_eq!(c.turn(), Turn::Waiting);
             let d = pool.acquire(&[], &job()).await.unwrap();
             assert_eq!(d.worker, a.worker);
-            assert_eq!(pool.census().queued, 2);
-            assert_eq!(
-                pool.acquire(&[], &job()).await.err(),
-                Some(Refused::Timeout)
-            );
-            // The running one ends: the one ahead runs.
+            // Then the queue.
+            let p = pool.clone();
+            let e = tokio::spawn(async move { p.acquire(&[], &job()).await });
+            tokio::task::yield_now().await;
+            assert_eq!(pool.census().queued, 3);
+            // The running one ends: the one ahead runs, the queued one
+            // takes its place ahead.
             drop(b);
             assert!(matches!(c.turn(), Turn::Began(_)));
-            assert_eq!(pool.census().queued, 1);
-            drop((a, c, d));
+            let e = e.await.unwrap().unwrap();
+            assert_eq!((e.worker, e.turn()), (c.worker, Turn::Waiting));
+            assert_eq!(pool.census().queued, 2);
+            drop((a, c, d, e));
             assert_eq!(pool.census(), BOTH_IDLE);
         });
     }
@@ -853,7 +1015,9 @@ mod tests {
             // `slow` ends first, nobody waits: its worker goes to `behind`.
             let slow_worker = slow.worker;
             drop(slow);
-            let free = rescue.await.expect("rescued");
+            let Ok(Rescue::Here(free)) = rescue.await else {
+                panic!("not rescued");
+            };
             assert_eq!(free.worker, slow_worker);
             // Taken back: its place ahead is free again; the next request
             // goes ahead of `free`, the request that started last.
@@ -864,6 +1028,46 @@ mod tests {
             assert_eq!((after.worker, after.turn()), (quick.worker, Turn::Waiting));
             drop(after);
             drop((quick, free, next));
+            assert_eq!(pool.census(), BOTH_IDLE);
+        });
+    }
+
+    #[test]
+    fn a_request_ahead_too_long_is_recalled_to_the_head_of_the_queue() {
+        rt().block_on(async {
+            let pool = two_sync_workers(Duration::from_secs(5));
+            let slow = pool.acquire(&[], &job()).await.unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+            let quick = pool.acquire(&[], &job()).await.unwrap();
+            let next = pool.acquire(&[], &job()).await.unwrap();
+            let mut stuck = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!((next.worker, stuck.worker), (quick.worker, slow.worker));
+            let rescue = stuck.take_rescue().expect("sent ahead");
+            let p = pool.clone();
+            let waiter = tokio::spawn(async move { p.acquire(&[], &job()).await });
+            tokio::task::yield_now().await;
+            std::thread::sleep(AHEAD_PATIENCE + Duration::from_millis(5));
+            // `quick` ends: `next` runs; the request stuck behind `slow` is
+            // told to come back, and the place ahead goes to the queue.
+            drop(quick);
+            assert!(matches!(rescue.await, Ok(Rescue::Requeue)));
+            let queued = waiter.await.unwrap().unwrap();
+            assert_eq!((queued.worker, queued.turn()), (next.worker, Turn::Waiting));
+            // It withdraws, and queues again at the front, away from `slow`.
+            let give_up = stuck.queue_deadline();
+            drop(stuck);
+            let p = pool.clone();
+            let avoid = [slow.worker];
+            let again = tokio::spawn(async move { p.reacquire(&avoid, &job(), give_up).await });
+            tokio::task::yield_now().await;
+            let p = pool.clone();
+            let later = tokio::spawn(async move { p.acquire(&[], &job()).await });
+            tokio::task::yield_now().await;
+            drop(next);
+            let again = again.await.unwrap().unwrap();
+            assert_eq!((again.worker, again.turn()), (queued.worker, Turn::Waiting));
+            drop((slow, queued, again));
+            drop(later.await.unwrap().unwrap());
             assert_eq!(pool.census(), BOTH_IDLE);
         });
     }

@@ -48,6 +48,16 @@ impl UnixLink {
         })
     }
 
+    /// Drops a readiness kept from reading the last answer, so that a wait
+    /// for the next one is not over at once. Only before writing a
+    /// request: nothing can have come for it yet.
+    pub fn forget_readiness(&self) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if let Poll::Ready(Ok(mut ready)) = self.read.poll_read_ready(&mut cx) {
+            ready.clear_ready();
+        }
+    }
+
     /// The line naming this link, the first time only.
     pub fn name_line(&mut self) -> Option<Vec<u8>> {
         (!std::mem::replace(&mut self.named, true))

@@ -45,6 +45,9 @@ pub enum ExchangeError {
     /// The edge itself could not open a connection (out of file
     /// descriptors): no worker is to blame.
     EdgeOutOfFds(io::Error),
+    /// The worker skipped the request: it was taken back
+    /// (`wire::withdraw`) after the edge stopped waiting for the answer.
+    Withdrawn,
 }
 
 impl ExchangeError {
@@ -98,6 +101,9 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
             }
             Err(e) => return Err(ExchangeError::Failed(e.to_string())),
         };
+        if buf == crate::wire::withdraw::WITHDRAWN {
+            return Err(ExchangeError::Withdrawn);
+        }
         if n == 0 {
             return Err(ExchangeError::Failed(if buf.is_empty() {
                 "worker closed the connection without answering (did it die?)".into()
