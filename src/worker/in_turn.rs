@@ -79,7 +79,17 @@ pub fn serve(
         };
         for event in &events[..ready] {
             match event.data() {
-                LISTENER => links.accept(listener),
+                LISTENER => {
+                    // Served at once, in this turn: a connection waits in
+                    // the backlog while a request runs, and what it
+                    // carries was sent before what came since on the
+                    // connections already watched (epoll reports those in
+                    // the order they became ready, this one last).
+                    for key in links.accept(listener) {
+                        let hung_up = links.hung_up(key);
+                        links.serve(py, app, recycle, key, hung_up);
+                    }
+                }
                 key => {
                     let hung_up = event.events().contains(EpollFlags::EPOLLRDHUP);
                     links.serve(py, app, recycle, key as usize, hung_up)
@@ -94,8 +104,10 @@ pub fn serve(
 }
 
 impl Links {
-    /// Takes every waiting connection (until `WouldBlock`).
-    fn accept(&mut self, listener: &UnixListener) {
+    /// Takes every waiting connection (until `WouldBlock`); returns their
+    /// keys, oldest first.
+    fn accept(&mut self, listener: &UnixListener) -> Vec<usize> {
+        let mut taken = Vec::new();
         while let Ok((conn, _)) = listener.accept() {
             // Blocking: a response is written whole, the app waiting.
             let _ = conn.set_nonblocking(false);
@@ -111,11 +123,31 @@ impl Links {
             let event = EpollEvent::new(watch, entry.key() as u64);
             match self.epoll.add(link.stream().as_ref(), event) {
                 Ok(()) => {
+                    taken.push(entry.key());
                     entry.insert(link);
                 }
                 Err(e) => error!("cannot watch a connection from the edge: {e}"),
             }
         }
+        taken
+    }
+
+    /// Whether the edge has already closed a connection just taken (one
+    /// `poll`, only for new connections; epoll says it for the others).
+    fn hung_up(&self, key: usize) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(link) = self.open.get(key) else {
+            return false;
+        };
+        // libc's poll: nix has no name for POLLRDHUP and drops unknown bits.
+        let mut fd = libc::pollfd {
+            fd: link.stream().as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout.
+        let seen = unsafe { libc::poll(&mut fd, 1, 0) } > 0;
+        seen && fd.revents & (libc::POLLRDHUP | libc::POLLHUP) != 0
     }
 
     /// Serves what a ready connection holds. The edge sends a connection's
