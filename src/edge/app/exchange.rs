@@ -164,7 +164,7 @@ impl Edge {
         };
         match result {
             Ok(Exchanged::Head(conn, resp)) => {
-                let deadline = self.timeout.map(|t| (began(&lease) + t).into());
+                let deadline = self.timeout.map(|t| (lease.begun().taken() + t).into());
                 Attempt::Answered(Answer {
                     lease,
                     conn,
@@ -258,15 +258,6 @@ enum Exchanged {
     Head(Conn, ResponseHead),
     /// A request sent ahead was taken back unrun (`ahead::Turned`).
     Withdrawn(Back),
-}
-
-/// When the request began running (for one sent ahead, not when it was
-/// sent, if the pool has seen it start).
-fn began(lease: &Lease) -> Instant {
-    match lease.turn() {
-        Turn::Began(at) => at,
-        Turn::Waiting => Instant::now(),
-    }
 }
 
 /// One request/response head exchange with a worker, on a pooled or new

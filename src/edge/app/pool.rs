@@ -332,6 +332,11 @@ pub struct Begun {
 }
 
 impl Begun {
+    /// When the request began running in its worker.
+    pub fn taken(&self) -> Instant {
+        self.taken
+    }
+
     /// What it cost until now, without the worker's receipt.
     pub fn work(&self) -> Work {
         Work {
