@@ -41,6 +41,18 @@ enum Woke {
 /// request is sent elsewhere then.
 const CANCEL_WITHIN: Duration = Duration::from_secs(1);
 
+/// How long a request sent ahead waits for the one before it to be
+/// written. That takes microseconds, or a connect for a new connection;
+/// past this something is wrong with the other, and a recall settles the
+/// order if they cross (`Pool::recall_overdue`).
+const PREVIOUS_WITHIN: Duration = Duration::from_secs(1);
+
+/// Waits until the request granted before this one on the same worker is
+/// written (`pool::Order`), or has failed or given up (its sender dropped).
+pub(super) async fn after_previous(previous: oneshot::Receiver<()>) {
+    let _ = tokio::time::timeout(PREVIOUS_WITHIN, previous).await;
+}
+
 /// Waits for the worker to answer the `nth` request written on `conn`.
 pub(super) async fn wait_turn(
     lease: &Lease,

@@ -5,7 +5,7 @@
 
 use crate::edge::app::ahead::{self, Back, Turned};
 use crate::edge::app::job::Job;
-use crate::edge::app::pool::{Conn, Lease, Pool, Refused, Rescue, Turn};
+use crate::edge::app::pool::{Conn, Lease, Order, Pool, Refused, Turn};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
 use crate::edge::request::{Ctx, Edge};
@@ -13,7 +13,6 @@ use pingora_core::Result;
 use pingora_proxy::Session;
 use std::time::{Duration, Instant};
 use tokio::io::BufReader;
-use tokio::sync::oneshot;
 use tracing::{debug, error, warn};
 
 /// One request as it goes to a worker, the same for every attempt.
@@ -157,8 +156,8 @@ impl Edge {
         out: &Outgoing<'_>,
         retries: usize,
     ) -> Attempt {
-        let rescue = lease.take_rescue();
-        let Some(result) = self.in_time(&lease, exchange(&lease, out, rescue)).await else {
+        let order = lease.take_order();
+        let Some(result) = self.in_time(&lease, exchange(&lease, out, order)).await else {
             report_timeout(&self.pool, self.status_fd, &lease, &out.what, self.timeout);
             return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
         };
@@ -265,8 +264,16 @@ enum Exchanged {
 async fn exchange(
     lease: &Lease,
     out: &Outgoing<'_>,
-    rescue: Option<oneshot::Receiver<Rescue>>,
+    order: Order,
 ) -> std::result::Result<Exchanged, ExchangeError> {
+    let Order {
+        rescue,
+        after,
+        written,
+    } = order;
+    if let Some(after) = after {
+        ahead::after_previous(after).await;
+    }
     let mut conn = match lease.take_conn() {
         Some(c) => c,
         None => {
@@ -281,7 +288,7 @@ async fn exchange(
         // `wait_turn` waits for the answer to become readable.
         conn.get_ref().forget_readiness();
     }
-    let nth = upstream::send(&mut conn, out.head, out.body, lease.names_links).await?;
+    let nth = upstream::send(&mut conn, out.head, out.body, lease.names_links, written).await?;
     if let Some(rescue) = rescue {
         // Withdrawn: the connection is dropped; the worker skips the
         // request when it comes to it, then sees the close.

@@ -18,6 +18,8 @@
 //! slot or its place ahead), before the queue: that worker's lease is sent
 //! to it, and it withdraws itself from the busy one (`wire/withdraw.rs`). Which busy worker: the one whose request started
 //! last, since a request that has already run long tends to run longer.
+//! A request ahead is written only once the one before it is (`Order`):
+//! the worker serves them in the order they arrive.
 //!
 //! Each lease also records its request (a `Job`) while it is out, so
 //! `corral status` and `corral dump` can say what every worker is running.
@@ -90,6 +92,9 @@ struct Worker {
     current: Option<usize>,
     /// When its latest request began running.
     started: Instant,
+    /// Resolves once the latest request granted here has been written (or
+    /// will not be): the next one sent ahead writes after it (`Order`).
+    last_written: Option<oneshot::Receiver<()>>,
     /// Tells this entry from an earlier one with the same id (a worker
     /// suspected, then announced again): leases of the earlier one must
     /// not count here.
@@ -279,6 +284,7 @@ impl Inner {
         };
         let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
         let generation = w.generation;
+        let takes_ahead = w.takes_ahead();
         let slot = self.running.insert(Running {
             worker: id,
             generation,
@@ -298,8 +304,16 @@ impl Inner {
             Place::Ahead => w.ahead = Some(slot),
         }
         let mut lease = pool.lease(id, peer, interface, slot, pid);
-        lease.rescue = rx;
-        lease.names_links = self.workers[pos].takes_ahead();
+        if takes_ahead {
+            let (written, next_after) = oneshot::channel();
+            let last = w.last_written.replace(next_after);
+            lease.order = Order {
+                rescue: rx,
+                after: if place == Place::Ahead { last } else { None },
+                written: Some(written),
+            };
+        }
+        lease.names_links = takes_ahead;
         lease.sent_ahead = place == Place::Ahead;
         lease
     }
@@ -365,8 +379,8 @@ pub struct Lease {
     waited: Duration,
     /// The worker's pid, for the access log.
     pid: i32,
-    /// Sent ahead: where word comes if it should move.
-    rescue: Option<oneshot::Receiver<Rescue>>,
+    /// Its place in its worker's line, for one that takes requests ahead.
+    order: Order,
     /// The worker takes requests ahead: its connections are named, so a
     /// request can be taken back (`wire::withdraw`).
     pub names_links: bool,
@@ -385,6 +399,26 @@ impl Drop for Lease {
             self.pool.release(self.worker, self.socket, self.slot);
         }
     }
+}
+
+/// A request's place in the line of a worker that takes one ahead
+/// (empty for other workers).
+///
+/// Such a worker serves its connections in the order their requests
+/// arrive, so the edge must write them in the order the pool granted
+/// them: two edge threads granted the running place and the place ahead
+/// microseconds apart could otherwise write them the other way round, and
+/// the request the pool believes running would wait, timed by
+/// `app.timeout`, behind the one it believes waiting.
+#[derive(Default)]
+pub struct Order {
+    /// Sent ahead (or running where one may be): word if it should move.
+    pub rescue: Option<oneshot::Receiver<Rescue>>,
+    /// Sent ahead: resolves once the request before it is written.
+    pub after: Option<oneshot::Receiver<()>>,
+    /// Tells the request after it that this one is written (dropped
+    /// unsent when it never will be, which tells it as well).
+    pub written: Option<oneshot::Sender<()>>,
 }
 
 /// Why a request sent ahead should withdraw from where it waits.
@@ -406,9 +440,10 @@ pub enum Turn {
 }
 
 impl Lease {
-    /// For a request sent ahead (once): where a rescue will come.
-    pub fn take_rescue(&mut self) -> Option<oneshot::Receiver<Rescue>> {
-        self.rescue.take()
+    /// Its place in its worker's line (once): where a rescue will come,
+    /// and the order it must be written in.
+    pub fn take_order(&mut self) -> Order {
+        std::mem::take(&mut self.order)
     }
 
     /// When the request began running in the worker.
@@ -607,7 +642,7 @@ impl Pool {
             taken: Instant::now(),
             waited: Duration::ZERO,
             pid,
-            rescue: None,
+            order: Order::default(),
             names_links: false,
             sent_ahead: false,
         }
@@ -689,6 +724,7 @@ impl Pool {
             ahead: None,
             current: None,
             started: Instant::now(),
+            last_written: None,
             generation,
             idle: Vec::new(),
         });
@@ -1007,6 +1043,45 @@ mod tests {
         });
     }
 
+    /// One single-threaded worker: a request running, one ahead of it.
+    async fn running_and_one_ahead() -> (Arc<Pool>, Lease, Lease) {
+        let pool = Pool::new(10, Duration::from_secs(5), Default::default());
+        pool.worker_up(1, Peer::Unix("a".into()), sync());
+        let running = pool.acquire(&[], &job()).await.unwrap();
+        let ahead = pool.acquire(&[], &job()).await.unwrap();
+        assert_eq!(ahead.turn(), Turn::Waiting);
+        (pool, running, ahead)
+    }
+
+    #[test]
+    fn a_request_ahead_is_written_after_the_one_before_it() {
+        rt().block_on(async {
+            let (_pool, mut a, mut b) = running_and_one_ahead().await;
+            let (first, second) = (a.take_order(), b.take_order());
+            assert!(first.after.is_none(), "a running request waits for nobody");
+            let mut after = second.after.expect("the one ahead waits for the first");
+            assert!(after.try_recv().is_err(), "not before the first is written");
+            first.written.expect("tells the next").send(()).unwrap();
+            assert!(after.await.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_request_ahead_goes_when_the_one_before_it_fails() {
+        rt().block_on(async {
+            let (pool, mut first, mut second) = running_and_one_ahead().await;
+            let after = second.take_order().after.expect("sent ahead");
+            drop(first.take_order());
+            assert!(after.await.is_err(), "resolved by the dropped sender");
+            drop((first, second));
+            // Other workers' requests carry no order at all.
+            pool.worker_up(2, Peer::Unix("b".into()), facts(Interface::Wsgi, 4));
+            let mut c = pool.acquire(&[1], &job()).await.unwrap();
+            let order = c.take_order();
+            assert!(order.after.is_none() && order.written.is_none());
+        });
+    }
+
     #[test]
     fn a_free_worker_rescues_a_request_waiting_ahead() {
         rt().block_on(async {
@@ -1016,7 +1091,7 @@ mod tests {
             let quick = pool.acquire(&[], &job()).await.unwrap();
             let mut behind = pool.acquire(&[], &job()).await.unwrap();
             assert_eq!(behind.worker, quick.worker);
-            let rescue = behind.take_rescue().expect("sent ahead");
+            let rescue = behind.take_order().rescue.expect("sent ahead");
             // `slow` ends first, nobody waits: its worker goes to `behind`.
             let slow_worker = slow.worker;
             drop(slow);
@@ -1047,7 +1122,7 @@ mod tests {
             let next = pool.acquire(&[], &job()).await.unwrap();
             let mut stuck = pool.acquire(&[], &job()).await.unwrap();
             assert_eq!((next.worker, stuck.worker), (quick.worker, slow.worker));
-            let rescue = stuck.take_rescue().expect("sent ahead");
+            let rescue = stuck.take_order().rescue.expect("sent ahead");
             let p = pool.clone();
             let waiter = tokio::spawn(async move { p.acquire(&[], &job()).await });
             tokio::task::yield_now().await;

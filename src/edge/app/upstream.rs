@@ -68,6 +68,7 @@ pub async fn send(
     head: &[u8],
     body: &crate::edge::app::request_body::RequestBody,
     name_link: bool,
+    written: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<u64, ExchangeError> {
     let stream = conn.get_mut();
     if let Some(line) = name_link.then(|| stream.name_line()).flatten() {
@@ -81,6 +82,10 @@ pub async fn send(
         .write_all(head)
         .await
         .map_err(ExchangeError::NotDelivered)?;
+    // The worker orders requests by their heads; the next one may go now.
+    if let Some(written) = written {
+        let _ = written.send(());
+    }
     body.write_to(stream)
         .await
         .map_err(ExchangeError::NotDelivered)?;
