@@ -94,6 +94,7 @@ fn dispatch(c: &mut Criterion) {
     let job = corral::edge::app::job::Job {
         request: "GET /".into(),
         id: "0123456789abcdef".into(),
+        fits_ahead: true,
     };
     c.bench_function("edge: take and give back a worker (8 workers)", |b| {
         b.iter(|| rt.block_on(async { black_box(pool.acquire(&[], &job).await.expect("lease")) }))

@@ -63,9 +63,15 @@ fn ledger_load(srv: &Running, threads: usize, seconds: f64) -> Load {
 
 /// curl GET: (status, body, seconds it took).
 fn curl(port: u16, path: &str) -> (u16, String, f64) {
+    curl_with(port, path, &[])
+}
+
+/// curl with more arguments: (status, body, seconds it took).
+fn curl_with(port: u16, path: &str, args: &[String]) -> (u16, String, f64) {
     let t0 = Instant::now();
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "30", "-w", "\n%{http_code}"])
+        .args(args)
         .arg(format!("http://127.0.0.1:{port}{path}"))
         .output()
         .expect("curl runs");
@@ -80,10 +86,19 @@ fn curl(port: u16, path: &str) -> (u16, String, f64) {
 
 /// Starts `curl` on `path` after `delay`.
 fn curl_after(port: u16, delay_ms: u64, path: &str) -> thread::JoinHandle<(u16, String, f64)> {
+    curl_after_with(port, delay_ms, path, Vec::new())
+}
+
+fn curl_after_with(
+    port: u16,
+    delay_ms: u64,
+    path: &str,
+    args: Vec<String>,
+) -> thread::JoinHandle<(u16, String, f64)> {
     let path = path.to_string();
     thread::spawn(move || {
         thread::sleep(Duration::from_millis(delay_ms));
-        curl(port, &path)
+        curl_with(port, &path, &args)
     })
 }
 
@@ -94,11 +109,27 @@ fn curl_after(port: u16, delay_ms: u64, path: &str) -> thread::JoinHandle<(u16, 
 /// `slow` and run there, at once, once.
 #[test]
 fn a_request_ahead_of_a_slow_one_moves_to_the_worker_that_comes_free() {
+    assert_behind_runs_on_the_worker_that_comes_free(Vec::new());
+}
+
+/// The same with a body larger than a Unix socket's send buffer: written
+/// ahead, its writer would block until `slow` ends, deaf to the rescue; so
+/// it queues instead, and still runs as soon as `medium` ends.
+#[test]
+fn a_request_with_a_large_body_waits_in_the_queue_not_ahead() {
+    let srv_dir = tempfile::tempdir().expect("tempdir");
+    let body = srv_dir.path().join("body");
+    std::fs::write(&body, vec![b'x'; 900 * 1024]).expect("body file");
+    let post = format!("@{}", body.display());
+    assert_behind_runs_on_the_worker_that_comes_free(vec!["--data-binary".into(), post]);
+}
+
+fn assert_behind_runs_on_the_worker_that_comes_free(behind_args: Vec<String>) {
     let srv = ledger_site(2, "queue_timeout = \"30s\"");
     let port = srv.port;
     let medium = curl_after(port, 0, "/run?id=medium&s=1");
     let slow = curl_after(port, 150, "/run?id=slow&s=6");
-    let behind = curl_after(port, 400, "/run?id=behind");
+    let behind = curl_after_with(port, 400, "/run?id=behind", behind_args);
     let (status, body, took) = behind.join().expect("behind");
     let (m_status, m_body, _) = medium.join().expect("medium");
     let (s_status, s_body, _) = slow.join().expect("slow");
@@ -126,6 +157,18 @@ fn a_request_ahead_of_a_slow_one_moves_to_the_worker_that_comes_free() {
             log()
         );
     }
+    // Its wait, ahead or queued, until `medium` ended is queueing in the
+    // access log, not time in the app.
+    let logged = srv.stdout();
+    let line = logged.lines().find(|l| l.contains("/run?id=behind"));
+    let queue_ms = line
+        .and_then(|l| l.split("queue_ms=").nth(1))
+        .and_then(|v| v.split(' ').next()?.parse::<f64>().ok());
+    assert!(
+        queue_ms.is_some_and(|ms| ms >= 400.0),
+        "queue_ms in {line:?}\n{}",
+        log()
+    );
     // The worker that had it ahead skipped it and goes on serving.
     for i in 0..4 {
         assert_eq!(curl(port, &format!("/run?id=after{i}")).0, 200, "{}", log());

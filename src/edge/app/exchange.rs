@@ -44,13 +44,21 @@ pub(super) enum Attempt {
     Retry(u64),
     /// Taken back unrun from a busy worker, to run on this free one.
     Moved(Lease),
-    /// Taken back unrun from this busy worker, to queue again at the front
-    /// (until the queue's time limit, counted from its first ask).
-    Requeue(u64, std::time::Instant),
+    /// Taken back unrun from this busy worker, to queue again at the front.
+    Requeue(Requeued),
     /// Answered here with this status and reason.
     Refuse(u16, &'static str),
     /// The client closed its connection first.
     ClientGone(Box<pingora_core::Error>),
+}
+
+/// A request taken back from a busy worker to queue again.
+pub(super) struct Requeued {
+    worker: u64,
+    /// The queue's time limit, counted from its first ask.
+    give_up: Instant,
+    /// How long it has waited so far, in the queue and ahead.
+    queued: Duration,
 }
 
 /// Resolves when the client goes away (FIN or reset on HTTP/1, a reset
@@ -85,7 +93,7 @@ impl Edge {
             head,
             body,
             is_head: session.req_header().method == http::Method::HEAD,
-            what: Job::of(session, &ctx.request_id),
+            what: Job::of(session, &ctx.request_id).with_body(body.len()),
         };
         let mut avoid = Vec::new();
         let mut moved = None;
@@ -93,8 +101,15 @@ impl Edge {
         loop {
             let acquired = if let Some(lease) = moved.take() {
                 Ok(lease)
-            } else if let Some(give_up) = recalled.take() {
-                self.pool.reacquire(&avoid, &out.what, give_up).await
+            } else if let Some(Requeued {
+                give_up, queued, ..
+            }) = recalled.take()
+            {
+                let again = self.pool.reacquire(&avoid, &out.what, give_up).await;
+                again.map(|mut lease| {
+                    lease.queued_before(queued);
+                    lease
+                })
             } else if websocket {
                 self.pool.acquire_socket(&avoid, &out.what)
             } else {
@@ -126,10 +141,10 @@ impl Edge {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Moved(lease) => moved = Some(lease),
-                Attempt::Requeue(worker, give_up) => {
+                Attempt::Requeue(requeued) => {
                     // Not straight back behind the same slow request.
-                    avoid.push(worker);
-                    recalled = Some(give_up);
+                    avoid.push(requeued.worker);
+                    recalled = Some(requeued);
                 }
                 Attempt::Refuse(status, why) => {
                     ctx.work = Some(begun.work());
@@ -172,10 +187,15 @@ impl Edge {
                     deadline,
                 })
             }
-            Ok(Exchanged::Withdrawn(Back::Run(free))) => Attempt::Moved(free),
-            Ok(Exchanged::Withdrawn(Back::Requeue)) => {
-                Attempt::Requeue(lease.worker, lease.queue_deadline())
+            Ok(Exchanged::Withdrawn(Back::Run(mut free))) => {
+                free.queued_before(lease.begun().work().queue);
+                Attempt::Moved(free)
             }
+            Ok(Exchanged::Withdrawn(Back::Requeue)) => Attempt::Requeue(Requeued {
+                worker: lease.worker,
+                give_up: lease.queue_deadline(),
+                queued: lease.begun().work().queue,
+            }),
             Ok(Exchanged::Withdrawn(Back::QueueTimeout)) => {
                 Attempt::Refuse(503, "All workers are busy (queue timeout)")
             }

@@ -14,6 +14,8 @@ pub struct Job {
     /// Method and raw path, e.g. `GET /search?q=x`.
     pub request: Arc<str>,
     pub id: RequestId,
+    /// May wait ahead on a busy worker (`pool::fits_ahead`).
+    pub fits_ahead: bool,
 }
 
 impl Job {
@@ -23,6 +25,15 @@ impl Job {
         Job {
             request: request.into(),
             id: id.clone(),
+            fits_ahead: true,
+        }
+    }
+
+    /// The same request, carrying a body of `len` bytes.
+    pub fn with_body(self, len: u64) -> Job {
+        Job {
+            fits_ahead: crate::edge::app::pool::fits_ahead(len),
+            ..self
         }
     }
 }

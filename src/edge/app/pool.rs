@@ -19,7 +19,8 @@
 //! to it, and it withdraws itself from the busy one (`wire/withdraw.rs`). Which busy worker: the one whose request started
 //! last, since a request that has already run long tends to run longer.
 //! A request ahead is written only once the one before it is (`Order`):
-//! the worker serves them in the order they arrive.
+//! the worker serves them in the order they arrive. One with a large body
+//! never goes ahead (`fits_ahead`).
 //!
 //! Each lease also records its request (a `Job`) while it is out, so
 //! `corral status` and `corral dump` can say what every worker is running.
@@ -39,6 +40,17 @@ use tokio::sync::oneshot;
 /// typical request. By then it is most likely behind a slow request, and
 /// it came before those queued.
 const AHEAD_PATIENCE: Duration = Duration::from_millis(20);
+
+/// The largest body a request sent ahead may carry. The request is written
+/// whole before the worker reads it, and a body past the socket's send
+/// buffer (~208 KiB by default) would block its writer until the busy
+/// worker's current request ends, deaf to a rescue; such a request queues.
+const AHEAD_MAX_BODY: u64 = 64 * 1024;
+
+/// Whether a request with a body of `len` bytes may wait ahead.
+pub fn fits_ahead(len: u64) -> bool {
+    len <= AHEAD_MAX_BODY
+}
 
 /// Idle connections kept per worker for reuse: at least this many, and up
 /// to 64 for a worker that takes many requests at once (ASGI), which would
@@ -203,6 +215,10 @@ impl Inner {
             self.recall_overdue();
         }
         while let Some(place) = self.workers[pos].opening() {
+            let fits = |w: &Waiter| place == Place::Running || w.job.fits_ahead;
+            if !self.waiters.front().is_some_and(fits) {
+                return; // (the head waits for a free slot: first come, first served)
+            }
             let Some(waiter) = self.waiters.pop_front() else {
                 return;
             };
@@ -472,6 +488,12 @@ impl Lease {
         self.taken
     }
 
+    /// Counts an earlier wait of the same request (in the queue, or ahead
+    /// on another worker until it was taken back) as queueing here too.
+    pub fn queued_before(&mut self, earlier: Duration) {
+        self.waited += earlier;
+    }
+
     /// When a request sent ahead has waited as long as the queue allows.
     pub fn queue_deadline(&self) -> Instant {
         self.taken - self.waited + self.pool.queue_timeout
@@ -589,7 +611,7 @@ impl Pool {
         let (ticket, rx) = {
             let mut inner = self.lock();
             if inner.waiters.is_empty() || front {
-                if let Some((pos, place)) = inner.pick(avoid) {
+                if let Some((pos, place)) = inner.pick(avoid, job.fits_ahead) {
                     return Ok(inner.grant(self, pos, place, job.clone()));
                 }
             }
@@ -816,7 +838,7 @@ impl Inner {
     /// Where a request that does not queue goes: the least busy worker
     /// with a free slot, else a place ahead behind the request that
     /// started last.
-    fn pick(&self, avoid: &[u64]) -> Option<(usize, Place)> {
+    fn pick(&self, avoid: &[u64], fits_ahead: bool) -> Option<(usize, Place)> {
         let usable = || {
             self.workers
                 .iter()
@@ -828,6 +850,9 @@ impl Inner {
             .min_by_key(|(_, w)| w.busy);
         if let Some((pos, _)) = free {
             return Some((pos, Place::Running));
+        }
+        if !fits_ahead {
+            return None;
         }
         usable()
             .filter(|(_, w)| w.opening() == Some(Place::Ahead))
@@ -951,6 +976,7 @@ mod tests {
         Job {
             request: "GET /".into(),
             id: "test".into(),
+            fits_ahead: true,
         }
     }
 
@@ -1079,6 +1105,37 @@ mod tests {
             let mut c = pool.acquire(&[1], &job()).await.unwrap();
             let order = c.take_order();
             assert!(order.after.is_none() && order.written.is_none());
+        });
+    }
+
+    #[test]
+    fn a_request_with_a_large_body_queues_instead_of_going_ahead() {
+        rt().block_on(async {
+            let pool = two_sync_workers(Duration::from_secs(5));
+            let a = pool.acquire(&[], &job()).await.unwrap();
+            let b = pool.acquire(&[], &job()).await.unwrap();
+            let large = job().with_body(AHEAD_MAX_BODY + 1);
+            let p = pool.clone();
+            let waiting = tokio::spawn(async move { p.acquire(&[], &large).await });
+            tokio::task::yield_now().await;
+            assert!(
+                !waiting.is_finished(),
+                "both places ahead are open, yet it waits"
+            );
+            // Nor does a worker's place ahead go to it from the queue.
+            let small = job().with_body(10);
+            let small = pool.acquire(&[], &small);
+            let small = tokio::time::timeout(Duration::from_millis(50), small).await;
+            assert!(small.is_err(), "the queue stays first come, first served");
+            let b_worker = b.worker;
+            drop(b);
+            let large = waiting.await.unwrap().unwrap();
+            assert_eq!(
+                (large.worker, large.turn()),
+                (b_worker, Turn::Began(large.taken))
+            );
+            drop((a, large));
+            assert_eq!(pool.census(), BOTH_IDLE);
         });
     }
 
