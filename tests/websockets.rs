@@ -139,6 +139,35 @@ fn third_party_clients_over_ws_and_wss() {
     run_checks(&srv, "ws_clients.py", &args, Duration::from_secs(180));
 }
 
+/// As nginx does, a WebSocket is logged once, when it closes: its 101 and
+/// the bytes it sent the client (the echo and the close frame), never
+/// while it is open.
+#[test]
+fn a_websocket_is_logged_when_it_closes_with_the_bytes_it_sent() {
+    let srv = ws_site(None, "", "").start();
+    let logged = |srv: &Running| -> Vec<String> {
+        let out = srv.stdout();
+        let mine = out.lines().filter(|l| l.contains("/ws/echo?log=me"));
+        mine.map(str::to_owned).collect()
+    };
+    let (mut ws, _) = Raw::open_with(srv.port, "/ws/echo?log=me", "");
+    ws.frame(0x81, b"hello there", false);
+    assert_eq!(ws.read_frame(), (0x81, b"hello there".to_vec()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(logged(&srv), Vec::<String>::new(), "logged while open");
+    ws.frame(0x88, &1000u16.to_be_bytes(), false);
+    assert_eq!(ws.close_code(), 1000);
+    drop(ws);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while logged(&srv).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = logged(&srv);
+    assert_eq!(lines.len(), 1, "{lines:?}\n{}", srv.stderr_tail());
+    // 2 + 11 bytes of echo, 2 + 2 of close frame.
+    assert!(lines[0].contains("HTTP/1.1\" 101 17 "), "{}", lines[0]);
+}
+
 /// Runs a tests/clients script that prints one line per check and
 /// "N failures" (tests/clients/checks.py); every check must pass.
 fn run_checks(srv: &Running, script: &str, args: &[String], limit: Duration) {
@@ -544,7 +573,9 @@ fn ten_thousand_idle_sockets_cost_little_and_http_still_flows() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(client.go_on("READY"), "ECHO ok");
     // Generous bounds that still catch a buffer per socket gone wrong.
-    assert!(per_edge < 96 * 1024, "edge: {per_edge} B per idle socket");
+    // (~9 KiB measured; 40 KiB while the tunnel ran inside pingora's
+    // request future, see app/handed_over.rs.)
+    assert!(per_edge < 20 * 1024, "edge: {per_edge} B per idle socket");
     assert!(
         per_worker < 48 * 1024,
         "workers: {per_worker} B per idle socket"

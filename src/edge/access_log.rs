@@ -34,6 +34,47 @@ pub struct Entry<'a> {
     pub work: Option<&'a Work>,
 }
 
+/// What the log says of a request, taken from it once: for a line written
+/// after the request's session is gone (a WebSocket logs when it closes,
+/// as nginx does).
+pub struct Request {
+    pub client: String,
+    pub method: String,
+    pub target: String,
+    pub protocol: &'static str,
+    pub referer: String,
+    pub user_agent: String,
+    pub request_id: std::sync::Arc<str>,
+}
+
+/// How a request ended, for its line.
+pub struct Outcome<'a> {
+    pub status: u16,
+    pub bytes: usize,
+    pub duration: Duration,
+    pub complete: bool,
+    pub work: Option<&'a Work>,
+}
+
+impl Request {
+    pub fn entry<'a>(&'a self, end: Outcome<'a>) -> Entry<'a> {
+        Entry {
+            client: &self.client,
+            method: &self.method,
+            target: &self.target,
+            protocol: self.protocol,
+            status: end.status,
+            bytes: end.bytes,
+            referer: &self.referer,
+            user_agent: &self.user_agent,
+            duration: end.duration,
+            request_id: &self.request_id,
+            complete: end.complete,
+            work: end.work,
+        }
+    }
+}
+
 /// The sending end of the access log; cheap to clone (a channel sender).
 /// Made by `start` in `edge::run`; held by the edge state (the request
 /// path), the connection guard (refusals) and the control listener

@@ -101,6 +101,9 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.handed_over {
+            return; // logged when its tunnel closes (`app::handed_over`)
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -117,6 +120,20 @@ impl ProxyHttp for Edge {
         if !self.state.log.enabled() {
             return;
         }
+        let request = self.logged_request(session, ctx);
+        self.state.log.log(&request.entry(access_log::Outcome {
+            status,
+            bytes: sent,
+            duration: took,
+            complete: !ctx.incomplete && e.is_none(),
+            work: ctx.work.as_ref(),
+        }));
+    }
+}
+
+impl Edge {
+    /// What the access log says of this request.
+    pub(crate) fn logged_request(&self, session: &Session, ctx: &Ctx) -> access_log::Request {
         let req = session.req_header();
         // Requests pingora refused before request_filter have no ctx.client.
         let client = ctx
@@ -130,19 +147,14 @@ impl ProxyHttp for Edge {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
                 .unwrap_or_default()
         };
-        self.state.log.log(&access_log::Entry {
-            client: &client,
-            method: req.method.as_str(),
-            target: &String::from_utf8_lossy(req.raw_path()),
+        access_log::Request {
+            client,
+            method: req.method.as_str().to_owned(),
+            target: String::from_utf8_lossy(req.raw_path()).into_owned(),
             protocol: forward::protocol(req.version),
-            status,
-            bytes: sent,
-            referer: &header(http::header::REFERER),
-            user_agent: &header(http::header::USER_AGENT),
-            duration: took,
-            request_id: &ctx.request_id,
-            complete: !ctx.incomplete && e.is_none(),
-            work: ctx.work.as_ref(),
-        });
+            referer: header(http::header::REFERER),
+            user_agent: header(http::header::USER_AGENT),
+            request_id: ctx.request_id.clone(),
+        }
     }
 }

@@ -56,15 +56,25 @@ pub struct Ctx {
     pub(crate) declared_length: Option<u64>,
     /// What answered it, for the metrics (set by `Edge::act`).
     pub(crate) kind: crate::edge::metrics::Kind,
-    /// Counts this request as in flight until the context is dropped.
-    _in_flight: InFlight,
+    /// An HTTP/1.1 WebSocket whose connection pingora handed over: its
+    /// tunnel runs on, and logs, after this request ends (`app::handed_over`).
+    pub(crate) handed_over: bool,
+    /// Counts this request as in flight until the context is dropped (or
+    /// its tunnel, which takes it, ends).
+    in_flight: Option<InFlight>,
 }
 
 impl Ctx {
+    /// The request's in-flight token, for what outlives its context.
+    pub(crate) fn take_in_flight(&mut self) -> Option<InFlight> {
+        self.in_flight.take()
+    }
+
     pub fn new(state: &Arc<EdgeState>) -> Ctx {
         let (in_flight, pid, seq) = state.enter();
         Ctx {
-            _in_flight: in_flight,
+            in_flight: Some(in_flight),
+            handed_over: false,
             started: Instant::now(),
             request_id: format!("{pid:08x}{seq:08x}").into(),
             received: std::time::SystemTime::now(),

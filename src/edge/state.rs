@@ -57,6 +57,9 @@ pub struct EdgeState {
     /// (`drain_delay`); the health path reads them.
     target_workers: AtomicU64,
     site_draining: AtomicBool,
+    /// HTTP/1.1 WebSockets between their request and their connection's
+    /// task (`app::handed_over`).
+    pub handovers: crate::edge::app::handed_over::Handovers,
 }
 
 /// One request in flight, for as long as this lives.
@@ -86,6 +89,7 @@ impl EdgeState {
             files_cache: Default::default(),
             target_workers: AtomicU64::new(0),
             site_draining: AtomicBool::new(false),
+            handovers: Default::default(),
         })
     }
 

@@ -5,6 +5,7 @@
 mod ahead;
 pub(crate) mod exchange;
 pub(crate) mod forward;
+pub(crate) mod handed_over;
 pub(crate) mod hints;
 pub mod job;
 pub mod peer;

@@ -6,8 +6,10 @@
 //! longer applying (it covers only the handshake). The worker parses the
 //! frames; the edge only moves bytes (as an h2 stream's DATA frames when
 //! the client came over h2), with back-pressure both ways (one write at a
-//! time).
+//! time). Over HTTP/1.1 the tunnel leaves pingora's request for the
+//! connection's own task (`handed_over.rs`).
 
+use crate::edge::app::handed_over::{Closing, HandedOver, Held};
 use crate::edge::app::pool::Conn;
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::ResponseHead;
@@ -82,12 +84,52 @@ impl Edge {
             .await?;
         // A socket may sit idle for hours: the body timeout is for uploads.
         session.set_read_timeout(None);
-        let _open = self.metrics.open("websocket");
+        let open = self.metrics.open("websocket");
+        if let Some((client, early)) = session.as_downstream_mut().hand_over_upgraded().await? {
+            // Its connection's task runs it once pingora lets go
+            // (`handed_over.rs`); this request ends here.
+            let held = Held {
+                lease,
+                open,
+                in_flight: ctx.take_in_flight(),
+            };
+            let tunnel = HandedOver {
+                client,
+                early,
+                worker: conn,
+                ending: self.state.tunnels_ending(),
+                held,
+                log: self.closing(session, ctx),
+            };
+            ctx.handed_over = true;
+            self.state.handovers.put(tunnel.client.id(), tunnel);
+            return Ok(true);
+        }
+        let _open = open;
         let why = tunnel(session, conn, self.state.tunnels_ending()).await;
         debug!("websocket (request {}) closed: {why}", ctx.request_id);
         drop(lease);
         let _ = session.write_response_body(None, true).await;
         Ok(true)
+    }
+}
+
+impl Edge {
+    /// The access log line and metrics a handed-over tunnel writes when it
+    /// closes.
+    fn closing(&self, session: &Session, ctx: &Ctx) -> Closing {
+        Closing {
+            request: self
+                .state
+                .log
+                .enabled()
+                .then(|| self.logged_request(session, ctx)),
+            status: ctx.status,
+            started: ctx.started,
+            kind: ctx.kind,
+            metrics: self.metrics.clone(),
+            log: self.state.log.clone(),
+        }
     }
 }
 
@@ -111,6 +153,24 @@ fn stream_accepted(session: &Session, resp: &ResponseHead) -> Result<ResponseHea
     Ok(header)
 }
 
+/// The edge asking its tunnels to end (`EdgeState::tunnels_ending`).
+pub(crate) struct Ending(pub(crate) Option<tokio::sync::watch::Receiver<bool>>);
+
+impl Ending {
+    /// Resolves once, when the edge asks; after that (or if it never
+    /// will: the edge's state is gone) it stays pending.
+    pub(crate) async fn asked(&mut self) {
+        if let Some(rx) = &mut self.0 {
+            let asked = rx.wait_for(|end| *end).await.is_ok();
+            self.0 = None;
+            if asked {
+                return;
+            }
+        }
+        std::future::pending().await
+    }
+}
+
 /// How much of the worker's side is read at once.
 const CHUNK: usize = 16 * 1024;
 
@@ -121,7 +181,7 @@ const CHUNK: usize = 16 * 1024;
 async fn tunnel(
     session: &mut Session,
     conn: Conn,
-    mut ending: tokio::sync::watch::Receiver<bool>,
+    ending: tokio::sync::watch::Receiver<bool>,
 ) -> &'static str {
     // Frames the worker sent right behind its 101 are already buffered.
     let early = Bytes::copy_from_slice(conn.buffer());
@@ -134,13 +194,10 @@ async fn tunnel(
     {
         return "the client went away";
     }
-    let mut asked_to_end = false;
+    let mut ending = Ending(Some(ending));
     loop {
         let step = tokio::select! {
-            r = ending.wait_for(|end| *end), if !asked_to_end => match r {
-                Ok(_) => Step::Ending,
-                Err(_) => { asked_to_end = true; continue }
-            },
+            () = ending.asked() => Step::Ending,
             r = session.read_request_body() => match r {
                 Ok(bytes) => Step::FromClient(bytes),
                 Err(_) => Step::Closed("the client's connection failed"),
@@ -162,7 +219,6 @@ async fn tunnel(
                 return "the client closed it";
             }
             Step::Ending => {
-                asked_to_end = true;
                 let _ = stream.shutdown().await;
             }
             Step::FromWorker => {

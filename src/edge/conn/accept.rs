@@ -308,9 +308,16 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
             return; // closed, failed, or idle too long
         }
         first = false;
+        let id = stream.id();
         match shared.app.process_new(stream, &shutdown).await {
             Some(reused) => stream = reused,
-            None => return,
+            None => {
+                // An upgraded connection goes on as a WebSocket tunnel here.
+                if let Some(tunnel) = shared.state.handovers.take(id) {
+                    tunnel.run().await;
+                }
+                return;
+            }
         }
     }
 }

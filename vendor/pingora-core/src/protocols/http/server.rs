@@ -710,6 +710,15 @@ impl Session {
         }
     }
 
+    /// corral patch: see [`SessionV1::hand_over_upgraded`]; `None` for
+    /// anything but HTTP/1.
+    pub async fn hand_over_upgraded(&mut self) -> Result<Option<(Stream, Bytes)>> {
+        match self {
+            Self::H1(s) => s.hand_over_upgraded().await,
+            _ => Ok(None),
+        }
+    }
+
     pub fn as_http1(&self) -> Option<&SessionV1> {
         match self {
             Self::H1(s) => Some(s),

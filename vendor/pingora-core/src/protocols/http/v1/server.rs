@@ -716,6 +716,32 @@ impl HttpSession {
         self.upgraded
     }
 
+    /// corral patch: hands an upgraded connection (its 101 written) over to
+    /// the caller, to be tunnelled outside this session: its stream, and
+    /// the bytes the client sent past the request head if any were read.
+    /// An inert stream takes its place, so the session ends without
+    /// touching the connection again (it is never reused after a 101).
+    /// `None` when the connection was not upgraded.
+    pub async fn hand_over_upgraded(&mut self) -> Result<Option<(Stream, Bytes)>> {
+        if !self.upgraded {
+            return Ok(None);
+        }
+        self.init_body_reader();
+        let early = if self.body_reader.awaits_stream_until_close() {
+            Bytes::new()
+        } else {
+            // Buffered already: this read does not touch the stream.
+            self.read_body_bytes().await?.unwrap_or_default()
+        };
+        self.underlying_stream
+            .flush()
+            .await
+            .or_err(WriteError, "flushing before handing the connection over")?;
+        let inert: Stream = Box::new(std::io::Cursor::new(Vec::new()));
+        let stream = std::mem::replace(&mut self.underlying_stream, inert);
+        Ok(Some((stream, early)))
+    }
+
     fn set_keepalive(&mut self, seconds: Option<u64>) {
         match seconds {
             Some(sec) => {
