@@ -311,3 +311,62 @@ fn a_request_ahead_whose_client_left_never_runs() {
     );
     assert_eq!(runs.get("next").map(Vec::len), Some(1), "{}", log());
 }
+
+/// Recycling (`max_requests`) under a load that keeps a request ahead of
+/// each worker: a worker that leaves serves what it was sent, or hands it
+/// back unrun to go elsewhere. Every request is answered 200, and each ran
+/// exactly once.
+#[test]
+fn recycling_with_requests_ahead_loses_none_and_runs_none_twice() {
+    let srv = ledger_site(2, "max_requests = 8\nqueue_timeout = \"30s\"");
+    let load = ledger_load(&srv, 6, 0.02);
+    let (_, log) = all_answered_200_and_ran_once(&srv, load, 300);
+    let recycles = srv.stderr().matches("recycling worker").count();
+    assert!(recycles >= 10, "{recycles} recycles\n{log}");
+}
+
+/// Graceful reloads (SIGHUP) under the same load: every worker is replaced
+/// while requests wait ahead of it; none is lost and none runs twice.
+#[test]
+fn reloads_with_requests_ahead_lose_none_and_run_none_twice() {
+    let srv = ledger_site(2, "queue_timeout = \"30s\"");
+    let load = ledger_load(&srv, 6, 0.02);
+    for _ in 0..3 {
+        assert!(send_signal(srv.pid(), "HUP"), "HUP");
+        thread::sleep(Duration::from_millis(1500));
+    }
+    let (runs, log) = all_answered_200_and_ran_once(&srv, load, 100);
+    // Each reload's workers served some of it: 2, then 2 per reload.
+    let pids: std::collections::HashSet<_> = runs.values().flatten().collect();
+    assert!(pids.len() >= 6, "served by {pids:?}\n{log}");
+}
+
+/// Ends `load` after `more` requests; every one was answered 200 and ran
+/// exactly once. Returns the ledger and the log for later messages.
+fn all_answered_200_and_ran_once(
+    srv: &Running,
+    load: Load,
+    more: u64,
+) -> (HashMap<String, Vec<u32>>, String) {
+    let enough = load.wait_more(more, Duration::from_secs(60));
+    let report = load.finish();
+    let runs = ledger(srv);
+    let log = format!("{}\n{}", report.summary(20), srv.stderr());
+    assert!(enough, "the load stalled\n{log}");
+    assert_each_answered_200_and_ran_once(&report, &runs, &log);
+    (runs, log)
+}
+
+fn assert_each_answered_200_and_ran_once(
+    report: &LoadReport,
+    runs: &HashMap<String, Vec<u32>>,
+    log: &str,
+) {
+    assert_none_ran_twice(runs, log);
+    for o in &report.outcomes {
+        let id = o.path.split("id=").nth(1).and_then(|s| s.split('&').next());
+        let id = id.unwrap_or_default();
+        assert_eq!(o.status, Some(200), "{o}\n{log}");
+        assert_eq!(runs.get(id).map(Vec::len), Some(1), "{id}\n{log}");
+    }
+}
