@@ -126,6 +126,12 @@ pub enum AccessLog {
 }
 
 impl Site {
+    /// Whether workers measure each request's CPU and memory: only for an
+    /// access log that writes them (`[log] request_costs`).
+    pub fn measures_requests(&self) -> bool {
+        self.config.log.request_costs && !matches!(self.access_log, AccessLog::Off)
+    }
+
     /// `[app] workers`; `"auto"` is sized by the master (`master/sizing.rs`).
     pub fn workers(&self) -> crate::config::units::WorkerCount {
         self.config.app.workers
@@ -264,6 +270,20 @@ mod tests {
         assert_eq!(site.listen[0].to_string(), "[::1]:8080");
         assert!(site.app.factory);
         assert_eq!(site.queue_timeout(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn requests_are_measured_only_for_an_access_log_that_wants_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let measured = |log: &str| {
+            let text = format!("[app]\nmodule = \"app:application\"\n[log]\n{log}\n");
+            load(&write(dir.path(), "site.toml", &text))
+                .unwrap()
+                .measures_requests()
+        };
+        assert!(measured(""), "by default (access to stdout)");
+        assert!(!measured("access = \"off\""));
+        assert!(!measured("request_costs = false"));
     }
 
     #[test]

@@ -92,14 +92,11 @@ pub fn run(
         };
         let recycle = || recycle::Recycle::new(site, status_fd);
         let booted = match loaded.interface {
-            Interface::Wsgi => wsgi::Wsgi::new(
-                py,
-                loaded.app,
-                site.threads(),
-                site.config.log.request_costs,
-            )
-            .map(Booted::Wsgi)
-            .map_err(|e| interpreter::format_err(py, &e)),
+            Interface::Wsgi => {
+                wsgi::Wsgi::new(py, loaded.app, site.threads(), site.measures_requests())
+                    .map(Booted::Wsgi)
+                    .map_err(|e| interpreter::format_err(py, &e))
+            }
             Interface::Asgi => asgi::boot(py, loaded.app, site, recycle()).map(Booted::Asgi),
         };
         let booted = match booted {
