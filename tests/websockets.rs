@@ -66,6 +66,11 @@ impl Raw {
 
     /// Sends one frame, masked unless `unmasked`.
     fn frame(&mut self, first: u8, payload: &[u8], unmasked: bool) {
+        let f = Raw::frame_bytes(first, payload, unmasked);
+        self.0.write_all(&f).expect("send frame");
+    }
+
+    fn frame_bytes(first: u8, payload: &[u8], unmasked: bool) -> Vec<u8> {
         let mut f = vec![first];
         let mask_bit = if unmasked { 0 } else { 0x80 };
         match payload.len() {
@@ -86,7 +91,7 @@ impl Raw {
             f.extend_from_slice(&mask);
             f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
         }
-        self.0.write_all(&f).expect("send frame");
+        f
     }
 
     /// Reads one frame: (first byte, payload).
@@ -137,6 +142,24 @@ fn third_party_clients_over_ws_and_wss() {
         ca.display().to_string(),
     ];
     run_checks(&srv, "ws_clients.py", &args, Duration::from_secs(180));
+}
+
+/// A message far over `max_message`, sent at once: the edge is still
+/// writing it to the worker when the worker answers 1009 and closes, and
+/// that close frame must still reach the client.
+#[test]
+fn a_huge_message_still_gets_its_close_code() {
+    let srv = ws_site(None, "", "\n[websocket]\nmax_message = \"1KiB\"\n").start();
+    for _ in 0..5 {
+        let mut ws = Raw::open(srv.port, "/ws/echo");
+        let frame = Raw::frame_bytes(0x82, &vec![0u8; 8 << 20], false);
+        let mut writer = ws.0.try_clone().expect("clone");
+        // (the rest goes nowhere once the worker closed: errors are fine)
+        let sending = std::thread::spawn(move || writer.write_all(&frame).is_ok());
+        assert_eq!(ws.close_code(), 1009);
+        drop(ws);
+        let _ = sending.join();
+    }
 }
 
 /// As nginx does, a WebSocket is logged once, when it closes: its 101 and

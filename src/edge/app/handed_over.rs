@@ -12,7 +12,7 @@
 use crate::edge::access_log::{self, Outcome};
 use crate::edge::app::peer::Stream as WorkerStream;
 use crate::edge::app::pool::{Conn, Lease};
-use crate::edge::app::tunnel::Ending;
+use crate::edge::app::tunnel::{last_words, Ending};
 use crate::edge::metrics::{self, Kind, Metrics};
 use crate::edge::state::InFlight;
 use bytes::Bytes;
@@ -178,22 +178,15 @@ async fn pump(
     if why == WORKER_GONE {
         // It closed before taking all the client sent (a message over
         // `max_message`): what it said last, its close frame, still goes.
-        last_words(&mut worker, client, sent).await;
+        let said = last_words(&worker).await;
+        if !said.is_empty() && to_client(client, &said).await.is_ok() {
+            *sent += said.len();
+        }
     }
     why
 }
 
 const WORKER_GONE: &str = "the worker went away";
-
-/// Passes on what a closed worker's connection still holds.
-async fn last_words(worker: &mut WorkerStream, client: &mut Stream, sent: &mut usize) {
-    let within = Duration::from_millis(200);
-    while let Ok(Ok(())) = tokio::time::timeout(within, worker.readable()).await {
-        if !matches!(worker_to_client(worker, client, sent).await, Ok(())) {
-            return;
-        }
-    }
-}
 
 async fn client_to_worker(
     client: &mut Stream,

@@ -171,6 +171,30 @@ impl Ending {
     }
 }
 
+/// What a worker that closed before taking all the client sent (a message
+/// over `max_message`) still had to say: its close frame, read from its
+/// connection (at most 64 KiB, waiting at most 200 ms for each piece).
+pub(crate) async fn last_words(worker: &crate::edge::app::peer::Stream) -> Vec<u8> {
+    let mut said = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let within = std::time::Duration::from_millis(200);
+    while said.len() < 64 * 1024 {
+        if !matches!(
+            tokio::time::timeout(within, worker.readable()).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+        match worker.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    said
+}
+
 /// How much of the worker's side is read at once.
 const CHUNK: usize = 16 * 1024;
 
@@ -210,6 +234,11 @@ async fn tunnel(
         match step {
             Step::FromClient(Some(bytes)) => {
                 if stream.write_all(&bytes).await.is_err() {
+                    // Its close frame still goes (see `last_words`).
+                    let said = last_words(&stream).await;
+                    if !said.is_empty() {
+                        let _ = session.write_response_body(Some(said.into()), false).await;
+                    }
                     return "the worker went away";
                 }
             }
