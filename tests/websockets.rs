@@ -605,6 +605,39 @@ fn ten_thousand_idle_sockets_cost_little_and_http_still_flows() {
     );
 }
 
+/// Browsers open a page's WebSocket over its HTTP/2 connection (RFC
+/// 8441): 2,000 such sockets over 20 TLS connections cost the edge little
+/// too, and the last one still echoes.
+#[test]
+fn idle_websockets_over_http2_cost_little() {
+    let tls_port = free_port();
+    let site = ws_site(Some(tls_port), "concurrency = 6000", "");
+    let text = site.config_text().replace(
+        "[limits]\n",
+        "[limits]\nmax_connections = 12000\nmax_connections_per_ip = 12000\n",
+    );
+    let srv = site.config(&text).start();
+    let edge = |srv: &Running| -> u64 { srv.edge_pids().iter().map(|p| rss_kib(*p)).sum() };
+    let before = edge(&srv);
+    let n = 2000;
+    let (mut client, open) = IdleClient::open("ws_h2_idle.py", n, tls_port);
+    assert!(
+        open.starts_with(&format!("OPEN {n} of {n}")),
+        "{open}\n{}",
+        srv.stderr_tail()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let per_socket = edge(&srv).saturating_sub(before) * 1024 / n as u64;
+    eprintln!("{n} idle WebSockets over h2: edge {per_socket} B each");
+    assert_eq!(client.go_on("READY"), "ECHO ok");
+    // (~11 KiB measured, the 20 connections included; 28 KiB while the
+    // tunnel ran inside pingora's request.)
+    assert!(
+        per_socket < 20 * 1024,
+        "edge: {per_socket} B per idle socket"
+    );
+}
+
 #[test]
 fn websockets_cannot_take_the_slots_http_needs() {
     // concurrency 10: WebSockets may hold 9, one slot stays for HTTP.

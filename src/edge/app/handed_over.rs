@@ -1,21 +1,24 @@
-//! An HTTP/1.1 WebSocket after its 101 (`tunnel.rs`). pingora hands the
-//! client's connection over (the vendored `hand_over_upgraded`), the
-//! request ends, and the connection's own task (`conn::accept`) moves the
-//! bytes from here on. So an idle socket holds its two streams and this
-//! small state, not pingora's request future, its session and corral's
-//! request future, tens of KiB that a socket would keep for hours.
+//! A WebSocket after its handshake (`tunnel.rs`). pingora hands the client
+//! side over (the vendored `hand_over_upgraded` and `hand_over_h2`) and the
+//! request ends. An HTTP/1.1 socket then runs in its connection's own task
+//! (`conn::accept`), an HTTP/2 one (RFC 8441) in a task of its own beside
+//! the connection's other streams. So an idle socket holds its two ends
+//! and this small state, not pingora's request future, its session and
+//! corral's request future, tens of KiB that a socket would keep for hours.
 //!
 //! It keeps what the request held: its place in flight (a drain waits for
 //! it), the worker's lease, the gauge of open WebSockets, and its access
 //! log line, written when it closes with the bytes it sent, as nginx does.
+//! The worker parses the frames; the tunnel only moves bytes, one write at
+//! a time each way (back-pressure), and holds no buffer while idle.
 
 use crate::edge::access_log::{self, Outcome};
 use crate::edge::app::peer::Stream as WorkerStream;
 use crate::edge::app::pool::{Conn, Lease};
-use crate::edge::app::tunnel::{last_words, Ending};
 use crate::edge::metrics::{self, Kind, Metrics};
 use crate::edge::state::InFlight;
 use bytes::Bytes;
+use pingora_core::protocols::http::v2::server::HttpSession as H2Stream;
 use pingora_core::protocols::Stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,8 +31,8 @@ use tracing::debug;
 /// read and its write: an idle tunnel holds none.
 const CHUNK: usize = 16 * 1024;
 
-/// How long closing the client's side may take (a TLS close_notify to a
-/// client that no longer reads).
+/// How long closing the client's side may take (a TLS close_notify, or an
+/// h2 END_STREAM, to a client that no longer reads).
 const CLOSE_WITHIN: Duration = Duration::from_secs(1);
 
 /// A WebSocket handed over by its request, until its connection's task
@@ -51,9 +54,63 @@ impl Handovers {
     }
 }
 
+/// The client's side of a tunnel.
+pub enum Client {
+    /// An HTTP/1.1 connection (plain or TLS) after its 101.
+    Raw(Stream),
+    /// An HTTP/2 stream after its 200.
+    H2(Box<H2Stream>),
+}
+
+impl Client {
+    /// The client's next bytes; None when it closed.
+    async fn next(&mut self) -> Result<Option<Bytes>, ()> {
+        match self {
+            Client::Raw(s) => {
+                // A peek into nothing waits for bytes without a buffer.
+                if !s.try_peek(&mut []).await.map_err(|_| ())? {
+                    return Ok(None);
+                }
+                let mut buf = vec![0u8; CHUNK];
+                let n = s.read(&mut buf).await.map_err(|_| ())?;
+                buf.truncate(n);
+                Ok((n > 0).then(|| buf.into()))
+            }
+            Client::H2(s) => s.read_body_bytes().await.map_err(|_| ()),
+        }
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), ()> {
+        match self {
+            Client::Raw(s) => {
+                s.write_all(bytes).await.map_err(|_| ())?;
+                s.flush().await.map_err(|_| ())
+            }
+            Client::H2(s) => s
+                .write_body(Bytes::copy_from_slice(bytes), false)
+                .await
+                .map_err(|_| ()),
+        }
+    }
+
+    async fn close(&mut self) {
+        let closing = async {
+            match self {
+                Client::Raw(s) => {
+                    let _ = s.shutdown().await;
+                }
+                Client::H2(s) => {
+                    let _ = s.write_body(Bytes::new(), true).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_WITHIN, closing).await;
+    }
+}
+
 /// Everything a tunnel needs once its request is gone.
 pub struct HandedOver {
-    pub client: Stream,
+    pub client: Client,
     /// Client bytes read with the request head (a client that did not wait
     /// for the 101).
     pub early: Bytes,
@@ -82,13 +139,22 @@ pub struct Closing {
 
 /// One step of the tunnel.
 enum Step {
-    FromClient,
+    FromClient(Result<Option<Bytes>, ()>),
     FromWorker,
     Ending,
     Closed(&'static str),
 }
 
 impl HandedOver {
+    /// The HTTP/1.1 connection's id (its socket's fd), for its task to
+    /// find the tunnel by; None for an HTTP/2 stream.
+    pub fn connection_id(&self) -> Option<i32> {
+        match &self.client {
+            Client::Raw(s) => Some(s.id()),
+            Client::H2(_) => None,
+        }
+    }
+
     /// Moves bytes both ways until one side closes, then logs it.
     pub async fn run(self) {
         let HandedOver {
@@ -103,7 +169,7 @@ impl HandedOver {
         let why = pump(&mut client, early, worker, ending, &mut sent).await;
         debug!("websocket closed: {why}");
         drop(held); // the worker's slot and the gauge, before the close below
-        let _ = tokio::time::timeout(CLOSE_WITHIN, client.shutdown()).await;
+        client.close().await;
         log.write(sent);
     }
 }
@@ -129,7 +195,7 @@ impl Closing {
 /// half-closed: the worker hears it as "going away", sends the client a
 /// 1001 close and ends the socket.
 async fn pump(
-    client: &mut Stream,
+    client: &mut Client,
     early: Bytes,
     worker: Conn,
     ending: watch::Receiver<bool>,
@@ -142,7 +208,7 @@ async fn pump(
         return WORKER_GONE;
     }
     if !from_worker.is_empty() {
-        if to_client(client, &from_worker).await.is_err() {
+        if client.send(&from_worker).await.is_err() {
             return "the client went away";
         }
         *sent += from_worker.len();
@@ -151,19 +217,20 @@ async fn pump(
     let why = loop {
         let step = tokio::select! {
             () = ending.asked() => Step::Ending,
-            // (a peek into nothing waits for bytes without a buffer)
-            r = client.try_peek(&mut []) => match r {
-                Ok(true) => Step::FromClient,
-                Ok(false) => Step::Closed("the client closed it"),
-                Err(_) => Step::Closed("the client's connection failed"),
-            },
+            r = client.next() => Step::FromClient(r),
             r = worker.readable() => match r {
                 Ok(()) => Step::FromWorker,
                 Err(_) => Step::Closed("the worker's connection failed"),
             },
         };
         let moved = match step {
-            Step::FromClient => client_to_worker(client, &mut worker).await,
+            Step::FromClient(Ok(Some(bytes))) => {
+                worker.write_all(&bytes).await.map_err(|_| WORKER_GONE)
+            }
+            // The client closing drops the worker's connection, which
+            // tells the app (1006 unless a close frame came first).
+            Step::FromClient(Ok(None)) => Err("the client closed it"),
+            Step::FromClient(Err(())) => Err("the client's connection failed"),
             Step::FromWorker => worker_to_client(&mut worker, client, sent).await,
             Step::Ending => {
                 let _ = worker.shutdown().await;
@@ -179,7 +246,7 @@ async fn pump(
         // It closed before taking all the client sent (a message over
         // `max_message`): what it said last, its close frame, still goes.
         let said = last_words(&worker).await;
-        if !said.is_empty() && to_client(client, &said).await.is_ok() {
+        if !said.is_empty() && client.send(&said).await.is_ok() {
             *sent += said.len();
         }
     }
@@ -188,30 +255,59 @@ async fn pump(
 
 const WORKER_GONE: &str = "the worker went away";
 
-async fn client_to_worker(
-    client: &mut Stream,
-    worker: &mut WorkerStream,
-) -> Result<(), &'static str> {
-    let mut buf = vec![0u8; CHUNK];
-    // The client closing drops the worker's connection, which tells the
-    // app (1006 unless a close frame came first).
-    match client.read(&mut buf).await {
-        Ok(0) => Err("the client closed it"),
-        Ok(n) => worker.write_all(&buf[..n]).await.map_err(|_| WORKER_GONE),
-        Err(_) => Err("the client's connection failed"),
+/// The edge asking its tunnels to end (`EdgeState::tunnels_ending`).
+struct Ending(Option<watch::Receiver<bool>>);
+
+impl Ending {
+    /// Resolves once, when the edge asks; after that (or if it never
+    /// will: the edge's state is gone) it stays pending.
+    async fn asked(&mut self) {
+        if let Some(rx) = &mut self.0 {
+            let asked = rx.wait_for(|end| *end).await.is_ok();
+            self.0 = None;
+            if asked {
+                return;
+            }
+        }
+        std::future::pending().await
     }
+}
+
+/// What a worker that closed before taking all the client sent still had
+/// to say: its close frame, read from its connection (at most 64 KiB,
+/// waiting at most 200 ms for each piece).
+async fn last_words(worker: &WorkerStream) -> Vec<u8> {
+    let mut said = Vec::new();
+    let mut buf = vec![0u8; CHUNK];
+    let within = Duration::from_millis(200);
+    while said.len() < 64 * 1024 {
+        if !matches!(
+            tokio::time::timeout(within, worker.readable()).await,
+            Ok(Ok(()))
+        ) {
+            break;
+        }
+        match worker.try_read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => said.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break,
+        }
+    }
+    said
 }
 
 async fn worker_to_client(
     worker: &mut WorkerStream,
-    client: &mut Stream,
+    client: &mut Client,
     sent: &mut usize,
 ) -> Result<(), &'static str> {
     let mut buf = vec![0u8; CHUNK];
     match worker.try_read(&mut buf) {
         Ok(0) => Err("the worker closed it"),
         Ok(n) => {
-            to_client(client, &buf[..n])
+            client
+                .send(&buf[..n])
                 .await
                 .map_err(|_| "the client went away")?;
             *sent += n;
@@ -220,9 +316,4 @@ async fn worker_to_client(
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
         Err(_) => Err("the worker's connection failed"),
     }
-}
-
-async fn to_client(client: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
-    client.write_all(bytes).await?;
-    client.flush().await
 }

@@ -719,6 +719,22 @@ impl Session {
         }
     }
 
+    /// corral patch: hands an HTTP/2 stream over to the caller, to be
+    /// tunnelled outside this request (an RFC 8441 WebSocket, its 200
+    /// written). An inert HTTP/1 session takes its place, so the request
+    /// ends without touching the stream again. `None` for anything but
+    /// HTTP/2.
+    pub fn hand_over_h2(&mut self) -> Option<Box<SessionV2>> {
+        if !matches!(self, Self::H2(_)) {
+            return None;
+        }
+        let inert = Self::new_http1(Box::new(std::io::Cursor::new(Vec::new())));
+        match std::mem::replace(self, inert) {
+            Self::H2(s) => Some(Box::new(s)),
+            _ => None,
+        }
+    }
+
     pub fn as_http1(&self) -> Option<&SessionV1> {
         match self {
             Self::H1(s) => Some(s),
