@@ -109,7 +109,16 @@ fn curl_after_with(
 /// `slow` and run there, at once, once.
 #[test]
 fn a_request_ahead_of_a_slow_one_moves_to_the_worker_that_comes_free() {
-    assert_behind_runs_on_the_worker_that_comes_free(Vec::new());
+    assert_behind_runs_on_the_worker_that_comes_free(Vec::new(), 400, 400.0);
+}
+
+/// The same, with `behind` ahead for only ~100 ms when `medium` ends:
+/// within its patience (twice the typical request), so the free worker's
+/// lease is sent to it (a rescue) rather than it being recalled to the
+/// queue; its wait still counts as queueing.
+#[test]
+fn a_request_just_sent_ahead_is_rescued_by_the_worker_that_comes_free() {
+    assert_behind_runs_on_the_worker_that_comes_free(Vec::new(), 900, 50.0);
 }
 
 /// The same with a body larger than a Unix socket's send buffer: written
@@ -121,15 +130,22 @@ fn a_request_with_a_large_body_waits_in_the_queue_not_ahead() {
     let body = srv_dir.path().join("body");
     std::fs::write(&body, vec![b'x'; 900 * 1024]).expect("body file");
     let post = format!("@{}", body.display());
-    assert_behind_runs_on_the_worker_that_comes_free(vec!["--data-binary".into(), post]);
+    let args = vec!["--data-binary".into(), post];
+    assert_behind_runs_on_the_worker_that_comes_free(args, 400, 400.0);
 }
 
-fn assert_behind_runs_on_the_worker_that_comes_free(behind_args: Vec<String>) {
+/// `behind` comes at `behind_at_ms` (medium ends at 1 s) and must have
+/// waited (queue_ms) at least `waited_ms`.
+fn assert_behind_runs_on_the_worker_that_comes_free(
+    behind_args: Vec<String>,
+    behind_at_ms: u64,
+    waited_ms: f64,
+) {
     let srv = ledger_site(2, "queue_timeout = \"30s\"");
     let port = srv.port;
     let medium = curl_after(port, 0, "/run?id=medium&s=1");
     let slow = curl_after(port, 150, "/run?id=slow&s=6");
-    let behind = curl_after_with(port, 400, "/run?id=behind", behind_args);
+    let behind = curl_after_with(port, behind_at_ms, "/run?id=behind", behind_args);
     let (status, body, took) = behind.join().expect("behind");
     let (m_status, m_body, _) = medium.join().expect("medium");
     let (s_status, s_body, _) = slow.join().expect("slow");
@@ -165,7 +181,7 @@ fn assert_behind_runs_on_the_worker_that_comes_free(behind_args: Vec<String>) {
         .and_then(|l| l.split("queue_ms=").nth(1))
         .and_then(|v| v.split(' ').next()?.parse::<f64>().ok());
     assert!(
-        queue_ms.is_some_and(|ms| ms >= 400.0),
+        queue_ms.is_some_and(|ms| ms >= waited_ms),
         "queue_ms in {line:?}\n{}",
         log()
     );
