@@ -16,8 +16,9 @@
 //! (*rescued*) when another worker comes free with nobody queued, or once
 //! it has waited `AHEAD_PATIENCE` when another worker has room (a free
 //! slot or its place ahead), before the queue: that worker's lease is sent
-//! to it, and it withdraws itself from the busy one (`wire/withdraw.rs`). Which busy worker: the one whose request started
-//! last, since a request that has already run long tends to run longer.
+//! to it, and it withdraws itself from the busy one (`wire/withdraw.rs`).
+//! Which busy worker: the one whose request started last, since a request
+//! that has already run long tends to run longer.
 //! A request ahead is written only once the one before it is (`Order`):
 //! the worker serves them in the order they arrive. One with a large body
 //! never goes ahead (`fits_ahead`).
@@ -288,11 +289,11 @@ impl Inner {
     fn grant(&mut self, pool: &Arc<Pool>, pos: usize, place: Place, job: Job) -> Lease {
         let since = Instant::now();
         let w = &self.workers[pos];
-        // The running request of a worker that takes one ahead can be
-        // recalled too: the worker serves its connections in the order
-        // they are ready, not always the order the edge wrote them, so
-        // the one sent ahead may run first (see `recall_overdue`).
-        let (tx, rx) = if place == Place::Ahead || w.takes_ahead() {
+        // (Only such a worker has a place ahead.) Its running request can
+        // be recalled too, as a guard behind `Order`: should the one sent
+        // ahead run first after all, the recall settles it.
+        let takes_ahead = w.takes_ahead();
+        let (tx, rx) = if takes_ahead {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
@@ -300,7 +301,6 @@ impl Inner {
         };
         let (id, peer, interface, pid) = (w.id, w.peer.clone(), w.interface(), w.facts.pid);
         let generation = w.generation;
-        let takes_ahead = w.takes_ahead();
         let slot = self.running.insert(Running {
             worker: id,
             generation,

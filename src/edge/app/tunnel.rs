@@ -113,18 +113,7 @@ impl Edge {
         }
         Ok(true)
     }
-}
 
-/// pingora kept a connection corral cannot tunnel (never for HTTP/1.1 or
-/// HTTP/2 sessions).
-fn not_handed_over() -> Box<pingora_core::Error> {
-    pingora_core::Error::explain(
-        pingora_core::ErrorType::InternalError,
-        "the WebSocket's connection was not handed over",
-    )
-}
-
-impl Edge {
     /// The access log line and metrics a handed-over tunnel writes when it
     /// closes.
     fn closing(&self, session: &Session, ctx: &Ctx) -> Closing {
@@ -141,6 +130,15 @@ impl Edge {
             log: self.state.log.clone(),
         }
     }
+}
+
+/// pingora kept a connection corral cannot tunnel (never for HTTP/1.1 or
+/// HTTP/2 sessions).
+fn not_handed_over() -> Box<pingora_core::Error> {
+    pingora_core::Error::explain(
+        pingora_core::ErrorType::InternalError,
+        "the WebSocket's connection was not handed over",
+    )
 }
 
 /// The HTTP/1.1 answer: the worker's fields (its Sec-WebSocket-Accept),
