@@ -7,6 +7,10 @@ and after (the edge's pid from `corral status --json`): silent connections
 and went quiet. Bounded: N connections to 127.0.0.1, closed at the end.
 
     python3 benches/idle_conns.py --config site.toml --port 8080 [-n 5000] [--tls-port 8443]
+                                  [--only silent|keepalive|tls]
+
+Each kind reuses what the one before it freed, so compare builds kind by
+kind on a fresh server (`--only`).
 """
 import argparse
 import json
@@ -62,13 +66,17 @@ def main():
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tls-port", type=int)
     ap.add_argument("-n", type=int, default=5000)
+    ap.add_argument("--only", choices=["silent", "keepalive", "tls"])
     a = ap.parse_args()
+    run = lambda kind: a.only in (None, kind)  # noqa: E731
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, a.n + 1000), hard))
     edge = edge_pid(a.config)
-    measure("silent", edge, a.n, lambda: socket.create_connection(("127.0.0.1", a.port)))
-    measure("keep-alive after one GET", edge, a.n, keepalive(a.port))
-    if a.tls_port:
+    if run("silent"):
+        measure("silent", edge, a.n, lambda: socket.create_connection(("127.0.0.1", a.port)))
+    if run("keepalive"):
+        measure("keep-alive after one GET", edge, a.n, keepalive(a.port))
+    if a.tls_port and run("tls"):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE

@@ -86,8 +86,9 @@ impl Client {
                 s.write_all(bytes).await.map_err(|_| ())?;
                 s.flush().await.map_err(|_| ())
             }
-            Client::H2(s) => s
-                .write_body(Bytes::copy_from_slice(bytes), false)
+            // Boxed, as the rare steps below: a large future inline would
+            // size every tunnel's state, idle or not (`conn::accept`).
+            Client::H2(s) => Box::pin(s.write_body(Bytes::copy_from_slice(bytes), false))
                 .await
                 .map_err(|_| ()),
         }
@@ -156,21 +157,26 @@ impl HandedOver {
     }
 
     /// Moves bytes both ways until one side closes, then logs it.
-    pub async fn run(self) {
+    pub fn run(self) -> impl std::future::Future<Output = ()> + Send {
         let HandedOver {
-            mut client,
+            client,
             early,
             worker,
             ending,
             held,
             log,
         } = self;
-        let mut sent = 0;
-        let why = pump(&mut client, early, worker, ending, &mut sent).await;
-        debug!("websocket closed: {why}");
-        drop(held); // the worker's slot and the gauge, before the close below
-        client.close().await;
-        log.write(sent);
+        // Frames the worker sent right behind its 101 are already buffered.
+        let from_worker = Bytes::copy_from_slice(worker.buffer());
+        let tunnel = Tunnel {
+            client,
+            worker: worker.into_inner(),
+            ending: Ending(Some(ending)),
+            sent: 0,
+        };
+        // Not an `async fn` taking `self`: its future would keep `self` and
+        // the fields taken out of it side by side, the whole tunnel's life.
+        tunnel.run(early, from_worker, held, log)
     }
 }
 
@@ -191,66 +197,95 @@ impl Closing {
     }
 }
 
-/// The tunnel itself. When the edge stops, the worker's side is
-/// half-closed: the worker hears it as "going away", sends the client a
-/// 1001 close and ends the socket.
-async fn pump(
-    client: &mut Client,
-    early: Bytes,
-    worker: Conn,
-    ending: watch::Receiver<bool>,
-    sent: &mut usize,
-) -> &'static str {
-    // Frames the worker sent right behind its 101 are already buffered.
-    let from_worker = Bytes::copy_from_slice(worker.buffer());
-    let mut worker = worker.into_inner();
-    if !early.is_empty() && worker.write_all(&early).await.is_err() {
-        return WORKER_GONE;
+/// A tunnel while it runs: its two ends, and what it has sent the client.
+struct Tunnel {
+    client: Client,
+    worker: WorkerStream,
+    ending: Ending,
+    sent: usize,
+}
+
+impl Tunnel {
+    async fn run(mut self, early: Bytes, from_worker: Bytes, held: Held, log: Closing) {
+        let why = self.pump(early, from_worker).await;
+        debug!("websocket closed: {why}");
+        drop(held); // the worker's slot and the gauge, before the close below
+        Box::pin(self.client.close()).await;
+        log.write(self.sent);
     }
-    if !from_worker.is_empty() {
-        if client.send(&from_worker).await.is_err() {
-            return "the client went away";
+
+    /// The tunnel itself. When the edge stops, the worker's side is
+    /// half-closed: the worker hears it as "going away", sends the client
+    /// a 1001 close and ends the socket.
+    async fn pump(&mut self, early: Bytes, from_worker: Bytes) -> &'static str {
+        if !early.is_empty() && self.worker.write_all(&early).await.is_err() {
+            return WORKER_GONE;
         }
-        *sent += from_worker.len();
-    }
-    let mut ending = Ending(Some(ending));
-    let why = loop {
-        let step = tokio::select! {
-            () = ending.asked() => Step::Ending,
-            r = client.next() => Step::FromClient(r),
-            r = worker.readable() => match r {
-                Ok(()) => Step::FromWorker,
-                Err(_) => Step::Closed("the worker's connection failed"),
-            },
+        if !from_worker.is_empty() {
+            if self.client.send(&from_worker).await.is_err() {
+                return "the client went away";
+            }
+            self.sent += from_worker.len();
+        }
+        let why = loop {
+            let step = tokio::select! {
+                () = self.ending.asked() => Step::Ending,
+                r = self.client.next() => Step::FromClient(r),
+                r = self.worker.readable() => match r {
+                    Ok(()) => Step::FromWorker,
+                    Err(_) => Step::Closed("the worker's connection failed"),
+                },
+            };
+            if let Err(why) = self.act(step).await {
+                break why;
+            }
         };
-        let moved = match step {
+        if why == WORKER_GONE {
+            // It closed before taking all the client sent (a message over
+            // `max_message`): what it said last, its close frame, still goes.
+            let said = Box::pin(last_words(&self.worker)).await;
+            if !said.is_empty() && self.client.send(&said).await.is_ok() {
+                self.sent += said.len();
+            }
+        }
+        why
+    }
+
+    /// Moves what one step brought; Err ends the tunnel, saying why.
+    async fn act(&mut self, step: Step) -> Result<(), &'static str> {
+        match step {
             Step::FromClient(Ok(Some(bytes))) => {
-                worker.write_all(&bytes).await.map_err(|_| WORKER_GONE)
+                self.worker.write_all(&bytes).await.map_err(|_| WORKER_GONE)
             }
             // The client closing drops the worker's connection, which
             // tells the app (1006 unless a close frame came first).
             Step::FromClient(Ok(None)) => Err("the client closed it"),
             Step::FromClient(Err(())) => Err("the client's connection failed"),
-            Step::FromWorker => worker_to_client(&mut worker, client, sent).await,
+            Step::FromWorker => self.worker_to_client().await,
             Step::Ending => {
-                let _ = worker.shutdown().await;
+                let _ = self.worker.shutdown().await;
                 Ok(())
             }
             Step::Closed(why) => Err(why),
-        };
-        if let Err(why) = moved {
-            break why;
-        }
-    };
-    if why == WORKER_GONE {
-        // It closed before taking all the client sent (a message over
-        // `max_message`): what it said last, its close frame, still goes.
-        let said = last_words(&worker).await;
-        if !said.is_empty() && client.send(&said).await.is_ok() {
-            *sent += said.len();
         }
     }
-    why
+
+    async fn worker_to_client(&mut self) -> Result<(), &'static str> {
+        let mut buf = vec![0u8; CHUNK];
+        match self.worker.try_read(&mut buf) {
+            Ok(0) => Err("the worker closed it"),
+            Ok(n) => {
+                self.client
+                    .send(&buf[..n])
+                    .await
+                    .map_err(|_| "the client went away")?;
+                self.sent += n;
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+            Err(_) => Err("the worker's connection failed"),
+        }
+    }
 }
 
 const WORKER_GONE: &str = "the worker went away";
@@ -295,25 +330,4 @@ async fn last_words(worker: &WorkerStream) -> Vec<u8> {
         }
     }
     said
-}
-
-async fn worker_to_client(
-    worker: &mut WorkerStream,
-    client: &mut Client,
-    sent: &mut usize,
-) -> Result<(), &'static str> {
-    let mut buf = vec![0u8; CHUNK];
-    match worker.try_read(&mut buf) {
-        Ok(0) => Err("the worker closed it"),
-        Ok(n) => {
-            client
-                .send(&buf[..n])
-                .await
-                .map_err(|_| "the client went away")?;
-            *sent += n;
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
-        Err(_) => Err("the worker's connection failed"),
-    }
 }

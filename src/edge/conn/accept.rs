@@ -16,6 +16,7 @@
 use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
 use crate::edge::conn::tls::Handshaker;
+use crate::edge::metrics;
 use crate::edge::request::Edge;
 use crate::edge::state::EdgeState;
 use crate::proto::framing::{Framer, HeadLimits};
@@ -175,9 +176,15 @@ async fn accept_loop(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown).await;
-        });
+        tokio::spawn(serve(
+            tcp,
+            peer,
+            permit,
+            tls,
+            proxy_protocol,
+            shared,
+            shutdown,
+        ));
     }
     info!(
         "stopped accepting on {}",
@@ -190,7 +197,7 @@ async fn accept_loop(
 
 /// One connection, from accept to pingora.
 async fn serve(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     tls: bool,
@@ -198,6 +205,52 @@ async fn serve(
     shared: Arc<Shared>,
     shutdown: ShutdownWatch,
 ) {
+    // Boxed, as are the h2 future and a WebSocket's tunnel below: a task is
+    // as large as its future's largest state, for its whole life. Inline,
+    // the set-up's locals and pingora's h2 future made every connection's
+    // task 7 KiB, an idle keep-alive client or WebSocket included; this
+    // way an HTTP/1 connection's task is under 1 KiB.
+    let set_up = Box::pin(open(tcp, peer, permit, tls, proxy_protocol, &shared)).await;
+    let Some(Opened {
+        stream,
+        is_h2,
+        counted: _counted,
+    }) = set_up
+    else {
+        return;
+    };
+    if is_h2 {
+        // One call serves the whole connection, idle times included.
+        Box::pin(ListeningService::<HttpProxy<Edge>>::handle_event(
+            stream,
+            shared.app.clone(),
+            shutdown,
+        ))
+        .await;
+        return;
+    }
+    serve_http1(stream, shared, shutdown).await;
+}
+
+/// A connection past its set-up, ready for pingora.
+struct Opened {
+    /// The guarded stream (`guard`), over TLS when the listener has it.
+    stream: Stream,
+    is_h2: bool,
+    /// The connection gauges (by protocol, and TLS), until it closes.
+    counted: (metrics::Open, Option<metrics::Open>),
+}
+
+/// PROXY header, admission, TLS handshake, guard: None when the
+/// connection ends there.
+async fn open(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    tls: bool,
+    proxy_protocol: bool,
+    shared: &Shared,
+) -> Option<Opened> {
     let accepted = Instant::now();
     // The handshake and the first head share one deadline (nginx's
     // client_header_timeout covers its SSL handshake too).
@@ -205,10 +258,8 @@ async fn serve(
     let mut client = peer;
     if proxy_protocol {
         let read = crate::edge::conn::proxy_protocol::read_header(&mut tcp);
-        match in_time(deadline, peer, "PROXY header", read).await {
-            Some(Some(named)) => client = named,
-            Some(None) => {}
-            None => return,
+        if let Some(named) = in_time(deadline, peer, "PROXY header", read).await? {
+            client = named;
         }
     }
     let (ticket, over_limit) = match shared.conns.admit(permit, client.ip()) {
@@ -224,14 +275,10 @@ async fn serve(
     l4.set_socket_digest(digest);
     let stream: Stream = match (&shared.tls, tls) {
         (Some(handshaker), true) => {
-            // Boxed: the handshake's state (7 KiB, twice over once moved into
-            // the timeout) would otherwise size every connection's task for
-            // its whole life, TLS or not.
+            // Boxed: the handshake's state is 7 KiB, twice over once moved
+            // into the timeout.
             let handshake = Box::pin(handshaker.handshake(l4));
-            match in_time(deadline, client, "TLS handshake", handshake).await {
-                Some(s) => Box::new(s),
-                None => return,
-            }
+            Box::new(in_time(deadline, client, "TLS handshake", handshake).await?)
         }
         _ => Box::new(l4),
     };
@@ -241,15 +288,17 @@ async fn serve(
         // 8737 §3); it sends no request.
         if proto.protocol() == crate::edge::conn::tls::ACME_TLS_ALPN {
             debug!("{client}: acme-tls/1 check answered");
-            return;
+            return None;
         }
     }
     let is_h2 = matches!(alpn, Some(ALPN::H2));
     if let Some(tls) = stream.get_ssl_digest() {
         shared.metrics.handshake(&tls.version);
     }
-    let _open = shared.metrics.open(if is_h2 { "h2" } else { "http1" });
-    let _tls = tls.then(|| shared.metrics.open("tls"));
+    let counted = (
+        shared.metrics.open(if is_h2 { "h2" } else { "http1" }),
+        tls.then(|| shared.metrics.open("tls")),
+    );
     let framer = if is_h2 {
         Framer::opaque()
     } else {
@@ -267,21 +316,15 @@ async fn serve(
     if over_limit {
         if is_h2 {
             // No HTTP/1 answer fits an HTTP/2 connection: just close it.
-            return;
+            return None;
         }
         guarded.refuse_now(503, "too many connections from this address");
     }
-    if is_h2 {
-        // One call serves the whole connection, idle times included.
-        ListeningService::<HttpProxy<Edge>>::handle_event(
-            Box::new(guarded),
-            shared.app.clone(),
-            shutdown,
-        )
-        .await;
-        return;
-    }
-    serve_http1(Box::new(guarded), shared, shutdown).await;
+    Some(Opened {
+        stream: Box::new(guarded),
+        is_h2,
+        counted,
+    })
 }
 
 /// An HTTP/1 connection, request after request. Between requests it waits
@@ -312,9 +355,10 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
         match shared.app.process_new(stream, &shutdown).await {
             Some(reused) => stream = reused,
             None => {
-                // An upgraded connection goes on as a WebSocket tunnel here.
+                // An upgraded connection goes on as a WebSocket tunnel here
+                // (boxed: only tunnels should pay for the tunnel's state).
                 if let Some(tunnel) = shared.state.handovers.take(id) {
-                    tunnel.run().await;
+                    Box::pin(tunnel.run()).await;
                 }
                 return;
             }
