@@ -125,6 +125,9 @@ impl Inflating {
         let mut at = 0;
         let result = self.frames(&mut at, limit, out);
         self.pending.drain(..at);
+        if self.pending.is_empty() {
+            super::websocket::empty(&mut self.pending);
+        }
         result
     }
 

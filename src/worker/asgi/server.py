@@ -534,7 +534,11 @@ class HttpCycle(Waiting):
 class WebSocketCycle(Waiting):
     """One WebSocket: the handshake answered by the app's accept (or
     denied), then messages both ways until either side closes. Frames are
-    tungstenite's business (`rt.WebSocket`); this class only moves messages."""
+    tungstenite's business (`rt.WebSocket`); this class only moves messages.
+    Slotted, as HttpCycle: thousands of idle sockets per worker each hold one."""
+
+    __slots__ = ("hop", "scope", "state", "inbox", "waiter", "ws", "early", "code", "task",
+                 "framer", "pending_start", "head_sent", "last_heard", "timer")
 
     def __init__(self, hop, scope):
         self.hop = hop
