@@ -81,6 +81,10 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     let state = state::EdgeState::new(tls_facts(site), log.clone());
     let conf = ServerConf {
         threads: site.config.server.edge_threads,
+        // A single-threaded runtime per edge thread: a connection stays on
+        // the thread that accepted it (`conn::accept`), as in nginx's
+        // workers; no h2 lock or wake-up is shared between threads for it.
+        work_stealing: false,
         // corral drains before telling pingora (see state.rs); pingora then
         // has nothing left to wait for.
         grace_period_seconds: Some(0),

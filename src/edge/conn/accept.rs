@@ -87,28 +87,38 @@ impl Service for AcceptService {
         _listeners_per_fd: usize,
     ) {
         let shared = self.shared.clone();
+        let threads = edge_threads(self.threads).await;
         let mut loops = Vec::new();
         for l in self.listeners.drain(..) {
             // SAFETY: the master gave this process its own copy of the fd,
             // used only here from now on.
             let std = unsafe { std::net::TcpListener::from_raw_fd(l.fd) };
-            let listener = match std
-                .set_nonblocking(true)
-                .and_then(|_| TcpListener::from_std(std))
-            {
-                Ok(listener) => listener,
-                Err(e) => {
-                    error!("cannot listen on {}: {e}", l.addr);
-                    continue;
-                }
-            };
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                l.tls,
-                l.proxy_protocol,
-                shared.clone(),
-                shutdown.clone(),
-            )));
+            if let Err(e) = std.set_nonblocking(true) {
+                error!("cannot listen on {}: {e}", l.addr);
+                continue;
+            }
+            // One accept loop per thread, each on its own copy of the
+            // socket: the kernel gives a connection to whichever thread
+            // accepts first, and the connection lives there.
+            for handle in &threads {
+                let copy = match std.try_clone() {
+                    Ok(copy) => copy,
+                    Err(e) => {
+                        error!("cannot listen on {}: {e}", l.addr);
+                        continue;
+                    }
+                };
+                let (shared, shutdown) = (shared.clone(), shutdown.clone());
+                let (tls, proxy_protocol, addr) = (l.tls, l.proxy_protocol, l.addr);
+                loops.push(handle.spawn(async move {
+                    match TcpListener::from_std(copy) {
+                        Ok(listener) => {
+                            accept_loop(listener, tls, proxy_protocol, shared, shutdown).await
+                        }
+                        Err(e) => error!("cannot listen on {addr}: {e}"),
+                    }
+                }));
+            }
         }
         for l in loops {
             let _ = l.await;
@@ -132,6 +142,26 @@ impl Service for AcceptService {
     fn threads(&self) -> Option<usize> {
         Some(self.threads)
     }
+}
+
+/// A handle on each of the edge's runtimes (pingora's no-steal mode: one
+/// single-threaded runtime per thread). pingora hands them out only at
+/// random, so ask until each thread has answered.
+async fn edge_threads(threads: usize) -> Vec<tokio::runtime::Handle> {
+    let mut found: Vec<(std::thread::ThreadId, tokio::runtime::Handle)> = Vec::new();
+    for _ in 0..threads.max(1) * 64 {
+        let handle = pingora_runtime::current_handle();
+        let Ok(id) = handle.spawn(async { std::thread::current().id() }).await else {
+            continue;
+        };
+        if !found.iter().any(|(t, _)| *t == id) {
+            found.push((id, handle));
+            if found.len() >= threads {
+                break;
+            }
+        }
+    }
+    found.into_iter().map(|(_, h)| h).collect()
 }
 
 async fn accept_loop(

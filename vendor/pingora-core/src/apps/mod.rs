@@ -344,7 +344,11 @@ where
                 |h2_stream, guard| {
                     let app = app.clone();
                     let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
+                    // corral patch: on the connection's own runtime. With no-steal
+                    // runtimes, a random one (`current_handle`) puts a
+                    // connection's streams on every thread, contending for
+                    // its one h2 lock; with work stealing both are the same.
+                    tokio::runtime::Handle::current().spawn(async move {
                         // hold `guard` for the session's lifetime so the accept
                         // loop's idle timeout sees this connection as busy.
                         let _guard = guard;
