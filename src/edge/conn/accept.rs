@@ -15,6 +15,7 @@
 
 use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
+use crate::edge::conn::threads::EdgeThreads;
 use crate::edge::conn::tls::Handshaker;
 use crate::edge::metrics;
 use crate::edge::request::Edge;
@@ -87,7 +88,7 @@ impl Service for AcceptService {
         _listeners_per_fd: usize,
     ) {
         let shared = self.shared.clone();
-        let threads = edge_threads(self.threads).await;
+        let threads = EdgeThreads::find(self.threads).await;
         let mut loops = Vec::new();
         for l in self.listeners.drain(..) {
             // SAFETY: the master gave this process its own copy of the fd,
@@ -98,9 +99,9 @@ impl Service for AcceptService {
                 continue;
             }
             // One accept loop per thread, each on its own copy of the
-            // socket: the kernel gives a connection to whichever thread
-            // accepts first, and the connection lives there.
-            for handle in &threads {
+            // socket; a connection then lives on the thread `threads`
+            // places it on.
+            for (here, handle) in threads.handles() {
                 let copy = match std.try_clone() {
                     Ok(copy) => copy,
                     Err(e) => {
@@ -109,12 +110,16 @@ impl Service for AcceptService {
                     }
                 };
                 let (shared, shutdown) = (shared.clone(), shutdown.clone());
-                let (tls, proxy_protocol, addr) = (l.tls, l.proxy_protocol, l.addr);
+                let on = Accepting {
+                    here,
+                    threads: threads.clone(),
+                    tls: l.tls,
+                    proxy_protocol: l.proxy_protocol,
+                };
+                let addr = l.addr;
                 loops.push(handle.spawn(async move {
                     match TcpListener::from_std(copy) {
-                        Ok(listener) => {
-                            accept_loop(listener, tls, proxy_protocol, shared, shutdown).await
-                        }
+                        Ok(listener) => accept_loop(listener, on, shared, shutdown).await,
                         Err(e) => error!("cannot listen on {addr}: {e}"),
                     }
                 }));
@@ -144,30 +149,18 @@ impl Service for AcceptService {
     }
 }
 
-/// A handle on each of the edge's runtimes (pingora's no-steal mode: one
-/// single-threaded runtime per thread). pingora hands them out only at
-/// random, so ask until each thread has answered.
-async fn edge_threads(threads: usize) -> Vec<tokio::runtime::Handle> {
-    let mut found: Vec<(std::thread::ThreadId, tokio::runtime::Handle)> = Vec::new();
-    for _ in 0..threads.max(1) * 64 {
-        let handle = pingora_runtime::current_handle();
-        let Ok(id) = handle.spawn(async { std::thread::current().id() }).await else {
-            continue;
-        };
-        if !found.iter().any(|(t, _)| *t == id) {
-            found.push((id, handle));
-            if found.len() >= threads {
-                break;
-            }
-        }
-    }
-    found.into_iter().map(|(_, h)| h).collect()
+/// What an accept loop knows of where it runs and what it accepts.
+struct Accepting {
+    /// Its thread's index in `threads`.
+    here: usize,
+    threads: Arc<EdgeThreads>,
+    tls: bool,
+    proxy_protocol: bool,
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: bool,
-    proxy_protocol: bool,
+    on: Accepting,
     shared: Arc<Shared>,
     shutdown: ShutdownWatch,
 ) {
@@ -204,17 +197,33 @@ async fn accept_loop(
                 continue;
             }
         };
-        let shared = shared.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(serve(
-            tcp,
-            peer,
-            permit,
-            tls,
-            proxy_protocol,
-            shared,
-            shutdown,
-        ));
+        let placed = on.threads.place(on.here);
+        let (shared, shutdown) = (shared.clone(), shutdown.clone());
+        let (tls, proxy_protocol) = (on.tls, on.proxy_protocol);
+        if placed.index() == on.here {
+            placed.spawn(serve(
+                tcp,
+                peer,
+                permit,
+                tls,
+                proxy_protocol,
+                shared,
+                shutdown,
+            ));
+            continue;
+        }
+        // To another thread: registered again with that thread's runtime.
+        match tcp.into_std() {
+            Ok(tcp) => placed.spawn(async move {
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => {
+                        serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown).await
+                    }
+                    Err(e) => debug!("{peer}: {e}"),
+                }
+            }),
+            Err(e) => debug!("{peer}: {e}"),
+        }
     }
     info!(
         "stopped accepting on {}",

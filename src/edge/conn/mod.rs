@@ -6,4 +6,5 @@ pub(crate) mod accept;
 pub(crate) mod guard;
 pub(crate) mod limits;
 pub(crate) mod proxy_protocol;
+pub(crate) mod threads;
 pub(crate) mod tls;
