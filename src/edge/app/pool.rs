@@ -177,6 +177,8 @@ struct Waiter {
     /// (`Inner::next_waiter`).
     thread: ThreadId,
     since: Instant,
+    /// Workers it must not be given: those it just failed on.
+    avoid: Vec<u64>,
 }
 
 /// How far a freed worker may look past the queue's head for a request on
@@ -228,11 +230,13 @@ impl Inner {
         if self.workers[pos].opening().is_some() {
             self.recall_overdue();
         }
+        let worker = self.workers[pos].id;
         while let Some(place) = self.workers[pos].opening() {
-            let fits = |w: &Waiter| place == Place::Running || w.job.fits_ahead;
-            if !self.waiters.front().is_some_and(fits) {
+            let too_large = |w: &Waiter| place == Place::Ahead && !w.job.fits_ahead;
+            if self.waiters.front().is_none_or(too_large) {
                 return; // (the head waits for a free slot: first come, first served)
             }
+            let fits = |w: &Waiter| !too_large(w) && !w.avoid.contains(&worker);
             let Some(waiter) = self.next_waiter(fits) else {
                 return;
             };
@@ -248,20 +252,20 @@ impl Inner {
     /// thread is a runtime of its own, and waking a request on another
     /// thread costs that thread a wake-up; nginx has no shared queue at
     /// all, so this bounded reordering still keeps the order users see.
+    /// Only a waiter that `fits` is served; the first such is the head.
     fn next_waiter(&mut self, fits: impl Fn(&Waiter) -> bool) -> Option<Waiter> {
         let here = std::thread::current().id();
-        let head = self.waiters.front()?;
+        let first = self.waiters.iter().position(&fits)?;
+        let head = &self.waiters[first];
         if head.thread != here && head.since.elapsed() < SAME_THREAD_SKIP {
-            let near = self
-                .waiters
-                .iter()
-                .take(SAME_THREAD_WINDOW)
-                .position(|w| w.thread == here && fits(w));
+            let near = (first + 1..self.waiters.len())
+                .take(SAME_THREAD_WINDOW - 1)
+                .find(|&i| self.waiters[i].thread == here && fits(&self.waiters[i]));
             if let Some(at) = near {
                 return self.waiters.remove(at);
             }
         }
-        self.waiters.pop_front()
+        self.waiters.remove(first)
     }
 
     /// Tells each request that has waited ahead past its patience to come
@@ -662,6 +666,7 @@ impl Pool {
                 job: job.clone(),
                 thread: std::thread::current().id(),
                 since: Instant::now(),
+                avoid: avoid.to_vec(),
             };
             if front {
                 inner.waiters.push_front(waiter);
@@ -1315,6 +1320,7 @@ mod tests {
             job: job(),
             thread,
             since: Instant::now() - waited,
+            avoid: vec![],
         };
         let fresh = Duration::ZERO;
         let mut inner = pool.lock();
@@ -1345,6 +1351,37 @@ mod tests {
             waiter(2, here, fresh),
         ];
         assert_eq!(next(queue, any), Some(1));
+        // One that may not go to this worker (it just failed there) waits
+        // for another; the next that may is served.
+        let queue = vec![waiter(1, here, fresh), waiter(2, other, fresh)];
+        assert_eq!(next(queue, |w| w.ticket != 1), Some(2));
+    }
+
+    #[test]
+    fn a_request_that_failed_on_a_worker_is_not_queued_back_to_it() {
+        rt().block_on(async {
+            let pool = Pool::new(10, Duration::from_secs(5), Default::default());
+            pool.worker_up(1, Peer::Unix("a".into()), sync());
+            pool.worker_up(2, Peer::Unix("b".into()), sync());
+            let on_1 = pool.acquire(&[], &job()).await.unwrap();
+            let on_2 = pool.acquire(&[], &job()).await.unwrap();
+            let ahead = (
+                pool.acquire(&[], &job()).await.unwrap(),
+                pool.acquire(&[], &job()).await.unwrap(),
+            );
+            // It failed on worker 2 and waits, avoiding it.
+            let p = pool.clone();
+            let avoid = [on_2.worker];
+            let retry = tokio::spawn(async move { p.acquire(&avoid, &job()).await });
+            tokio::task::yield_now().await;
+            let worker_2 = on_2.worker;
+            drop(on_2);
+            tokio::task::yield_now().await;
+            assert!(!retry.is_finished(), "given worker {worker_2} again");
+            drop((on_1, ahead));
+            let lease = retry.await.unwrap().unwrap();
+            assert_ne!(lease.worker, worker_2);
+        });
     }
 
     #[test]
