@@ -197,33 +197,11 @@ async fn accept_loop(
                 continue;
             }
         };
-        let placed = on.threads.place(on.here);
         let (shared, shutdown) = (shared.clone(), shutdown.clone());
         let (tls, proxy_protocol) = (on.tls, on.proxy_protocol);
-        if placed.index() == on.here {
-            placed.spawn(serve(
-                tcp,
-                peer,
-                permit,
-                tls,
-                proxy_protocol,
-                shared,
-                shutdown,
-            ));
-            continue;
-        }
-        // To another thread: registered again with that thread's runtime.
-        match tcp.into_std() {
-            Ok(tcp) => placed.spawn(async move {
-                match TcpStream::from_std(tcp) {
-                    Ok(tcp) => {
-                        serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown).await
-                    }
-                    Err(e) => debug!("{peer}: {e}"),
-                }
-            }),
-            Err(e) => debug!("{peer}: {e}"),
-        }
+        on.threads.place(on.here).serve(tcp, move |tcp| {
+            serve(tcp, peer, permit, tls, proxy_protocol, shared, shutdown)
+        });
     }
     info!(
         "stopped accepting on {}",

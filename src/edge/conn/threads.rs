@@ -14,7 +14,9 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::ThreadId;
+use tokio::net::TcpStream;
 use tokio::runtime::Handle;
+use tracing::debug;
 
 pub struct EdgeThreads {
     threads: Vec<Thread>,
@@ -77,6 +79,7 @@ impl EdgeThreads {
         Placed {
             threads: self.clone(),
             index: there,
+            moved: there != here,
         }
     }
 }
@@ -85,19 +88,44 @@ impl EdgeThreads {
 pub struct Placed {
     threads: Arc<EdgeThreads>,
     index: usize,
+    /// Accepted on another thread.
+    moved: bool,
 }
 
 impl Placed {
-    pub fn index(&self) -> usize {
+    #[cfg(test)]
+    fn index(&self) -> usize {
         self.index
     }
 
-    /// Runs `serve` on the placed thread, holding this place meanwhile.
-    pub fn spawn(self, serve: impl Future<Output = ()> + Send + 'static) {
+    /// Serves the accepted `tcp` on the placed thread, holding this place
+    /// meanwhile. A socket moved from another thread is registered again
+    /// with its new thread's runtime.
+    pub fn serve<F, Fut>(self, tcp: TcpStream, serve: F)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let handle = self.threads.threads[self.index].handle.clone();
+        if !self.moved {
+            // Built here, so the task holds the future and not `serve` too.
+            let serving = serve(tcp);
+            handle.spawn(async move {
+                let _placed = self;
+                serving.await;
+            });
+            return;
+        }
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => return debug!("moving a connection: {e}"),
+        };
         handle.spawn(async move {
             let _placed = self;
-            serve.await;
+            match TcpStream::from_std(tcp) {
+                Ok(tcp) => serve(tcp).await,
+                Err(e) => debug!("moving a connection: {e}"),
+            }
         });
     }
 }
