@@ -236,7 +236,13 @@ impl Inner {
             if self.waiters.front().is_none_or(too_large) {
                 return; // (the head waits for a free slot: first come, first served)
             }
-            let fits = |w: &Waiter| !too_large(w) && !w.avoid.contains(&worker);
+            // A request recalled more than once may have avoided every
+            // worker by now: then any will do, or it would wait forever.
+            let ids: Vec<u64> = self.workers.iter().map(|x| x.id).collect();
+            let avoidable = |w: &Waiter| {
+                w.avoid.contains(&worker) && !ids.iter().all(|id| w.avoid.contains(id))
+            };
+            let fits = |w: &Waiter| !too_large(w) && !avoidable(w);
             let Some(waiter) = self.next_waiter(fits) else {
                 return;
             };
