@@ -11,6 +11,7 @@
 //! - `ipc`: the master↔edge and worker→master status messages.
 
 pub mod config;
+pub mod cpu_policy;
 pub mod edge;
 #[cfg(test)]
 mod fuzz;

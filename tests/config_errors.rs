@@ -94,6 +94,14 @@ fn wrong_type() {
 }
 
 #[test]
+fn unknown_cpu_scheduling() {
+    let site = Site::new().app("hello.py").config(
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ncpu_scheduling = \"fifo\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+    );
+    assert_rejected(site, "server.cpu_scheduling", "cpu_scheduling =");
+}
+
+#[test]
 fn missing_module_file() {
     // No nope.py next to the config (and no such module anywhere).
     let site = Site::new().app("hello.py").config(

@@ -54,17 +54,7 @@ fn edge_and_workers_take_the_configured_group() {
     if master.1.first() != Some(&0) {
         srv.fail(format!("the master should keep gid 0, has {:?}", master.1));
     }
-    let children: Vec<i32> = srv
-        .worker_pids()
-        .into_iter()
-        .chain(srv.edge_pids())
-        .collect();
-    if children.len() < 3 {
-        srv.fail(format!(
-            "expected an edge and 2 workers, found {children:?}"
-        ));
-    }
-    for pid in children {
+    for pid in srv.edge_and_worker_pids(2) {
         let Some((uid, gids, groups)) = ids(pid) else {
             srv.fail(format!("cannot read the ids of child {pid}"));
         };

@@ -54,6 +54,8 @@ pub struct Server {
     pub listen: Vec<String>,
     /// Tokio threads in the edge process.
     pub edge_threads: usize,
+    /// How Linux schedules the edge and the workers (`cpu_policy.rs`).
+    pub cpu_scheduling: CpuScheduling,
     /// Where worker sockets live; empty = a fresh private folder under
     /// `$XDG_RUNTIME_DIR` or the system temp dir.
     pub runtime_dir: String,
@@ -86,6 +88,7 @@ impl Default for Server {
         Server {
             listen: vec!["127.0.0.1:8080".into()],
             edge_threads: 2,
+            cpu_scheduling: CpuScheduling::Batch,
             runtime_dir: String::new(),
             pid_file: String::new(),
             control_socket: String::new(),
@@ -98,6 +101,17 @@ impl Default for Server {
             drain_delay: Seconds(Duration::ZERO),
         }
     }
+}
+
+/// `[server] cpu_scheduling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CpuScheduling {
+    /// SCHED_BATCH: a woken process does not preempt the one running.
+    #[default]
+    Batch,
+    /// The default policy, as for any other process.
+    Normal,
 }
 
 #[derive(Debug, Clone, Deserialize)]

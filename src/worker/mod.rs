@@ -59,6 +59,8 @@ pub fn run(
     status_fd: RawFd,
     preloaded: Option<&Loaded>,
 ) -> i32 {
+    // First: every thread started from here on inherits it.
+    crate::cpu_policy::apply(site.config.server.cpu_scheduling, "worker");
     let pid = std::process::id() as i32;
     install_signal_handlers();
     let fail = |reason: String| {

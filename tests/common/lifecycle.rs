@@ -155,6 +155,22 @@ impl Running {
             .collect()
     }
 
+    /// The edge and the ready workers; fails the test unless there are an
+    /// edge and at least `workers` workers.
+    pub fn edge_and_worker_pids(&self, workers: usize) -> Vec<i32> {
+        let pids: Vec<i32> = self
+            .worker_pids()
+            .into_iter()
+            .chain(self.edge_pids())
+            .collect();
+        if pids.len() < workers + 1 {
+            self.fail(format!(
+                "expected an edge and {workers} workers, found {pids:?}"
+            ));
+        }
+        pids
+    }
+
     /// Live children of the master that are not a logged edge: ready and
     /// booting workers (and, for a moment during a reload, a new edge that
     /// has not logged `listening` yet).
