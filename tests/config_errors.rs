@@ -96,9 +96,9 @@ fn wrong_type() {
 #[test]
 fn unknown_cpu_scheduling() {
     let site = Site::new().app("hello.py").config(
-        "[server]\nlisten = [\"127.0.0.1:{port}\"]\ncpu_scheduling = \"fifo\"\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\n",
+        "[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[app]\nmodule = \"hello:application\"\nworkers = 1\ncpu_scheduling = \"fifo\"\n",
     );
-    assert_rejected(site, "server.cpu_scheduling", "cpu_scheduling =");
+    assert_rejected(site, "app.cpu_scheduling", "cpu_scheduling =");
 }
 
 #[test]

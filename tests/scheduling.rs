@@ -1,6 +1,6 @@
-//! `[server] cpu_scheduling`: the edge and the workers, every thread of
-//! them, run under SCHED_BATCH by default and under the default policy
-//! when asked; the master always stays on the default policy. Read with
+//! `[app] cpu_scheduling`: every thread of every worker runs under
+//! SCHED_BATCH by default and under the default policy when asked; the
+//! edge and the master always keep the default policy. Read with
 //! util-linux `chrt`, as an operator would check it.
 mod common;
 
@@ -32,31 +32,42 @@ fn thread_policies(pid: i32) -> Vec<(String, String)> {
     out
 }
 
-fn hello_site(server_extra: &str) -> Site {
+fn hello_site(app_extra: &str) -> Site {
     Site::new().app("hello.py").config(&format!(
-        "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\nedge_threads = 2\n{server_extra}\n\
-         [app]\nmodule = \"hello:application\"\nchdir = \".\"\nworkers = 2\n"
+        "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\nedge_threads = 2\n\n\
+         [app]\nmodule = \"hello:application\"\nchdir = \".\"\nworkers = 2\n{app_extra}"
     ))
 }
 
-/// Asserts every thread of the edge and the workers runs under `want`,
-/// and the master under SCHED_OTHER.
-fn assert_policies(srv: &Running, want: &str) {
+/// Fails unless every thread of `pid` runs under `want` (and it has the
+/// threads it should: a worker's and the edge's helpers).
+fn assert_threads_under(srv: &Running, what: &str, pid: i32, want: &str) {
+    let threads = thread_policies(pid);
+    if threads.len() < 2 {
+        srv.fail(format!(
+            "{what} {pid}: expected several threads, got {threads:?}"
+        ));
+    }
+    let wrong: Vec<_> = threads.iter().filter(|(_, p)| p != want).collect();
+    if !wrong.is_empty() {
+        srv.fail(format!("{what} {pid}: threads not under {want}: {wrong:?}"));
+    }
+}
+
+/// Asserts every worker thread runs under `workers`, and the edge and the
+/// master under SCHED_OTHER.
+fn assert_policies(srv: &Running, workers: &str) {
     let r = srv.get("/");
     srv.assert_status(&r, 200, "GET /");
-    for pid in srv.edge_and_worker_pids(2) {
-        let threads = thread_policies(pid);
-        if threads.len() < 2 {
-            srv.fail(format!(
-                "process {pid}: expected several threads, got {threads:?}"
-            ));
-        }
-        let wrong: Vec<_> = threads.iter().filter(|(_, p)| p != want).collect();
-        if !wrong.is_empty() {
-            srv.fail(format!(
-                "process {pid}: threads not under {want}: {wrong:?}"
-            ));
-        }
+    let pids = srv.worker_pids();
+    if pids.len() < 2 {
+        srv.fail(format!("expected 2 workers, found {pids:?}"));
+    }
+    for pid in pids {
+        assert_threads_under(srv, "worker", pid, workers);
+    }
+    for pid in srv.edge_pids() {
+        assert_threads_under(srv, "edge", pid, "SCHED_OTHER");
     }
     let master = thread_policies(srv.pid());
     if master.iter().any(|(_, p)| p != "SCHED_OTHER") {
@@ -65,7 +76,7 @@ fn assert_policies(srv: &Running, want: &str) {
 }
 
 #[test]
-fn edge_and_workers_run_as_batch_by_default() {
+fn workers_run_as_batch_by_default_the_edge_does_not() {
     let srv = hello_site("").start();
     assert_policies(&srv, "SCHED_BATCH");
 }

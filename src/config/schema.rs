@@ -54,8 +54,6 @@ pub struct Server {
     pub listen: Vec<String>,
     /// Tokio threads in the edge process.
     pub edge_threads: usize,
-    /// How Linux schedules the edge and the workers (`cpu_policy.rs`).
-    pub cpu_scheduling: CpuScheduling,
     /// Where worker sockets live; empty = a fresh private folder under
     /// `$XDG_RUNTIME_DIR` or the system temp dir.
     pub runtime_dir: String,
@@ -88,7 +86,6 @@ impl Default for Server {
         Server {
             listen: vec!["127.0.0.1:8080".into()],
             edge_threads: 2,
-            cpu_scheduling: CpuScheduling::Batch,
             runtime_dir: String::new(),
             pid_file: String::new(),
             control_socket: String::new(),
@@ -103,7 +100,7 @@ impl Default for Server {
     }
 }
 
-/// `[server] cpu_scheduling`.
+/// `[app] cpu_scheduling`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CpuScheduling {
@@ -152,6 +149,8 @@ pub struct App {
     pub event_loop: EventLoop,
     /// ASGI: requests and WebSockets one worker runs at once.
     pub concurrency: usize,
+    /// How Linux schedules the workers (`cpu_policy.rs`).
+    pub cpu_scheduling: CpuScheduling,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -207,6 +206,7 @@ impl Default for App {
             lifespan: Lifespan::Auto,
             event_loop: EventLoop::Auto,
             concurrency: 1000,
+            cpu_scheduling: CpuScheduling::Batch,
         }
     }
 }

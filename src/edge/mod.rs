@@ -56,8 +56,6 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         listen_fds,
         operator_fd,
     } = inherited;
-    // First: every thread started from here on inherits it.
-    crate::cpu_policy::apply(site.config.server.cpu_scheduling, "edge");
     let pid = std::process::id() as i32;
     let fail = |reason: String| {
         error!("edge: {reason}");
