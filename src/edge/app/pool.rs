@@ -225,6 +225,12 @@ struct Inner {
 }
 
 impl Inner {
+    /// Requests waiting for a worker: queued, or sent ahead to a busy one
+    /// (both count against `queue_size`).
+    fn waiting(&self) -> usize {
+        self.waiters.len() + self.workers.iter().map(|w| w.ahead.len()).sum::<usize>()
+    }
+
     /// Where the worker entry a request was granted on is, if it still is.
     fn position_of(&self, r: &Running) -> Option<usize> {
         self.workers
@@ -237,7 +243,7 @@ impl Inner {
     /// back to the head of the queue, so it is served before those queued.
     fn offer(&mut self, pool: &Arc<Pool>, pos: usize) {
         if self.workers[pos].opening().is_some() {
-            self.recall_overdue();
+            self.recall_overdue(pos);
         }
         let worker = self.workers[pos].id;
         while let Some(place) = self.workers[pos].opening() {
@@ -288,8 +294,10 @@ impl Inner {
     /// the front; it keeps its place meanwhile, so nothing is counted twice.
     /// On a worker with some ahead, its running request is asked too: it
     /// may be the one waiting. Either is asked once; the worker's answer
-    /// ("running") settles it.
-    fn recall_overdue(&mut self) {
+    /// ("running") settles it. Those ahead on worker `opening` itself stay:
+    /// they are next there, and taken back they would queue behind
+    /// whoever takes its opening first (with one worker, out of order).
+    fn recall_overdue(&mut self, opening: usize) {
         if self.workers.iter().all(|w| w.ahead.is_empty()) {
             return;
         }
@@ -297,7 +305,8 @@ impl Inner {
         let Some(before) = Instant::now().checked_sub(patience) else {
             return;
         };
-        for w in self.workers.iter().filter(|w| !w.ahead.is_empty()) {
+        let elsewhere = |(i, w): &(usize, &Worker)| *i != opening && !w.ahead.is_empty();
+        for (_, w) in self.workers.iter().enumerate().filter(elsewhere) {
             for &slot in w.ahead.iter().chain(&w.current) {
                 let Some(r) = self.running.get_mut(slot) else {
                     continue;
@@ -663,13 +672,15 @@ impl Pool {
         let front = recalled.is_some();
         let (ticket, rx) = {
             let mut inner = self.lock();
+            // A recalled request was already let in; others wait ahead or
+            // queued only while `queue_size` allows.
+            let may_wait = front || inner.waiting() < self.queue_size;
             if inner.waiters.is_empty() || front {
-                if let Some((pos, place)) = inner.pick(avoid, job.fits_ahead) {
+                if let Some((pos, place)) = inner.pick(avoid, job.fits_ahead && may_wait) {
                     return Ok(inner.grant(self, pos, place, job.clone()));
                 }
             }
-            // A recalled request was already let in.
-            if !front && inner.waiters.len() >= self.queue_size {
+            if !may_wait {
                 return Err(Refused::QueueFull);
             }
             let (tx, rx) = oneshot::channel();
@@ -828,9 +839,8 @@ impl Pool {
         let inner = self.lock();
         let busy = inner.workers.iter().filter(|w| w.busy > 0).count();
         // Requests sent ahead wait for a worker too, only nearer to it.
-        let ahead: usize = inner.workers.iter().map(|w| w.ahead.len()).sum();
         Census {
-            queued: inner.waiters.len() + ahead,
+            queued: inner.waiting(),
             idle: inner.workers.len() - busy,
             busy,
         }
@@ -1313,7 +1323,8 @@ mod tests {
     #[test]
     fn queue_is_fifo_and_bounded() {
         rt().block_on(async {
-            let pool = Pool::new(2, Duration::from_secs(5), Default::default());
+            // Requests ahead wait too: they count against the queue's size.
+            let pool = Pool::new(AHEAD_DEPTH + 2, Duration::from_secs(5), Default::default());
             pool.worker_up(1, Peer::Unix("a".into()), sync());
             let first = pool.acquire(&[], &job()).await.unwrap();
             let mut ahead = take_all(&pool, AHEAD_DEPTH).await;
@@ -1340,6 +1351,23 @@ mod tests {
             assert!(matches!(lease.turn(), Turn::Began(_)));
             drop(lease);
             assert_eq!(w2.await.unwrap().unwrap().0, 2);
+        });
+    }
+
+    #[test]
+    fn requests_ahead_count_against_the_queue_size() {
+        rt().block_on(async {
+            let pool = Pool::new(1, Duration::from_secs(5), Default::default());
+            pool.worker_up(1, Peer::Unix("a".into()), sync());
+            let running = pool.acquire(&[], &job()).await.unwrap();
+            let ahead = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(ahead.turn(), Turn::Waiting);
+            assert_eq!(
+                pool.acquire(&[], &job()).await.err(),
+                Some(Refused::QueueFull),
+                "a second place ahead is free, but the queue's one place is taken"
+            );
+            drop((running, ahead));
         });
     }
 
