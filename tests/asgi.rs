@@ -89,6 +89,36 @@ fn the_scope_says_what_the_edge_knows() {
     assert!(names.iter().all(|n| *n == n.to_ascii_lowercase()), "{r}");
 }
 
+/// Header names are shared bytes objects from one request to the next
+/// (an open WebSocket keeps its scope for life), but only a bounded set of
+/// short names: a client cannot grow the set with names it makes up.
+#[test]
+fn header_names_are_shared_but_made_up_long_ones_are_not() {
+    let srv = asgi_site(1, "").start();
+    let long = format!("x-{}", "n".repeat(60));
+    let ask = || {
+        let head = format!(
+            "GET /names HTTP/1.1\r\nHost: a\r\nX-Custom: v\r\n{long}: v\r\nConnection: close\r\n\r\n"
+        );
+        let r = srv.request(head.as_bytes());
+        srv.assert_status(&r, 200, "GET /names");
+        r.json()["shared"].clone()
+    };
+    ask();
+    let shared = ask();
+    let names: Vec<&str> = shared
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"host") && names.contains(&"x-custom"),
+        "{shared}"
+    );
+    assert!(!names.contains(&long.as_str()), "{shared}");
+}
+
 #[test]
 fn a_request_over_the_timeout_cancels_only_its_task() {
     let srv = asgi_site(1, "timeout = \"1s\"").start();

@@ -47,6 +47,20 @@ async def scope(request: Request):
             "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in s["headers"]]}
 
 
+_names_before = []
+
+
+@app.get("/names")
+async def names(request: Request):
+    """Which header names are the very objects the previous /names request
+    had (the worker shares the bytes objects of names it has seen)."""
+    global _names_before
+    now = [k for k, _ in request.scope["headers"]]
+    shared = [k.decode("latin-1") for k in now if any(k is b for b in _names_before)]
+    _names_before = now
+    return {"shared": shared}
+
+
 @app.post("/sha256")
 async def sha256(request: Request):
     h = hashlib.sha256()

@@ -154,13 +154,36 @@ fn headers<'py>(py: Python<'py>, head: &request::RequestHead) -> PyResult<Bound<
         if lname.starts_with(wire::PREFIX) {
             continue;
         }
-        let pair = PyTuple::new(
-            py,
-            [PyBytes::new(py, lname.as_bytes()), PyBytes::new(py, value)],
-        )?;
+        let pair = PyTuple::new(py, [header_name(py, &lname), PyBytes::new(py, value)])?;
         list.append(pair)?;
     }
     Ok(list)
+}
+
+/// Header names seen so far, as shared bytes objects (immutable, so
+/// sharing is safe). A site's requests carry the same few names, and an
+/// open WebSocket keeps its scope for its whole life: one object per name
+/// instead of one per header per request. Bounded, so names a client
+/// makes up cannot grow it.
+const NAMES_KEPT: usize = 256;
+const NAME_KEPT_MAX_LEN: usize = 48;
+
+thread_local! {
+    static NAMES: std::cell::RefCell<std::collections::HashMap<Box<str>, Py<PyBytes>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+fn header_name<'py>(py: Python<'py>, lname: &str) -> Bound<'py, PyBytes> {
+    NAMES.with_borrow_mut(|names| {
+        if let Some(name) = names.get(lname) {
+            return name.bind(py).clone();
+        }
+        let name = PyBytes::new(py, lname.as_bytes());
+        if names.len() < NAMES_KEPT && lname.len() <= NAME_KEPT_MAX_LEN {
+            names.insert(lname.into(), name.clone().unbind());
+        }
+        name
+    })
 }
 
 /// `"1.2.3.4:80"` or `"[::1]:80"` as `(host, port)`; None if absent.
