@@ -18,10 +18,10 @@
 use crate::config::schema::CpuScheduling;
 use tracing::warn;
 
-/// Puts the calling thread, and every thread it starts afterwards, under
-/// `policy`. A refusal (a sandbox that forbids the call) is logged and the
-/// process goes on under the default policy.
-pub fn apply(policy: CpuScheduling, role: &str) {
+/// Puts the calling worker thread, and every thread it starts afterwards,
+/// under `policy`. A refusal (a sandbox that forbids the call) is logged
+/// and the worker goes on under the default policy.
+pub fn apply(policy: CpuScheduling) {
     let which = match policy {
         CpuScheduling::Batch => libc::SCHED_BATCH,
         CpuScheduling::Normal => return,
@@ -30,7 +30,7 @@ pub fn apply(policy: CpuScheduling, role: &str) {
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
     if unsafe { libc::sched_setscheduler(0, which, &param) } != 0 {
         let e = std::io::Error::last_os_error();
-        warn!("{role}: cannot use SCHED_BATCH, staying on the default policy: {e}");
+        warn!("worker: cannot use SCHED_BATCH, staying on the default policy: {e}");
     }
 }
 
@@ -46,7 +46,7 @@ mod tests {
     #[test]
     fn batch_applies_to_the_thread_and_those_it_starts() {
         std::thread::spawn(|| {
-            apply(CpuScheduling::Batch, "test");
+            apply(CpuScheduling::Batch);
             assert_eq!(current(), libc::SCHED_BATCH);
             let child = std::thread::spawn(current).join().unwrap();
             assert_eq!(
@@ -58,7 +58,7 @@ mod tests {
         .join()
         .unwrap();
         std::thread::spawn(|| {
-            apply(CpuScheduling::Normal, "test");
+            apply(CpuScheduling::Normal);
             assert_eq!(current(), libc::SCHED_OTHER);
         })
         .join()

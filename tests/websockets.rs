@@ -27,6 +27,12 @@ fn ws_site(tls_port: Option<u16>, app_extra: &str, tables: &str) -> Site {
     site.config(&config)
 }
 
+/// `site` with one piece of its config text replaced.
+fn reconfigured(site: Site, from: &str, to: &str) -> Site {
+    let text = site.config_text().replace(from, to);
+    site.config(&text)
+}
+
 /// A raw client after a successful handshake.
 struct Raw(TcpStream);
 
@@ -418,10 +424,12 @@ fn app_timeout_does_not_cut_an_open_socket_and_idle_ones_are_pinged_then_closed(
 #[test]
 fn stop_gives_open_sockets_the_graceful_timeout_then_1001() {
     let site = ws_site(None, "", "");
-    let config = site
-        .config_text()
-        .replace("graceful_timeout = \"10s\"", "graceful_timeout = \"3s\"");
-    let mut srv = site.config(&config).start();
+    let site = reconfigured(
+        site,
+        "graceful_timeout = \"10s\"",
+        "graceful_timeout = \"3s\"",
+    );
+    let mut srv = site.start();
     let mut ws = Raw::open(srv.port, "/ws/echo");
     srv.signal("TERM");
     // Still served while draining.
@@ -613,11 +621,12 @@ fn ten_thousand_idle_sockets_cost_little_and_http_still_flows() {
 fn idle_websockets_over_http2_cost_little() {
     let tls_port = free_port();
     let site = ws_site(Some(tls_port), "concurrency = 6000", "");
-    let text = site.config_text().replace(
+    let srv = reconfigured(
+        site,
         "[limits]\n",
         "[limits]\nmax_connections = 12000\nmax_connections_per_ip = 12000\n",
-    );
-    let srv = site.config(&text).start();
+    )
+    .start();
     let edge = |srv: &Running| -> u64 { srv.edge_pids().iter().map(|p| rss_kib(*p)).sum() };
     let before = edge(&srv);
     let n = 2000;
@@ -685,10 +694,12 @@ fn websockets_cannot_take_the_slots_http_needs() {
 #[test]
 fn recycling_waits_the_graceful_timeout_before_closing_a_live_socket() {
     let site = ws_site(None, "max_lifetime = \"2s\"", "");
-    let config = site
-        .config_text()
-        .replace("graceful_timeout = \"10s\"", "graceful_timeout = \"4s\"");
-    let srv = site.config(&config).start();
+    let site = reconfigured(
+        site,
+        "graceful_timeout = \"10s\"",
+        "graceful_timeout = \"4s\"",
+    );
+    let srv = site.start();
     let mut ws = Raw::open(srv.port, "/ws/echo");
     let opened = Instant::now();
     // The worker is replaced at ~2 s; its socket lives on for the graceful
@@ -812,10 +823,7 @@ fn edge_thread_cpu(edge: i32) -> Vec<u64> {
 #[test]
 fn a_burst_of_websockets_is_spread_over_the_edge_threads() {
     let site = ws_site(None, "", "");
-    let text = site
-        .config_text()
-        .replace("[server]\n", "[server]\nedge_threads = 2\n");
-    let srv = site.config(&text).start();
+    let srv = reconfigured(site, "[server]\n", "[server]\nedge_threads = 2\n").start();
     let (mut client, open) = IdleClient::open("ws_burst.py", 40, srv.port);
     assert_eq!(open, "OPEN 40 of 40", "{}", srv.stderr_tail());
     let edge = srv.edge_pids()[0];

@@ -60,7 +60,7 @@ pub fn run(
     preloaded: Option<&Loaded>,
 ) -> i32 {
     // First: every thread started from here on inherits it.
-    crate::cpu_policy::apply(site.config.app.cpu_scheduling, "worker");
+    crate::cpu_policy::apply(site.config.app.cpu_scheduling);
     let pid = std::process::id() as i32;
     install_signal_handlers();
     let fail = |reason: String| {
