@@ -272,6 +272,18 @@ class GunicornUvicorn(Server):
         wait_port(self.port)
 
 
+class GunicornAsgi(Server):
+    """gunicorn's own ASGI worker (`-k asgi`, gunicorn 25.1 and later; uvloop
+    when installed, as its `--asgi-loop auto` picks)."""
+    name = "gunicorn-asgi"
+
+    def start(self, app, threads=1, tls=False):
+        self.spawn([str(Path(self.args.venv) / "bin" / "gunicorn"), "-w", str(self.args.workers),
+                    "-k", "asgi", "-b", f"127.0.0.1:{self.port}",
+                    "--chdir", str(APPS), module_spec(app)])
+        wait_port(self.port)
+
+
 def nginx_proxy_conf(server, sock, upstream="", location=""):
     """nginx in front of an app server's Unix socket: the shared config,
     with the deployment's own upstream and location directives."""
@@ -383,8 +395,9 @@ class NginxGunicorn(Server):
 
 SERVERS = {"corral": Corral, "corral-baseline": CorralBaseline, "nginx+gunicorn": NginxGunicorn, "gunicorn": Gunicorn,
            "granian": Granian, "uwsgi": Uwsgi, "nginx": Nginx, "uvicorn": Uvicorn,
-           "gunicorn+uvicorn": GunicornUvicorn, "nginx+uvicorn": NginxUvicorn}
-ASGI_PEERS = ["granian", "uvicorn", "gunicorn+uvicorn", "nginx+uvicorn"]
+           "gunicorn+uvicorn": GunicornUvicorn, "gunicorn-asgi": GunicornAsgi,
+           "nginx+uvicorn": NginxUvicorn}
+ASGI_PEERS = ["granian", "uvicorn", "gunicorn+uvicorn", "gunicorn-asgi", "nginx+uvicorn"]
 # name: app module, path, connections, threads per worker, peers, options
 SCENARIOS = {
     "hello": dict(app="hello", path="/", conns=64, peers=["nginx+gunicorn", "granian", "uwsgi"]),
