@@ -182,18 +182,20 @@ struct Waiter {
     ticket: u64,
     tx: oneshot::Sender<Lease>,
     job: Job,
-    /// The edge thread its request runs on, and since when it waits
-    /// (`Inner::next_waiter`).
+    /// The edge thread its request runs on, and how many later requests
+    /// of another thread were served before it (`Inner::next_waiter`).
     thread: ThreadId,
-    since: Instant,
+    passed: usize,
     /// Workers it must not be given: those it just failed on.
     avoid: Vec<u64>,
 }
 
 /// How far a freed worker may look past the queue's head for a request on
-/// its own thread, and for how long the head may be passed over.
-const SAME_THREAD_WINDOW: usize = 4;
-const SAME_THREAD_SKIP: Duration = Duration::from_millis(2);
+/// its own thread, and how many times a request may be passed over so.
+/// Counted, not timed: under a deep queue every head has waited long,
+/// yet each hand-off to another thread still costs that thread a wake-up.
+const SAME_THREAD_WINDOW: usize = 16;
+const SAME_THREAD_PASSES: usize = 8;
 
 /// A request a worker has taken and not finished.
 struct Running {
@@ -269,21 +271,27 @@ impl Inner {
     }
 
     /// The waiter to serve next: the head, unless one of the next few is
-    /// on this thread and the head has waited only a moment. Each edge
-    /// thread is a runtime of its own, and waking a request on another
-    /// thread costs that thread a wake-up; nginx has no shared queue at
+    /// on this thread and none before it has been passed over too often.
+    /// Each edge thread is a runtime of its own, and waking a request on
+    /// another thread costs that thread a wake-up (and chains the next
+    /// request ahead on that worker to it); nginx has no shared queue at
     /// all, so this bounded reordering still keeps the order users see.
     /// Only a waiter that `fits` is served; the first such is the head.
     fn next_waiter(&mut self, fits: impl Fn(&Waiter) -> bool) -> Option<Waiter> {
         let here = std::thread::current().id();
         let first = self.waiters.iter().position(&fits)?;
-        let head = &self.waiters[first];
-        if head.thread != here && head.since.elapsed() < SAME_THREAD_SKIP {
+        if self.waiters[first].thread != here {
             let near = (first + 1..self.waiters.len())
                 .take(SAME_THREAD_WINDOW - 1)
                 .find(|&i| self.waiters[i].thread == here && fits(&self.waiters[i]));
             if let Some(at) = near {
-                return self.waiters.remove(at);
+                let skipped = self.waiters.range(first..at);
+                if skipped.clone().all(|w| w.passed < SAME_THREAD_PASSES) {
+                    self.waiters
+                        .range_mut(first..at)
+                        .for_each(|w| w.passed += 1);
+                    return self.waiters.remove(at);
+                }
             }
         }
         self.waiters.remove(first)
@@ -691,7 +699,7 @@ impl Pool {
                 tx,
                 job: job.clone(),
                 thread: std::thread::current().id(),
-                since: Instant::now(),
+                passed: 0,
                 avoid: avoid.to_vec(),
             };
             if front {
@@ -1372,21 +1380,21 @@ mod tests {
     }
 
     #[test]
-    fn a_freed_worker_serves_its_own_thread_first_unless_the_head_has_waited() {
+    fn a_freed_worker_serves_its_own_thread_first_unless_the_head_was_passed_over_enough() {
         let pool = Pool::new(10, Duration::from_secs(5), Default::default());
         let here = std::thread::current().id();
         let other = std::thread::spawn(|| std::thread::current().id())
             .join()
             .unwrap();
-        let waiter = |ticket, thread, waited| Waiter {
+        let waiter = |ticket, thread, passed| Waiter {
             ticket,
             tx: oneshot::channel().0,
             job: job(),
             thread,
-            since: Instant::now() - waited,
+            passed,
             avoid: vec![],
         };
-        let fresh = Duration::ZERO;
+        let fresh = 0;
         let mut inner = pool.lock();
         let mut next = |queue: Vec<Waiter>, fits: fn(&Waiter) -> bool| {
             inner.waiters = queue.into();
@@ -1409,16 +1417,30 @@ mod tests {
             .collect();
         queue.push(waiter(9, here, fresh));
         assert_eq!(next(queue, any), Some(1));
-        // A head that has waited is never passed over.
+        // One passed over enough times is not passed again, as head or not.
+        let queue = vec![waiter(1, other, SAME_THREAD_PASSES), waiter(2, here, fresh)];
+        assert_eq!(next(queue, any), Some(1));
         let queue = vec![
-            waiter(1, other, SAME_THREAD_SKIP * 2),
-            waiter(2, here, fresh),
+            waiter(1, other, fresh),
+            waiter(2, other, SAME_THREAD_PASSES),
+            waiter(3, here, fresh),
         ];
         assert_eq!(next(queue, any), Some(1));
         // One that may not go to this worker (it just failed there) waits
         // for another; the next that may is served.
         let queue = vec![waiter(1, here, fresh), waiter(2, other, fresh)];
         assert_eq!(next(queue, |w| w.ticket != 1), Some(2));
+        // Passing counts: a steady stream of this thread's requests
+        // overtakes the other thread's head that many times, then not.
+        inner.waiters = std::iter::once(waiter(0, other, fresh))
+            .chain((1..=20).map(|t| waiter(t, here, fresh)))
+            .collect();
+        let order: Vec<u64> = std::iter::from_fn(|| inner.next_waiter(any).map(|w| w.ticket))
+            .take(SAME_THREAD_PASSES + 2)
+            .collect();
+        let passes = SAME_THREAD_PASSES as u64;
+        let expected: Vec<u64> = (1..=passes).chain([0, passes + 1]).collect();
+        assert_eq!(order, expected);
     }
 
     #[test]
