@@ -727,6 +727,21 @@ fn recycling_waits_the_graceful_timeout_before_closing_a_live_socket() {
     );
 }
 
+/// A client sending faster than the app receives is held back by flow
+/// control through the edge, not buffered in the worker or the edge
+/// (tests/clients/ws_backlog.py: 64 MiB at an app that does not receive
+/// for 3 s, then every message echoed exact once it does). Its pongs go
+/// unread meanwhile, yet the idle timeout (2 s here) must not close it.
+#[test]
+fn a_client_faster_than_the_app_waits_instead_of_growing_the_worker() {
+    let tables = "\n[websocket]\nping_interval = \"1s\"\nidle_timeout = \"2s\"\n";
+    let srv = ws_site(None, "", tables).start();
+    let pids = srv.edge_and_worker_pids(1);
+    let (worker, edge) = (pids[0], pids[pids.len() - 1]);
+    let args = [srv.port.to_string(), edge.to_string(), worker.to_string()];
+    run_checks(&srv, "ws_backlog.py", &args, Duration::from_secs(120));
+}
+
 #[test]
 fn a_ping_flood_and_abrupt_disconnects_leave_the_worker_serving() {
     let srv = ws_site(None, "", "").start();

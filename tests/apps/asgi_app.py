@@ -184,6 +184,29 @@ async def ws_room(ws: WebSocket):
         room.discard(ws)
 
 
+# Set by POST /ws/later/go: until then /ws/later does not receive.
+later = asyncio.Event()
+
+
+@app.websocket("/ws/later")
+async def ws_later(ws: WebSocket):
+    """Echoes bytes, but only once told to: until then a client's messages
+    pile up in front of an app that is not receiving."""
+    await ws.accept()
+    await later.wait()
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        await ws.send_bytes(msg["bytes"])
+
+
+@app.post("/ws/later/go")
+async def later_go():
+    later.set()
+    return {"ok": True}
+
+
 @app.websocket("/ws/deny")
 async def ws_deny(ws: WebSocket):
     await ws.close(code=4001)

@@ -20,6 +20,12 @@ import traceback
 # Request body bytes buffered per request before the edge is asked to wait.
 READ_HIGH_WATER = 1 << 20
 MAX_HEAD = 1 << 20
+# A WebSocket's messages the app has not received yet: past either bound
+# the worker stops reading that socket, so a client sending faster than the
+# app receives waits in TCP flow control (through the edge) instead of
+# growing the worker (the websockets library's max_queue does the same).
+INBOX_MESSAGES = 16
+INBOX_BYTES = READ_HIGH_WATER
 # How often the loop proves it is alive and checks stop and recycling.
 TICK = 0.1
 # A stopping worker exits after this long with nothing in flight (covers a
@@ -538,7 +544,8 @@ class WebSocketCycle(Waiting):
     Slotted, as HttpCycle: thousands of idle sockets per worker each hold one."""
 
     __slots__ = ("hop", "scope", "state", "inbox", "waiter", "ws", "early", "code", "task",
-                 "framer", "pending_start", "head_sent", "last_heard", "timer")
+                 "framer", "pending_start", "head_sent", "last_heard", "timer", "queued",
+                 "reading_paused")
 
     def __init__(self, hop, scope):
         self.hop = hop
@@ -555,26 +562,45 @@ class WebSocketCycle(Waiting):
         self.head_sent = False
         self.last_heard = hop.server.loop.time()
         self.timer = None
+        self.queued = 0  # payload bytes (or characters) in the inbox
+        self.reading_paused = False
 
     # ---- from the edge ----------------------------------------------------
 
     def feed(self, data):
         if self.ws is None:
             self.early += data  # frames cannot come before the 101; keep them
+            if len(self.early) >= INBOX_BYTES:
+                self.pause_reading()
             return
         self.last_heard = self.hop.server.loop.time()
         for kind, payload in self.ws.feed(data):
-            if kind == "text":
-                self.inbox.append({"type": "websocket.receive", "text": payload})
-            elif kind == "bytes":
-                self.inbox.append({"type": "websocket.receive", "bytes": payload})
+            if kind == "text" or kind == "bytes":
+                self.inbox.append({"type": "websocket.receive", kind: payload})
+                self.queued += len(payload)
             else:
                 self.flush()
                 self.closed(*payload)
                 self.hop.transport.close()
                 return
+        if len(self.inbox) >= INBOX_MESSAGES or self.queued >= INBOX_BYTES:
+            self.pause_reading()
         self.flush()
         self.wake()
+
+    def pause_reading(self):
+        if not self.reading_paused and not self.hop.lost:
+            self.reading_paused = True
+            self.hop.transport.pause_reading()
+
+    def resume_reading_if_drained(self):
+        """Reads again once the app has taken half of what stopped it."""
+        if not self.reading_paused or len(self.early) >= INBOX_BYTES:
+            return
+        if len(self.inbox) < INBOX_MESSAGES // 2 and self.queued < INBOX_BYTES // 2:
+            self.reading_paused = False
+            if not self.hop.lost:
+                self.hop.transport.resume_reading()
 
     def disconnect(self):
         """The hop closed (the client or the edge went away)."""
@@ -609,6 +635,9 @@ class WebSocketCycle(Waiting):
         if self.state != "open":
             return
         server = self.hop.server
+        if self.reading_paused:
+            # Not read because the app is behind, not because it is quiet.
+            self.last_heard = server.loop.time()
         if server.idle_timeout and server.loop.time() - self.last_heard >= server.idle_timeout:
             self.server_close(1001, "idle timeout")
             return
@@ -641,7 +670,12 @@ class WebSocketCycle(Waiting):
                 return {"type": "websocket.disconnect", "code": self.code or 1006, "reason": ""}
             self.waiter = self.hop.server.loop.create_future()
             await self.waiter
-        return self.inbox.popleft()
+        message = self.inbox.popleft()
+        if message["type"] == "websocket.receive":
+            payload = message.get("bytes")
+            self.queued -= len(payload if payload is not None else message.get("text") or "")
+            self.resume_reading_if_drained()
+        return message
 
     async def send(self, message):
         kind = message["type"]
@@ -686,6 +720,7 @@ class WebSocketCycle(Waiting):
         if self.early:
             early, self.early = self.early, b""
             self.feed(early)
+        self.resume_reading_if_drained()
 
     def app_close(self, message):
         code = message.get("code", 1000)
