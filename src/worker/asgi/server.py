@@ -148,14 +148,22 @@ class Server:
         self.hops = set()
         self.websockets = set()
         self.in_flight = 0
+        # Keep-alive looks at every open WebSocket this often (see
+        # `keep_websockets_alive`); None when neither pings nor closes.
+        every = self.ping_interval or self.idle_timeout
+        self.sweep_every = min(1.0, every / 2) if every else None
 
     async def serve(self, sock):
         server = await self.loop.create_unix_server(lambda: Hop(self), sock=sock, backlog=1024)
         quiet_since = None
         stop_began = None
+        next_sweep = 0.0
         while True:
             rt.tick()
             now = self.loop.time()
+            if self.sweep_every and now >= next_sweep:
+                next_sweep = now + self.sweep_every
+                self.keep_websockets_alive(now)
             if rt.stopping():
                 stop_began = stop_began or now
                 self.close_websockets_after(now - stop_began)
@@ -171,6 +179,13 @@ class Server:
             hop.transport.close()
         await self.lifespan.shutdown(self.graceful)
 
+
+    def keep_websockets_alive(self, now):
+        """Pings and idle closes for every open WebSocket in one pass, not a
+        timer per socket: thousands sit idle per worker, and a timer each
+        cost ~600 bytes apiece."""
+        for ws in list(self.websockets):
+            ws.keep_alive(now)
 
     def close_websockets_after(self, stopping_for):
         """Open WebSockets get the graceful timeout (less a second to say
@@ -544,13 +559,14 @@ class WebSocketCycle(Waiting):
     Slotted, as HttpCycle: thousands of idle sockets per worker each hold one."""
 
     __slots__ = ("hop", "scope", "state", "inbox", "waiter", "ws", "early", "code", "task",
-                 "framer", "pending_start", "head_sent", "last_heard", "timer", "queued",
+                 "framer", "pending_start", "head_sent", "last_heard", "last_ping", "queued",
                  "reading_paused")
 
     def __init__(self, hop, scope):
         self.hop = hop
         self.scope = scope
         self.state = "connecting"  # then "open", "closing", "closed"
+        # None when empty: an idle socket holds no queue (a deque is ~600 bytes).
         self.inbox = collections.deque([{"type": "websocket.connect"}])
         self.waiter = None
         self.ws = None
@@ -560,8 +576,7 @@ class WebSocketCycle(Waiting):
         self.framer = None
         self.pending_start = None
         self.head_sent = False
-        self.last_heard = hop.server.loop.time()
-        self.timer = None
+        self.last_heard = self.last_ping = hop.server.loop.time()
         self.queued = 0  # payload bytes (or characters) in the inbox
         self.reading_paused = False
 
@@ -576,17 +591,25 @@ class WebSocketCycle(Waiting):
         self.last_heard = self.hop.server.loop.time()
         for kind, payload in self.ws.feed(data):
             if kind == "text" or kind == "bytes":
-                self.inbox.append({"type": "websocket.receive", kind: payload})
+                self.post({"type": "websocket.receive", kind: payload})
                 self.queued += len(payload)
             else:
                 self.flush()
                 self.closed(*payload)
                 self.hop.transport.close()
                 return
-        if len(self.inbox) >= INBOX_MESSAGES or self.queued >= INBOX_BYTES:
+        if self.inbox_length() >= INBOX_MESSAGES or self.queued >= INBOX_BYTES:
             self.pause_reading()
         self.flush()
         self.wake()
+
+    def post(self, message):
+        if self.inbox is None:
+            self.inbox = collections.deque()
+        self.inbox.append(message)
+
+    def inbox_length(self):
+        return len(self.inbox) if self.inbox else 0
 
     def pause_reading(self):
         if not self.reading_paused and not self.hop.lost:
@@ -597,7 +620,7 @@ class WebSocketCycle(Waiting):
         """Reads again once the app has taken half of what stopped it."""
         if not self.reading_paused or len(self.early) >= INBOX_BYTES:
             return
-        if len(self.inbox) < INBOX_MESSAGES // 2 and self.queued < INBOX_BYTES // 2:
+        if self.inbox_length() < INBOX_MESSAGES // 2 and self.queued < INBOX_BYTES // 2:
             self.reading_paused = False
             if not self.hop.lost:
                 self.hop.transport.resume_reading()
@@ -612,9 +635,7 @@ class WebSocketCycle(Waiting):
         self.state = "closed"
         self.code = code
         self.hop.server.websockets.discard(self)
-        if self.timer is not None:
-            self.timer.cancel()
-        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.post({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.wake()
 
 
@@ -625,26 +646,20 @@ class WebSocketCycle(Waiting):
 
     # ---- keep-alive -------------------------------------------------------
 
-    def arm_timer(self):
-        server = self.hop.server
-        every = server.ping_interval or server.idle_timeout
-        if every:
-            self.timer = server.loop.call_later(every, self.on_timer)
-
-    def on_timer(self):
+    def keep_alive(self, now):
+        """Closes a socket quiet past idle_timeout, pings one due a ping."""
         if self.state != "open":
             return
         server = self.hop.server
         if self.reading_paused:
             # Not read because the app is behind, not because it is quiet.
-            self.last_heard = server.loop.time()
-        if server.idle_timeout and server.loop.time() - self.last_heard >= server.idle_timeout:
+            self.last_heard = now
+        if server.idle_timeout and now - self.last_heard >= server.idle_timeout:
             self.server_close(1001, "idle timeout")
-            return
-        if server.ping_interval:
+        elif server.ping_interval and now - self.last_ping >= server.ping_interval:
+            self.last_ping = now
             self.ws.ping()
             self.flush()
-        self.arm_timer()
 
     def server_close(self, code, reason, linger=True):
         """The server ends it (shutdown, idle): a close frame, then the hop
@@ -659,7 +674,7 @@ class WebSocketCycle(Waiting):
             self.hop.server.loop.call_later(2.0, self.hop.transport.close)
         else:
             self.hop.transport.close()
-        self.inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.post({"type": "websocket.disconnect", "code": code, "reason": reason})
         self.wake()
 
     # ---- the app's side -----------------------------------------------------
@@ -671,6 +686,8 @@ class WebSocketCycle(Waiting):
             self.waiter = self.hop.server.loop.create_future()
             await self.waiter
         message = self.inbox.popleft()
+        if not self.inbox:
+            self.inbox = None
         if message["type"] == "websocket.receive":
             payload = message.get("bytes")
             self.queued -= len(payload if payload is not None else message.get("text") or "")
@@ -716,7 +733,7 @@ class WebSocketCycle(Waiting):
                                                    message.get("headers", ())))
         self.state = "open"
         server.websockets.add(self)
-        self.arm_timer()
+        self.last_heard = self.last_ping = server.loop.time()
         if self.early:
             early, self.early = self.early, b""
             self.feed(early)
