@@ -198,7 +198,8 @@ class Corral(Server):
         venv = Path(self.args.venv).resolve()
         text = (
             f'[server]\nlisten = ["127.0.0.1:{self.port}"]\n'
-            f'[app]\nmodule = "{module_spec(app)}"\nchdir = "{APPS}"\nworkers = {self.args.workers}\n'
+            + "".join(f"{line}\n" for line in self.server_lines())
+            + f'[app]\nmodule = "{module_spec(app)}"\nchdir = "{APPS}"\nworkers = {self.args.workers}\n'
             f'threads = {threads}\nvirtualenv = "{venv}"\nqueue_size = 100000\n'
             # Room for the WebSocket bench's idle sockets (9/10 of it: 10,800 on 2 workers).
             + ('concurrency = 6000\n' if app == "ws_echo" else '')
@@ -217,14 +218,21 @@ class Corral(Server):
     def binary(self):
         return CORRAL
 
+    def server_lines(self):
+        return []
+
 
 class CorralBaseline(Corral):
     """Another corral binary (`--baseline`), e.g. a build of main before a
-    change, measured in the same rounds: an A/B on one host."""
+    change, or the same one with other `[server]` settings
+    (`--baseline-server`), measured in the same rounds: an A/B on one host."""
     name = "corral-baseline"
 
     def binary(self):
-        return Path(self.args.baseline).resolve()
+        return Path(self.args.baseline).resolve() if self.args.baseline else CORRAL
+
+    def server_lines(self):
+        return self.args.baseline_server
 
 
 class Gunicorn(Server):
@@ -525,6 +533,9 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline", help="another corral binary to measure beside this one (A/B)")
+    ap.add_argument("--baseline-server", action="append", default=[], metavar="LINE",
+                    help='a [server] line for the baseline, e.g. "edge_threads = 1" (repeatable; '
+                         'without --baseline, the same binary)')
     ap.add_argument("--only-corral", action="store_true", help="skip the peers (with --baseline: a plain A/B)")
     ap.add_argument("--syscalls", action="store_true",
                     help="count each server's system calls per request with perf (adds a little CPU)")
@@ -549,7 +560,8 @@ def main():
             args.certs[kind] = (cert, key)
         for scen in args.scenarios:
             sc = SCENARIOS[scen]
-            servers = ["corral"] + (["corral-baseline"] if args.baseline else []) \
+            ab = args.baseline or args.baseline_server
+            servers = ["corral"] + (["corral-baseline"] if ab else []) \
                 + ([] if args.only_corral else sc["peers"])
             runs = {s: [] for s in servers}
             for rnd in range(args.rounds):
