@@ -44,13 +44,22 @@ impl Raw {
     /// Opens with `extra` header lines; returns the 101's head too.
     fn open_with(port: u16, path: &str, extra: &str) -> (Raw, String) {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        let req = format!(
+        s.write_all(Raw::handshake(path, extra).as_bytes())
+            .expect("send handshake");
+        Raw::accepted(s)
+    }
+
+    fn handshake(path: &str, extra: &str) -> String {
+        format!(
             "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
-        );
-        s.write_all(req.as_bytes()).expect("send handshake");
+        )
+    }
+
+    /// Reads the answer to the handshake sent on `s`: a 101 that accepts it.
+    fn accepted(mut s: TcpStream) -> (Raw, String) {
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let mut head = Vec::new();
         let mut b = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") {
@@ -740,6 +749,41 @@ fn a_client_faster_than_the_app_waits_instead_of_growing_the_worker() {
     let (worker, edge) = (pids[0], pids[pids.len() - 1]);
     let args = [srv.port.to_string(), edge.to_string(), worker.to_string()];
     run_checks(&srv, "ws_backlog.py", &args, Duration::from_secs(120));
+}
+
+/// A client that sends frames right behind its handshake, before the 101
+/// (RFC 6455 says to wait; not every client does), to an app slow to
+/// accept: every byte reaches the app in order. The edge's watch for a
+/// client going away used to read one byte of them while the handshake
+/// waited, and the stream arrived broken (1002, invalid opcode).
+#[test]
+fn frames_sent_before_a_late_101_all_arrive_in_order() {
+    let srv = ws_site(None, "", "").start();
+    let messages: Vec<Vec<u8>> = (0..4u8)
+        .map(|i| (0..60_000u32).map(|j| (j % 251) as u8 ^ i).collect())
+        .collect();
+    let mut out = Raw::handshake("/ws/late", "").into_bytes();
+    for m in &messages {
+        out.extend(Raw::frame_bytes(0x82, m, false));
+    }
+    let s = TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    let mut writer = s.try_clone().expect("clone");
+    let sending = std::thread::spawn(move || writer.write_all(&out).is_ok());
+    let (mut ws, _) = Raw::accepted(s);
+    for (i, m) in messages.iter().enumerate() {
+        let (first, echoed) = ws.read_frame();
+        assert_eq!(
+            first,
+            0x82,
+            "message {i}: {first:#x} {:?}",
+            &echoed[..echoed.len().min(40)]
+        );
+        assert!(echoed == *m, "message {i} came back changed");
+    }
+    assert!(
+        sending.join().expect("sender"),
+        "the frames were not all taken"
+    );
 }
 
 #[test]

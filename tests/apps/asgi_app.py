@@ -184,6 +184,19 @@ async def ws_room(ws: WebSocket):
         room.discard(ws)
 
 
+@app.websocket("/ws/late")
+async def ws_late(ws: WebSocket):
+    """Echoes bytes, after taking its time to accept (past the edge's 50 ms
+    before it starts watching the client)."""
+    await asyncio.sleep(0.3)
+    await ws.accept()
+    while True:
+        msg = await ws.receive()
+        if msg["type"] == "websocket.disconnect":
+            return
+        await ws.send_bytes(msg["bytes"])
+
+
 # Set by POST /ws/later/go: until then /ws/later does not receive.
 later = asyncio.Event()
 

@@ -133,9 +133,12 @@ impl Edge {
             // For the access log if the answer never comes (504, 499).
             let begun = lease.begun();
             let attempt = self.attempt(ctx, lease, &out, avoid.len());
+            // Not for a WebSocket handshake: its client may already be
+            // sending frames, and the watch would read (and lose) one of
+            // their bytes. One that left is found when the 101 is written.
             let outcome = tokio::select! {
                 a = attempt => a,
-                e = client_gone(session) => Attempt::ClientGone(e),
+                e = client_gone(session), if !websocket => Attempt::ClientGone(e),
             };
             match self.past_hints(session, ctx, &out, outcome).await? {
                 Attempt::Answered(a) => return Ok(Some(a)),
