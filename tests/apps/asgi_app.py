@@ -190,6 +190,10 @@ async def ws_late(ws: WebSocket):
     before it starts watching the client)."""
     await asyncio.sleep(0.3)
     await ws.accept()
+    await echo_bytes(ws)
+
+
+async def echo_bytes(ws):
     while True:
         msg = await ws.receive()
         if msg["type"] == "websocket.disconnect":
@@ -207,11 +211,7 @@ async def ws_later(ws: WebSocket):
     pile up in front of an app that is not receiving."""
     await ws.accept()
     await later.wait()
-    while True:
-        msg = await ws.receive()
-        if msg["type"] == "websocket.disconnect":
-            return
-        await ws.send_bytes(msg["bytes"])
+    await echo_bytes(ws)
 
 
 @app.post("/ws/later/go")
