@@ -23,6 +23,31 @@ fn python() -> std::path::PathBuf {
     venv().join("bin/python")
 }
 
+/// Apps that answer before reading a large body, or while reading it,
+/// with python `requests` (tests/clients/asgi_unread_bodies.py): a 401 that
+/// never reads 4 MiB, 5 MB answered before the body is read, a streamed
+/// echo. The edge sends the whole body before it reads the answer, so the
+/// worker must take the rest in; each used to hang until app.timeout (504).
+#[test]
+fn answers_before_the_body_is_read_come_back_at_once() {
+    let srv = asgi_site(1, "timeout = \"10s\"").start();
+    let out = run_with_timeout(
+        Command::new(python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/asgi_unread_bodies.py"
+            ))
+            .arg(format!("http://127.0.0.1:{}", srv.port)),
+        Duration::from_secs(120),
+    );
+    eprintln!("{}", out.stdout);
+    assert!(
+        out.success() && out.stdout.contains("\n0 failures"),
+        "checks failed:\n{out}\n{}",
+        srv.stderr_tail()
+    );
+}
+
 #[test]
 fn check_names_the_interface_and_why() {
     asgi_site(1, "").assert_checks_as_asgi("Routes");

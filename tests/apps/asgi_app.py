@@ -298,11 +298,48 @@ async def bad_header(scope, receive, send):
     await send({"type": "http.response.body", "body": b"never"})
 
 
+async def refuse_unread(scope, receive, send):
+    """Raw ASGI: a 401 without reading the request body (an auth check
+    before an upload)."""
+    await send({"type": "http.response.start", "status": 401,
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"no"})
+
+
+ANSWER_FIRST = bytes(range(256)) * 400  # 100 KiB
+
+
+async def answer_first(scope, receive, send):
+    """Raw ASGI: 50 x 100 KiB of answer first, then it reads the body."""
+    size = len(ANSWER_FIRST) * 50
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(size).encode())]})
+    for _ in range(50):
+        await send({"type": "http.response.body", "body": ANSWER_FIRST, "more_body": True})
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def echo_stream(scope, receive, send):
+    """Raw ASGI: each piece of the body written back as it comes."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+        await send({"type": "http.response.body", "body": message.get("body", b""),
+                    "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
 class Routes:
     """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
 
     raw = {"/raw/wait-disconnect": wait_disconnect, "/raw/no-response": no_response,
-           "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers}
+           "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers,
+           "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
+           "/raw/echo-stream": echo_stream}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None

@@ -317,7 +317,8 @@ class HttpCycle(Waiting):
 
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
                  "disconnected", "complete", "started", "status", "headers", "framer",
-                 "keep_alive", "task", "reading_paused", "trailers", "body_done")
+                 "keep_alive", "task", "reading_paused", "trailers", "body_done",
+                 "after_body", "reads_all")
 
     def __init__(self, hop, scope, length, keep_alive):
         self.hop = hop
@@ -338,6 +339,11 @@ class HttpCycle(Waiting):
         self.reading_paused = False
         self.trailers = None  # a list once the app declares trailers
         self.body_done = False
+        # Answered before its body was all read: the keep-alive to go on
+        # with once the rest has come and been dropped (`end`).
+        self.after_body = None
+        # Set once the app waited to write while the body was unread (`drained`).
+        self.reads_all = False
 
     # ---- from the edge ----------------------------------------------------
 
@@ -350,9 +356,13 @@ class HttpCycle(Waiting):
             hop.buf += data[self.left:]
             data = data[:self.left]
         self.left -= len(data)
+        if self.after_body is not None:
+            if self.left == 0:
+                hop.response_done(self.after_body)
+            return
         self.chunks.append(data)
         self.buffered += len(data)
-        if self.buffered > READ_HIGH_WATER and not self.reading_paused:
+        if self.buffered > READ_HIGH_WATER and not self.reading_paused and not self.reads_all:
             self.reading_paused = True
             hop.transport.pause_reading()
         self.wake()
@@ -429,7 +439,7 @@ class HttpCycle(Waiting):
                 else:
                     self.body_done = True  # the trailers end it
             elif self.hop.paused:
-                await self.hop.drained()
+                await self.drained()
         elif kind == "http.response.start":
             if self.started:
                 raise RuntimeError("ASGI app sent 'http.response.start' twice")
@@ -505,13 +515,38 @@ class HttpCycle(Waiting):
             sent += len(piece)
             hop.transport.write(piece)
             if hop.paused:
-                await hop.drained()
+                await self.drained()
         return sent
+
+    async def drained(self):
+        """Waits until the edge reads the answer again. The edge reads it
+        only after sending the whole request body, so a body not read yet
+        is taken in now (at most `max_body`, the edge's limit): with both
+        sides waiting to write, the request would hang until app.timeout."""
+        if self.left > 0:
+            self.reads_all = True
+            if self.reading_paused:
+                self.reading_paused = False
+                self.hop.transport.resume_reading()
+        await self.hop.drained()
 
     def end(self, keep_alive):
         self.complete = True
         self.wake()
-        self.hop.response_done(keep_alive and not self.hop.lost)
+        keep_alive = keep_alive and not self.hop.lost
+        if self.left > 0 and not self.hop.lost:
+            # Answered without reading the whole body (a 401 before an
+            # upload, say): the edge is still sending the rest and reads
+            # the answer only after it. Read on and drop it, as nginx and
+            # uvicorn do, then the hop serves the next request.
+            self.after_body = keep_alive
+            self.chunks.clear()
+            self.buffered = 0
+            if self.reading_paused:
+                self.reading_paused = False
+                self.hop.transport.resume_reading()
+            return
+        self.hop.response_done(keep_alive)
 
     async def run(self):
         server = self.hop.server
