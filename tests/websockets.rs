@@ -206,24 +206,6 @@ fn a_websocket_is_logged_when_it_closes_with_the_bytes_it_sent() {
     assert!(lines[0].contains("HTTP/1.1\" 101 17 "), "{}", lines[0]);
 }
 
-/// Runs a tests/clients script that prints one line per check and
-/// "N failures" (tests/clients/checks.py); every check must pass.
-fn run_checks(srv: &Running, script: &str, args: &[String], limit: Duration) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
-    let out = run_with_timeout(
-        Command::new(venv().join("bin/python"))
-            .arg(path.join(script))
-            .args(args),
-        limit,
-    );
-    eprintln!("{}", out.stdout);
-    assert!(
-        out.success() && out.stdout.contains("\n0 failures"),
-        "{script}: checks failed:\n{out}\n{}",
-        srv.stderr_tail()
-    );
-}
-
 /// RFC 8441: over h2 a WebSocket is one stream of the page's connection.
 /// The python `h2` package and `wsproto` (not our code) speak it: echo with
 /// exact bytes and permessage-deflate, GETs and a second socket on the same

@@ -333,13 +333,29 @@ async def echo_stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def digest_later(scope, receive, send):
+    """Raw ASGI: waits 1.5 s before reading the body (a slow auth lookup,
+    say), then answers its length and sha256."""
+    await asyncio.sleep(1.5)
+    digest, size, more = hashlib.sha256(), 0, True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+        digest.update(message.get("body", b""))
+        size += len(message.get("body", b""))
+    out = f"{size} {digest.hexdigest()}".encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(out)).encode())]})
+    await send({"type": "http.response.body", "body": out})
+
+
 class Routes:
     """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
 
     raw = {"/raw/wait-disconnect": wait_disconnect, "/raw/no-response": no_response,
            "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers,
            "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
-           "/raw/echo-stream": echo_stream}
+           "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None

@@ -197,3 +197,23 @@ impl Drop for LockFile {
         let _ = fs::remove_file(&self.0);
     }
 }
+
+/// Runs a client script from tests/clients with the venv's python; every
+/// check it prints must pass ("0 failures"), else the test fails with its
+/// output and the server's log. Returns its output for further checks.
+pub fn run_checks(srv: &Running, script: &str, args: &[String], limit: Duration) -> CmdOutput {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .arg(path.join(script))
+            .args(args),
+        limit,
+    );
+    eprintln!("{}", out.stdout);
+    assert!(
+        out.success() && out.stdout.contains("\n0 failures"),
+        "{script}: checks failed:\n{out}\n{}",
+        srv.stderr_tail()
+    );
+    out
+}

@@ -17,15 +17,18 @@ import os
 import select
 import traceback
 
-# Request body bytes buffered per request before the edge is asked to wait.
-READ_HIGH_WATER = 1 << 20
+# Request body bytes buffered per request before the edge is asked to wait:
+# 64 KiB, as uvicorn. Each request may hold this and one read (256 KiB) of
+# a body its app has not taken yet, and a worker runs up to `concurrency`
+# of them: at 1 MiB, 100 uploads waiting on a slow app grew it 110 MiB.
+READ_HIGH_WATER = 1 << 16
 MAX_HEAD = 1 << 20
 # A WebSocket's messages the app has not received yet: past either bound
 # the worker stops reading that socket, so a client sending faster than the
 # app receives waits in TCP flow control (through the edge) instead of
 # growing the worker (the websockets library's max_queue does the same).
 INBOX_MESSAGES = 16
-INBOX_BYTES = READ_HIGH_WATER
+INBOX_BYTES = 1 << 20
 # How often the loop proves it is alive and checks stop and recycling.
 TICK = 0.1
 # A stopping worker exits after this long with nothing in flight (covers a
