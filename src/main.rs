@@ -16,7 +16,7 @@ use std::process::ExitCode;
 #[command(
     name = "corral",
     version,
-    about = "TLS, static files and a supervised pool of embedded-Python WSGI workers in one binary",
+    about = "TLS, static files and a supervised pool of embedded-Python workers (WSGI and ASGI, with WebSockets) in one binary",
     after_help = "Examples:\n  corral serve --config site.toml     run the site\n  corral check --config site.toml     validate the config and the app module, list every problem\n  corral reload --config site.toml    reread the config, restart workers one by one (no dropped requests)\n  corral upgrade --config site.toml   start the binary now at this path, hand it the sockets, drain the old one\n  corral stop --config site.toml      graceful stop, waits until everything has exited\n  corral status --config site.toml    workers, what each runs, the queue (--json for machines)\n  corral dump --config site.toml      Python stacks of the workers running requests\n\nSignals to the serving process: TERM = graceful stop, INT/QUIT = fast stop, HUP = reload,\nTTIN/TTOU = one worker more/less, USR1 = reopen log files, USR2 = binary upgrade."
 )]
 struct Cli {
