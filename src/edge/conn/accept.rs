@@ -374,8 +374,8 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
             None => {
                 // An upgraded connection goes on as a WebSocket tunnel here
                 // (boxed: only tunnels should pay for the tunnel's state).
-                if let Some(tunnel) = shared.state.handovers.take(id) {
-                    Box::pin(tunnel.run()).await;
+                if let Some(tunnel) = handed_over_tunnel(&shared, id) {
+                    tunnel.await;
                 }
                 return;
             }
@@ -385,6 +385,18 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
 
 /// Waits until a request's first bytes are in (kept for pingora to read);
 /// false when the client closed. See the guard's `Peek` for the contract.
+/// The WebSocket tunnel an upgraded connection was handed over to, boxed
+/// here: built inline in `serve_http1`, the tunnel's state (and the
+/// handed-over parts it is made from) sized every HTTP/1 connection's task,
+/// 2.8 KiB instead of 1 KiB, idle keep-alive clients included.
+fn handed_over_tunnel(
+    shared: &Shared,
+    id: i32,
+) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+    let tunnel = shared.state.handovers.take(id)?;
+    Some(Box::pin(tunnel.run()))
+}
+
 async fn await_request(stream: &mut Stream) -> std::io::Result<bool> {
     stream.try_peek(&mut []).await
 }

@@ -590,12 +590,25 @@ impl Peek for Guarded {
 }
 
 impl Guarded {
-    /// Waits for the next bytes and keeps them for pingora.
+    /// Waits for the next bytes and keeps them for pingora. The read's
+    /// buffer lives on the stack of one poll, not in the future: an idle
+    /// keep-alive client or WebSocket waits here for hours, and a buffer
+    /// kept across the wait cost each one 630 bytes.
     async fn await_bytes(&mut self) -> std::io::Result<bool> {
-        let mut piece = [0u8; 512];
-        let n = self.read_checked(&mut piece).await?;
-        self.put_back(&piece[..n]);
-        Ok(n > 0)
+        std::future::poll_fn(|cx| {
+            let mut piece = [0u8; 512];
+            let mut rb = ReadBuf::new(&mut piece);
+            match Pin::new(&mut *self).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    self.put_back(&piece[..n]);
+                    Poll::Ready(Ok(n > 0))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await
     }
 
     /// Reads through the framer, so the header deadline and the byte
