@@ -503,16 +503,53 @@ fn trailers_reach_clients_that_take_them_over_http2_and_http11() {
     );
 }
 
+/// Browsers send each cookie as a field of its own over HTTP/2 (the python
+/// `h2` package here does the same): the app gets them joined with "; "
+/// as one `cookie` header (RFC 9113 §8.2.3), where its other headers were.
+/// Django joined the separate fields with "," and kept only the first
+/// cookie, so sessions and CSRF broke for every browser over HTTPS.
+#[test]
+fn cookies_sent_as_separate_h2_fields_reach_the_app_as_one_header() {
+    let srv = asgi_site(1, "").start();
+    let cookies = [
+        "--cookie",
+        "sessionid=abc",
+        "--cookie",
+        "csrftoken=xyz",
+        "--cookie",
+        "theme=dark",
+    ];
+    let got = h2_get_with(&srv, "/raw/headers", &cookies);
+    assert_eq!(got["status"], 200, "{got}");
+    let headers: Vec<(String, String)> =
+        serde_json::from_str(got["body"].as_str().unwrap_or("")).expect("the app's JSON");
+    let cookie: Vec<&(String, String)> = headers.iter().filter(|(k, _)| k == "cookie").collect();
+    assert_eq!(
+        cookie,
+        [&(
+            "cookie".to_string(),
+            "sessionid=abc; csrftoken=xyz; theme=dark".to_string()
+        )],
+        "{headers:?}"
+    );
+}
+
 /// One GET over h2c by the python `h2` package (tests/clients/h2_get.py),
 /// which reports informational heads and trailers.
 fn h2_get(srv: &Running, path: &str) -> serde_json::Value {
+    h2_get_with(srv, path, &[])
+}
+
+/// The same, with extra arguments for h2_get.py (`--cookie`).
+fn h2_get_with(srv: &Running, path: &str, extra: &[&str]) -> serde_json::Value {
     let out = run_with_timeout(
         Command::new(python())
             .arg(concat!(
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/clients/h2_get.py"
             ))
-            .args(["--port", &srv.port.to_string(), "--path", path]),
+            .args(["--port", &srv.port.to_string(), "--path", path])
+            .args(extra),
         Duration::from_secs(30),
     );
     assert!(out.success(), "{out}\n{}", srv.stderr_tail());

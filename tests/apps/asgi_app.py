@@ -3,6 +3,7 @@ that record what the server did (cancellations, disconnects, body pieces)."""
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import time
 
@@ -349,13 +350,22 @@ async def digest_later(scope, receive, send):
     await send({"type": "http.response.body", "body": out})
 
 
+async def headers_seen(scope, receive, send):
+    """Raw ASGI: the scope's headers as JSON pairs, as the app got them."""
+    out = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": out})
+
+
 class Routes:
     """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
 
     raw = {"/raw/wait-disconnect": wait_disconnect, "/raw/no-response": no_response,
            "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers,
            "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
-           "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later}
+           "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later,
+           "/raw/headers": headers_seen}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None

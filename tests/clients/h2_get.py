@@ -1,7 +1,7 @@
 """One GET over HTTP/2 (h2c, prior knowledge) with the python `h2` package,
 which reports what higher-level clients hide: informational heads and
 trailers. Prints JSON: status, informational statuses, body length and
-sha256, trailers.
+sha256, its first 4 KiB as text, trailers.
 
     python h2_get.py --port P --path /raw/trailers
 """
@@ -19,12 +19,15 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--path", required=True)
+    ap.add_argument("--cookie", action="append", default=[],
+                    help="a cookie field of its own, as browsers send them over h2")
     a = ap.parse_args()
     sock = socket.create_connection(("127.0.0.1", a.port), timeout=20)
     conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
     conn.send_headers(1, [(":method", "GET"), (":path", a.path), (":scheme", "http"),
-                          (":authority", f"127.0.0.1:{a.port}")], end_stream=True)
+                          (":authority", f"127.0.0.1:{a.port}")]
+                      + [("cookie", c) for c in a.cookie], end_stream=True)
     sock.sendall(conn.data_to_send())
     out = {"status": None, "informational": [], "trailers": {}}
     body = bytearray()
@@ -48,6 +51,7 @@ def main():
         sock.sendall(conn.data_to_send())
     out["body_len"] = len(body)
     out["body_sha256"] = hashlib.sha256(body).hexdigest()
+    out["body"] = body[:4096].decode("utf-8", "replace")
     print(json.dumps(out))
 
 
