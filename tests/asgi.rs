@@ -147,6 +147,46 @@ fn header_names_are_shared_but_made_up_long_ones_are_not() {
     assert!(!names.contains(&long.as_str()), "{shared}");
 }
 
+/// An app that listened in receive() and gave up (asyncio.wait_for, as
+/// Starlette's request.is_disconnected() does) no longer counts as
+/// listening: over app.timeout its task is still cancelled. And two tasks
+/// waiting in receive() at once both hear http.disconnect. (A given-up
+/// wait used to stay registered: the 504 went out but the task ran on, and
+/// of two listeners only the last heard.)
+#[test]
+fn a_receive_given_up_or_shared_still_hears_the_end() {
+    use std::io::{Read, Write};
+    let srv = asgi_site(1, "timeout = \"1s\"").start();
+    let t = Instant::now();
+    let r = srv.get("/raw/listen-then-sleep");
+    srv.assert_status(&r, 504, "over the timeout after giving up a receive");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    // Read until the stream starts, then wait out app.timeout, which ends
+    // it (the edge closes the worker's side).
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).expect("connect");
+    s.write_all(b"GET /raw/two-listeners HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !String::from_utf8_lossy(&seen).contains("started") {
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            other => panic!("{other:?}: {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(s);
+    let state = srv.get("/raw/listening").json();
+    assert_eq!(state["cancelled"], true, "the task ran on: {state}");
+    assert_eq!(state["finished"], false, "{state}");
+    assert_eq!(
+        state["heard"], 2,
+        "listeners that heard http.disconnect: {state}"
+    );
+}
+
 #[test]
 fn a_request_over_the_timeout_cancels_only_its_task() {
     let srv = asgi_site(1, "timeout = \"1s\"").start();

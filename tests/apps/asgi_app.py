@@ -358,6 +358,47 @@ async def headers_seen(scope, receive, send):
     await send({"type": "http.response.body", "body": out})
 
 
+LISTENING = {"cancelled": False, "finished": False, "heard": 0}
+
+
+async def listen_then_sleep(scope, receive, send):
+    """Raw ASGI: takes the body, listens once for 50 ms and gives up
+    (asyncio.wait_for, as a poll for a disconnect), then works for 5 s
+    without listening: over app.timeout its task must be cancelled."""
+    await receive()
+    try:
+        await asyncio.wait_for(receive(), 0.05)
+    except asyncio.TimeoutError:
+        pass
+    try:
+        await asyncio.sleep(5)
+    except asyncio.CancelledError:
+        LISTENING["cancelled"] = True
+        raise
+    LISTENING["finished"] = True
+
+
+async def two_listeners(scope, receive, send):
+    """Raw ASGI: starts a stream, then two tasks wait in receive() at once
+    (a handler and a disconnect watcher): both must hear http.disconnect."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"started", "more_body": True})
+
+    async def listen():
+        if (await receive())["type"] == "http.disconnect":
+            LISTENING["heard"] += 1
+
+    await asyncio.wait([asyncio.create_task(listen()) for _ in range(2)], timeout=10)
+
+
+async def listening_state(scope, receive, send):
+    out = json.dumps(LISTENING).encode()
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": out})
+
+
 class Routes:
     """Sends a few paths to raw ASGI callables, the rest to FastAPI."""
 
@@ -365,7 +406,8 @@ class Routes:
            "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers,
            "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
            "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later,
-           "/raw/headers": headers_seen}
+           "/raw/headers": headers_seen, "/raw/listen-then-sleep": listen_then_sleep,
+           "/raw/two-listeners": two_listeners, "/raw/listening": listening_state}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None

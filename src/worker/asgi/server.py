@@ -321,7 +321,7 @@ class HttpCycle(Waiting):
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
                  "disconnected", "complete", "started", "status", "headers", "framer",
                  "keep_alive", "task", "reading_paused", "trailers", "body_done",
-                 "after_body", "reads_all")
+                 "after_body", "reads_all", "listening")
 
     def __init__(self, hop, scope, length, keep_alive):
         self.hop = hop
@@ -347,6 +347,8 @@ class HttpCycle(Waiting):
         self.after_body = None
         # Set once the app waited to write while the body was unread (`drained`).
         self.reads_all = False
+        # Calls waiting in receive() now (`sleep`).
+        self.listening = 0
 
     # ---- from the edge ----------------------------------------------------
 
@@ -375,7 +377,7 @@ class HttpCycle(Waiting):
         passed. An app waiting in receive() hears http.disconnect and ends
         its own work; otherwise its task is cancelled (it, and nothing else)."""
         self.disconnected = True
-        listening = self.waiter is not None
+        listening = self.listening > 0
         self.wake()
         if not listening and not self.complete and self.task is not None and not self.task.done():
             self.task.cancel()
@@ -389,8 +391,23 @@ class HttpCycle(Waiting):
                 return self.body_message()
             if self.disconnected or self.complete:
                 return {"type": "http.disconnect"}
-            self.waiter = self.hop.server.loop.create_future()
-            await self.waiter
+            await self.sleep()
+
+    async def sleep(self):
+        """Until `wake`. Several calls may wait at once (Starlette's
+        request.is_disconnected() beside a body read, sse-starlette's
+        watcher): they share one future, each through a shield, so that a
+        call given up (asyncio.wait_for) neither cancels the others' wait
+        nor stays counted as listening, which would keep `disconnect` from
+        cancelling a task that no longer listens."""
+        w = self.waiter
+        if w is None:
+            w = self.waiter = self.hop.server.loop.create_future()
+        self.listening += 1
+        try:
+            await asyncio.shield(w)
+        finally:
+            self.listening -= 1
 
     def body_message(self):
         chunks = self.chunks
