@@ -514,6 +514,23 @@ fn django_channels_http_views_and_a_broadcasting_consumer() {
     let r = srv.get("/async/?q=caf%C3%A9");
     srv.assert_status(&r, 200, "an async Django view");
     assert_eq!(r.json()["query"].as_str(), Some("café"), "{r}");
+    // Sync views that stream or send a file: asgiref lets go of the
+    // response's objects on its own threads, which corral's per-response
+    // objects must allow (they were thread-bound: an error logged and the
+    // response's buffer leaked each time).
+    let source = std::fs::read(srv.path().join("chatsite/urls.py")).expect("urls.py");
+    let pieces: String = (0..20).map(|i| format!("piece {i}\n")).collect();
+    for _ in 0..20 {
+        let r = srv.get("/stream/");
+        assert_eq!(String::from_utf8_lossy(&r.body), pieces, "{r}");
+        let r = srv.get("/file/");
+        assert_eq!(sha256_hex(&r.body), sha256_hex(&source), "{r}");
+    }
+    assert!(
+        !srv.stderr().contains("unsendable"),
+        "{}",
+        srv.stderr_tail()
+    );
     let script = format!(
         r#"
 import asyncio, json, websockets

@@ -6,7 +6,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PySequence};
 
-#[pyclass(unsendable, name = "Framer")]
+#[pyclass(name = "Framer")]
 pub struct AsgiFramer {
     framer: Framer,
     out: Vec<u8>,

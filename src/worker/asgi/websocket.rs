@@ -66,7 +66,7 @@ impl Write for Wire {
     }
 }
 
-#[pyclass(unsendable, name = "WebSocket")]
+#[pyclass(name = "WebSocket")]
 pub struct WebSocket {
     ctx: WebSocketContext,
     wire: Wire,

@@ -1,4 +1,6 @@
-from django.http import JsonResponse
+import os
+
+from django.http import FileResponse, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 
@@ -11,4 +13,15 @@ async def async_hello(request):
     return JsonResponse({"async": True, "query": request.GET.get("q", "")})
 
 
-urlpatterns = [path("hello/", hello), path("async/", async_hello)]
+def stream(request):
+    """A sync view streaming 20 pieces (asgiref runs it on a thread)."""
+    return StreamingHttpResponse(f"piece {i}\n" for i in range(20))
+
+
+def own_source(request):
+    """A sync view sending a file."""
+    return FileResponse(open(os.path.abspath(__file__), "rb"))
+
+
+urlpatterns = [path("hello/", hello), path("async/", async_hello), path("stream/", stream),
+               path("file/", own_source)]
