@@ -2,8 +2,9 @@
 //! request:
 //!
 //! * a reload whose new code does not import keeps the old workers and the
-//!   old config serving, `corral reload` says why and exits non-zero, and
-//!   the next reload with fixed code goes through; a config that parses but
+//!   old config serving, `corral reload` says why and exits non-zero, a
+//!   worker that dies meanwhile (its replacement cannot boot) leaves the
+//!   others serving, and the next reload with fixed code goes through; a config that parses but
 //!   fails its checks is refused the same way;
 //! * SIGTERM: new connections are refused at once (or served), never left
 //!   hanging in a backlog nobody accepts from.
@@ -41,6 +42,23 @@ fn versions_seen(port: u16, n: usize) -> Vec<String> {
             },
         )
         .collect()
+}
+
+/// The master is still there, the load goes on, and v1 answers.
+fn still_serving_v1(srv: &mut Running, load: &Load, when: &str) {
+    assert!(
+        srv.try_status().is_none(),
+        "the master exited {when}:\n{}",
+        srv.logs()
+    );
+    assert!(
+        load.wait_more(50, Duration::from_secs(10)),
+        "load stalled {when}"
+    );
+    assert!(
+        versions_seen(srv.port, 6).iter().all(|v| v == "v1"),
+        "{when}"
+    );
 }
 
 #[test]
@@ -82,21 +100,26 @@ fn a_broken_deploy_never_takes_the_site_down() {
         "no 'reload failed' line in the log:\n{}",
         srv.stderr_tail()
     );
-    assert!(
-        srv.try_status().is_none(),
-        "the master exited on a broken deploy:\n{}",
-        srv.logs()
-    );
-    assert!(
-        load.wait_more(50, Duration::from_secs(10)),
-        "load stalled after the failed reload"
-    );
+    still_serving_v1(&mut srv, &load, "after the failed reload");
     assert_eq!(
         srv.worker_pids(),
         old_workers,
         "the old workers must keep serving"
     );
     assert!(versions_seen(port, 6).iter().all(|v| v == "v1"));
+
+    // 1b. A worker dies while the broken code is still on disk: its
+    // replacement cannot boot, yet the site goes on with the other.
+    let killed = old_workers[0];
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &killed.to_string()])
+        .status();
+    assert!(
+        srv.wait_for_stderr("keep failing to boot", Duration::from_secs(10)),
+        "no retry line after the replacements failed:\n{}",
+        srv.stderr_tail()
+    );
+    still_serving_v1(&mut srv, &load, "while the replacement cannot boot");
 
     // 2. A config that parses but fails its checks: refused, old one kept.
     let good_config = fs::read_to_string(srv.config_path()).unwrap();

@@ -242,6 +242,14 @@ impl Arbiter {
         }
     }
 
+    /// Workers up and taking requests (not booting, not on their way out).
+    fn serving_workers(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.ready && !w.retiring)
+            .count()
+    }
+
     pub(super) fn on_worker_exit(&mut self, pid: Pid, death: Death, oom: bool) {
         let Some(w) = self.workers.remove(&pid) else {
             return; // a probe or an already-forgotten child
@@ -264,9 +272,20 @@ impl Arbiter {
             self.boot_failures += 1;
             error!("worker {pid} failed to boot: {how}");
             if self.boot_failures >= MAX_BOOT_FAILURES {
+                let serving = self.serving_workers();
                 let reason = self.last_boot_error.clone().unwrap_or(how);
-                self.fail(format!("worker failed to boot: {reason}"));
-                return;
+                if serving == 0 {
+                    self.fail(format!("worker failed to boot: {reason}"));
+                    return;
+                }
+                // Code broken on disk (a deploy not yet reloaded, or one a
+                // reload refused) must not stop a site that still serves:
+                // keep the workers that run, retry with backoff.
+                error!(
+                    "replacement workers keep failing to boot ({} times): {reason}; \
+                     keeping the {serving} still serving and retrying (fix the code, then reload)",
+                    self.boot_failures
+                );
             }
         } else {
             error!("worker {pid} died: {how}; starting a replacement");
