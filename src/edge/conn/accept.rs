@@ -383,8 +383,6 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
     }
 }
 
-/// Waits until a request's first bytes are in (kept for pingora to read);
-/// false when the client closed. See the guard's `Peek` for the contract.
 /// The WebSocket tunnel an upgraded connection was handed over to, boxed
 /// here: built inline in `serve_http1`, the tunnel's state (and the
 /// handed-over parts it is made from) sized every HTTP/1 connection's task,
@@ -397,6 +395,8 @@ fn handed_over_tunnel(
     Some(Box::pin(tunnel.run()))
 }
 
+/// Waits until a request's first bytes are in (kept for pingora to read);
+/// false when the client closed. See the guard's `Peek` for the contract.
 async fn await_request(stream: &mut Stream) -> std::io::Result<bool> {
     stream.try_peek(&mut []).await
 }

@@ -149,14 +149,14 @@ fn scheme(https: bool, websocket: bool) -> &'static str {
 /// `[name, value]` pairs, names lower-case, the edge's own fields left out.
 fn headers<'py>(py: Python<'py>, head: &request::RequestHead) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
-    let mut cookie = joined_cookies(head);
+    let cookie = joined_cookies(head);
     let mut cookie_sent = false;
     for (name, value) in &head.headers {
         let lname = name.to_ascii_lowercase();
         if lname.starts_with(wire::PREFIX) {
             continue;
         }
-        let value: &[u8] = match (&mut cookie, lname.as_str()) {
+        let value: &[u8] = match (cookie.as_deref(), lname.as_str()) {
             (Some(_), "cookie") if cookie_sent => continue,
             (Some(joined), "cookie") => {
                 cookie_sent = true;
@@ -176,20 +176,13 @@ fn headers<'py>(py: Python<'py>, head: &request::RequestHead) -> PyResult<Bound<
 /// Some(joined) when there are several: the first field's place carries
 /// it, and `headers` leaves the others out.
 fn joined_cookies(head: &request::RequestHead) -> Option<Vec<u8>> {
-    let mut cookies = head
+    let cookies: Vec<&[u8]> = head
         .headers
         .iter()
         .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-        .map(|(_, value)| value.as_ref());
-    let first: &[u8] = cookies.next()?;
-    let mut joined = first.to_vec();
-    let mut several = false;
-    for more in cookies {
-        several = true;
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(more);
-    }
-    several.then_some(joined)
+        .map(|(_, value)| value.as_slice())
+        .collect();
+    (cookies.len() > 1).then(|| cookies.join(&b"; "[..]))
 }
 
 /// Header names seen so far, as shared bytes objects (immutable, so

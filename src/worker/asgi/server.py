@@ -417,9 +417,7 @@ class HttpCycle(Waiting):
             body = b"".join(chunks)
             chunks.clear()
         self.buffered = 0
-        if self.reading_paused:
-            self.reading_paused = False
-            self.hop.transport.resume_reading()
+        self.resume_reading()
         more = self.left > 0
         self.final_sent = not more
         return {"type": "http.request", "body": body, "more_body": more}
@@ -545,9 +543,7 @@ class HttpCycle(Waiting):
         sides waiting to write, the request would hang until app.timeout."""
         if self.left > 0:
             self.reads_all = True
-            if self.reading_paused:
-                self.reading_paused = False
-                self.hop.transport.resume_reading()
+            self.resume_reading()
         await self.hop.drained()
 
     def end(self, keep_alive):
@@ -562,11 +558,15 @@ class HttpCycle(Waiting):
             self.after_body = keep_alive
             self.chunks.clear()
             self.buffered = 0
-            if self.reading_paused:
-                self.reading_paused = False
-                self.hop.transport.resume_reading()
+            self.resume_reading()
             return
         self.hop.response_done(keep_alive)
+
+    def resume_reading(self):
+        """Reading the body goes on if `feed` paused it."""
+        if self.reading_paused:
+            self.reading_paused = False
+            self.hop.transport.resume_reading()
 
     async def run(self):
         server = self.hop.server
