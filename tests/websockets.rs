@@ -479,7 +479,7 @@ fn a_real_browser_loads_a_page_over_tls_and_talks_over_a_websocket() {
     // Chromium offers permessage-deflate; the 60 KB JSON went both ways compressed.
     assert_eq!(
         report,
-        "browser echo ok over https: with permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+        "browser echo ok over https: with permessage-deflate; server_no_context_takeover; client_no_context_takeover; closed 1000 cleanly"
     );
     // The page came over h2, so Chromium opened the socket as a stream of
     // that connection (RFC 8441) rather than a second connection.

@@ -132,8 +132,13 @@ ws.onmessage = (e) => {
     out.textContent = ok ? "browser echo ok over " + location.protocol + " with " + ws.extensions
                          : "wrong: " + got.join("|").slice(0, 300);
     ws.close(1000);
-    fetch("/report", {method: "POST", body: out.textContent});
   }
+};
+// Reported once the close handshake is over: Chromium says whether it was
+// clean (a reset stream, even RST_STREAM(NO_ERROR), is a 1006).
+ws.onclose = (e) => {
+  const how = "; closed " + e.code + (e.wasClean ? " cleanly" : " uncleanly");
+  fetch("/report", {method: "POST", body: out.textContent + how});
 };
 ws.onerror = () => { fetch("/report", {method: "POST", body: "websocket error"}); };
 </script></body></html>"""

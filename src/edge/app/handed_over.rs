@@ -102,6 +102,11 @@ impl Client {
                 }
                 Client::H2(s) => {
                     let _ = s.write_body(Bytes::new(), true).await;
+                    // The client ends its half in answer (RFC 8441 §5);
+                    // a stream let go before that is reset (RST_STREAM
+                    // NO_ERROR, RFC 9113 §8.1), which Chromium reports
+                    // as 1006 even after a clean close handshake.
+                    while let Ok(Some(_)) = s.read_body_bytes().await {}
                 }
             }
         };
@@ -240,15 +245,27 @@ impl Tunnel {
                 break why;
             }
         };
-        if why == WORKER_GONE {
+        match why {
             // It closed before taking all the client sent (a message over
             // `max_message`): what it said last, its close frame, still goes.
-            let said = Box::pin(last_words(&self.worker)).await;
-            if !said.is_empty() && self.client.send(&said).await.is_ok() {
-                self.sent += said.len();
+            WORKER_GONE => self.pass_on_last_words(LAST_WORDS_GONE).await,
+            // The client ended its half, maybe right behind a close frame
+            // (an h2 END_STREAM on the frame): the worker hears the end
+            // and answers with its own close frame, which still goes.
+            CLIENT_DONE => {
+                let _ = self.worker.shutdown().await;
+                self.pass_on_last_words(CLOSE_WITHIN).await;
             }
+            _ => {}
         }
         why
+    }
+
+    async fn pass_on_last_words(&mut self, within: Duration) {
+        let said = Box::pin(last_words(&self.worker, within)).await;
+        if !said.is_empty() && self.client.send(&said).await.is_ok() {
+            self.sent += said.len();
+        }
     }
 
     /// Moves what one step brought; Err ends the tunnel, saying why.
@@ -257,9 +274,9 @@ impl Tunnel {
             Step::FromClient(Ok(Some(bytes))) => {
                 self.worker.write_all(&bytes).await.map_err(|_| WORKER_GONE)
             }
-            // The client closing drops the worker's connection, which
+            // The client closing ends the worker's connection, which
             // tells the app (1006 unless a close frame came first).
-            Step::FromClient(Ok(None)) => Err("the client closed it"),
+            Step::FromClient(Ok(None)) => Err(CLIENT_DONE),
             Step::FromClient(Err(())) => Err("the client's connection failed"),
             Step::FromWorker => self.worker_to_client().await,
             Step::Ending => {
@@ -289,6 +306,11 @@ impl Tunnel {
 }
 
 const WORKER_GONE: &str = "the worker went away";
+const CLIENT_DONE: &str = "the client closed it";
+
+/// How long a worker that closed may take with each piece of what it
+/// still had to say.
+const LAST_WORDS_GONE: Duration = Duration::from_millis(200);
 
 /// The edge asking its tunnels to end (`EdgeState::tunnels_ending`).
 struct Ending(Option<watch::Receiver<bool>>);
@@ -308,13 +330,12 @@ impl Ending {
     }
 }
 
-/// What a worker that closed before taking all the client sent still had
-/// to say: its close frame, read from its connection (at most 64 KiB,
-/// waiting at most 200 ms for each piece).
-async fn last_words(worker: &WorkerStream) -> Vec<u8> {
+/// What a worker still had to say at the end, its close frame above all,
+/// read from its connection (at most 64 KiB, waiting at most `within` for
+/// each piece).
+async fn last_words(worker: &WorkerStream, within: Duration) -> Vec<u8> {
     let mut said = Vec::new();
     let mut buf = vec![0u8; CHUNK];
-    let within = Duration::from_millis(200);
     while said.len() < 64 * 1024 {
         if !matches!(
             tokio::time::timeout(within, worker.readable()).await,
