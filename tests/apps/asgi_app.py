@@ -231,6 +231,19 @@ async def ws_deny(ws: WebSocket):
     await ws.close(code=4001)
 
 
+@app.websocket("/ws/fail")
+async def ws_fail(ws: WebSocket):
+    """Raises after the first message (a bug in the app)."""
+    await ws.accept()
+    await ws.receive()
+    raise RuntimeError("boom in a websocket handler")
+
+
+@app.websocket("/ws/fail-early")
+async def ws_fail_early(ws: WebSocket):
+    raise RuntimeError("boom before accepting")
+
+
 @app.websocket("/ws/bye")
 async def ws_bye(ws: WebSocket):
     """Closes with its own code after the first message."""

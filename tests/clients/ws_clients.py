@@ -56,20 +56,38 @@ async def broadcast(url, ctx, tag, n=20):
         await c.close()
 
 
-async def deny_and_close_codes(url, ctx, tag):
-    try:
-        async with websockets.connect(url + "/ws/deny", ssl=ctx):
-            check(False, f"{tag} websockets: a denied handshake was accepted")
-    except websockets.InvalidStatus as e:
-        check(e.response.status_code == 403, f"{tag} websockets: denied with {e.response.status_code}")
-    async with websockets.connect(url + "/ws/bye", ssl=ctx) as ws:
+async def close_after_a_message(url, ctx):
+    """Sends one message; returns the close frame the server answers with."""
+    async with websockets.connect(url, ssl=ctx) as ws:
         await ws.send("x")
         try:
             await asyncio.wait_for(ws.recv(), 10)
-            check(False, f"{tag} websockets: /ws/bye did not close")
         except websockets.ConnectionClosed as e:
-            check(e.rcvd is not None and e.rcvd.code == 4002 and e.rcvd.reason == "bye now",
-                  f"{tag} websockets: the app's close code and reason arrive ({e.rcvd})")
+            return e.rcvd
+        return None
+
+
+async def refusal(url, ctx):
+    """The HTTP status a refused handshake gets (None if it was accepted)."""
+    try:
+        async with websockets.connect(url, ssl=ctx):
+            return None
+    except websockets.InvalidStatus as e:
+        return e.response.status_code
+
+
+async def deny_and_close_codes(url, ctx, tag):
+    status = await refusal(url + "/ws/deny", ctx)
+    check(status == 403, f"{tag} websockets: denied with {status}")
+    rcvd = await close_after_a_message(url + "/ws/bye", ctx)
+    check(rcvd is not None and rcvd.code == 4002 and rcvd.reason == "bye now",
+          f"{tag} websockets: the app's close code and reason arrive ({rcvd})")
+    # An app that raises: 1011 on an open socket, a 500 for the handshake.
+    rcvd = await close_after_a_message(url + "/ws/fail", ctx)
+    check(rcvd is not None and rcvd.code == 1011,
+          f"{tag} websockets: an app error closes with 1011 ({rcvd})")
+    status = await refusal(url + "/ws/fail-early", ctx)
+    check(status == 500, f"{tag} websockets: an app error before accept is a {status}")
 
 
 def with_websocket_client(url, ca, tag):

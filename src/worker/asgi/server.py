@@ -839,27 +839,31 @@ class WebSocketCycle(Waiting):
     async def run(self):
         server = self.hop.server
         server.in_flight += 1
+        failed = False
         try:
             await server.app(self.scope, self.receive, self.send)
         except asyncio.CancelledError:
             pass
         except BaseException as e:
             if self.state != "closed":
+                failed = True
                 rt.log_error(f"error in app for {self.summary()}:\n{error_text(e)}")
         finally:
             server.in_flight -= 1
             rt.after_request()
-            self.end()
+            self.end(failed)
 
-    def end(self):
+    def end(self, failed):
         """The app returned: an unanswered handshake is refused (403), an
-        open socket is closed (1000), as the ASGI spec has it."""
+        open socket is closed (1000), as the ASGI spec has it. If it raised
+        instead, the client hears an error: a 500 for the handshake, 1011
+        on an open socket (as uvicorn, hypercorn and daphne answer)."""
         hop = self.hop
         if self.state == "connecting" and not hop.lost:
-            hop.transport.write(rt.error_response(403, False))
+            hop.transport.write(rt.error_response(500 if failed else 403, False))
             hop.transport.close()
         elif self.state == "open":
-            self.server_close(1000, "")
+            self.server_close(1011 if failed else 1000, "")
         self.closed(self.code or 1000, "")
 
 
