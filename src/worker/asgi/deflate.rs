@@ -159,7 +159,7 @@ impl Inflating {
                 }
                 Step::Gather => {
                     let gathered = self.message.as_ref().map_or(0, |m| m.payload.len());
-                    if len > (limit.saturating_sub(gathered)) as u64 {
+                    if len > (compressed_limit(limit).saturating_sub(gathered)) as u64 {
                         return Err(Refusal::TooBig);
                     }
                     let end = head + len as usize;
@@ -225,6 +225,15 @@ impl Inflating {
             .format(out)
             .map_err(|_| Refusal::Protocol)
     }
+}
+
+/// How large a compressed message may be for one of `limit` bytes once
+/// inflated. Incompressible data grows a little: a deflate stored block
+/// costs 5 bytes, and a client with a small memory level (python
+/// websockets uses 5) stores 8 KiB or less per block, some as little as
+/// 512 bytes. The inflated size is what `max_message` limits.
+fn compressed_limit(limit: usize) -> usize {
+    limit.saturating_add(limit / 64).saturating_add(1024)
 }
 
 /// The worker's one compressor and decompressor (all Python, and so all
