@@ -281,6 +281,37 @@ fn a_client_that_goes_away_is_a_disconnect_for_the_app() {
     }
 }
 
+/// A client that leaves a quiet stream (server-sent events that wait for
+/// news) is noticed at once, over HTTP/1.1 and h2, even with app.timeout
+/// off: the app's task ends (uvicorn and hypercorn notice too), rather than
+/// at the next write that may never come.
+#[test]
+fn a_client_leaving_a_quiet_stream_ends_the_apps_task() {
+    let srv = asgi_site(1, "timeout = \"0\"").start();
+    let url = format!("http://127.0.0.1:{}/sse", srv.port);
+    for (round, proto) in [(1, "--http1.1"), (2, "--http2-prior-knowledge")] {
+        // curl gives up after 1.5 s: the event came, then nothing.
+        let out = run_with_timeout(
+            Command::new("curl").args(["-sN", proto, "--max-time", "1.5", &url]),
+            Duration::from_secs(10),
+        );
+        assert!(out.stdout.contains("data: hello"), "{out}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = srv.get("/seen").json();
+            if seen["sse_closed"].as_i64() == Some(round) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{proto}: the app's stream still runs after its client left: {seen:?}\n{}",
+                srv.stderr_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 #[test]
 fn app_mistakes_are_500s_and_logged() {
     let srv = asgi_site(1, "").start();

@@ -89,7 +89,7 @@ impl ProxyHttp for Edge {
     }
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
-        ctx.status == 499
+        ctx.status == 499 || ctx.client_left
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

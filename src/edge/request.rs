@@ -50,6 +50,8 @@ pub struct Ctx {
     pub(crate) scheme: &'static str,
     /// The response body was cut short.
     pub(crate) incomplete: bool,
+    /// The client left while its response streamed: not an error of ours.
+    pub(crate) client_left: bool,
     /// What an app request cost (queue, worker time, the worker's receipt).
     pub(crate) work: Option<crate::edge::app::job::Work>,
     /// The body length the head declares, once `route` has checked it.
@@ -83,6 +85,7 @@ impl Ctx {
             client: None,
             scheme: "http",
             incomplete: false,
+            client_left: false,
             work: None,
             declared_length: None,
             kind: Default::default(),

@@ -12,7 +12,7 @@ from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTe
                                StreamingResponse)
 
 # What the app saw, reported by GET /seen.
-seen = {"cancelled": 0, "disconnects": 0, "ws_codes": [], "ws_http": [], "pathsend": 0}
+seen = {"cancelled": 0, "disconnects": 0, "sse_open": 0, "sse_closed": 0, "ws_codes": [], "ws_http": [], "pathsend": 0}
 room = set()
 
 
@@ -93,6 +93,20 @@ async def sleep(s: float):
 async def block(s: float):
     time.sleep(s)  # the mistake the watchdog is for
     return {"blocked": s}
+
+
+@app.get("/sse")
+async def sse():
+    """One event, then quiet for an hour: the server must notice a client
+    that leaves in the quiet, not at the next write."""
+    async def gen():
+        seen["sse_open"] += 1
+        try:
+            yield "data: hello\n\n"
+            await asyncio.sleep(3600)
+        finally:
+            seen["sse_closed"] += 1
+    return StreamingResponse(gen(), media_type="text/event-stream")
 
 
 @app.get("/stream")

@@ -4,7 +4,7 @@
 //! buffer (memory, then a temp file) a task fills from it.
 
 use crate::config::schema::Compression;
-use crate::edge::app::exchange::{report_timeout, Answer};
+use crate::edge::app::exchange::{client_gone, report_timeout, Answer};
 use crate::edge::app::job::{Job, Work};
 use crate::edge::app::pool::{Conn, Lease, Pool};
 use crate::edge::app::response_buffer;
@@ -229,7 +229,22 @@ impl Edge {
             what: job,
         };
         tokio::spawn(relay.run(lease, conn, writer));
-        while let Some(piece) = reader.next().await {
+        loop {
+            // A quiet stream (server-sent events, a long poll) may send
+            // nothing for hours: the client leaving is watched meanwhile,
+            // so the worker hears it now and not at a write that may never
+            // come. (Only while a piece is late: `client_gone` waits first.)
+            let piece = tokio::select! {
+                biased;
+                p = reader.next() => p,
+                gone = client_gone(session) => {
+                    debug!("request {}: the client left a quiet stream: {gone}", ctx.request_id);
+                    ctx.incomplete = true;
+                    ctx.client_left = true;
+                    return Err(gone);
+                }
+            };
+            let Some(piece) = piece else { break };
             match piece {
                 Ok(data) => sink.send(session, data).await?,
                 Err(e) => {
@@ -268,25 +283,19 @@ impl BodyRelay {
         let mut reader = BodyReader::new(self.framing);
         let mut deadline = self.deadline;
         loop {
-            let next = match deadline {
-                None => reader.next(&mut conn).await,
-                Some(d) => match tokio::time::timeout_at(d, reader.next(&mut conn)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        report_timeout(
-                            &self.pool,
-                            self.status_fd,
-                            &lease,
-                            &self.what,
-                            self.timeout,
-                        );
-                        writer.fail(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "app.timeout passed while the app was still sending its body",
-                        ));
-                        return;
-                    }
-                },
+            let next = tokio::select! {
+                biased;
+                next = in_time(deadline, reader.next(&mut conn)) => next,
+                // Dropping the connection tells the worker the client left.
+                () = writer.client_gone() => return,
+            };
+            let Some(next) = next else {
+                report_timeout(&self.pool, self.status_fd, &lease, &self.what, self.timeout);
+                writer.fail(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "app.timeout passed while the app was still sending its body",
+                ));
+                return;
             };
             match next {
                 Ok(Some(chunk)) => {
@@ -305,6 +314,17 @@ impl BodyRelay {
         let trailers = std::mem::take(&mut reader.trailers);
         let work = settle(lease, conn, self.reusable && reader.is_done()).await;
         writer.end(trailers, work);
+    }
+}
+
+/// `fut` by `deadline` if there is one; None when it passed first.
+async fn in_time<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Option<F::Output> {
+    match deadline {
+        None => Some(fut.await),
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
     }
 }
 

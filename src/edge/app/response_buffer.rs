@@ -197,6 +197,18 @@ impl Writer {
         false
     }
 
+    /// Resolves once the client is gone: a worker quiet for a while
+    /// (server-sent events) is let go then, not at its next piece.
+    pub async fn client_gone(&self) {
+        loop {
+            let notified = self.0.changed.notified();
+            if self.0.lock().client_gone {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     /// The body is complete; `trailers` (mostly none) follow it.
     pub fn end(self, trailers: Vec<(String, Vec<u8>)>, work: crate::edge::app::job::Work) {
         let mut st = self.0.lock();
@@ -337,5 +349,6 @@ mod tests {
         assert!(w.push(Bytes::from(vec![1u8; 4096])).await);
         drop(r);
         assert!(!w.push(Bytes::from(vec![1u8; 10])).await);
+        w.client_gone().await;
     }
 }
