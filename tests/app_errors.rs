@@ -24,6 +24,9 @@ path = environ['PATH_INFO']\n    \
 if path == '/bad-length':\n        \
 start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', 'abc')])\n        \
 return [b'hello']\n    \
+if path == '/short':\n        \
+start_response('200 OK', [('Content-Type', 'text/plain'), ('Content-Length', '10')])\n        \
+return [b'hello']\n    \
 if path == '/exit3':\n        \
 os._exit(3)\n    \
 body = environ['wsgi.input'].read()\n    \
@@ -62,6 +65,28 @@ fn a_bad_content_length_from_the_app_is_a_500_not_a_broken_worker() {
         assert_eq!(get(srv.port, "/").status, 200);
     }
     assert_eq!(srv.worker_pids(), workers, "no worker was replaced");
+}
+
+/// An app that sends fewer bytes than its Content-Length: the client gets
+/// the head and what the app sent, then the connection closes, as from
+/// gunicorn behind nginx (curl: "transfer closed with 5 bytes remaining");
+/// never an empty reply, which hides the app's error from whoever reads
+/// the client's side. The worker says why in its log.
+#[test]
+fn a_body_shorter_than_its_content_length_arrives_cut_short() {
+    let srv = start("");
+    let url = format!("http://127.0.0.1:{}/short", srv.port);
+    let out = curl(&["-i", &url]);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(18), "{out}");
+    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(out.stdout.ends_with("\r\n\r\nhello"), "{out}");
+    assert!(
+        srv.stderr()
+            .contains("app sent 5 bytes fewer than its Content-Length"),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert_eq!(get(srv.port, "/").status, 200, "the worker still serves");
 }
 
 /// A folder on a full filesystem: a 64 KiB tmpfs when this machine lets us

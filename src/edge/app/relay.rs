@@ -250,7 +250,11 @@ impl Edge {
                 Err(e) => {
                     error!("request {}: {e}", ctx.request_id);
                     ctx.incomplete = true;
-                    // Cut the client off: a truncated body must not look complete.
+                    // Cut the client off: a truncated body must not look
+                    // complete. What came before still goes out first (as
+                    // nginx and gunicorn send it): an HTTP/1 close flushes
+                    // the buffered head and body, h2 resets the stream.
+                    session.as_downstream_mut().shutdown().await;
                     return Err(Error::explain(ErrorType::ReadError, e.to_string()));
                 }
             }

@@ -111,7 +111,9 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
         }
         if n == 0 {
             return Err(ExchangeError::Failed(if buf.is_empty() {
-                "worker closed the connection without answering (did it die?)".into()
+                "the worker closed the connection without answering (it died or was killed: \
+                 its log above says why)"
+                    .into()
             } else {
                 "worker closed the connection inside the response head".into()
             }));
@@ -338,7 +340,8 @@ async fn expect_crlf(conn: &mut Conn) -> io::Result<()> {
 fn truncated() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
-        "worker response ended early (did it die?)",
+        "the worker's response broke off (the app raised mid-response, or the worker died: \
+         its log above says which)",
     )
 }
 
