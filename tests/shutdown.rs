@@ -85,6 +85,33 @@ fn sigterm_finishes_in_flight_request_then_exits_zero() {
     assert_children_gone(&srv, Duration::from_secs(3), "after SIGTERM");
 }
 
+/// A request longer than graceful_timeout: corral kills its worker at the
+/// deadline, and says so (not "killed by SIGKILL from outside corral",
+/// which would send an operator looking for an OOM killer).
+#[test]
+fn a_worker_killed_at_the_graceful_timeout_is_said_to_be_killed_by_corral() {
+    let config = app_config("echo_environ:application", 1, "")
+        .replace("graceful_timeout = \"10s\"", "graceful_timeout = \"1s\"");
+    let mut srv = Site::new().app("echo_environ.py").config(&config).start();
+    let port = srv.port;
+    let client = thread::spawn(move || {
+        try_request_timeout(port, &get_req(port, "/sleep?s=5"), Duration::from_secs(30))
+    });
+    thread::sleep(Duration::from_millis(500));
+    srv.signal("TERM");
+    assert!(
+        srv.wait_exit(Duration::from_secs(10)).is_some(),
+        "corral did not stop"
+    );
+    let _ = client.join();
+    let log = srv.stderr();
+    assert!(
+        log.contains("was killed by corral (it did not stop within graceful_timeout)"),
+        "{log}"
+    );
+    assert!(!log.contains("from outside corral"), "{log}");
+}
+
 #[test]
 fn sigterm_when_idle_exits_zero_quickly() {
     let mut srv = echo_server(2);

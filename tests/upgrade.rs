@@ -100,6 +100,10 @@ fn an_upgrade_under_load_drops_nothing_and_tells_systemd() {
     let out = corral_cli("stop", &srv.config_path());
     assert!(out.success(), "{out}");
     assert!(!alive(new));
+    // It leaves no run files behind, the upgrade's outcome included.
+    for name in ["corral.pid", "corral.pid.upgrade"] {
+        assert!(!srv.path().join(name).exists(), "{name} left behind");
+    }
     let after: Vec<String> = notes.all().split_off(handed + 1);
     let stops = after.iter().filter(|m| m.contains("STOPPING=1")).count();
     assert_eq!(stops, 1, "{after:?}");

@@ -22,6 +22,8 @@ pub struct EdgeProc {
     pub generation: u64,
     /// Told to drain (SIGTERM); its exit is expected.
     pub retiring: bool,
+    /// Why corral killed it, if it did.
+    pub killed_for: Option<&'static str>,
 }
 
 impl Arbiter {
@@ -119,6 +121,7 @@ impl Arbiter {
             ready: false,
             generation: self.generation,
             retiring: false,
+            killed_for: None,
         });
         // A new edge knows nothing yet: tell it about every serving worker,
         // and what its health path and `corral status` report.

@@ -62,6 +62,9 @@ const MAX_BOOT_FAILURES: u32 = 3;
 /// A child that lived longer than this was healthy; its death resets backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Why corral kills a child that outlived its stop (told in its death's line).
+const OVERDUE: &str = "it did not stop within graceful_timeout";
+
 /// Between the stack-dump signal and SIGKILL for a timed-out worker.
 const DUMP_GRACE: Duration = Duration::from_secs(1);
 
@@ -464,8 +467,9 @@ impl Arbiter {
     fn converge_stop(&mut self, how: Stop, deadline: Instant) -> bool {
         let overdue = Instant::now() >= deadline;
         if overdue {
-            for edge in &self.edges {
+            for edge in &mut self.edges {
                 warn!("edge {} did not stop in time, killing it", edge.pid);
+                edge.killed_for = Some(OVERDUE);
                 let _ = kill(edge.pid, Signal::SIGKILL);
             }
         }
@@ -480,8 +484,9 @@ impl Arbiter {
                 self.retire_worker(pid);
             }
             if overdue {
-                for pid in self.workers.keys() {
+                for (pid, w) in &mut self.workers {
                     warn!("worker {pid} did not stop in time, killing it");
+                    w.killed_for = Some(OVERDUE.into());
                     let _ = kill(*pid, Signal::SIGKILL);
                 }
             }
@@ -606,8 +611,8 @@ impl Arbiter {
             self.on_canary_exit(death.describe(None, oom));
         } else if self.is_upgrade(pid) {
             self.upgrade_exited(death.describe_process(oom));
-        } else if self.edges.iter().any(|e| e.pid == pid) {
-            self.on_edge_exit(pid, death.describe(None, oom));
+        } else if let Some(edge) = self.edges.iter().find(|e| e.pid == pid) {
+            self.on_edge_exit(pid, death.describe(edge.killed_for, oom));
         } else {
             self.on_worker_exit(pid, death, oom);
         }

@@ -42,6 +42,8 @@ impl Drop for PidFile {
         if ours {
             let _ = std::fs::remove_file(&self.0);
             let _ = std::fs::remove_file(super::reload::outcome_path(&self.0));
+            // An upgrade's outcome, written by the master this one replaced.
+            let _ = std::fs::remove_file(super::upgrade::outcome_path(&self.0));
         }
     }
 }

@@ -259,12 +259,16 @@ impl Arbiter {
         let _ = std::fs::remove_file(crate::wire::withdraw::control_path(&w.socket));
         self.tell_edges(&Control::Down { id: w.id });
         let how = death.describe_worker(w.ready, w.killed_for.as_deref(), oom);
+        if self.stopping.is_some() {
+            info!("worker {pid} stopped ({how})");
+            return;
+        }
         if w.killed_for.is_some() {
             error!("worker {pid} {how}; starting a replacement");
             self.count_restart(super::telemetry::Restart::Timeout);
             return;
         }
-        if w.retiring || self.stopping.is_some() {
+        if w.retiring {
             info!("worker {pid} stopped ({how})");
             return;
         }
