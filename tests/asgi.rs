@@ -342,6 +342,16 @@ fn lifespan_startup_failure_is_a_boot_failure_with_the_apps_message() {
     let log = srv.stderr();
     assert!(log.contains("lifespan startup failed"), "{log}");
     assert!(log.contains("database unreachable at startup"), "{log}");
+    // Said once per boot: Starlette reports the failure, then re-raises it.
+    let boots = log
+        .matches("the app failed to load (traceback above)")
+        .count();
+    assert!(boots > 0, "{log}");
+    assert_eq!(
+        log.matches("Traceback (most recent call last)").count(),
+        boots,
+        "{log}"
+    );
 }
 
 /// Stops `srv` with SIGTERM and counts the shutdown marks in `mark`.

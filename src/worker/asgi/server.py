@@ -95,7 +95,9 @@ class Lifespan:
                 else:
                     self.started.set_exception(BootFailure(
                         f"lifespan startup raised:\n{error_text(e)}"))
-            else:
+            elif not self.startup_failed():
+                # (Starlette re-raises what it already reported in
+                # lifespan.startup.failed: the boot failure says it once.)
                 rt.log_error(f"error in the app's lifespan:\n{error_text(e)}")
         finally:
             if not self.started.done():
@@ -107,6 +109,9 @@ class Lifespan:
                     self.started.set_result(None)
             if not self.stopped.done():
                 self.stopped.set_result(None)
+
+    def startup_failed(self):
+        return self.started.done() and self.started.exception() is not None
 
     async def send(self, message):
         kind = message["type"]
