@@ -449,3 +449,21 @@ fn head_request_gets_headers_but_no_body() {
     srv.assert_status(&g, 200, "GET /head");
     assert_eq!(g.body, vec![b'x'; 1234], "GET /head body\n{g}");
 }
+
+/// An app may send a few hundred response fields (cookies, CSP, tracing):
+/// all reach the client (301 fields were a 502 "malformed response head").
+#[test]
+fn hundreds_of_response_fields_all_reach_the_client() {
+    let srv = echo_server(1);
+    let url = format!("http://127.0.0.1:{}/many-headers?n=300", srv.port);
+    let out = curl(&["-sS", "-D", "-", &url]);
+    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
+    assert!(out.stdout.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    for i in [0, 63, 64, 255, 256, 299] {
+        let field = format!("\r\nX-Field-{i}: value {i}\r\n");
+        assert!(out.stdout.contains(&field), "no X-Field-{i} in\n{out}");
+    }
+    let fields = out.stdout.matches("\r\nX-Field-").count();
+    assert_eq!(fields, 300, "{out}");
+    assert!(out.stdout.ends_with("300 fields"), "{out}");
+}

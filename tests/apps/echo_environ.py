@@ -219,6 +219,15 @@ def sleep(environ, start_response):
     return _text_response(start_response, "slept %s\n" % seconds)
 
 
+def many_headers(environ, start_response):
+    """n response fields (Django with many cookies, CSP and tracing fields
+    sends a few hundred)."""
+    n = int(_query(environ).get("n", "300"))
+    start_response("200 OK", [("Content-Type", "text/plain")]
+                   + [("X-Field-%d" % i, "value %d" % i) for i in range(n)])
+    return [b"%d fields" % n]
+
+
 def exit_now(environ, start_response):
     os._exit(1)
 
@@ -262,6 +271,7 @@ ROUTES = {
     "/pid": pid,
     "/errors": errors,
     "/filewrapper": filewrapper,
+    "/many-headers": many_headers,
 }
 
 

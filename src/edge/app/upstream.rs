@@ -12,7 +12,8 @@ use std::io;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 const MAX_RESPONSE_HEAD: usize = 256 * 1024;
-const MAX_RESPONSE_HEADERS: usize = 256;
+/// Fields parsed without an allocation; more take one.
+const MAX_RESPONSE_HEADERS: usize = 64;
 pub const READ_CHUNK: usize = 64 * 1024;
 
 pub struct ResponseHead {
@@ -127,8 +128,18 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
             ));
         }
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
+    // The app may send as many fields as fit the head (an app is not a
+    // client to defend against): a few hundred are not rare.
+    let lines = buf.iter().filter(|&&b| b == b'\n').count();
+    let mut few = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
+    let mut many;
+    let headers: &mut [httparse::Header] = if lines <= MAX_RESPONSE_HEADERS {
+        &mut few
+    } else {
+        many = vec![httparse::EMPTY_HEADER; lines];
+        &mut many
+    };
+    let mut resp = httparse::Response::new(headers);
     match resp.parse(&buf) {
         Ok(httparse::Status::Complete(_)) => {}
         _ => {
