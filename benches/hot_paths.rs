@@ -56,7 +56,7 @@ fn wsgi_round(c: &mut Criterion) {
             .expect("lookup")
             .expect("app")
             .unbind();
-        let wsgi = wsgi::Wsgi::new(py, app, 1, true).expect("wsgi");
+        let wsgi = wsgi::Wsgi::new(py, app, 1, true, "").expect("wsgi");
         let (mut feed, parse_side) = UnixStream::pair().expect("socketpair");
         let mut reader = BufReader::new(parse_side);
         c.bench_function(

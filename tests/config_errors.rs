@@ -355,6 +355,11 @@ fn asgi_settings_are_checked_in_the_app_table() {
     );
     assert_rejected(app("concurrency = 0"), "app.concurrency", "concurrency = 0");
     assert_rejected(
+        app("root_path = \"blog/\""),
+        "app.root_path",
+        "root_path = \"blog/\"",
+    );
+    assert_rejected(
         app("interface = \"asgi\"\nthreads = 4"),
         "app.threads",
         "threads = 4",

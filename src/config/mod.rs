@@ -132,6 +132,11 @@ impl Site {
         self.config.log.request_costs && !matches!(self.access_log, AccessLog::Off)
     }
 
+    /// `[app] root_path`: "" or "/blog" (checked).
+    pub fn root_path(&self) -> &str {
+        &self.config.app.root_path
+    }
+
     /// `[app] workers`; `"auto"` is sized by the master (`master/sizing.rs`).
     pub fn workers(&self) -> crate::config::units::WorkerCount {
         self.config.app.workers

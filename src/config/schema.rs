@@ -151,6 +151,9 @@ pub struct App {
     pub concurrency: usize,
     /// How Linux schedules the workers (`cpu_policy.rs`).
     pub cpu_scheduling: CpuScheduling,
+    /// The URL path the app is mounted at ("" = the site's root): WSGI's
+    /// SCRIPT_NAME, ASGI's root_path.
+    pub root_path: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -207,6 +210,7 @@ impl Default for App {
             event_loop: EventLoop::Auto,
             concurrency: 1000,
             cpu_scheduling: CpuScheduling::Batch,
+            root_path: String::new(),
         }
     }
 }

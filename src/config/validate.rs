@@ -261,6 +261,25 @@ fn app_pool(ck: &mut Checker, config: &Config) {
     if config.app.max_requests_jitter > 0 && config.app.max_requests == 0 {
         ck.bad("app.max_requests_jitter", "needs app.max_requests".into());
     }
+    if let Err(why) = check_root_path(&config.app.root_path) {
+        ck.bad("app.root_path", why.into());
+    }
+}
+
+/// `[app] root_path`: "" or a path such as "/blog", compared as the client
+/// sends it, so only characters that need no percent-encoding.
+fn check_root_path(p: &str) -> Result<(), &'static str> {
+    if p.is_empty() {
+        return Ok(());
+    }
+    if !p.starts_with('/') || p.ends_with('/') {
+        return Err("must start with \"/\" and not end with one, as \"/blog\" (or be \"\" for the site's root)");
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/-._~".contains(c);
+    if !p.chars().all(plain) || p.contains("//") || p.split('/').any(|s| s == "." || s == "..") {
+        return Err("may hold only letters, digits, \"-._~\" and single \"/\" between segments");
+    }
+    Ok(())
 }
 
 /// `[server]`: the user and group to run as, the pid file.
@@ -686,6 +705,25 @@ fn check_virtualenv(venv: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_paths() {
+        for ok in ["", "/blog", "/a/b-c_d.e~f"] {
+            assert_eq!(check_root_path(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "blog",
+            "/blog/",
+            "/",
+            "/a//b",
+            "/a/../b",
+            "/caf%C3%A9",
+            "/a b",
+            "/a?b",
+        ] {
+            assert!(check_root_path(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn app_specs() {

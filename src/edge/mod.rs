@@ -257,6 +257,7 @@ fn request_path(
         ),
         limits: limits.clone(),
         health_path: site.config.server.health_path.clone(),
+        root_path: site.root_path().to_string(),
         metrics: metrics.clone(),
         trusted: site
             .config

@@ -25,6 +25,8 @@ pub struct Edge {
     pub limits: crate::config::schema::Limits,
     /// `[server] health_path`; empty = none.
     pub health_path: String,
+    /// `[app] root_path`: the app answers only under it; empty = everywhere.
+    pub root_path: String,
     pub metrics: Arc<crate::edge::metrics::Metrics>,
     pub trusted: Vec<(std::net::IpAddr, u8)>,
     /// `[tls.acme]`: answers to the CA's HTTP-01 checks.

@@ -89,6 +89,10 @@ impl Edge {
             }
             Some(Connect::WebSocket) | None => {}
         }
+        let files = files::find(&self.static_mounts, decoded);
+        if files.is_none() && !self.under_root_path(req.raw_path()) {
+            return Route::Refuse(404, "Not Found: the app is mounted at [app] root_path");
+        }
         if let Some(ask) = asks_for_websocket(req) {
             if ctx.declared_length.unwrap_or(0) > 0 {
                 return Route::Refuse(400, "Bad Request: a WebSocket handshake has no body");
@@ -103,9 +107,22 @@ impl Edge {
         if let Some(r) = redirect::decide(&self.state, session) {
             return Route::Redirect(r);
         }
-        match files::find(&self.static_mounts, decoded) {
+        match files {
             Some(mount) => Route::Files(mount),
             None => Route::App,
+        }
+    }
+
+    /// `[app] root_path`: the app has the paths under it (gunicorn answers
+    /// the others with an error, as its SCRIPT_NAME cannot be taken off).
+    fn under_root_path(&self, path: &[u8]) -> bool {
+        let root = self.root_path.as_bytes();
+        if root.is_empty() {
+            return true;
+        }
+        match path.strip_prefix(root) {
+            Some(rest) => rest.is_empty() || rest[0] == b'/' || rest[0] == b'?',
+            None => false,
         }
     }
 

@@ -95,7 +95,8 @@ pub fn run(
         let recycle = || recycle::Recycle::new(site, status_fd);
         let booted = match loaded.interface {
             Interface::Wsgi => {
-                wsgi::Wsgi::new(py, loaded.app, site.threads(), site.measures_requests())
+                let (threads, costs) = (site.threads(), site.measures_requests());
+                wsgi::Wsgi::new(py, loaded.app, threads, costs, site.root_path())
                     .map(Booted::Wsgi)
                     .map_err(|e| interpreter::format_err(py, &e))
             }

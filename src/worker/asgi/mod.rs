@@ -48,6 +48,7 @@ pub fn boot(py: Python<'_>, app: Py<PyAny>, site: &Site, recycle: Recycle) -> Re
     let rt = runtime::Runtime {
         recycle: Arc::new(recycle),
         heartbeat: heartbeat.clone(),
+        root_path: pyo3::types::PyString::intern(py, site.root_path()).unbind(),
     };
     let cfg = &site.config.app;
     let booted = glue.bind(py).getattr("boot").and_then(|boot| {

@@ -5,7 +5,7 @@ use super::framer::{error_response, AsgiFramer};
 use super::watchdog::Heartbeat;
 use crate::worker::recycle::Recycle;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyType};
+use pyo3::types::{PyBytes, PyDict, PyString, PyType};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct Runtime {
     pub recycle: Arc<Recycle>,
     pub heartbeat: Arc<Heartbeat>,
+    /// `[app] root_path`, every scope's `root_path`.
+    pub root_path: Py<PyString>,
 }
 
 #[pymethods]
@@ -23,7 +25,7 @@ impl Runtime {
         head: &[u8],
         state: &Bound<'_, PyDict>,
     ) -> PyResult<super::scope::Parsed> {
-        super::scope::parse_head(py, head, state)
+        super::scope::parse_head(py, head, state, self.root_path.bind(py))
     }
 
     #[getter(Framer)]

@@ -17,7 +17,12 @@ pub type Parsed = (Py<PyDict>, u64, bool);
 
 /// Parses one request head into its scope. A head the edge would never
 /// write raises ValueError((status, reason)).
-pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyResult<Parsed> {
+pub fn parse_head(
+    py: Python<'_>,
+    head: &[u8],
+    state: &Bound<'_, PyDict>,
+    root_path: &Bound<'_, PyString>,
+) -> PyResult<Parsed> {
     let head = request::parse(head)
         .map_err(|request::Bad(status, why)| PyValueError::new_err((status, why)))?;
     let scope = PyDict::new(py);
@@ -54,7 +59,9 @@ pub fn parse_head(py: Python<'_>, head: &[u8], state: &Bound<'_, PyDict>) -> PyR
         intern!(py, "query_string"),
         PyBytes::new(py, query.as_bytes()),
     )?;
-    scope.set_item(intern!(py, "root_path"), intern!(py, ""))?;
+    // The full path stays in `path` (ASGI 2.x; Starlette and Django take
+    // root_path off themselves).
+    scope.set_item(intern!(py, "root_path"), root_path)?;
     scope.set_item(intern!(py, "headers"), headers(py, &head)?)?;
     scope.set_item(intern!(py, "client"), address(py, edge.client.as_deref())?)?;
     scope.set_item(intern!(py, "server"), address(py, edge.local.as_deref())?)?;

@@ -16,7 +16,7 @@ impl Wsgi {
         req: Request,
     ) -> PyResult<Bound<'py, PyDict>> {
         let env = self.base_environ.bind(py).copy()?;
-        set_target(&env, &req)?;
+        set_target(&env, &req, &self.root_path)?;
         let Fields {
             info,
             host,
@@ -61,7 +61,7 @@ pub(super) struct EdgeInfo {
 
 /// REQUEST_METHOD, PATH_INFO (decoded, as latin-1), QUERY_STRING and the
 /// raw target.
-pub(super) fn set_target(env: &Bound<'_, PyDict>, req: &Request) -> PyResult<()> {
+pub(super) fn set_target(env: &Bound<'_, PyDict>, req: &Request, root: &str) -> PyResult<()> {
     let (path, query) = match req.target.split_once('?') {
         Some((p, q)) => (p, q),
         None => (req.target.as_str(), ""),
@@ -74,7 +74,8 @@ pub(super) fn set_target(env: &Bound<'_, PyDict>, req: &Request) -> PyResult<()>
         _ => path,
     };
     env.set_item("REQUEST_METHOD", &req.method)?;
-    env.set_item("PATH_INFO", latin1(&percent_decode(path.as_bytes())))?;
+    let decoded = percent_decode(path.as_bytes());
+    env.set_item("PATH_INFO", latin1(under_root(&decoded, root.as_bytes())))?;
     env.set_item("QUERY_STRING", query)?;
     env.set_item("REQUEST_URI", &req.target)?;
     env.set_item("RAW_URI", &req.target)?;
@@ -180,6 +181,15 @@ pub(super) fn set_connection(
 }
 
 /// Header bytes as a Python str, one char per byte (PEP 3333's latin-1 rule).
+/// PATH_INFO: the path after SCRIPT_NAME (`[app] root_path`, which the
+/// edge checked the path starts with; "/blog" itself gives "").
+fn under_root<'a>(path: &'a [u8], root: &[u8]) -> &'a [u8] {
+    match path.strip_prefix(root) {
+        Some(rest) if rest.is_empty() || rest[0] == b'/' => rest,
+        _ => path,
+    }
+}
+
 pub(super) fn latin1(b: &[u8]) -> String {
     b.iter().map(|&c| c as char).collect()
 }

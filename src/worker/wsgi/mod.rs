@@ -30,10 +30,20 @@ pub struct Wsgi {
     io_open: Py<PyAny>,
     /// `[log] request_costs`: measure each request for its receipt.
     costs: bool,
+    /// `[app] root_path`: SCRIPT_NAME, taken off the front of PATH_INFO.
+    root_path: String,
 }
 
 impl Wsgi {
-    pub fn new(py: Python<'_>, app: Py<PyAny>, threads: usize, costs: bool) -> PyResult<Self> {
+    /// `root_path`: `[app] root_path` ("" or "/blog").
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        threads: usize,
+        costs: bool,
+        root_path: &str,
+    ) -> PyResult<Self> {
+        let root_path = root_path.to_string();
         let base = PyDict::new(py);
         base.set_item("wsgi.version", PyTuple::new(py, [1, 0])?)?;
         base.set_item("wsgi.multithread", threads > 1)?;
@@ -42,7 +52,7 @@ impl Wsgi {
         base.set_item("wsgi.input_terminated", true)?;
         base.set_item("wsgi.errors", Py::new(py, ErrorLog::default())?)?;
         base.set_item("wsgi.file_wrapper", py.get_type::<FileWrapper>())?;
-        base.set_item("SCRIPT_NAME", "")?;
+        base.set_item("SCRIPT_NAME", &root_path)?;
         base.set_item(
             "SERVER_SOFTWARE",
             format!("corral/{}", env!("CARGO_PKG_VERSION")),
@@ -51,6 +61,7 @@ impl Wsgi {
         Ok(Wsgi {
             app,
             costs,
+            root_path,
             base_environ: base.unbind(),
             bytes_io: io.getattr("BytesIO")?.unbind(),
             io_open: io.getattr("open")?.unbind(),
