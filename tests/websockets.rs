@@ -460,6 +460,12 @@ fn stop_gives_open_sockets_the_graceful_timeout_then_1001() {
         srv.wait_exit(Duration::from_secs(10)).is_some(),
         "corral did not stop"
     );
+    // Drained once the socket closed, not at the deadline with a warning.
+    assert!(
+        !srv.stderr().contains("drain hit graceful_timeout"),
+        "{}",
+        srv.stderr_tail()
+    );
 }
 
 #[test]

@@ -74,6 +74,10 @@ impl Drop for InFlight {
 /// How long nothing must be in flight before the edge lets go: covers a
 /// request whose connection was accepted just before accepting stopped.
 const QUIET: Duration = Duration::from_millis(1000);
+/// The same once the WebSockets were told to end: accepting stopped long
+/// before, and the last second of the drain is theirs (it would otherwise
+/// run out waiting, and warn, on every stop with a socket open).
+const QUIET_AFTER_TUNNELS: Duration = Duration::from_millis(100);
 
 impl EdgeState {
     pub fn new(tls: Option<TlsFacts>, log: access_log::Log) -> Arc<Self> {
@@ -139,7 +143,12 @@ impl EdgeState {
             }
             if self.in_flight.load(Ordering::SeqCst) == 0 {
                 let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= QUIET {
+                let quiet = if *self.end_tunnels.borrow() {
+                    QUIET_AFTER_TUNNELS
+                } else {
+                    QUIET
+                };
+                if since.elapsed() >= quiet {
                     info!("edge drained");
                     return;
                 }
