@@ -615,26 +615,16 @@ fn cookies_sent_as_separate_h2_fields_reach_the_app_as_one_header() {
     );
 }
 
-/// One GET over h2c by the python `h2` package (tests/clients/h2_get.py),
-/// which reports informational heads and trailers.
+/// One GET over h2c by the python `h2` package (`common::h2_get`).
 fn h2_get(srv: &Running, path: &str) -> serde_json::Value {
     h2_get_with(srv, path, &[])
 }
 
 /// The same, with extra arguments for h2_get.py (`--cookie`).
 fn h2_get_with(srv: &Running, path: &str, extra: &[&str]) -> serde_json::Value {
-    let out = run_with_timeout(
-        Command::new(python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/clients/h2_get.py"
-            ))
-            .args(["--port", &srv.port.to_string(), "--path", path])
-            .args(extra),
-        Duration::from_secs(30),
-    );
-    assert!(out.success(), "{out}\n{}", srv.stderr_tail());
-    serde_json::from_str(out.stdout.trim()).expect("h2_get.py prints JSON")
+    let mut got = common::h2_get(srv.port, path, extra);
+    assert_eq!(got.len(), 1, "{got:?}\n{}", srv.stderr_tail());
+    got.remove(0)
 }
 
 #[test]

@@ -266,6 +266,28 @@ pub fn curl(args: &[&str]) -> CmdOutput {
     run_with_timeout(&mut cmd, Duration::from_secs(40))
 }
 
+/// GETs over h2c by the python `h2` package (tests/clients/h2_get.py),
+/// which reports what higher-level clients hide: informational heads,
+/// trailers, and how the stream ended (`end`: "stream ended" or "reset
+/// <code>"). One JSON object per request (`--times N` for more).
+pub fn h2_get(port: u16, path: &str, extra: &[&str]) -> Vec<Json> {
+    let out = run_with_timeout(
+        Command::new(venv().join("bin/python"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/clients/h2_get.py"
+            ))
+            .args(["--port", &port.to_string(), "--path", path])
+            .args(extra),
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "{out}");
+    out.stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("h2_get.py prints JSON lines"))
+        .collect()
+}
+
 /// Runs curl with `-o <file> -w %{http_code}` and returns (status, body).
 /// `extra` goes before the URL (e.g. `["-X", "POST", "-F", "file=@/x"]`).
 pub fn curl_fetch(url: &str, extra: &[&str]) -> (u16, Vec<u8>, CmdOutput) {

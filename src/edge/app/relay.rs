@@ -138,6 +138,24 @@ impl Sink {
         }
     }
 
+    /// A body that broke off: what the encoder holds of it goes out,
+    /// decodable, before the client is cut off. (Without this a compressed
+    /// body that broke off reached the client as the coding's header alone,
+    /// while an identity one arrived with every byte the app sent.) Best
+    /// effort: the response fails either way.
+    pub async fn cut_short(&mut self, session: &mut Session) {
+        let Some(enc) = &mut self.encoder else { return };
+        match enc.push(&[], true) {
+            Ok(out) if !out.is_empty() => {
+                if let Err(e) = session.write_response_body(Some(out), false).await {
+                    debug!("sending the encoder's last bytes: {e}");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => debug!("flushing the encoder of a cut-short body: {e}"),
+        }
+    }
+
     /// A body that is already whole: encoded in one go.
     pub async fn whole(mut self, session: &mut Session, body: Bytes) -> Result<()> {
         self.flush_each = false;
@@ -253,7 +271,9 @@ impl Edge {
                     // Cut the client off: a truncated body must not look
                     // complete. What came before still goes out first (as
                     // nginx and gunicorn send it): an HTTP/1 close flushes
-                    // the buffered head and body, h2 resets the stream.
+                    // the buffered head and body, and h2 resets the stream
+                    // after its queued frames (vendor/h2 `send_reset_after_queued`).
+                    sink.cut_short(session).await;
                     session.as_downstream_mut().shutdown().await;
                     return Err(Error::explain(ErrorType::ReadError, e.to_string()));
                 }

@@ -1309,6 +1309,14 @@ impl<B: Buf> SendResponse<B> {
         self.inner.send_reset(reason)
     }
 
+    /// corral patch: resets the stream once the HEADERS and DATA already
+    /// queued on it are written, instead of discarding them (`send_reset`).
+    /// For a response that broke off: the client gets what was sent, then
+    /// learns it is incomplete.
+    pub fn send_reset_after_queued(&mut self, reason: Reason) {
+        self.inner.send_reset_after_queued(reason)
+    }
+
     /// Polls to be notified when the client resets this stream.
     ///
     /// If stream is still open, this returns `Poll::Pending`, and

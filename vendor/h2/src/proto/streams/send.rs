@@ -276,6 +276,33 @@ impl Send {
         self.prioritize.reclaim_all_capacity(stream, counts);
     }
 
+    /// corral patch: a reset that goes out after the HEADERS and DATA this
+    /// stream already queued, instead of discarding them. A server whose
+    /// upstream broke off mid-body resets the stream to say "incomplete",
+    /// but what it had already sent should still reach the client (as an
+    /// HTTP/1 close after the bytes does); `send_reset` drops them, so the
+    /// client often got neither head nor data. Queued DATA always had its
+    /// flow-control capacity assigned when sent, so it cannot hold the reset
+    /// back behind a window.
+    pub fn send_reset_after_queued<B>(
+        &mut self,
+        reason: Reason,
+        buffer: &mut Buffer<Frame<B>>,
+        stream: &mut store::Ptr,
+        counts: &mut Counts,
+        task: &mut Option<Waker>,
+    ) {
+        if stream.pending_send.is_empty() || stream.state.is_reset() {
+            return self.send_reset(reason, Initiator::User, buffer, stream, counts, task);
+        }
+        stream.set_reset(reason, Initiator::User);
+        stream.requested_send_capacity = stream.buffered_send_data as WindowSize;
+        let frame = frame::Reset::new(stream.id, reason);
+        self.prioritize
+            .queue_frame(frame.into(), buffer, stream, task);
+        self.prioritize.reclaim_reserved_capacity(stream, counts);
+    }
+
     pub fn schedule_implicit_reset(
         &mut self,
         stream: &mut store::Ptr,

@@ -1258,6 +1258,28 @@ impl<B> StreamRef<B> {
         }
     }
 
+    /// corral patch: see `Send::send_reset_after_queued`.
+    pub fn send_reset_after_queued(&mut self, reason: Reason) {
+        let mut me = self.opaque.inner.lock().unwrap();
+        let me = &mut *me;
+
+        let stream = me.store.resolve(self.opaque.key);
+        let mut send_buffer = self.send_buffer.inner.lock().unwrap();
+        let send_buffer = &mut *send_buffer;
+        let actions = &mut me.actions;
+        me.counts.transition(stream, |counts, stream| {
+            actions.send.send_reset_after_queued(
+                reason,
+                send_buffer,
+                stream,
+                counts,
+                &mut actions.task,
+            );
+            actions.recv.enqueue_reset_expiration(stream, counts);
+            stream.notify_recv();
+        })
+    }
+
     pub fn send_informational_headers(&mut self, frame: frame::Headers) -> Result<(), UserError> {
         let mut me = self.opaque.inner.lock().unwrap();
         let me = &mut *me;
