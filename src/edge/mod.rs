@@ -110,7 +110,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     // Idle keep-alive connections wait in `conn::accept`, not in pingora.
     options.return_idle_connections = true;
     proxy.server_options = Some(options);
-    proxy.h2_options = Some(h2_options());
+    proxy.h2_options = Some(h2_options(&site.config.limits));
     let shared = accept_shared(site, &state, proxy, handshaker, &metrics);
     let inspector = Arc::new(status::Inspector {
         pool: pool.clone(),
@@ -284,10 +284,15 @@ fn listeners(site: &Site, listen_fds: Vec<(SocketAddr, RawFd)>) -> Vec<conn::acc
 
 /// pingora's bounded defaults, plus SETTINGS_ENABLE_CONNECT_PROTOCOL so
 /// browsers open WebSockets as streams of the page's own h2 connection
-/// (RFC 8441) instead of a second connection.
-fn h2_options() -> pingora_core::protocols::http::v2::server::H2Options {
+/// (RFC 8441) instead of a second connection, and `max_header_size` as the
+/// header list limit (h2 answers 431 beyond it, as HTTP/1 does).
+fn h2_options(
+    limits: &crate::config::schema::Limits,
+) -> pingora_core::protocols::http::v2::server::H2Options {
     let mut options = pingora_core::protocols::http::v2::server::default_h2_options();
     options.enable_connect_protocol();
+    let max_list = u32::try_from(limits.max_header_size.0).unwrap_or(u32::MAX);
+    options.max_header_list_size(max_list);
     options
 }
 
