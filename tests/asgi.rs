@@ -26,8 +26,8 @@ fn python() -> std::path::PathBuf {
 /// Apps that answer before reading a large body, or while reading it,
 /// with python `requests` (tests/clients/asgi_unread_bodies.py): a 401 that
 /// never reads 4 MiB, 5 MB answered before the body is read, a streamed
-/// echo. The edge sends the whole body before it reads the answer, so the
-/// worker must take the rest in; each used to hang until app.timeout (504).
+/// echo. Each used to hang until app.timeout (504), with both sides
+/// waiting to write.
 #[test]
 fn answers_before_the_body_is_read_come_back_at_once() {
     let srv = asgi_site(1, "timeout = \"10s\"").start();
@@ -39,6 +39,16 @@ fn answers_before_the_body_is_read_come_back_at_once() {
     );
 }
 
+/// A 15 MiB upload echoed piece by piece, and one answered before it is
+/// read (tests/clients/asgi_big_echo.py, python requests): exact answers,
+/// and the worker's peak RSS grows by under 8 MiB. The edge used to send
+/// the whole body before reading the answer, so the worker took all of it
+/// in (up to max_body) to make room for its app's writes.
+#[test]
+fn an_app_answering_while_it_reads_holds_only_a_window_of_the_body() {
+    run_checks_watching_the_worker("asgi_big_echo.py");
+}
+
 /// A hundred 2 MiB uploads at once to an app that reads each only after
 /// 1.5 s (tests/clients/asgi_waiting_uploads.py, aiohttp): every one comes
 /// back with its own sha256, and the worker holds only a small window of
@@ -47,11 +57,17 @@ fn answers_before_the_body_is_read_come_back_at_once() {
 /// default concurrency of 1000.
 #[test]
 fn uploads_waiting_for_the_app_do_not_grow_the_worker() {
+    run_checks_watching_the_worker("asgi_waiting_uploads.py");
+}
+
+/// A client script given the site's URL and its one worker's pid (whose
+/// memory it watches), app.timeout 30 s.
+fn run_checks_watching_the_worker(script: &str) {
     let srv = asgi_site(1, "timeout = \"30s\"").start();
     let worker = srv.edge_and_worker_pids(1)[0];
     run_checks(
         &srv,
-        "asgi_waiting_uploads.py",
+        script,
         &[format!("http://127.0.0.1:{}", srv.port), worker.to_string()],
         Duration::from_secs(120),
     );

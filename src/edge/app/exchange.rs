@@ -4,6 +4,7 @@
 //! only while the app cannot have run it (not delivered).
 
 use crate::edge::app::ahead::{self, Back, Turned};
+use crate::edge::app::body_rest::{self, BodyRest};
 use crate::edge::app::job::Job;
 use crate::edge::app::pool::{Conn, Lease, Order, Pool, Refused, Turn};
 use crate::edge::app::request_body::RequestBody;
@@ -30,6 +31,8 @@ pub struct Answer {
     pub lease: Lease,
     pub conn: Conn,
     pub resp: ResponseHead,
+    /// The request body's part not yet written (the app answered first).
+    pub rest: Option<BodyRest>,
     pub job: Job,
     /// When `app.timeout` runs out for the rest of the response.
     pub deadline: Option<tokio::time::Instant>,
@@ -180,12 +183,13 @@ impl Edge {
             return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
         };
         match result {
-            Ok(Exchanged::Head(conn, resp)) => {
+            Ok(Exchanged::Head(conn, resp, rest)) => {
                 let deadline = self.timeout.map(|t| (lease.begun().taken() + t).into());
                 Attempt::Answered(Answer {
                     lease,
                     conn,
                     resp,
+                    rest,
                     job: out.what.clone(),
                     deadline,
                 })
@@ -276,8 +280,9 @@ impl Edge {
 
 /// How an exchange ended, short of failing.
 enum Exchanged {
-    /// The worker's answer began: its head, its body still on the connection.
-    Head(Conn, ResponseHead),
+    /// The worker's answer began: its head, its body still on the
+    /// connection, and the part of the request body not yet written.
+    Head(Conn, ResponseHead, Option<BodyRest>),
     /// A request sent ahead was taken back unrun (`ahead::Turned`).
     Withdrawn(Back),
 }
@@ -311,16 +316,50 @@ async fn exchange(
         // `wait_turn` waits for the answer to become readable.
         conn.get_ref().forget_readiness();
     }
-    let nth = upstream::send(&mut conn, out.head, out.body, lease.names_links, written).await?;
+    let (nth, mut rest) =
+        upstream::send(&mut conn, out.head, out.body, lease.names_links, written).await?;
     if let Some(rescue) = rescue {
+        // Sent ahead (small bodies only): whole before its turn is watched.
+        if let Some(mut r) = rest.take() {
+            r.finish().await.map_err(ExchangeError::NotDelivered)?;
+        }
         // Withdrawn: the connection is dropped; the worker skips the
         // request when it comes to it, then sees the close.
         if let Turned::Withdrawn(free) = ahead::wait_turn(lease, &conn, nth, rescue).await {
             return Ok(Exchanged::Withdrawn(free));
         }
     }
-    let resp = upstream::read_head(&mut conn, out.is_head).await?;
-    Ok(Exchanged::Head(conn, resp))
+    let resp = head_while_writing(&mut conn, out.is_head, &mut rest).await?;
+    Ok(Exchanged::Head(conn, resp, rest))
+}
+
+/// Reads the answer's head while the rest of the body, if any, is written:
+/// the app may answer first (`body_rest`). A write that fails leaves the
+/// head to tell: a worker that answered and closed has its answer read; one
+/// that died gets the write's error, as before (not delivered).
+async fn head_while_writing(
+    conn: &mut Conn,
+    is_head: bool,
+    rest: &mut Option<BodyRest>,
+) -> std::result::Result<ResponseHead, ExchangeError> {
+    let head = upstream::read_head(conn, is_head);
+    tokio::pin!(head);
+    let mut write_failed = None;
+    loop {
+        tokio::select! {
+            biased;
+            resp = &mut head => {
+                return match (resp, write_failed) {
+                    (Err(_), Some(e)) => Err(ExchangeError::NotDelivered(e)),
+                    (resp, _) => resp,
+                };
+            }
+            done = body_rest::finish(rest) => {
+                *rest = None;
+                write_failed = done.err();
+            }
+        }
+    }
 }
 
 /// A worker just failed an exchange: most likely it is dead, and the master

@@ -86,6 +86,24 @@ impl Stream {
         }
     }
 
+    /// Writes what the socket takes now, without waiting for room.
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.try_write(data),
+            Stream::Tcp(s) => s.try_write(data),
+        }
+    }
+
+    /// A second handle on the socket, for writing a request body while
+    /// this one reads the answer (`body_rest`).
+    pub fn dup(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Unix(s) => s.as_fd().try_clone_to_owned(),
+            Stream::Tcp(s) => s.as_fd().try_clone_to_owned(),
+        }
+    }
+
     /// The Unix link's name (`wire::withdraw`).
     pub fn link_id(&self) -> Option<u64> {
         match self {

@@ -4,6 +4,7 @@
 //! buffer (memory, then a temp file) a task fills from it.
 
 use crate::config::schema::Compression;
+use crate::edge::app::body_rest::{self, BodyRest};
 use crate::edge::app::exchange::{client_gone, report_timeout, Answer};
 use crate::edge::app::job::{Job, Work};
 use crate::edge::app::pool::{Conn, Lease, Pool};
@@ -207,13 +208,18 @@ impl Edge {
             lease,
             mut conn,
             resp,
+            rest,
             job,
             deadline,
         } = answer;
         ctx.status = resp.status;
         let (header, mut sink) = prepare(session, &self.compression, &resp)?;
+        // An answer that is whole while the request body is not all sent
+        // (a 401 before an upload): the rest is not wanted, and the
+        // connection, mid-body, cannot carry another request.
+        let reusable = !resp.close && rest.is_none();
         if resp.framing == Framing::Empty {
-            ctx.work = Some(settle(lease, conn, !resp.close).await);
+            ctx.work = Some(settle(lease, conn, reusable).await);
             reply::header(&self.state, session, header, true).await?;
             return Ok(true);
         }
@@ -224,7 +230,7 @@ impl Edge {
             if conn.buffer().len() as u64 >= n {
                 let body = Bytes::copy_from_slice(&conn.buffer()[..n as usize]);
                 conn.consume(n as usize);
-                ctx.work = Some(settle(lease, conn, !resp.close).await);
+                ctx.work = Some(settle(lease, conn, reusable).await);
                 reply::header(&self.state, session, header, false).await?;
                 sink.whole(session, body).await?;
                 return Ok(true);
@@ -240,6 +246,7 @@ impl Edge {
         let relay = BodyRelay {
             framing: resp.framing,
             reusable: !resp.close,
+            rest,
             deadline,
             pool: self.pool.clone(),
             status_fd: self.status_fd,
@@ -293,6 +300,9 @@ impl Edge {
 struct BodyRelay {
     framing: Framing,
     reusable: bool,
+    /// The request body's part not yet written: the app answers while it
+    /// reads it (a streamed echo), so it is written as the answer is read.
+    rest: Option<BodyRest>,
     /// `app.timeout`, counted from when the worker got the request; then
     /// from each piece of the body.
     deadline: Option<tokio::time::Instant>,
@@ -303,7 +313,7 @@ struct BodyRelay {
 }
 
 impl BodyRelay {
-    async fn run(self, lease: Lease, mut conn: Conn, writer: response_buffer::Writer) {
+    async fn run(mut self, lease: Lease, mut conn: Conn, writer: response_buffer::Writer) {
         let mut reader = BodyReader::new(self.framing);
         let mut deadline = self.deadline;
         loop {
@@ -312,6 +322,16 @@ impl BodyRelay {
                 next = in_time(deadline, reader.next(&mut conn)) => next,
                 // Dropping the connection tells the worker the client left.
                 () = writer.client_gone() => return,
+                done = body_rest::finish(&mut self.rest) => {
+                    if let Err(e) = done {
+                        // The worker stopped reading (its app answered and
+                        // is done with the body): the answer still comes.
+                        debug!("{}: the rest of the request body was not taken: {e}", self.what);
+                        self.reusable = false;
+                    }
+                    self.rest = None;
+                    continue;
+                }
             };
             let Some(next) = next else {
                 report_timeout(&self.pool, self.status_fd, &lease, &self.what, self.timeout);
@@ -336,7 +356,8 @@ impl BodyRelay {
             }
         }
         let trailers = std::mem::take(&mut reader.trailers);
-        let work = settle(lease, conn, self.reusable && reader.is_done()).await;
+        let reusable = self.reusable && reader.is_done() && self.rest.is_none();
+        let work = settle(lease, conn, reusable).await;
         writer.end(trailers, work);
     }
 }

@@ -6,15 +6,18 @@
 
 use crate::edge::admit::routes::Applied;
 use crate::edge::request::{Ctx, Edge};
+use bytes::Bytes;
 use pingora_proxy::Session;
 use std::io::Write;
-use tokio::io::AsyncWriteExt;
 
 /// Bodies up to this size stay in memory.
 const IN_MEMORY: usize = 1 << 20;
 
+/// Cheap to clone: the part a worker has not taken yet is written while its
+/// answer is read (`body_rest`), which outlives the request's borrow.
+#[derive(Clone)]
 pub enum RequestBody {
-    Memory(Vec<u8>),
+    Memory(Bytes),
     /// Read with positioned reads: shared without a lock.
     File(std::sync::Arc<std::fs::File>, u64),
 }
@@ -70,42 +73,42 @@ impl RequestBody {
         }
         Ok(match file {
             Some(f) => RequestBody::File(std::sync::Arc::new(f), total),
-            None => RequestBody::Memory(mem),
+            None => RequestBody::Memory(Bytes::from(mem)),
         })
     }
 
-    /// Sends the body to a worker; a file body is read off the async threads.
-    pub async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
-        &self,
-        stream: &mut W,
-    ) -> std::io::Result<()> {
+    /// The body from byte `offset` on, or a piece of it: a spooled body is
+    /// read in pieces, off the async threads.
+    pub async fn bytes_after(&self, offset: u64) -> std::io::Result<Bytes> {
         match self {
-            RequestBody::Memory(v) => stream.write_all(v).await,
+            RequestBody::Memory(b) => {
+                let at = usize::try_from(offset).unwrap_or(usize::MAX).min(b.len());
+                Ok(b.slice(at..))
+            }
             RequestBody::File(f, len) => {
-                let mut offset = 0u64;
-                while offset < *len {
-                    let f = f.clone();
-                    let chunk = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-                        let mut buf = Vec::with_capacity(256 * 1024);
-                        crate::edge::files::read::pread_into(&f, &mut buf, offset)?;
-                        Ok(buf)
-                    })
-                    .await
-                    .map_err(std::io::Error::other)??;
-                    if chunk.is_empty() {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::UnexpectedEof,
-                            "spooled body shorter than expected",
-                        ));
-                    }
-                    offset += chunk.len() as u64;
-                    stream.write_all(&chunk).await?;
+                let f = f.clone();
+                let want = (*len - offset.min(*len)).min(SPOOLED_PIECE as u64) as usize;
+                let piece = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                    let mut buf = Vec::with_capacity(want);
+                    crate::edge::files::read::pread_into(&f, &mut buf, offset)?;
+                    Ok(buf)
+                })
+                .await
+                .map_err(std::io::Error::other)??;
+                if piece.is_empty() && want > 0 {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "spooled body shorter than expected",
+                    ));
                 }
-                Ok(())
+                Ok(Bytes::from(piece))
             }
         }
     }
 }
+
+/// How much of a spooled body is read at a time.
+const SPOOLED_PIECE: usize = 256 * 1024;
 
 // Disk writes happen off the async threads, so they never stall other requests.
 async fn write_blocking(f: &mut std::fs::File, data: &[u8]) -> Result<(), BodyError> {

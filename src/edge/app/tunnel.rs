@@ -41,7 +41,7 @@ impl Edge {
             ctx.client,
             ctx.scheme,
         );
-        let body = RequestBody::Memory(Vec::new());
+        let body = RequestBody::Memory(bytes::Bytes::new());
         let Some(answer) = self.dispatch(session, ctx, &head, &body, true).await? else {
             return Ok(true);
         };

@@ -84,8 +84,19 @@ impl UnixLink {
         self.read.try_io(Interest::READABLE, |s| (&*s).read(buf))
     }
 
+    /// Writes what the socket takes now, without waiting for room.
+    pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
+        self.socket().write(data)
+    }
+
     fn socket(&self) -> &Socket {
         self.read.get_ref()
+    }
+}
+
+impl std::os::fd::AsFd for UnixLink {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.socket().as_fd()
     }
 }
 

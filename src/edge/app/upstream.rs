@@ -5,7 +5,9 @@
 //! can never be desynchronised by what a client sent. Responses come back
 //! with Content-Length or chunked framing, decoded here.
 
+use crate::edge::app::body_rest::{self, BodyRest};
 use crate::edge::app::pool::Conn;
+use crate::edge::app::request_body::RequestBody;
 use crate::wire::receipt::{self, Receipt};
 use bytes::{Bytes, BytesMut};
 use std::io;
@@ -61,16 +63,18 @@ impl ExchangeError {
     }
 }
 
-/// Writes the request head and body; returns which request it is on this
-/// connection (1 for the first). A connection to a worker that takes
-/// requests ahead is named first (`wire::withdraw`), once.
+/// Writes the request head and as much of the body as the socket takes
+/// now; returns which request it is on this connection (1 for the first)
+/// and the rest of the body, if any, to write while the answer is read. A
+/// connection to a worker that takes requests ahead is named first
+/// (`wire::withdraw`), once.
 pub async fn send(
     conn: &mut Conn,
     head: &[u8],
-    body: &crate::edge::app::request_body::RequestBody,
+    body: &RequestBody,
     name_link: bool,
     written: Option<tokio::sync::oneshot::Sender<()>>,
-) -> Result<u64, ExchangeError> {
+) -> Result<(u64, Option<BodyRest>), ExchangeError> {
     let stream = conn.get_mut();
     if let Some(line) = name_link.then(|| stream.name_line()).flatten() {
         stream
@@ -87,11 +91,11 @@ pub async fn send(
     if let Some(written) = written {
         let _ = written.send(());
     }
-    body.write_to(stream)
-        .await
-        .map_err(ExchangeError::NotDelivered)?;
-    stream.flush().await.map_err(ExchangeError::NotDelivered)?;
-    Ok(nth)
+    if body.len() == 0 {
+        return Ok((nth, None));
+    }
+    let rest = body_rest::write_now(stream, body).map_err(ExchangeError::NotDelivered)?;
+    Ok((nth, rest))
 }
 
 /// Reads a response head. No bytes at all before EOF means the worker died

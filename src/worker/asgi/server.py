@@ -326,7 +326,7 @@ class HttpCycle(Waiting):
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
                  "disconnected", "complete", "started", "status", "headers", "framer",
                  "keep_alive", "task", "reading_paused", "trailers", "body_done",
-                 "after_body", "reads_all", "listening")
+                 "after_body", "listening")
 
     def __init__(self, hop, scope, length, keep_alive):
         self.hop = hop
@@ -350,8 +350,6 @@ class HttpCycle(Waiting):
         # Answered before its body was all read: the keep-alive to go on
         # with once the rest has come and been dropped (`end`).
         self.after_body = None
-        # Set once the app waited to write while the body was unread (`drained`).
-        self.reads_all = False
         # Calls waiting in receive() now (`sleep`).
         self.listening = 0
 
@@ -372,7 +370,7 @@ class HttpCycle(Waiting):
             return
         self.chunks.append(data)
         self.buffered += len(data)
-        if self.buffered > READ_HIGH_WATER and not self.reading_paused and not self.reads_all:
+        if self.buffered > READ_HIGH_WATER and not self.reading_paused:
             self.reading_paused = True
             hop.transport.pause_reading()
         self.wake()
@@ -542,13 +540,9 @@ class HttpCycle(Waiting):
         return sent
 
     async def drained(self):
-        """Waits until the edge reads the answer again. The edge reads it
-        only after sending the whole request body, so a body not read yet
-        is taken in now (at most `max_body`, the edge's limit): with both
-        sides waiting to write, the request would hang until app.timeout."""
-        if self.left > 0:
-            self.reads_all = True
-            self.resume_reading()
+        """Waits until the edge reads the answer again. It reads while it
+        still sends the body, so a body the app has not read stays held
+        back (READ_HIGH_WATER) while the app waits to write."""
         await self.hop.drained()
 
     def end(self, keep_alive):
@@ -557,9 +551,9 @@ class HttpCycle(Waiting):
         keep_alive = keep_alive and not self.hop.lost
         if self.left > 0 and not self.hop.lost:
             # Answered without reading the whole body (a 401 before an
-            # upload, say): the edge is still sending the rest and reads
-            # the answer only after it. Read on and drop it, as nginx and
-            # uvicorn do, then the hop serves the next request.
+            # upload, say): what of the rest is already on its way is read
+            # and dropped, as nginx and uvicorn do; the edge stops sending
+            # and closes the hop once it has the whole answer.
             self.after_body = keep_alive
             self.chunks.clear()
             self.buffered = 0
