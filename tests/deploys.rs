@@ -114,8 +114,9 @@ fn a_broken_deploy_never_takes_the_site_down() {
     let _ = std::process::Command::new("kill")
         .args(["-9", &killed.to_string()])
         .status();
+    // Seven failures in a row: the next try is 6.4 s away (backoff).
     assert!(
-        srv.wait_for_stderr("keep failing to boot", Duration::from_secs(10)),
+        srv.wait_for_stderr("keep failing to boot (7 times)", Duration::from_secs(30)),
         "no retry line after the replacements failed:\n{}",
         srv.stderr_tail()
     );
@@ -135,12 +136,13 @@ fn a_broken_deploy_never_takes_the_site_down() {
     );
     assert!(versions_seen(port, 4).iter().all(|v| v == "v1"));
 
-    // 3. The fixed deploy goes through.
+    // 3. The fixed deploy goes through, at once: the backoff left from
+    // the broken code held the old worker for up to a minute (26 s seen).
     fs::write(srv.config_path(), good_config).unwrap();
     fs::write(srv.path().join("version.txt"), "v2\n").unwrap();
     let out = srv.run_corral_reaping(&["reload", "--pid-file", &pid_arg], Duration::from_secs(60));
     assert!(out.success() && out.stdout.contains("reload done"), "{out}");
-    let converged = wait_until(Duration::from_secs(20), || {
+    let converged = wait_until(Duration::from_secs(3), || {
         versions_seen(port, 4).iter().all(|v| v == "v2")
     });
     assert!(converged, "v2 never served:\n{}", srv.stderr_tail());

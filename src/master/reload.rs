@@ -114,6 +114,12 @@ impl Arbiter {
         info!("listening on {}", super::listeners::describe(&p.site));
         self.site = p.site;
         self.generation += 1;
+        // The new code boots: a backoff left from replacements of broken
+        // code on disk (up to a minute) must not hold back the old
+        // generation's replacement, nor count against the new code.
+        self.boot_failures = 0;
+        self.worker_failures = 0;
+        self.worker_next_start = Instant::now();
         for w in self.workers.values_mut().filter(|w| !w.retiring) {
             w.recycle.get_or_insert_with(|| "reload".to_string());
         }
