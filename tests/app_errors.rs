@@ -186,14 +186,8 @@ fn a_full_spool_disk_is_a_507_that_says_so() {
     let config = app_config("errapp:application", 2, "")
         + &format!("\n[app.env]\nTMPDIR = \"{}\"\n", full.path.display());
     let srv = site.config(&config).start();
-    let body = vec![b'z'; 3 << 20]; // past the worker's 1 MiB in-memory limit
-    let r = srv.post("/upload", "application/octet-stream", &body);
-    assert_eq!(r.status, 507, "{}", r.snippet());
-    assert!(
-        r.text().contains("cannot store the request body"),
-        "{}",
-        r.snippet()
-    );
+    // Past the worker's 1 MiB in-memory limit.
+    upload_gets_a_507(&srv);
     assert!(srv.wait_for_stderr("cannot spool a request body", Duration::from_secs(3)));
     let log = srv.stderr();
     assert!(
@@ -204,6 +198,42 @@ fn a_full_spool_disk_is_a_507_that_says_so() {
     let small = srv.post("/upload", "text/plain", b"small");
     assert_eq!((small.status, small.text()), (200, "5".to_string()));
     eprintln!("spool folder on a full tmpfs: {}", full.mounted);
+}
+
+/// A 3 MiB upload (spooled, past 1 MiB in memory) gets a 507 that says why.
+fn upload_gets_a_507(srv: &Running) {
+    let body = vec![b'z'; 3 << 20];
+    let r = srv.post("/upload", "application/octet-stream", &body);
+    assert_eq!(r.status, 507, "{}", r.snippet());
+    assert!(
+        r.text().contains("cannot store the request body"),
+        "{}",
+        r.snippet()
+    );
+}
+
+/// The edge spools a body over 1 MiB before a worker is chosen: with its
+/// own temp folder full (TMPDIR for the whole server), the client gets the
+/// same 507 and reason a worker gives, not a bare 500, and the log names
+/// the folder. Smaller bodies, in memory, are still served.
+#[test]
+fn a_full_spool_disk_in_the_edge_is_a_507_that_says_so_too() {
+    let site = Site::new().file("errapp.py", APP);
+    let full = FullDir::new(site.path());
+    let full_path = full.path.to_str().unwrap().to_string();
+    let srv = site
+        .env("TMPDIR", &full_path)
+        .config(&app_config("errapp:application", 1, ""))
+        .start();
+    upload_gets_a_507(&srv);
+    let logged = format!("cannot spool a request body to a temp file in {full_path}");
+    assert!(
+        srv.wait_for_stderr(&logged, Duration::from_secs(3)),
+        "{}",
+        srv.stderr_tail()
+    );
+    let small = srv.post("/upload", "text/plain", b"small");
+    assert_eq!((small.status, small.text()), (200, "5".to_string()));
 }
 
 #[test]

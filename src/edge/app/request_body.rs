@@ -161,12 +161,27 @@ impl Edge {
                 tracing::debug!("request {}: bad or broken body: {e}", ctx.request_id);
                 (400, "Bad Request: malformed body")
             }
-            Ok(Err(BodyError::Io(e))) => {
-                tracing::error!("cannot buffer a request body: {e}");
-                (500, "Internal Server Error")
-            }
+            Ok(Err(BodyError::Io(e))) => return self.cannot_spool(session, ctx, e).await,
         };
         self.refuse(session, ctx, status, why).await.map(|_| None)
+    }
+
+    /// A body too large for memory that the temp folder cannot take (a
+    /// full disk, no such folder): 507 with the reason, as a worker says
+    /// it, and the folder in the log for the operator.
+    async fn cannot_spool(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        e: std::io::Error,
+    ) -> pingora_core::Result<Option<RequestBody>> {
+        tracing::error!(
+            "request {}: cannot spool a request body to a temp file in {}: {e}; answering 507",
+            ctx.request_id,
+            std::env::temp_dir().display()
+        );
+        let why = format!("Insufficient Storage: the server cannot store the request body ({e})");
+        self.refuse(session, ctx, 507, &why).await.map(|_| None)
     }
 
     /// 413, naming the limit and the key that sets it, for the client and
