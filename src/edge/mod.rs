@@ -310,7 +310,10 @@ fn accept_shared(
         state: state.clone(),
         app: Arc::new(proxy),
         tls,
-        conns: conn::limits::ConnLimits::new(limits.max_connections, limits.max_connections_per_ip),
+        conns: conn::limits::ConnLimits::new(
+            conn::limits::within_fd_limit(limits.max_connections),
+            limits.max_connections_per_ip,
+        ),
         header_timeout: limits.header_timeout.0,
         keepalive_timeout: limits.keepalive_timeout.0,
         head_limits: crate::proto::framing::HeadLimits {

@@ -76,7 +76,7 @@ pub fn serve(site: Site) -> anyhow::Result<()> {
     // Bound before anything is forked (and before privileges are dropped in
     // the children), so a busy or privileged port is reported against its key.
     crate::proctitle::set(&format!("corral: master ({})", site.file.display()));
-    raise_fd_limit(site.config.limits.max_connections);
+    raise_fd_limit();
     let listeners = Listeners::bind_all(&site)?;
     let _pid_file = match &site.pid_file {
         Some(p) => Some(pid_file::PidFile::write(
@@ -672,28 +672,15 @@ impl Arbiter {
     }
 }
 
-/// Every client connection costs the edge a descriptor:
-/// take the hard limit (as nginx's worker_rlimit_nofile would), and say so
-/// when even that is too low for `max_connections`.
-fn raise_fd_limit(max_connections: usize) {
+/// Every client connection costs the edge a descriptor or two: take the
+/// hard limit (as nginx's worker_rlimit_nofile would). The edge fits
+/// `max_connections` to what it gives, and says so (`within_fd_limit`).
+fn raise_fd_limit() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return;
-    };
-    let soft = if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
-        hard
-    } else {
-        soft
-    };
-    // One per client connection, plus room for worker connections, files
-    // and spools.
-    let needed = max_connections as u64 + 256;
-    if max_connections > 0 && soft < needed {
-        warn!(
-            "[limits] max_connections = {max_connections} needs about {needed} file descriptors, \
-             but the limit (RLIMIT_NOFILE) is {soft}: raise it (systemd LimitNOFILE=, ulimit -n) \
-             or lower max_connections"
-        );
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
     }
 }
 

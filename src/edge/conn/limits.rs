@@ -74,6 +74,47 @@ impl ConnLimits {
     }
 }
 
+/// `max_connections` as this process's descriptor limit allows it. A
+/// connection may hold two descriptors (the client's, and a worker's or a
+/// file's), and some are kept for listeners, idle worker connections and
+/// spool files. Past what the limit allows, connections wait in the listen
+/// backlog, where the kernel holds them, instead of being accepted and then
+/// answered 503 for want of a descriptor to reach a worker. `max` 0 (no
+/// limit) becomes what the descriptors allow.
+pub fn within_fd_limit(max: usize) -> usize {
+    use nix::sys::resource::{getrlimit, Resource};
+    let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return max;
+    };
+    let allowed = fd_budget(soft);
+    if max == 0 {
+        return allowed;
+    }
+    if allowed < max {
+        tracing::warn!(
+            "[limits] max_connections = {max} needs about {} file descriptors (two per \
+             connection), but the limit (RLIMIT_NOFILE) is {soft}: the edge holds at most \
+             {allowed} connections at once and the rest wait to be accepted; raise the limit \
+             (systemd LimitNOFILE=, ulimit -n) or lower max_connections",
+            max.saturating_mul(2).saturating_add(reserve(soft) as usize)
+        );
+    }
+    max.min(allowed)
+}
+
+/// Connections `soft` descriptors carry: two each, after the reserve.
+fn fd_budget(soft: u64) -> usize {
+    let pairs = soft.saturating_sub(reserve(soft)) / 2;
+    usize::try_from(pairs)
+        .unwrap_or(usize::MAX)
+        .clamp(1, Semaphore::MAX_PERMITS)
+}
+
+/// Descriptors kept aside: listeners, idle worker connections, spools.
+fn reserve(soft: u64) -> u64 {
+    (soft / 8).clamp(32, 1024)
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some((limits, ip)) = self.ip.take() {
