@@ -91,13 +91,21 @@ pub fn within_fd_limit(max: usize) -> usize {
         return allowed;
     }
     if allowed < max {
-        tracing::warn!(
-            "[limits] max_connections = {max} needs about {} file descriptors (two per \
+        let needed = max.saturating_mul(2).saturating_add(reserve(soft) as usize);
+        let line = format!(
+            "[limits] max_connections = {max} needs about {needed} file descriptors (two per \
              connection), but the limit (RLIMIT_NOFILE) is {soft}: the edge holds at most \
              {allowed} connections at once and the rest wait to be accepted; raise the limit \
-             (systemd LimitNOFILE=, ulimit -n) or lower max_connections",
-            max.saturating_mul(2).saturating_add(reserve(soft) as usize)
+             (systemd LimitNOFILE=, ulimit -n) or lower max_connections"
         );
+        // Most connections are idle keep-alives holding one descriptor, so
+        // a limit that gives each one is only worth a note (the default
+        // 10000 on a 20000 hard limit, say); below that, a warning.
+        if (soft as usize) < max.saturating_add(256) {
+            tracing::warn!("{line}");
+        } else {
+            tracing::info!("{line}");
+        }
     }
     max.min(allowed)
 }
