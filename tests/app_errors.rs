@@ -301,12 +301,12 @@ fn the_fd_limit_is_raised_and_a_low_one_is_reported() {
         "{line}"
     );
     // max_connections = 10000 by default: 4096 is too low, so the edge
-    // takes what fits (2 descriptors each after 512 kept aside), and says so.
+    // takes what fits (2 descriptors each after 32 kept aside), and says so.
     assert!(
-        srv.stderr().contains("needs about 20512 file descriptors")
+        srv.stderr().contains("needs about 20032 file descriptors")
             && srv
                 .stderr()
-                .contains("the edge holds at most 1792 connections"),
+                .contains("the edge holds at most 2032 connections"),
         "{}",
         srv.stderr_tail()
     );
