@@ -49,6 +49,40 @@ fn an_app_answering_while_it_reads_holds_only_a_window_of_the_body() {
     run_checks_watching_the_worker("asgi_big_echo.py");
 }
 
+/// A 2 MiB upload to an app that records it (a database write) and then
+/// waits: its worker is killed meanwhile. The client gets a 502 and the
+/// app ran once. The edge used to count the broken body write as "not
+/// delivered" and ran the POST again on the next worker (a third-party
+/// trial: 5 of 10 uploads recorded twice).
+#[test]
+fn an_upload_whose_app_began_is_not_run_twice_when_its_worker_dies() {
+    let srv = asgi_site(1, "timeout = \"20s\"").start();
+    let worker = srv.edge_and_worker_pids(1)[0];
+    let recorded = srv.path().join("recorded.txt");
+    let url = format!("http://127.0.0.1:{}/raw/record-then-read", srv.port);
+    let body = srv.path().join("upload.bin");
+    std::fs::write(&body, vec![b'u'; 2 << 20]).unwrap();
+    let data = format!("@{}", body.display());
+    let post = std::thread::spawn(move || {
+        curl_fetch(&url, &["-H", "x-req-id: once", "--data-binary", &data])
+    });
+    let read_recorded = || std::fs::read_to_string(&recorded).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || read_recorded().contains("once")),
+        "the app never began: {}",
+        srv.stderr_tail()
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status();
+    let (status, _, out) = post.join().unwrap();
+    assert_eq!(status, 502, "{out}\n{}", srv.stderr_tail());
+    // Time for a retry to have run, had there been one.
+    assert!(srv.wait_worker_count(1, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(read_recorded(), "once\n", "{}", srv.stderr_tail());
+}
+
 /// A hundred 2 MiB uploads at once to an app that reads each only after
 /// 1.5 s (tests/clients/asgi_waiting_uploads.py, aiohttp): every one comes
 /// back with its own sha256, and the worker holds only a small window of

@@ -366,6 +366,19 @@ async def echo_stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def record_then_read(scope, receive, send):
+    """Raw ASGI: writes its x-req-id to recorded.txt beside this file (a
+    stand-in for a database insert), waits 1.5 s, then reads the body."""
+    req_id = dict(scope["headers"]).get(b"x-req-id", b"-").decode()
+    with open(os.path.join(os.path.dirname(__file__), "recorded.txt"), "a") as f:
+        f.write(req_id + "\n")
+    await asyncio.sleep(1.5)
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"recorded"})
+
+
 async def digest_later(scope, receive, send):
     """Raw ASGI: waits 1.5 s before reading the body (a slow auth lookup,
     say), then answers its length and sha256."""
@@ -438,6 +451,7 @@ class Routes:
            "/raw/bad-header": bad_header, "/raw/hints": hints, "/raw/trailers": trailers,
            "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
            "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later,
+           "/raw/record-then-read": record_then_read,
            "/raw/headers": headers_seen, "/raw/listen-then-sleep": listen_then_sleep,
            "/raw/two-listeners": two_listeners, "/raw/listening": listening_state}
 

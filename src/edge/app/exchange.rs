@@ -318,10 +318,19 @@ async fn exchange(
     }
     let (nth, mut rest) =
         upstream::send(&mut conn, out.head, out.body, lease.names_links, written).await?;
+    // An ASGI app starts on the head, and a worker's loop reads eagerly: a
+    // body its socket could not take at once means the head was read and
+    // the app may have begun (a database write, say). A failure from then
+    // on is a 502, never a retry that would run it twice. (A WSGI worker
+    // runs its app only once it has the whole body.)
+    let begun = lease.interface == crate::ipc::Interface::Asgi && rest.is_some();
+    let taken = |e: ExchangeError| if begun { e.taken() } else { e };
     if let Some(rescue) = rescue {
         // Sent ahead (small bodies only): whole before its turn is watched.
         if let Some(mut r) = rest.take() {
-            r.finish().await.map_err(ExchangeError::NotDelivered)?;
+            r.finish()
+                .await
+                .map_err(|e| taken(ExchangeError::NotDelivered(e)))?;
         }
         // Withdrawn: the connection is dropped; the worker skips the
         // request when it comes to it, then sees the close.
@@ -329,7 +338,9 @@ async fn exchange(
             return Ok(Exchanged::Withdrawn(free));
         }
     }
-    let resp = head_while_writing(&mut conn, out.is_head, &mut rest).await?;
+    let resp = head_while_writing(&mut conn, out.is_head, &mut rest)
+        .await
+        .map_err(taken)?;
     Ok(Exchanged::Head(conn, resp, rest))
 }
 

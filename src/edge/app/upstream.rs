@@ -54,6 +54,18 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
+    /// The same failure for a request the app may have begun: not
+    /// delivered becomes failed (a 502, not a retry).
+    pub fn taken(self) -> Self {
+        match self {
+            ExchangeError::NotDelivered(e) => ExchangeError::Failed(format!(
+                "the worker failed while its app had the request ({e}); not retried, \
+                 as it may have run"
+            )),
+            other => other,
+        }
+    }
+
     /// Sorts a failed connect to a worker's socket.
     pub fn from_connect(e: io::Error) -> Self {
         match e.raw_os_error() {
