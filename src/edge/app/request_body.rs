@@ -158,8 +158,13 @@ impl Edge {
             Ok(Err(BodyError::Client(e))) => {
                 // The client broke off or sent a malformed body (bad chunk
                 // sizes, missing CRLFs...): answer 400 if it is still there.
+                // One that is gone (an h2 stream it reset) cannot be
+                // answered: no error of ours to log.
                 tracing::debug!("request {}: bad or broken body: {e}", ctx.request_id);
-                (400, "Bad Request: malformed body")
+                let why = "Bad Request: malformed body";
+                let answered = self.refuse(session, ctx, 400, why).await;
+                ctx.client_left = answered.is_err();
+                return answered.map(|_| None);
             }
             Ok(Err(BodyError::Io(e))) => return self.cannot_spool(session, ctx, e).await,
         };
