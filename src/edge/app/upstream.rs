@@ -103,9 +103,6 @@ pub async fn send(
     if let Some(written) = written {
         let _ = written.send(());
     }
-    if body.len() == 0 {
-        return Ok((nth, None));
-    }
     let rest = body_rest::write_now(stream, body).map_err(ExchangeError::NotDelivered)?;
     Ok((nth, rest))
 }

@@ -155,41 +155,18 @@ fn scheme(https: bool, websocket: bool) -> &'static str {
 
 /// `[name, value]` pairs, names lower-case, the edge's own fields left out.
 fn headers<'py>(py: Python<'py>, head: &request::RequestHead) -> PyResult<Bound<'py, PyList>> {
+    // Cookies come as one field: the edge joins an h2 client's separate
+    // cookie fields with "; " (`edge::app::forward`).
     let list = PyList::empty(py);
-    let cookie = joined_cookies(head);
-    let mut cookie_sent = false;
     for (name, value) in &head.headers {
         let lname = name.to_ascii_lowercase();
         if lname.starts_with(wire::PREFIX) {
             continue;
         }
-        let value: &[u8] = match (cookie.as_deref(), lname.as_str()) {
-            (Some(_), "cookie") if cookie_sent => continue,
-            (Some(joined), "cookie") => {
-                cookie_sent = true;
-                joined
-            }
-            _ => value,
-        };
         let pair = PyTuple::new(py, [header_name(py, &lname), PyBytes::new(py, value)])?;
         list.append(pair)?;
     }
     Ok(list)
-}
-
-/// Browsers send each cookie as a field of its own over HTTP/2; RFC 9113
-/// §8.2.3 has them joined with "; " for an application, as one field
-/// (Django joins repeated fields with "," and kept only the first cookie).
-/// Some(joined) when there are several: the first field's place carries
-/// it, and `headers` leaves the others out.
-fn joined_cookies(head: &request::RequestHead) -> Option<Vec<u8>> {
-    let cookies: Vec<&[u8]> = head
-        .headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
-        .map(|(_, value)| value.as_slice())
-        .collect();
-    (cookies.len() > 1).then(|| cookies.join(&b"; "[..]))
 }
 
 /// Header names seen so far, as shared bytes objects (immutable, so
