@@ -48,11 +48,14 @@ pub fn raise_fd_limit(want: u64) -> u64 {
     now.rlim_cur
 }
 
-/// A port that was free a moment ago. Taken from 20000-31999, below the
-/// kernel's ephemeral range (32768+): a port the kernel hands out to `:0`
-/// is also what the clients of other tests running at once get for their
-/// outgoing connections, and one of them may take it before corral binds it
-/// (EADDRINUSE). Each test process starts at its own random point.
+/// A port that was free a moment ago and that no other test process will
+/// pick while this one runs. Taken from 20000-31999, below the kernel's
+/// ephemeral range (32768+): a port the kernel hands out to `:0` is also
+/// what the clients of other tests running at once get for their outgoing
+/// connections, and one of them may take it before corral binds it
+/// (EADDRINUSE). Test processes run in parallel and could pick the same
+/// free port before either corral binds it, so a port is also reserved
+/// with a lock file this process holds until it exits (`reserve_port`).
 pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const LOW: u32 = 20000;
@@ -68,12 +71,37 @@ pub fn free_port() -> u16 {
     }
     for _ in 0..SPAN {
         let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve_port(port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
+}
+
+/// Take an exclusive, non-blocking flock on `$TMPDIR/corral-test-ports/<port>`
+/// and keep it for the life of this process (the kernel lets go of it when
+/// the process exits, however it exits). False when another test process
+/// holds it. Without the folder (a read-only TMPDIR) every port counts as
+/// reserved, as before the locks.
+fn reserve_port(port: u16) -> bool {
+    use std::os::fd::AsRawFd;
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    let dir = std::env::temp_dir().join("corral-test-ports");
+    if fs::create_dir_all(&dir).is_err() {
+        return true;
+    }
+    let Ok(file) = File::create(dir.join(port.to_string())) else {
+        return true;
+    };
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return false;
+    }
+    if let Ok(mut held) = HELD.lock() {
+        held.push(file);
+    }
+    true
 }
 
 /// Whether something accepts TCP connections on 127.0.0.1:port.
