@@ -81,6 +81,64 @@ fn an_upload_whose_app_began_is_not_run_twice_when_its_worker_dies() {
     assert!(srv.wait_worker_count(1, Duration::from_secs(10)));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(read_recorded(), "once\n", "{}", srv.stderr_tail());
+    assert!(
+        srv.wait_for_stderr("the app may have acted on it", Duration::from_secs(2)),
+        "{}",
+        srv.stderr_tail()
+    );
+}
+
+/// kill -9 of an ASGI worker running eight GETs and a POST at once (curl):
+/// each GET runs once more on the replacement and its client gets a 200
+/// from it, never knowing; the POST gets a 502 and is not run again. Every
+/// GET was a 502 before.
+#[test]
+fn gets_in_flight_in_a_killed_worker_run_again_and_a_post_does_not() {
+    let srv = asgi_site(1, "timeout = \"20s\"").start();
+    let worker = srv.edge_and_worker_pids(1)[0];
+    let recorded = srv.path().join("recorded.txt");
+    let read_recorded = || std::fs::read_to_string(&recorded).unwrap_or_default();
+    let url = format!("http://127.0.0.1:{}/raw/record-then-read", srv.port);
+    let clients: Vec<_> = (0..9)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let id = format!("x-req-id: r{i}");
+                let method = if i == 8 { "POST" } else { "GET" };
+                curl_fetch(&url, &["-X", method, "-H", &id, "--max-time", "30"])
+            })
+        })
+        .collect();
+    let all_in = || read_recorded().lines().count() == 9;
+    assert!(
+        wait_until(Duration::from_secs(10), all_in),
+        "the app never had all nine: {:?}\n{}",
+        read_recorded(),
+        srv.stderr_tail()
+    );
+    let _ = Command::new("kill")
+        .args(["-9", &worker.to_string()])
+        .status();
+    for (i, client) in clients.into_iter().enumerate() {
+        let (status, body, out) = client.join().unwrap();
+        let body = String::from_utf8_lossy(&body).to_string();
+        if i == 8 {
+            assert_eq!(status, 502, "the POST: {out}\n{}", srv.stderr_tail());
+            continue;
+        }
+        assert_eq!(status, 200, "GET r{i}: {out}\n{}", srv.stderr_tail());
+        let replacement = format!("recorded by {}", srv.worker_pids()[0]);
+        assert_eq!(body, replacement, "GET r{i} (killed worker {worker})");
+    }
+    let text = read_recorded();
+    for i in 0..8 {
+        let runs = text.lines().filter(|l| *l == format!("r{i}")).count();
+        assert_eq!(runs, 2, "GET r{i} ran {runs} times:\n{text}");
+    }
+    assert_eq!(text.lines().filter(|l| *l == "r8").count(), 1, "{text}");
+    assert!(srv
+        .stderr()
+        .contains("running it once more on another worker"));
 }
 
 /// A hundred 2 MiB uploads at once to an app that reads each only after

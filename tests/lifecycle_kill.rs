@@ -1,7 +1,7 @@
-//! A storm of `kill -9` on random workers under load: only the requests
-//! that were running in a killed worker may fail (502), every other request
-//! succeeds, each death is explained in the log, and the pool is back to
-//! full strength afterwards.
+//! A storm of `kill -9` on random workers under GET load: a GET a killed
+//! worker was running runs once more on another (`retry_idempotent`), so
+//! next to none fail, and only with a 502; each death is explained in the
+//! log, and the pool is back to full strength afterwards.
 mod common;
 
 use common::*;
@@ -12,7 +12,7 @@ const STORM: Duration = Duration::from_secs(10);
 const KILL_EVERY: Duration = Duration::from_millis(300);
 
 #[test]
-fn kill_9_storm_fails_only_the_requests_in_killed_workers() {
+fn kill_9_storm_loses_next_to_no_get() {
     let srv = Site::new()
         .app("lifecycle_app.py")
         .config(&app_config(
@@ -97,16 +97,17 @@ fn kill_9_storm_fails_only_the_requests_in_killed_workers() {
             not_502.iter().take(20).map(|o| format!("    {o}\n")).collect::<String>()
         ));
     }
-    // A sync worker runs one request at a time, so a kill should cost at
-    // most the request it was running. Known residual race (issue 5 notes):
-    // a request written to a worker's socket in the instant the kernel tears
-    // it down can look delivered and get a 502 too, so some slack is
-    // allowed. The bugs this guards against (dispatching to a dead worker,
+    // A sync worker runs one request at a time, and the GET it was running
+    // runs once more elsewhere: the bar is no failure. A GET is lost only
+    // when the worker it runs again in is killed too before it answers (a
+    // kill every 300 ms, a request of 50 ms and a short queue: rare), so a
+    // little slack is allowed. A 502 per kill was the rule before reruns;
+    // the bugs this guards against (dispatching to a dead worker,
     // re-announcing a killed but unreaped one) cost 2-4 failures per kill.
-    let allowed = killed.len() + killed.len() / 4;
+    let allowed = killed.len() / 10;
     if failures.len() > allowed {
         problems.push(format!(
-            "{} requests failed but only {} workers were killed (at most {allowed} failures allowed)",
+            "{} requests failed for {} kills (at most {allowed} allowed: a GET runs again after its worker is killed)",
             failures.len(),
             killed.len()
         ));
@@ -176,10 +177,11 @@ fn kill_9_storm_fails_only_the_requests_in_killed_workers() {
 }
 
 /// The focused version: a few kills spaced out (so respawn backoff plays no
-/// part), with requests queued for the workers. Each kill may cost the one
-/// request the killed worker was running, and nothing else.
+/// part), with requests queued for the workers. The GET a killed worker
+/// was running runs again on the other: no request fails. (It was one 502
+/// per kill before `retry_idempotent`.)
 #[test]
-fn each_kill_costs_at_most_the_request_in_the_killed_worker() {
+fn spaced_kills_under_load_lose_no_request() {
     let srv = Site::new()
         .app("lifecycle_app.py")
         .config(&app_config(
@@ -225,13 +227,16 @@ fn each_kill_costs_at_most_the_request_in_the_killed_worker() {
     let report = load.finish();
     eprintln!("kills {killed:?}\nload: {}", report.summary(20));
     let failures = report.failures();
-    let not_502 = failures.iter().filter(|o| o.status != Some(502)).count();
-    if not_502 > 0 || failures.len() > killed.len() {
+    if !failures.is_empty() || killed.len() < 3 {
         srv.fail(format!(
-            "{} kills ({killed:?}) but {} failed requests ({not_502} of them not a 502); each kill may fail only the request running in the killed worker:\n{}",
+            "{} kills ({killed:?}) and {} failed requests; a GET whose worker is killed runs again on the other:\n{}",
             killed.len(),
             failures.len(),
             report.summary(20)
         ));
+    }
+    let reruns = count_lines(&srv.stderr(), "running it once more on another worker");
+    if reruns == 0 {
+        srv.fail("no kill caught a request running: the test proved nothing".to_string());
     }
 }

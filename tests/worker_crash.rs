@@ -1,5 +1,6 @@
-//! A worker that dies mid-request: that client gets a 502 (not a hang) and
-//! the worker is replaced.
+//! A worker that dies mid-request: an idempotent request runs once more on
+//! another worker, any other gets a 502 (not a hang), and the worker is
+//! replaced.
 mod common;
 
 use common::*;
@@ -34,21 +35,23 @@ fn pid_eventually(srv: &Running, timeout: Duration) -> u32 {
     }
 }
 
+/// A POST that kills its worker: the app may have acted on it, so it is
+/// not run again.
 fn crash_once(srv: &Running) {
     let t0 = Instant::now();
     let r = try_request_timeout(
         srv.port,
-        &get_req(srv.port, "/exit"),
+        &post_req(srv.port, "/exit", "text/plain", b"x", true),
         Duration::from_secs(15),
     )
     .unwrap_or_else(|e| {
         srv.fail(format!(
-            "GET /exit: expected a 502 response, got an error after {:?}: {e}",
+            "POST /exit: expected a 502 response, got an error after {:?}: {e}",
             t0.elapsed()
         ))
     });
     let took = t0.elapsed();
-    srv.assert_status(&r, 502, "GET /exit (worker calls os._exit(1) mid-request)");
+    srv.assert_status(&r, 502, "POST /exit (worker calls os._exit(1) mid-request)");
     if took > Duration::from_secs(10) {
         srv.fail(format!("the 502 took {took:?} (limit 10 s)"));
     }
@@ -104,7 +107,8 @@ fn worker_death_does_not_affect_queued_requests() {
     // it must be served by the replacement worker.
     let port = srv.port;
     let crasher = thread::spawn(move || {
-        try_request_timeout(port, &get_req(port, "/exit"), Duration::from_secs(20))
+        let post = post_req(port, "/exit", "text/plain", b"x", true);
+        try_request_timeout(port, &post, Duration::from_secs(20))
     });
     thread::sleep(Duration::from_millis(300));
     let queued = try_request_timeout(
@@ -114,8 +118,8 @@ fn worker_death_does_not_affect_queued_requests() {
     );
     let crashed = crasher.join().expect("crasher thread panicked");
     match crashed {
-        Ok(r) => srv.assert_status(&r, 502, "GET /exit"),
-        Err(e) => srv.fail(format!("GET /exit: expected 502, got error {e}")),
+        Ok(r) => srv.assert_status(&r, 502, "POST /exit"),
+        Err(e) => srv.fail(format!("POST /exit: expected 502, got error {e}")),
     }
     match queued {
         Ok(r) => srv.assert_status(&r, 200, "queued GET /pid behind a crashing request"),
@@ -123,4 +127,78 @@ fn worker_death_does_not_affect_queued_requests() {
             "queued GET /pid behind a crashing request failed: {e}"
         )),
     }
+}
+
+/// kill -9 of the only worker while it runs a GET (curl): the GET runs once
+/// more on the replacement and curl gets its 200, as behind nginx with
+/// `proxy_next_upstream`. It was a 502.
+#[test]
+fn a_get_whose_worker_is_killed_runs_once_more_on_the_replacement() {
+    let srv = Site::new()
+        .app("echo_environ.py")
+        .config(&app_config("echo_environ:application", 1, ""))
+        .start();
+    let first = pid_of(&srv, &srv.get("/pid"));
+    let url = format!("http://127.0.0.1:{}/sleep?s=1.5", srv.port);
+    let client = thread::spawn(move || curl_fetch(&url, &["--max-time", "30"]));
+    // Halfway through its 1.5 s (one killed before it arrived would be
+    // retried anyway, as never delivered; the log line below tells).
+    thread::sleep(Duration::from_millis(700));
+    assert!(send_signal(first as i32, "KILL"));
+    let (status, body, out) = client.join().expect("curl thread");
+    assert_eq!(status, 200, "{out}\n{}", srv.stderr_tail());
+    assert_eq!(String::from_utf8_lossy(&body), "slept 1.5\n");
+    let said = "GET /sleep?s=1.5 (request";
+    let rerun = "running it once more on another worker (its method is idempotent)";
+    let log = srv.stderr();
+    assert!(
+        log.lines().any(|l| l.contains(said) && l.contains(rerun)),
+        "{}",
+        srv.stderr_tail()
+    );
+    let second = pid_eventually(&srv, Duration::from_secs(10));
+    assert_ne!(first, second, "the killed worker was not replaced");
+}
+
+/// A GET that kills every worker it runs in (a query of death) takes down
+/// two at most: it runs once more, then gets a 502 that says why.
+#[test]
+fn a_get_that_kills_its_worker_takes_down_two_then_gets_502() {
+    let srv = Site::new()
+        .app("echo_environ.py")
+        .config(&app_config("echo_environ:application", 3, ""))
+        .start();
+    assert!(srv.wait_worker_count(3, Duration::from_secs(10)));
+    let before = srv.worker_pids();
+    get_exit_is_a_502_that_says(&srv, "its first worker went away too");
+    assert!(srv.wait_worker_count(3, Duration::from_secs(15)));
+    let after = srv.worker_pids();
+    let gone = before.iter().filter(|p| !after.contains(p)).count();
+    assert_eq!(gone, 2, "workers before {before:?}, after {after:?}");
+}
+
+/// `retry_idempotent = false`: a GET whose worker dies gets its 502 at
+/// once, and the log names the setting.
+#[test]
+fn with_retry_idempotent_off_a_get_whose_worker_dies_gets_502() {
+    let srv = Site::new()
+        .app("echo_environ.py")
+        .config(&app_config(
+            "echo_environ:application",
+            2,
+            "retry_idempotent = false",
+        ))
+        .start();
+    get_exit_is_a_502_that_says(&srv, "not run again ([app] retry_idempotent = false)");
+}
+
+/// GET /exit (the worker calls os._exit) ends in a 502 whose log line
+/// says `why`.
+fn get_exit_is_a_502_that_says(srv: &Running, why: &str) {
+    let get = get_req(srv.port, "/exit");
+    let r = try_request_timeout(srv.port, &get, Duration::from_secs(20))
+        .unwrap_or_else(|e| srv.fail(format!("GET /exit: {e}")));
+    srv.assert_status(&r, 502, "GET /exit");
+    let said = srv.wait_for_stderr(why, Duration::from_secs(3));
+    assert!(said, "no {why:?} in the log:\n{}", srv.stderr_tail());
 }

@@ -126,6 +126,9 @@ pub struct App {
     pub graceful_timeout: Seconds,
     /// A request running longer gets 504 and its worker is replaced (0 = never).
     pub timeout: Seconds,
+    /// An idempotent request (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) whose
+    /// worker went away before answering runs once more on another.
+    pub retry_idempotent: bool,
     /// Recycle a worker after this many requests (0 = never), plus a random
     /// 0..=jitter so workers do not all recycle at once.
     pub max_requests: u64,
@@ -198,6 +201,7 @@ impl Default for App {
             queue_timeout: Seconds(Duration::from_secs(30)),
             graceful_timeout: Seconds(Duration::from_secs(30)),
             timeout: Seconds(Duration::from_secs(30)),
+            retry_idempotent: true,
             max_requests: 0,
             max_requests_jitter: 0,
             max_rss: ByteSize(0),

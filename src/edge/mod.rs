@@ -242,6 +242,7 @@ fn request_path(
         pool: pool.clone(),
         routes: admit::routes::Routes::new(limits),
         timeout: site.timeout(),
+        retry_idempotent: site.config.app.retry_idempotent,
         status_fd,
         static_mounts: site
             .static_mounts

@@ -17,6 +17,9 @@ pub struct Edge {
     /// `app.timeout`: from the moment a worker has the request until its
     /// whole response is in.
     pub timeout: Option<Duration>,
+    /// `[app] retry_idempotent`: run an idempotent request once more when
+    /// its worker went away before answering.
+    pub retry_idempotent: bool,
     pub status_fd: std::os::fd::RawFd,
     pub static_mounts: Vec<files::StaticMount>,
     pub compression: crate::config::schema::Compression,

@@ -368,7 +368,8 @@ async def echo_stream(scope, receive, send):
 
 async def record_then_read(scope, receive, send):
     """Raw ASGI: writes its x-req-id to recorded.txt beside this file (a
-    stand-in for a database insert), waits 1.5 s, then reads the body."""
+    stand-in for a database insert), waits 1.5 s, then reads the body and
+    answers `recorded by <pid>`."""
     req_id = dict(scope["headers"]).get(b"x-req-id", b"-").decode()
     with open(os.path.join(os.path.dirname(__file__), "recorded.txt"), "a") as f:
         f.write(req_id + "\n")
@@ -376,7 +377,7 @@ async def record_then_read(scope, receive, send):
     while (await receive()).get("more_body"):
         pass
     await send({"type": "http.response.start", "status": 200, "headers": []})
-    await send({"type": "http.response.body", "body": b"recorded"})
+    await send({"type": "http.response.body", "body": b"recorded by %d" % os.getpid()})
 
 
 async def digest_later(scope, receive, send):

@@ -1,7 +1,8 @@
 //! Getting a request to a worker and its response head back: a worker from
 //! the pool (queue, 503), the request written over its Unix socket, the
 //! head read within `app.timeout`. A request is retried on another worker
-//! only while the app cannot have run it (not delivered).
+//! while the app cannot have run it (not delivered), and an idempotent one
+//! runs once more elsewhere if its worker went away before answering.
 
 use crate::edge::app::ahead::{self, Back, Turned};
 use crate::edge::app::body_rest::{self, BodyRest};
@@ -24,6 +25,44 @@ pub(super) struct Outgoing<'a> {
     pub(super) is_head: bool,
     /// What it asks and its id: for the log and `corral status`.
     pub(super) what: Job,
+    /// GET, HEAD, OPTIONS, TRACE, PUT, DELETE: running it twice does what
+    /// running it once does (RFC 9110 §9.2.2).
+    idempotent: bool,
+}
+
+/// What earlier attempts of a request did, which bounds trying again.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Tries {
+    /// Workers tried before this one.
+    workers: usize,
+    /// It already ran once more after a worker went away.
+    reran: bool,
+}
+
+/// Whether a request whose worker went away before answering runs again.
+enum AfterVanish {
+    RunAgain,
+    NotIdempotent,
+    Off,
+    /// It already did once: two workers went away with it.
+    Twice,
+}
+
+impl AfterVanish {
+    /// For the log line of a 502.
+    fn why_not(&self) -> &'static str {
+        match self {
+            AfterVanish::RunAgain => "",
+            AfterVanish::NotIdempotent => {
+                "not run again: the app may have acted on it (only idempotent methods are)"
+            }
+            AfterVanish::Off => "not run again ([app] retry_idempotent = false)",
+            AfterVanish::Twice => {
+                "not run again: its first worker went away too (a request that kills \
+                 its worker?)"
+            }
+        }
+    }
 }
 
 /// A worker's answer: its head read, its body still on `conn`.
@@ -45,6 +84,9 @@ pub(super) enum Attempt {
     Answered(Answer),
     /// Not delivered: the app cannot have run it; try another worker.
     Retry(u64),
+    /// Its worker went away before answering; an idempotent request runs
+    /// once more on another.
+    Rerun(u64),
     /// Taken back unrun from a busy worker, to run on this free one.
     Moved(Lease),
     /// Taken back unrun from this busy worker, to queue again at the front.
@@ -97,10 +139,12 @@ impl Edge {
             body,
             is_head: session.req_header().method == http::Method::HEAD,
             what: Job::of(session, &ctx.request_id).with_body(body.len()),
+            idempotent: session.req_header().method.is_idempotent(),
         };
         let mut avoid = Vec::new();
         let mut moved = None;
         let mut recalled = None;
+        let mut reran = false;
         loop {
             let acquired = if let Some(lease) = moved.take() {
                 Ok(lease)
@@ -135,7 +179,11 @@ impl Edge {
             };
             // For the access log if the answer never comes (504, 499).
             let begun = lease.begun();
-            let attempt = self.attempt(ctx, lease, &out, avoid.len());
+            let tries = Tries {
+                workers: avoid.len(),
+                reran,
+            };
+            let attempt = self.attempt(ctx, lease, &out, tries);
             // Not for a WebSocket handshake: its client may already be
             // sending frames, and the watch would read (and lose) one of
             // their bytes. One that left is found when the 101 is written.
@@ -146,6 +194,10 @@ impl Edge {
             match self.past_hints(session, ctx, &out, outcome).await? {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
+                Attempt::Rerun(worker) => {
+                    avoid.push(worker);
+                    reran = true;
+                }
                 Attempt::Moved(lease) => moved = Some(lease),
                 Attempt::Requeue(requeued) => {
                     // Not straight back behind the same slow request.
@@ -175,7 +227,7 @@ impl Edge {
         ctx: &Ctx,
         mut lease: Lease,
         out: &Outgoing<'_>,
-        retries: usize,
+        tries: Tries,
     ) -> Attempt {
         let order = lease.take_order();
         let Some(result) = self.in_time(&lease, exchange(&lease, out, order)).await else {
@@ -206,7 +258,7 @@ impl Edge {
             Ok(Exchanged::Withdrawn(Back::QueueTimeout)) => {
                 Attempt::Refuse(503, "All workers are busy (queue timeout)")
             }
-            Err(e) => self.failed(ctx, &out.what, lease.worker, e, retries),
+            Err(e) => self.failed(ctx, out, lease.worker, e, tries),
         }
     }
 
@@ -235,11 +287,12 @@ impl Edge {
     pub(super) fn failed(
         &self,
         ctx: &Ctx,
-        what: &Job,
+        out: &Outgoing<'_>,
         worker: u64,
         e: ExchangeError,
-        retries: usize,
+        tries: Tries,
     ) -> Attempt {
+        let what = &out.what;
         match e {
             ExchangeError::Withdrawn => {
                 debug!(
@@ -248,7 +301,7 @@ impl Edge {
                 );
                 Attempt::Retry(worker)
             }
-            ExchangeError::NotDelivered(e) if retries < 8 => {
+            ExchangeError::NotDelivered(e) if tries.workers < 8 => {
                 warn!(
                     "request {} not delivered to worker {worker}: {e}; retrying",
                     ctx.request_id
@@ -269,11 +322,47 @@ impl Edge {
                 );
                 Attempt::Refuse(503, "Service Unavailable: server out of resources")
             }
+            ExchangeError::Vanished(why) => self.vanished(out, worker, why, tries),
             ExchangeError::Failed(why) => {
                 suspect(&self.pool, self.status_fd, worker);
                 error!("{what} failed in worker {worker}: {why}");
                 Attempt::Refuse(502, "Bad Gateway")
             }
+        }
+    }
+
+    /// The worker went away with the request before answering (kill -9,
+    /// the OOM killer, a crash): nothing reached the client yet, so an
+    /// idempotent request runs once more on another worker, as nginx's
+    /// `proxy_next_upstream` does. Only once, so a request that kills its
+    /// worker takes down two at most.
+    fn vanished(&self, out: &Outgoing<'_>, worker: u64, why: String, tries: Tries) -> Attempt {
+        suspect(&self.pool, self.status_fd, worker);
+        let what = &out.what;
+        match self.after_vanish(out, tries) {
+            AfterVanish::RunAgain => {
+                warn!(
+                    "{what}: worker {worker} went away before answering ({why}); \
+                     running it once more on another worker (its method is idempotent)"
+                );
+                Attempt::Rerun(worker)
+            }
+            no => {
+                error!("{what} failed in worker {worker}: {why}; {}", no.why_not());
+                Attempt::Refuse(502, "Bad Gateway")
+            }
+        }
+    }
+
+    fn after_vanish(&self, out: &Outgoing<'_>, tries: Tries) -> AfterVanish {
+        if !self.retry_idempotent {
+            AfterVanish::Off
+        } else if !out.idempotent {
+            AfterVanish::NotIdempotent
+        } else if tries.reran {
+            AfterVanish::Twice
+        } else {
+            AfterVanish::RunAgain
         }
     }
 }

@@ -73,14 +73,15 @@ impl Edge {
             }
             Err(e) => {
                 let why = match e {
-                    ExchangeError::Failed(why) => why,
+                    ExchangeError::Failed(why) | ExchangeError::Vanished(why) => why,
                     ExchangeError::NotDelivered(e) | ExchangeError::EdgeOutOfFds(e) => {
                         e.to_string()
                     }
                     ExchangeError::Withdrawn => "the request was given back".into(),
                 };
                 let failed = ExchangeError::Failed(format!("after early hints: {why}"));
-                self.failed(ctx, &out.what, a.lease.worker, failed, 0)
+                let tries = super::exchange::Tries::default();
+                self.failed(ctx, out, a.lease.worker, failed, tries)
             }
         }
     }

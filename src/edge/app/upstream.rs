@@ -43,7 +43,12 @@ pub enum ExchangeError {
     /// The worker never got the whole request, so the app did not run:
     /// safe to send the request to another worker.
     NotDelivered(io::Error),
-    /// The worker got the request and then failed (died, bad response).
+    /// The worker had the request and went away before its answer's head
+    /// was complete (killed, crashed, its connection broken): the app may
+    /// have run it, but nothing reached the client. An idempotent request
+    /// may run again elsewhere (`[app] retry_idempotent`).
+    Vanished(String),
+    /// The worker got the request and then failed (a bad response).
     Failed(String),
     /// The edge itself could not open a connection (out of file
     /// descriptors): no worker is to blame.
@@ -55,12 +60,11 @@ pub enum ExchangeError {
 
 impl ExchangeError {
     /// The same failure for a request the app may have begun: not
-    /// delivered becomes failed (a 502, not a retry).
+    /// delivered becomes vanished (a 502 unless the request is idempotent).
     pub fn taken(self) -> Self {
         match self {
-            ExchangeError::NotDelivered(e) => ExchangeError::Failed(format!(
-                "the worker failed while its app had the request ({e}); not retried, \
-                 as it may have run"
+            ExchangeError::NotDelivered(e) => ExchangeError::Vanished(format!(
+                "the worker failed while its app had the request ({e})"
             )),
             other => other,
         }
@@ -118,13 +122,13 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset && buf.is_empty() => {
                 return Err(ExchangeError::NotDelivered(e))
             }
-            Err(e) => return Err(ExchangeError::Failed(e.to_string())),
+            Err(e) => return Err(ExchangeError::Vanished(e.to_string())),
         };
         if buf == crate::wire::withdraw::WITHDRAWN {
             return Err(ExchangeError::Withdrawn);
         }
         if n == 0 {
-            return Err(ExchangeError::Failed(if buf.is_empty() {
+            return Err(ExchangeError::Vanished(if buf.is_empty() {
                 "the worker closed the connection without answering (it died or was killed: \
                  its log above says why)"
                     .into()
