@@ -141,6 +141,8 @@ impl Edge {
             session.set_keepalive(None);
         }
         ctx.kind = route.kind();
+        // The large arms are boxed: this future is built (and copied) for
+        // every request, at the size of its largest arm.
         match route {
             Route::Refuse(status, why) => self.refuse(session, ctx, status, why).await,
             Route::ServerWide => self.server_wide(session, ctx).await,
@@ -152,7 +154,7 @@ impl Edge {
             }
             Route::Redirect(r) => self.redirect(session, ctx, r).await,
             Route::Files(mount) => {
-                match files::serve(&self.state, session, mount, decoded).await? {
+                match Box::pin(files::serve(&self.state, session, mount, decoded)).await? {
                     Served::Done(status) => {
                         ctx.status = status;
                         Ok(true)
@@ -164,7 +166,7 @@ impl Edge {
                 }
             }
             Route::App => self.serve_app(session, ctx, applied).await,
-            Route::Upgrade(ask) => self.serve_upgrade(session, ctx, ask).await,
+            Route::Upgrade(ask) => Box::pin(self.serve_upgrade(session, ctx, ask)).await,
         }
     }
 

@@ -166,15 +166,15 @@ impl Edge {
                 Ok(l) => l,
                 Err(Refused::NoRoomForSocket) => {
                     let why = "Service Unavailable: no room for another WebSocket";
-                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                    return self.refused(session, ctx, 503, why).await;
                 }
                 Err(Refused::QueueFull) => {
                     let why = "All workers are busy (queue full)";
-                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                    return self.refused(session, ctx, 503, why).await;
                 }
                 Err(Refused::Timeout) => {
                     let why = "All workers are busy (queue timeout)";
-                    return self.refuse(session, ctx, 503, why).await.map(|_| None);
+                    return self.refused(session, ctx, 503, why).await;
                 }
             };
             // For the access log if the answer never comes (504, 499).
@@ -191,7 +191,14 @@ impl Edge {
                 a = attempt => a,
                 e = client_gone(session), if !websocket => Attempt::ClientGone(e),
             };
-            match self.past_hints(session, ctx, &out, outcome).await? {
+            let outcome = match outcome {
+                Attempt::Answered(a) if a.is_hint() => {
+                    let hint = Attempt::Answered(a);
+                    Box::pin(self.past_hints(session, ctx, &out, hint)).await?
+                }
+                other => other,
+            };
+            match outcome {
                 Attempt::Answered(a) => return Ok(Some(a)),
                 Attempt::Retry(worker) => avoid.push(worker),
                 Attempt::Rerun(worker) => {
@@ -206,7 +213,7 @@ impl Edge {
                 }
                 Attempt::Refuse(status, why) => {
                     ctx.work = Some(begun.work());
-                    return self.refuse(session, ctx, status, why).await.map(|_| None);
+                    return self.refused(session, ctx, status, why).await;
                 }
                 Attempt::ClientGone(e) => {
                     ctx.work = Some(begun.work());
@@ -221,6 +228,21 @@ impl Edge {
         }
     }
 
+    /// Answered here, not by the app. Boxed, as rare: this future is
+    /// built and copied for every request, at the size of its largest
+    /// state.
+    async fn refused(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        why: &str,
+    ) -> Result<Option<Answer>> {
+        Box::pin(self.refuse(session, ctx, status, why))
+            .await
+            .map(|_| None)
+    }
+
     /// One exchange with the worker `lease` holds, under `app.timeout`.
     async fn attempt(
         &self,
@@ -230,7 +252,11 @@ impl Edge {
         tries: Tries,
     ) -> Attempt {
         let order = lease.take_order();
-        let Some(result) = self.in_time(&lease, exchange(&lease, out, order)).await else {
+        // Boxed: built for every request, and the futures around it
+        // (dispatch, serve_app, act, pingora's request) would each carry
+        // and copy its ~3 KiB.
+        let exchanged = Box::pin(exchange(&lease, out, order));
+        let Some(result) = self.in_time(&lease, exchanged).await else {
             report_timeout(&self.pool, self.status_fd, &lease, &out.what, self.timeout);
             return Attempt::Refuse(504, "Gateway Timeout: the app took too long");
         };

@@ -4,7 +4,7 @@
 //! (`app.timeout`, the client watched), and how that ends is an `Attempt`
 //! like any other, handled by `dispatch`.
 
-use crate::edge::app::exchange::{report_timeout, Attempt, Outgoing};
+use crate::edge::app::exchange::{report_timeout, Answer, Attempt, Outgoing};
 use crate::edge::app::upstream::{self, ExchangeError};
 use crate::edge::request::{Ctx, Edge};
 use pingora_core::{Error, ErrorType, Result};
@@ -16,9 +16,18 @@ fn informational(status: u16) -> bool {
     (100..200).contains(&status) && status != 101
 }
 
+impl Answer {
+    /// Its head is a hint (a 103, or another 1xx): the answer is still to
+    /// come.
+    pub(super) fn is_hint(&self) -> bool {
+        informational(self.resp.status)
+    }
+}
+
 impl Edge {
     /// Passes the worker's 103s on (other 1xx are skipped) until an
-    /// outcome that is not an informational head.
+    /// outcome that is not an informational head. (`dispatch` calls it
+    /// boxed, and only for a hint: nearly no answer has one.)
     pub(super) async fn past_hints(
         &self,
         session: &mut Session,
@@ -43,12 +52,7 @@ impl Edge {
 
     /// The next head, within what is left of `app.timeout`. The request was
     /// delivered (a head came back), so a failure is never retried.
-    async fn next_head(
-        &self,
-        ctx: &Ctx,
-        out: &Outgoing<'_>,
-        mut a: super::exchange::Answer,
-    ) -> Attempt {
+    async fn next_head(&self, ctx: &Ctx, out: &Outgoing<'_>, mut a: Answer) -> Attempt {
         let read = upstream::read_head(&mut a.conn, out.is_head);
         let result = match a.deadline {
             None => read.await,

@@ -45,6 +45,8 @@ impl Edge {
         let Some(answer) = self.dispatch(session, ctx, &head, &body, false).await? else {
             return Ok(true);
         };
-        self.relay_response(session, ctx, answer).await
+        // Boxed, as `attempt` boxes the exchange: the futures around this
+        // one would otherwise each carry and copy its ~3 KiB.
+        Box::pin(self.relay_response(session, ctx, answer)).await
     }
 }
