@@ -71,6 +71,9 @@ pub enum Status {
     Timeout(u64, String),
     /// The edge stopped using worker id after a failed exchange.
     Suspect(u64),
+    /// Worker id went away with a request in hand (the request may be what
+    /// killed it); the edge stopped using it.
+    Vanished(u64),
     /// Requests waiting in the edge's queue (sent when it changes, at
     /// most once a second), for systemd's STATUS.
     Queued(u64),
@@ -85,6 +88,7 @@ impl Status {
             Status::Retire(pid, reason) => format!("retire {pid} {}\n", one_line(reason)),
             Status::Timeout(id, what) => format!("timeout {id} {}\n", one_line(what)),
             Status::Suspect(id) => format!("suspect {id}\n"),
+            Status::Vanished(id) => format!("vanished {id}\n"),
             Status::Queued(n) => format!("queued {n}\n"),
         }
     }
@@ -104,6 +108,7 @@ impl Status {
             "retire" => Some(Status::Retire(num.parse().ok()?, rest)),
             "timeout" => Some(Status::Timeout(num.parse().ok()?, rest)),
             "suspect" => Some(Status::Suspect(num.parse().ok()?)),
+            "vanished" => Some(Status::Vanished(num.parse().ok()?)),
             "queued" => Some(Status::Queued(num.parse().ok()?)),
             _ => None,
         }

@@ -202,3 +202,76 @@ fn get_exit_is_a_502_that_says(srv: &Running, why: &str) {
     let said = srv.wait_for_stderr(why, Duration::from_secs(3));
     assert!(said, "no {why:?} in the log:\n{}", srv.stderr_tail());
 }
+
+/// Twenty GETs that each kill their worker, ten at a time, on a site of
+/// two workers, while a client keeps asking for a page every 200 ms: the
+/// site stays up. Each fresh worker was handed the next killing request
+/// at once, so its quick death looked like a crash loop, and the respawn
+/// backoff (up to 30 s) left the site without workers: a third-party drill
+/// saw half the other requests get 503 over 80 s.
+#[test]
+fn requests_that_kill_their_workers_do_not_take_the_site_down() {
+    let srv = Site::new()
+        .app("echo_environ.py")
+        .config(&app_config(
+            "echo_environ:application",
+            2,
+            "queue_timeout = \"10s\"",
+        ))
+        .start();
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    let port = srv.port;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let done = done.clone();
+        thread::spawn(move || probe_until(port, &done))
+    };
+    let killers: Vec<_> = (0..10)
+        .map(|_| {
+            thread::spawn(move || {
+                (0..2)
+                    .map(|_| {
+                        let get = get_req(port, "/exit");
+                        let r = try_request_timeout(port, &get, Duration::from_secs(30));
+                        r.map(|r| r.status).unwrap_or(0)
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    let killed: Vec<u16> = killers
+        .into_iter()
+        .flat_map(|k| k.join().expect("killer thread"))
+        .collect();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let probes = prober.join().expect("probe thread");
+    let log = srv.stderr_tail();
+    assert!(killed.iter().all(|&s| s == 502), "{killed:?}\n{log}");
+    let bad: Vec<_> = probes
+        .iter()
+        .filter(|(status, took)| *status != 200 || *took > Duration::from_secs(5))
+        .collect();
+    assert!(
+        bad.is_empty() && probes.len() >= 10,
+        "{} probes, these failed or waited: {bad:?}\n{log}",
+        probes.len()
+    );
+    assert!(!srv.stderr().contains("backing off"), "{log}");
+    assert!(srv.wait_worker_count(2, Duration::from_secs(5)), "{log}");
+}
+
+/// GET /pid every 200 ms until `done`, then ten more: (status, time).
+fn probe_until(port: u16, done: &std::sync::atomic::AtomicBool) -> Vec<(u16, Duration)> {
+    let mut seen = Vec::new();
+    let mut after = 0;
+    while after < 10 {
+        if done.load(std::sync::atomic::Ordering::Relaxed) {
+            after += 1;
+        }
+        let t0 = Instant::now();
+        let r = try_request_timeout(port, &get_req(port, "/pid"), Duration::from_secs(30));
+        seen.push((r.map(|r| r.status).unwrap_or(0), t0.elapsed()));
+        thread::sleep(Duration::from_millis(200));
+    }
+    seen
+}

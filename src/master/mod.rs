@@ -163,6 +163,10 @@ struct Arbiter {
     target_workers: usize,
     worker_failures: u32,
     worker_next_start: Instant,
+    /// The last death counted as a crash loop: the worker's id and the
+    /// count before it, taken back if the edge then reports that worker
+    /// went away with a request in hand (`on_vanished`).
+    last_crash_loop: Option<(u64, u32)>,
     boot_failures: u32,
     last_boot_error: Option<String>,
     /// Reasons for replacements not yet started, given to the next workers
@@ -237,6 +241,7 @@ impl Arbiter {
             workers: BTreeMap::new(),
             worker_failures: 0,
             worker_next_start: now,
+            last_crash_loop: None,
             boot_failures: 0,
             last_boot_error: None,
             owed: Default::default(),
@@ -524,6 +529,7 @@ impl Arbiter {
                 }
                 Some(Status::Timeout(id, what)) => self.on_timeout(id, what),
                 Some(Status::Suspect(id)) => self.on_suspect(id),
+                Some(Status::Vanished(id)) => self.on_vanished(id),
                 Some(Status::Queued(n)) => self.queued = n,
                 None => warn!("unreadable status line from a child: {line:?}"),
             }

@@ -84,17 +84,44 @@ pub fn running_pid(pid_file: &Path) -> Option<i32> {
     running(pid).then_some(pid)
 }
 
-/// Alive and not a zombie (an exited master whose parent has not reaped it
-/// yet has stopped, as far as `corral stop` is concerned).
+/// Alive, and neither a zombie nor on its way out (an exited master whose
+/// parent has not reaped it yet has stopped, as far as `corral stop` is
+/// concerned; a SIGKILLed worker has closed its sockets, which the edge
+/// sees, a moment before it becomes a zombie).
 pub(super) fn running(pid: i32) -> bool {
     if kill(Pid::from_raw(pid), None).is_err() {
         return false;
     }
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state != "Z"),
+        Ok(stat) => stat.rsplit_once(')').is_none_or(|(_, rest)| !ending(rest)),
         Err(_) => false,
+    }
+}
+
+/// From the fields after the command in /proc/PID/stat: a zombie, or a
+/// process that has begun to exit (PF_EXITING in its flags, field 9).
+fn ending(fields: &str) -> bool {
+    const PF_EXITING: u64 = 0x4;
+    let mut fields = fields.split_whitespace();
+    let zombie = fields.next() == Some("Z");
+    let flags = fields
+        .nth(5)
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    zombie || flags & PF_EXITING != 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ending;
+
+    #[test]
+    fn a_zombie_or_an_exiting_process_is_ending() {
+        // The fields after "(comm)": state, ppid, pgrp, session, tty, tpgid, flags.
+        assert!(!ending(" S 1 2 2 0 -1 4194560 0 0"));
+        assert!(ending(" Z 1 2 2 0 -1 4194560 0 0"));
+        assert!(ending(" R 1 2 2 0 -1 4194564 0 0"));
+        assert!(ending(" D 1 2 2 0 -1 4 0 0"));
+        assert!(!ending(" S 1 2 2 0 -1 garbage"));
     }
 }

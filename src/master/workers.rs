@@ -39,6 +39,8 @@ pub struct WorkerProc {
     pub kill_at: Option<Instant>,
     /// What it serves, from its `ready` line.
     pub serves: Option<Serves>,
+    /// The edge reported it went away with a request in hand.
+    pub vanished_serving: bool,
 }
 
 impl WorkerProc {
@@ -179,6 +181,7 @@ impl Arbiter {
             killed_for: None,
             kill_at: None,
             serves: None,
+            vanished_serving: false,
         };
         Ok((pid, worker))
     }
@@ -218,6 +221,28 @@ impl Arbiter {
 
     /// An edge dropped worker `id` after a failed exchange. If the worker is
     /// in fact alive and serving (a death is reaped first), give it back.
+    /// The edge says worker `id` went away with a request in hand. A
+    /// request that kills every worker it runs in (a query of death) would
+    /// otherwise make each fresh worker, handed the next one at once, look
+    /// crash-looping, and the respawn backoff (up to 30 s, as long as the
+    /// queue's default wait) would leave the site without workers.
+    pub(super) fn on_vanished(&mut self, id: u64) {
+        match self.workers.values_mut().find(|w| w.id == id) {
+            Some(w) => w.vanished_serving = true,
+            None => self.forgive_crash_loop(id),
+        }
+        self.on_suspect(id);
+    }
+
+    /// Its death was already counted as a crash loop (the master saw it
+    /// before the edge's word): count it as a death while serving instead.
+    fn forgive_crash_loop(&mut self, id: u64) {
+        if let Some((_, before)) = self.last_crash_loop.take_if(|(dead, _)| *dead == id) {
+            self.worker_failures = before;
+            self.worker_next_start = Instant::now() + backoff(before);
+        }
+    }
+
     pub(super) fn on_suspect(&mut self, id: u64) {
         self.reap();
         let Some((pid, w)) = self.workers.iter().find(|(_, w)| w.id == id) else {
@@ -292,24 +317,50 @@ impl Arbiter {
                 );
             }
         } else {
-            error!("worker {pid} died: {how}; starting a replacement");
-            let why = if oom {
-                super::telemetry::Restart::Oom
-            } else {
-                super::telemetry::Restart::Crash
-            };
-            self.count_restart(why);
-            self.owed.push_back(why);
+            return self.died_while_up(pid, &w, &how, oom);
         }
-        // Back off only for crash loops: deaths at boot or right after it.
-        // A worker that was up and serving is replaced at once (as gunicorn
-        // does), however often that happens.
-        let crash_loop = !w.ready || w.ready_at.is_some_and(|t| t.elapsed() < CRASH_LOOP_WINDOW);
-        if crash_loop && w.started.elapsed() < HEALTHY_AFTER {
+        self.back_off_after(&w);
+    }
+
+    /// A worker that was up died (crashed, killed from outside, OOM).
+    fn died_while_up(&mut self, pid: Pid, w: &WorkerProc, how: &str, oom: bool) {
+        // The first steps (0.1, 0.2 s) are not worth a word: a death the
+        // edge then reports as taken by a request is forgiven anyway.
+        let wait = self.back_off_after(w);
+        match wait < std::time::Duration::from_millis(500) {
+            true => error!("worker {pid} died: {how}; starting a replacement"),
+            false => error!(
+                "worker {pid} died: {how}; starting a replacement in {:.1} s \
+                 (workers keep dying right after they start: backing off)",
+                wait.as_secs_f64()
+            ),
+        }
+        let why = if oom {
+            super::telemetry::Restart::Oom
+        } else {
+            super::telemetry::Restart::Crash
+        };
+        self.count_restart(why);
+        self.owed.push_back(why);
+    }
+
+    /// Back off only for crash loops: deaths at boot or right after it. A
+    /// worker that was up and serving is replaced at once (as gunicorn
+    /// does), however often that happens; so is one that went away with a
+    /// request in hand, however soon (the request may be what killed it).
+    /// Returns the wait before the next start.
+    fn back_off_after(&mut self, w: &WorkerProc) -> std::time::Duration {
+        let quick = !w.ready || w.ready_at.is_some_and(|t| t.elapsed() < CRASH_LOOP_WINDOW);
+        let crash_loop = quick && !w.vanished_serving && w.started.elapsed() < HEALTHY_AFTER;
+        if crash_loop {
+            self.last_crash_loop = Some((w.id, self.worker_failures));
             self.worker_failures += 1;
         } else {
+            self.last_crash_loop = None;
             self.worker_failures = 0;
         }
-        self.worker_next_start = Instant::now() + backoff(self.worker_failures);
+        let wait = backoff(self.worker_failures);
+        self.worker_next_start = Instant::now() + wait;
+        wait
     }
 }

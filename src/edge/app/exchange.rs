@@ -332,7 +332,7 @@ impl Edge {
                     "request {} not delivered to worker {worker}: {e}; retrying",
                     ctx.request_id
                 );
-                suspect(&self.pool, self.status_fd, worker);
+                suspect(&self.pool, self.status_fd, worker, Blame::Suspect);
                 Attempt::Retry(worker)
             }
             ExchangeError::NotDelivered(e) => {
@@ -350,7 +350,7 @@ impl Edge {
             }
             ExchangeError::Vanished(why) => self.vanished(out, worker, why, tries),
             ExchangeError::Failed(why) => {
-                suspect(&self.pool, self.status_fd, worker);
+                suspect(&self.pool, self.status_fd, worker, Blame::Suspect);
                 error!("{what} failed in worker {worker}: {why}");
                 Attempt::Refuse(502, "Bad Gateway")
             }
@@ -363,7 +363,7 @@ impl Edge {
     /// `proxy_next_upstream` does. Only once, so a request that kills its
     /// worker takes down two at most.
     fn vanished(&self, out: &Outgoing<'_>, worker: u64, why: String, tries: Tries) -> Attempt {
-        suspect(&self.pool, self.status_fd, worker);
+        suspect(&self.pool, self.status_fd, worker, Blame::Vanished);
         let what = &out.what;
         match self.after_vanish(out, tries) {
             AfterVanish::RunAgain => {
@@ -488,12 +488,25 @@ async fn head_while_writing(
     }
 }
 
+/// What the master is told of a worker that failed an exchange.
+#[derive(Clone, Copy)]
+enum Blame {
+    Suspect,
+    /// It went away with the request in hand: the request may have killed
+    /// it, so a quick death is not its own crash loop (no respawn backoff).
+    Vanished,
+}
+
 /// A worker just failed an exchange: most likely it is dead, and the master
 /// will say so shortly. Until then, send it nothing more; the master puts
 /// it back (`up` again) if it turns out to be alive.
-fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64) {
+fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64, blame: Blame) {
     pool.worker_down(worker);
-    crate::ipc::send_status(status_fd, &crate::ipc::Status::Suspect(worker));
+    let status = match blame {
+        Blame::Suspect => crate::ipc::Status::Suspect(worker),
+        Blame::Vanished => crate::ipc::Status::Vanished(worker),
+    };
+    crate::ipc::send_status(status_fd, &status);
 }
 
 /// A request overran `app.timeout`. A WSGI worker is stuck in it: it gets
