@@ -339,3 +339,73 @@ fn a_reload_adds_and_removes_listeners() {
     );
     assert!(served(&format!("http://127.0.0.1:{p1}/")));
 }
+
+/// A Django deploy whose views.py does not import. Django imports its
+/// URLconf (and the views) only on the first request, so the new workers
+/// booted, the reload said "done" and every request got 500 (gunicorn's
+/// HUP does the same; a third-party trial found it). corral now imports
+/// the URLconf at boot: the reload fails and says why, the site keeps
+/// serving the old views, and the fixed deploy then goes live.
+#[test]
+fn a_django_deploy_with_broken_views_is_refused_by_reload() {
+    let views = |body: &str| format!("from django.http import HttpResponse\n\n\n{body}\n");
+    let v1 = views("def index(request):\n    return HttpResponse(\"v1\")");
+    let cfg = app_config("mysite.wsgi:application", 2, "virtualenv = \"{venv}\"").replacen(
+        "[server]\n",
+        "[server]\npid_file = \"corral.pid\"\n",
+        1,
+    );
+    let mut srv = Site::new()
+        .file("mysite/__init__.py", "")
+        .file(
+            "mysite/settings.py",
+            "SECRET_KEY = \"test\"\nDEBUG = False\nALLOWED_HOSTS = [\"*\"]\n\
+             ROOT_URLCONF = \"mysite.urls\"\nINSTALLED_APPS = []\nMIDDLEWARE = []\n",
+        )
+        .file(
+            "mysite/urls.py",
+            "from django.urls import path\n\nfrom . import views\n\n\
+             urlpatterns = [path(\"\", views.index)]\n",
+        )
+        .file("mysite/views.py", &v1)
+        .file(
+            "mysite/wsgi.py",
+            "import os\n\nos.environ.setdefault(\"DJANGO_SETTINGS_MODULE\", \"mysite.settings\")\n\
+             from django.core.wsgi import get_wsgi_application\n\n\
+             application = get_wsgi_application()\n",
+        )
+        .config(&cfg)
+        .start();
+    assert_eq!(srv.get("/").text(), "v1");
+    let pid_file = srv.path().join("corral.pid").display().to_string();
+    let reload = ["reload", "--pid-file", pid_file.as_str()];
+
+    fs::write(
+        srv.path().join("mysite/views.py"),
+        views("def index(request:"),
+    )
+    .unwrap();
+    let out = srv.run_corral_reaping(&reload, Duration::from_secs(60));
+    assert!(!out.success(), "the reload went through:\n{out}");
+    assert!(out.stderr.contains("SyntaxError"), "{out}");
+    for _ in 0..6 {
+        let r = srv.get("/");
+        assert_eq!(
+            (r.status, r.text()),
+            (200, "v1".to_string()),
+            "{}",
+            srv.stderr_tail()
+        );
+    }
+
+    let v2 = views("def index(request):\n    return HttpResponse(\"v2\")");
+    fs::write(srv.path().join("mysite/views.py"), v2).unwrap();
+    let out = srv.run_corral_reaping(&reload, Duration::from_secs(60));
+    assert!(out.success(), "{out}");
+    let all_v2 = || (0..6).all(|_| srv.get("/").text() == "v2");
+    assert!(
+        wait_until(Duration::from_secs(10), all_v2),
+        "{}",
+        srv.stderr_tail()
+    );
+}

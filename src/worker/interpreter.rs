@@ -120,11 +120,44 @@ pub fn load_app(py: Python<'_>, site: &Site) -> Result<Loaded, String> {
         ));
     }
     let (interface, why) = interface_of(py, &obj, site)?;
+    import_django_urlconf(py)?;
     Ok(Loaded {
         app: obj.unbind(),
         interface,
         why,
     })
+}
+
+/// Django imports its URLconf (urls.py, and through it the views) only on
+/// the first request: a deploy with a broken views.py would boot, pass a
+/// reload's canary and then answer 500 to everything. Import it now, as
+/// `manage.py check` and `runserver` do, so such a deploy fails to boot
+/// and a reload keeps the running code. Nothing for an app without Django
+/// (or without a ROOT_URLCONF).
+fn import_django_urlconf(py: Python<'_>) -> Result<(), String> {
+    let loaded = py
+        .import("sys")
+        .and_then(|sys| sys.getattr("modules"))
+        .and_then(|m| m.contains("django.conf"))
+        .unwrap_or(false);
+    if !loaded {
+        return Ok(());
+    }
+    let Ok(settings) = py.import("django.conf").and_then(|m| m.getattr("settings")) else {
+        return Ok(());
+    };
+    let configured = settings
+        .getattr("configured")
+        .and_then(|c| c.extract::<bool>())
+        .unwrap_or(false);
+    if !configured || settings.getattr("ROOT_URLCONF").is_err() {
+        return Ok(());
+    }
+    py.import("django.urls")
+        .and_then(|urls| urls.call_method0("get_resolver"))
+        .and_then(|resolver| resolver.getattr("url_patterns"))
+        .map(|_| ())
+        .map_err(|e| format_err(py, &e))
 }
 
 /// An imported app.
