@@ -12,7 +12,8 @@
 //! * an upload refused with 413 while the client is still sending reaches
 //!   the client as a 413 (lingering close), over plain HTTP and TLS, h1 and
 //!   h2 (curl, requests, httpx), and the 413 names the key to raise;
-//! * an IP address in SNI is served without a warning per handshake.
+//! * an IP address in SNI is served without a warning per handshake;
+//! * `max_request_line` holds over HTTP/2 (414), as over HTTP/1.1.
 mod common;
 
 use common::*;
@@ -460,4 +461,26 @@ fn an_ip_address_in_sni_is_served_without_a_warning_per_handshake() {
         "a warning per handshake:\n{}",
         site.stderr_tail()
     );
+}
+
+/// `max_request_line` holds over HTTP/2 too, where there is no request
+/// line: a method and :path longer than the limit get 414 from curl's and
+/// python h2's requests alike, as over HTTP/1.1 (and as nginx answers on
+/// both). HTTP/2 let a 9,000-byte URL through to the app.
+#[test]
+fn max_request_line_holds_over_http2() {
+    let cfg = app_config("echo_environ:application", 1, "")
+        .replacen("[server]\n", "[server]\nh2c = true\n", 1)
+        .replacen("[limits]\n", "[limits]\nmax_request_line = \"1KiB\"\n", 1);
+    let srv = Site::new().app("echo_environ.py").config(&cfg).start();
+    let url = |n: usize| format!("http://127.0.0.1:{}/{}", srv.port, "a".repeat(n));
+    for (len, want) in [(900, 200), (1100, 414)] {
+        let (status, _, out) = curl_fetch(&url(len), &["--http2-prior-knowledge"]);
+        assert_eq!(status, want, "curl h2, a path of {len}: {out}");
+        let (status, _, out) = curl_fetch(&url(len), &[]);
+        assert_eq!(status, want, "curl HTTP/1.1, a path of {len}: {out}");
+    }
+    let query = format!("/q?{}", "q".repeat(3000));
+    let got = h2_get(srv.port, &query, &[]);
+    assert_eq!(got[0]["status"], 414, "{got:?}");
 }

@@ -18,13 +18,23 @@ pub fn check(
     raw: Option<&[u8]>,
     limits: &Limits,
 ) -> Result<Option<u64>, (u16, &'static str)> {
-    if let Some(raw) = raw {
-        // The framer passed this head but stopped after it if its coding
-        // is refused; the reason is told here, where it can be answered.
-        let codings = field_values(raw, b"transfer-encoding");
-        if let Coding::Refused(status, why) = transfer_coding(codings) {
-            return Err((status, why));
+    match raw {
+        Some(raw) => {
+            // The framer passed this head but stopped after it if its
+            // coding is refused; the reason is told here, where it can be
+            // answered.
+            let codings = field_values(raw, b"transfer-encoding");
+            if let Coding::Refused(status, why) = transfer_coding(codings) {
+                return Err((status, why));
+            }
         }
+        // The framer holds HTTP/1's request line to `max_request_line`;
+        // HTTP/2 has none, so its method and :path are held to the line
+        // they would make (nginx answers 414 on both too).
+        None if request_line_len(req) > limits.max_request_line.0 as usize => {
+            return Err((414, "request line too long"));
+        }
+        None => {}
     }
     if let Some(host) = req.headers.get(http::header::HOST) {
         if !valid_host(host.as_bytes()) {
@@ -76,6 +86,11 @@ pub fn check(
     let values = req.headers.get_all(http::header::CONTENT_LENGTH);
     super::length::content_length(values.iter().map(|v| v.as_bytes()))
         .map_err(|e| (400, e.reason()))
+}
+
+/// `METHOD SP target SP HTTP/1.1`, without its CRLF.
+fn request_line_len(req: &RequestHeader) -> usize {
+    req.method.as_str().len() + 1 + req.raw_path().len() + " HTTP/1.1".len()
 }
 
 /// The header fields counted against `max_headers`: all `Cookie` fields
