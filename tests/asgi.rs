@@ -815,3 +815,35 @@ fn litestar_http_streaming_and_websocket() {
         "{out}"
     );
 }
+
+/// Four WebSocket handshakes (python websockets) whose app waits 2 s before
+/// accepting, and both workers kill -9'd meanwhile: each handshake runs
+/// again once a replacement is up, and every socket opens and echoes. They
+/// got an immediate 503 "no room for another WebSocket" while no worker
+/// was up (a third-party drill).
+#[test]
+fn websocket_handshakes_whose_workers_all_die_open_on_the_replacements() {
+    let srv = asgi_site(2, "").start();
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    let workers = srv.worker_pids();
+    let url = format!("ws://127.0.0.1:{}/ws/slow-accept", srv.port);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/ws_slow_open.py");
+    let client = std::thread::spawn(move || {
+        run_with_timeout(
+            Command::new(python()).args([script, "--url", &url, "--count", "4"]),
+            Duration::from_secs(60),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(800));
+    for w in &workers {
+        let _ = Command::new("kill").args(["-9", &w.to_string()]).status();
+    }
+    let out = client.join().unwrap();
+    assert!(out.success(), "{out}");
+    let opened = out
+        .stdout
+        .lines()
+        .filter(|l| l.contains("\"ok\": true"))
+        .count();
+    assert_eq!(opened, 4, "{out}\n{}", srv.stderr_tail());
+}

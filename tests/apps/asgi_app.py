@@ -213,6 +213,14 @@ async def ws_late(ws: WebSocket):
     await echo_bytes(ws)
 
 
+@app.websocket("/ws/slow-accept")
+async def ws_slow_accept(ws: WebSocket):
+    """Echoes bytes after 2 s without accepting (time to kill its worker)."""
+    await asyncio.sleep(2)
+    await ws.accept()
+    await echo_bytes(ws)
+
+
 async def echo_bytes(ws):
     while True:
         msg = await ws.receive()

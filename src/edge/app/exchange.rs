@@ -158,7 +158,7 @@ impl Edge {
                     lease
                 })
             } else if websocket {
-                self.pool.acquire_socket(&avoid, &out.what)
+                self.pool.acquire_socket_soon(&avoid, &out.what).await
             } else {
                 self.pool.acquire(&avoid, &out.what).await
             };
@@ -173,7 +173,10 @@ impl Edge {
                     return self.refused(session, ctx, 503, why).await;
                 }
                 Err(Refused::Timeout) => {
-                    let why = "All workers are busy (queue timeout)";
+                    let why = match self.pool.any_worker_up(&[]) {
+                        true => "All workers are busy (queue timeout)",
+                        false => "Service Unavailable: no worker is up (queue timeout)",
+                    };
                     return self.refused(session, ctx, 503, why).await;
                 }
             };

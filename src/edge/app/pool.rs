@@ -745,6 +745,34 @@ impl Pool {
         }
     }
 
+    /// A slot for a WebSocket: at once (`acquire_socket`), or, while no
+    /// worker is up at all (all dead and respawning, say: a handshake whose
+    /// worker died runs again), as soon as one is, within `queue_timeout`.
+    /// Checked every 50 ms: WebSockets never wait in the request queue,
+    /// and this wait is for the rare minutes of a whole pool's respawn.
+    pub async fn acquire_socket_soon(
+        self: &Arc<Self>,
+        avoid: &[u64],
+        job: &Job,
+    ) -> Result<Lease, Refused> {
+        let give_up = Instant::now() + self.queue_timeout;
+        loop {
+            match self.acquire_socket(avoid, job) {
+                Err(Refused::NoRoomForSocket) if !self.any_worker_up(avoid) => {}
+                done => return done,
+            }
+            if Instant::now() >= give_up {
+                return Err(Refused::Timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Some worker not in `avoid` is up.
+    pub fn any_worker_up(&self, avoid: &[u64]) -> bool {
+        self.lock().workers.iter().any(|w| !avoid.contains(&w.id))
+    }
+
     /// A slot for a WebSocket on an ASGI worker, now or never: the least
     /// busy one whose WebSocket share is not taken.
     pub fn acquire_socket(self: &Arc<Self>, avoid: &[u64], job: &Job) -> Result<Lease, Refused> {
