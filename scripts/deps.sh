@@ -20,6 +20,8 @@ if [ "${1:-}" = "--test" ]; then
     command -v ab >/dev/null || need_apt+=(apache2-utils)
     command -v wget >/dev/null || need_apt+=(wget)
     command -v brotli >/dev/null || need_apt+=(brotli)
+    # h2load: an HTTP/2 load that ends with streams still open.
+    command -v h2load >/dev/null || need_apt+=(nghttp2-client)
     # A real browser for the WebSocket page test.
     command -v chromium >/dev/null || need_apt+=(chromium)
     # systemd's own socket activation and unit checker (not systemd running).

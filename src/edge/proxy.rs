@@ -66,13 +66,16 @@ impl ProxyHttp for Edge {
         let code = match (ctx.status, e.etype()) {
             (499, _) => 499,
             (_, ErrorType::HTTPStatus(code)) => *code,
+            // The edge has no upstream in pingora's sense (workers are its
+            // own business), so these are the client's: pingora's h2 writes
+            // to a stream the client has reset leave the source unset.
             (
                 _,
                 ErrorType::WriteError
                 | ErrorType::ReadError
                 | ErrorType::ConnectionClosed
                 | ErrorType::H2Error,
-            ) if e.esource() == &ErrorSource::Downstream => 499,
+            ) if e.esource() != &ErrorSource::Upstream => 499,
             _ if e.esource() == &ErrorSource::Upstream => 502,
             _ if e.esource() == &ErrorSource::Downstream => 400,
             _ => 500,
