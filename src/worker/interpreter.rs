@@ -223,7 +223,17 @@ fn asgi_kind(py: Python<'_>, obj: &Bound<'_, PyAny>) -> Option<String> {
         return Some("an async def function".to_string());
     }
     let call = obj.getattr("__call__").ok()?;
-    is_coro(&call).then(|| format!("a {type_name} object with an async __call__"))
+    is_coro(&call).then(|| format!("{} object with an async __call__", a_or_an(&type_name)))
+}
+
+/// "a Starlette", "an ASGIHandler": the article the name is said with (by
+/// its first letter; an acronym's vowel sound is not guessed).
+fn a_or_an(name: &str) -> String {
+    let vowel = name
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {name}", if vowel { "an" } else { "a" })
 }
 
 pub use super::wsgi::format_err;

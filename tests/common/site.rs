@@ -146,7 +146,12 @@ impl Site {
     pub fn assert_checks_as_asgi(&self, kind: &str) {
         let out = self.check();
         assert!(out.success(), "{out}");
-        let why = format!("is ASGI (a {kind} object with an async __call__)");
+        let article = if kind.starts_with(['A', 'E', 'I', 'O', 'U']) {
+            "an"
+        } else {
+            "a"
+        };
+        let why = format!("is ASGI ({article} {kind} object with an async __call__)");
         assert!(out.stdout.contains(&why), "no {why:?} in:\n{out}");
     }
 

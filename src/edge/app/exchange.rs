@@ -371,7 +371,7 @@ impl Edge {
         match self.after_vanish(out, tries) {
             AfterVanish::RunAgain => {
                 warn!(
-                    "{what}: worker {worker} went away before answering ({why}); \
+                    "{what}: worker {worker} went away before answering: {why}; \
                      running it once more on another worker (its method is idempotent)"
                 );
                 Attempt::Rerun(worker)

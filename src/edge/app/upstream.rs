@@ -129,9 +129,7 @@ pub async fn read_head(conn: &mut Conn, head_request: bool) -> Result<ResponseHe
         }
         if n == 0 {
             return Err(ExchangeError::Vanished(if buf.is_empty() {
-                "the worker closed the connection without answering (it died or was killed: \
-                 its log above says why)"
-                    .into()
+                "its connection closed with no answer; the master logs why it died".into()
             } else {
                 "worker closed the connection inside the response head".into()
             }));
