@@ -373,3 +373,33 @@ fn control_socket_in_a_missing_folder() {
     );
     assert_rejected(site, "server.control_socket", "control_socket =");
 }
+
+/// An unknown key in an array of tables is named with its place in the
+/// array (it was `unknown key fallbak`, with no path), and a misspelt
+/// table's keys are not reported a second time against the table above it
+/// (`[sever]` gave `sever.listen: unknown key listen, expected one of
+/// server, app, ...`).
+#[test]
+fn unknown_keys_in_arrays_and_misspelt_tables_are_named_once() {
+    let site = hello_site(
+        "",
+        "[[static]]\nurl = \"/s/\"\ndir = \".\"\n\n[[static]]\nurl = \"/t/\"\ndir = \".\"\nfallbak = \"app\"\n",
+    );
+    assert_rejected(site, "static[1].fallbak", "fallbak =");
+
+    let site = Site::new().app("hello.py").config(
+        "[sever]\nlisten = [\"127.0.0.1:{port}\"]\nport = 3\n\n[app]\nmodule = \"hello:application\"\nwokers = 1\n",
+    );
+    let out = site.check();
+    assert!(!out.success(), "{out}");
+    let lines: Vec<&str> = out.stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].contains(":1:") && lines[0].contains("sever: unknown key `sever`"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains(":7:") && lines[1].contains("app.wokers"),
+        "{out}"
+    );
+}

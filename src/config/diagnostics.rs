@@ -126,10 +126,24 @@ impl<'a> Source<'a> {
                 let ks = k.span();
                 let vs = v.span();
                 let inside_value = vs.start <= at && at < vs.end.max(vs.start + 1);
-                if let DeValue::Table(inner) = v.get_ref() {
-                    if let Some(p) = walk(inner, at, &path) {
-                        return Some(p);
+                match v.get_ref() {
+                    DeValue::Table(inner) => {
+                        if let Some(p) = walk(inner, at, &path) {
+                            return Some(p);
+                        }
                     }
+                    // `[[static]]` and other arrays of tables: `static[1].dir`.
+                    DeValue::Array(items) => {
+                        for (i, item) in items.iter().enumerate() {
+                            let DeValue::Table(inner) = item.get_ref() else {
+                                continue;
+                            };
+                            if let Some(p) = walk(inner, at, &format!("{path}[{i}]")) {
+                                return Some(p);
+                            }
+                        }
+                    }
+                    _ => {}
                 }
                 if (ks.start <= at && at < ks.end) || inside_value {
                     return Some(path);
@@ -147,6 +161,31 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
     (line, col)
+}
+
+/// `span` is in a table's header (`[sever]`): the span of the whole section,
+/// to the next header. Its keys were reported against the section's name;
+/// parsed again without the header they would be reported a second time,
+/// against the table above.
+pub fn section_at(text: &str, span: &Range<usize>) -> Option<Range<usize>> {
+    let start = text[..span.start.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let header_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    if !text[start..header_end].trim_start().starts_with('[') {
+        return None;
+    }
+    // To the end of the last line before the next header (or the file).
+    let mut end = header_end;
+    while end + 1 < text.len() {
+        let next = end + 1;
+        let next_end = text[next..].find('\n').map_or(text.len(), |i| next + i);
+        if text[next..next_end].trim_start().starts_with('[') {
+            break;
+        }
+        end = next_end;
+    }
+    Some(start..end)
 }
 
 /// Replaces the whole line(s) covering `span` with spaces, preserving every
@@ -186,6 +225,21 @@ mod tests {
         let span = src.span_of("server.listen[1]").unwrap();
         assert_eq!(src.line_col(span.start), (2, 16));
         assert_eq!(src.key_at(&(40..41)).as_deref(), Some("app.workers"));
+    }
+
+    #[test]
+    fn a_section_runs_from_its_header_to_the_next() {
+        let text = "[a]\nx = 1\n[sever]\nlisten = 2\n\nport = 3\n[app]\nm = 1\n";
+        let at = text.find("sever").unwrap();
+        let section = section_at(text, &(at..at + 5)).unwrap();
+        assert_eq!(&text[section], "[sever]\nlisten = 2\n\nport = 3");
+        let key = text.find("listen").unwrap();
+        assert_eq!(section_at(text, &(key..key + 6)), None);
+        let last = text.find("[app]").unwrap();
+        assert_eq!(
+            &text[section_at(text, &(last..last + 1)).unwrap()],
+            "[app]\nm = 1"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ mod validate;
 pub use diagnostics::{Problem, Problems};
 pub use schema::Config;
 
-use diagnostics::{blank_lines, Source};
+use diagnostics::{blank_lines, section_at, Source};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -214,6 +214,7 @@ fn parse_collecting(source: &Source) -> (Option<Config>, Vec<Problem>) {
                     return (None, problems);
                 };
                 let syntax_error = toml::de::DeTable::parse(&text).is_err();
+                let unknown = message.starts_with("unknown key");
                 problems.push(Problem {
                     file: source.file.to_path_buf(),
                     line: Some(source.line_col(span.start)),
@@ -227,7 +228,8 @@ fn parse_collecting(source: &Source) -> (Option<Config>, Vec<Problem>) {
                 if syntax_error || span.is_empty() && span.start >= text.len() {
                     return (None, problems);
                 }
-                blank_lines(&mut text, &span);
+                let blank = section_at(&text, &span).filter(|_| unknown).unwrap_or(span);
+                blank_lines(&mut text, &blank);
             }
         }
     }
