@@ -255,3 +255,108 @@ fn streamed_responses_arrive_piece_by_piece_even_compressed() {
         );
     }
 }
+
+/// Static files of the listed types go compressed to clients that take it,
+/// as nginx's `gzip on` does (they went plain unless a `.br`/`.gz` sibling
+/// was shipped, and Django's collectstatic makes none): each coding decodes
+/// strictly to the file, as does curl's `--compressed`; HEAD matches GET;
+/// the compressed ETag gets its 304; a Range gets the plain bytes; a small
+/// file goes plain; a precompressed sibling still wins; an edited file is
+/// compressed again.
+#[test]
+fn static_files_are_compressed_for_clients_that_take_it() {
+    let js: String = (0..6000)
+        .map(|i| format!("function f{i}(a) {{ return a + {}; }}\n", i % 7))
+        .collect();
+    let site = Site::new()
+        .file("compapp.py", APP)
+        .file("files/app.js", &js)
+        .file("files/tiny.css", "body{}")
+        .file("files/pre.css", "p{}".repeat(600))
+        .file("files/pre.css.br", "the sibling")
+        .config(
+            &(app_config("compapp:application", 1, "")
+                + "\n[[static]]\nurl = \"/static/\"\ndir = \"files\"\n"),
+        );
+    let srv = site.start();
+    let port = srv.port;
+    for coding in ["br", "gzip", "zstd"] {
+        let (status, hs, body) = fetch(
+            port,
+            "/static/app.js",
+            "GET",
+            &[("Accept-Encoding", coding)],
+        );
+        assert_eq!(
+            (status, header(&hs, "content-encoding")),
+            (200, Some(coding)),
+            "{hs:?}"
+        );
+        assert_eq!(header(&hs, "vary"), Some("Accept-Encoding"));
+        assert_eq!(
+            header(&hs, "content-length"),
+            Some(body.len().to_string().as_str())
+        );
+        assert!(body.len() < js.len() / 3, "{coding}: {} bytes", body.len());
+        assert_eq!(
+            decode(coding, &body).as_deref(),
+            Ok(js.as_bytes()),
+            "{coding}"
+        );
+        let (_, head, none) = fetch(
+            port,
+            "/static/app.js",
+            "HEAD",
+            &[("Accept-Encoding", coding)],
+        );
+        assert_eq!(
+            header(&head, "content-length"),
+            header(&hs, "content-length")
+        );
+        assert!(none.is_empty());
+        let etag = header(&hs, "etag").unwrap_or_default().to_string();
+        let again = [
+            ("Accept-Encoding", coding),
+            ("If-None-Match", etag.as_str()),
+        ];
+        assert_eq!(
+            fetch(port, "/static/app.js", "GET", &again).0,
+            304,
+            "{coding}"
+        );
+    }
+    let url = format!("http://127.0.0.1:{port}/static/app.js");
+    let (status, body, out) = curl_fetch(&url, &["--compressed"]);
+    assert_eq!(
+        (status, sha256_hex(&body)),
+        (200, sha256_hex(js.as_bytes())),
+        "{out}"
+    );
+
+    let range = [("Accept-Encoding", "br"), ("Range", "bytes=0-9")];
+    let (status, hs, body) = fetch(port, "/static/app.js", "GET", &range);
+    assert_eq!((status, header(&hs, "content-encoding")), (206, None));
+    assert_eq!(body, &js.as_bytes()[..10]);
+    let (_, hs, body) = fetch(port, "/static/app.js", "GET", &[]);
+    assert_eq!(
+        (header(&hs, "content-encoding"), body.len()),
+        (None, js.len())
+    );
+    let (_, hs, _) = fetch(
+        port,
+        "/static/tiny.css",
+        "GET",
+        &[("Accept-Encoding", "br")],
+    );
+    assert_eq!(header(&hs, "content-encoding"), None, "under min_size");
+    let (_, hs, body) = fetch(port, "/static/pre.css", "GET", &[("Accept-Encoding", "br")]);
+    assert_eq!(
+        (header(&hs, "content-encoding"), body),
+        (Some("br"), b"the sibling".to_vec())
+    );
+
+    let edited = js.replace("return", "yield");
+    std::fs::write(srv.path().join("files/app.js"), &edited).unwrap();
+    let (_, _, body) = fetch(port, "/static/app.js", "GET", &[("Accept-Encoding", "br")]);
+    assert_eq!(decode("br", &body).as_deref(), Ok(edited.as_bytes()));
+}

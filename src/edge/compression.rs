@@ -22,7 +22,7 @@ pub enum Coding {
 }
 
 impl Coding {
-    fn token(self) -> &'static str {
+    pub fn token(self) -> &'static str {
         match self {
             Coding::Brotli => "br",
             Coding::Zstd => "zstd",
@@ -66,16 +66,20 @@ pub fn eligible(cfg: &Compression, resp: &ResponseFacts) -> bool {
             .any(|d| d.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     });
     let content_type = resp.get("content-type").unwrap_or_default();
+    !no_transform && listed_type(cfg, content_type)
+}
+
+/// Whether `content_type` is one of `[compression] types` (parameters
+/// such as charset ignored).
+pub fn listed_type(cfg: &Compression, content_type: &[u8]) -> bool {
     let essence = content_type
         .split(|&b| b == b';')
         .next()
         .unwrap_or_default()
         .trim_ascii();
-    !no_transform
-        && cfg
-            .types
-            .iter()
-            .any(|t| t.as_bytes().eq_ignore_ascii_case(essence))
+    cfg.types
+        .iter()
+        .any(|t| t.as_bytes().eq_ignore_ascii_case(essence))
 }
 
 /// The coding this client takes best (q-values honoured, `q=0` refused).

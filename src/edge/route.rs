@@ -154,7 +154,8 @@ impl Edge {
             }
             Route::Redirect(r) => self.redirect(session, ctx, r).await,
             Route::Files(mount) => {
-                match Box::pin(files::serve(&self.state, session, mount, decoded)).await? {
+                let served = files::serve(&self.state, session, mount, &self.compression, decoded);
+                match Box::pin(served).await? {
                     Served::Done(status) => {
                         ctx.status = status;
                         Ok(true)

@@ -95,10 +95,32 @@ impl Cache {
         meta: &FileMeta,
         entry: Arc<Entry>,
     ) {
-        let size = entry.body.len();
-        if size as u64 != meta.len() || meta.len() > MAX_FILE {
+        if entry.body.len() as u64 != meta.len() || meta.len() > MAX_FILE {
             return;
         }
+        self.insert(path, encoding, meta, entry);
+    }
+
+    /// Remembers `entry`, the file `meta` describes compressed by the edge
+    /// (`files::compressed`): its bytes are fewer than the file's.
+    pub fn put_compressed(
+        &self,
+        path: &Path,
+        encoding: &'static str,
+        meta: &FileMeta,
+        entry: Arc<Entry>,
+    ) {
+        self.insert(path, Some(encoding), meta, entry);
+    }
+
+    fn insert(
+        &self,
+        path: &Path,
+        encoding: Option<&'static str>,
+        meta: &FileMeta,
+        entry: Arc<Entry>,
+    ) {
+        let size = entry.body.len();
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if cache.total + size > MAX_TOTAL {
             cache.files.clear();

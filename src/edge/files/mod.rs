@@ -1,15 +1,17 @@
 //! Serving `[[static]]` mounts from the edge, as nginx would: GET/HEAD,
 //! validators (ETag, Last-Modified, 304/412), single byte ranges (206/416),
-//! precompressed siblings, index files, trailing-slash redirects, optional
-//! listings. File reads run on tokio's blocking pool (small files are then
+//! precompressed siblings or compression by the edge (`compressed.rs`),
+//! index files, trailing-slash redirects, optional listings. File reads run on tokio's blocking pool (small files are then
 //! served from `static_cache` while unchanged) and large bodies stream in
 //! 512 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
 
 pub(crate) mod autoindex;
 pub(crate) mod cache;
+mod compressed;
 pub(crate) mod mount_dir;
 pub(crate) mod read;
 
+use crate::config::schema::Compression;
 use crate::config::Mount;
 use crate::edge::files::mount_dir::{FileMeta, MountDir};
 use crate::edge::reply::{self, After};
@@ -64,6 +66,7 @@ pub async fn serve(
     st: &EdgeState,
     session: &mut Session,
     sm: &StaticMount,
+    compression: &Compression,
     decoded: &[u8],
 ) -> Result<Served> {
     let mount = &sm.mount;
@@ -131,15 +134,8 @@ pub async fn serve(
     if !meta.is_file() {
         return error(st, session, 404).await;
     }
-    send_file(
-        st,
-        session,
-        sm,
-        &rel_path,
-        meta,
-        method == http::Method::HEAD,
-    )
-    .await
+    let head = method == http::Method::HEAD;
+    send_file(st, session, sm, compression, &rel_path, meta, head).await
 }
 
 /// The request's path with a slash added (and its query kept): where a
@@ -160,14 +156,19 @@ struct Version {
     path: PathBuf,
     meta: FileMeta,
     encoding: Option<&'static str>,
-    /// Its bytes from memory, when small, cached and unchanged.
+    /// Its bytes from memory, when small, cached and unchanged (always,
+    /// when the edge compressed it).
     cached: Option<std::sync::Arc<cache::Entry>>,
     facts: cache::Facts,
+    /// The bytes sent for the whole of it.
+    size: u64,
+    /// Other clients may get another encoding: `Vary: Accept-Encoding`.
+    varies: bool,
 }
 
 impl Version {
     fn small(&self) -> bool {
-        self.meta.len() <= cache::MAX_FILE
+        self.size <= cache::MAX_FILE
     }
 }
 
@@ -189,15 +190,16 @@ async fn send_file(
     st: &EdgeState,
     session: &mut Session,
     sm: &StaticMount,
+    compression: &Compression,
     original: &Path,
     meta: FileMeta,
     head: bool,
 ) -> Result<Served> {
-    let v = version(st, session, sm, original, meta).await?;
-    let size = v.meta.len();
+    let v = version(st, session, sm, compression, original, meta).await?;
+    let size = v.size;
     let (start, len, partial) = match plan(session, &v.facts, size) {
         Plan::NotModified => {
-            let mut resp = validator_head(&sm.mount, &v.facts)?;
+            let mut resp = validator_head(&sm.mount, &v)?;
             resp.set_status(304)?;
             return head_only(st, session, resp).await;
         }
@@ -235,13 +237,32 @@ async fn version(
     st: &EdgeState,
     session: &Session,
     sm: &StaticMount,
+    compression: &Compression,
     original: &Path,
     meta: FileMeta,
 ) -> Result<Version> {
+    let compressible = compressed::eligible(compression, original, &meta);
+    let varies = sm.mount.settings.precompressed || compressible;
     let (rel, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
+    let made = match (encoding, compressible) {
+        (None, true) => compressed::entry(st, session, sm, compression, original, &meta).await,
+        _ => None,
+    };
+    if let Some((token, entry)) = made {
+        return Ok(Version {
+            path: sm.mount.dir.join(&rel),
+            rel,
+            meta,
+            encoding: Some(token),
+            facts: entry.facts.clone(),
+            size: entry.body.len() as u64,
+            cached: Some(entry),
+            varies,
+        });
+    }
     let path = sm.mount.dir.join(&rel);
     let cached = (meta.len() <= cache::MAX_FILE)
         .then(|| st.files_cache.get(&path, encoding, &meta))
@@ -259,10 +280,12 @@ async fn version(
     Ok(Version {
         rel,
         path,
+        size: meta.len(),
         meta,
         encoding,
         cached,
         facts,
+        varies,
     })
 }
 
@@ -311,14 +334,14 @@ fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
 }
 
 /// The headers a 200 and a 304 share: validators and caching.
-fn validator_head(mount: &Mount, facts: &cache::Facts) -> Result<ResponseHeader> {
+fn validator_head(mount: &Mount, v: &Version) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(10))?;
-    resp.insert_header("ETag", facts.etag.clone())?;
-    resp.insert_header("Last-Modified", facts.last_modified.clone())?;
+    resp.insert_header("ETag", v.facts.etag.clone())?;
+    resp.insert_header("Last-Modified", v.facts.last_modified.clone())?;
     if !mount.settings.cache_control.is_empty() {
         resp.insert_header("Cache-Control", &mount.settings.cache_control)?;
     }
-    if mount.settings.precompressed {
+    if v.varies {
         resp.insert_header("Vary", "Accept-Encoding")?;
     }
     Ok(resp)
@@ -332,8 +355,8 @@ fn file_head(
     len: u64,
     partial: bool,
 ) -> Result<ResponseHeader> {
-    let size = v.meta.len();
-    let mut resp = validator_head(mount, &v.facts)?;
+    let size = v.size;
+    let mut resp = validator_head(mount, v)?;
     resp.insert_header("Content-Type", v.facts.content_type.clone())?;
     if let Some(enc) = v.encoding {
         resp.insert_header("Content-Encoding", enc)?;
