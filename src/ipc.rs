@@ -165,6 +165,8 @@ pub enum Control {
     /// scale).
     Restart {
         reason: String,
+        /// How many: 1 as it happens; a new edge is told each total so far.
+        count: u64,
     },
     /// Workers starting and workers finishing their last requests.
     Workers {
@@ -199,7 +201,7 @@ impl Control {
                 target_workers,
                 draining,
             } => format!("health {target_workers} {}\n", u8::from(*draining)),
-            Control::Restart { reason } => format!("restart 0 {reason}\n"),
+            Control::Restart { reason, count } => format!("restart {count} {reason}\n"),
             Control::Workers { booting, draining } => format!("workers {booting} {draining}\n"),
             Control::Rss { id, bytes } => format!("rss {id} {bytes}\n"),
         }
@@ -219,6 +221,7 @@ impl Control {
                 draining: parts.next()? == "1",
             }),
             "restart" => Some(Control::Restart {
+                count: id,
                 reason: parts.next()?.to_string(),
             }),
             "workers" => Some(Control::Workers {
@@ -321,6 +324,7 @@ mod tests {
             },
             Control::Restart {
                 reason: "max_rss".into(),
+                count: 3,
             },
             Control::Workers {
                 booting: 1,

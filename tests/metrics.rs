@@ -277,3 +277,36 @@ fn collect_exprs(v: &serde_json::Value, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+/// A reload starts a new edge, and its metrics began from nothing: the
+/// restarts before it vanished (a crash counted 1, then 0 after the
+/// reload; a third-party trial). The master now tells a new edge every
+/// total so far.
+#[test]
+fn worker_restarts_are_still_counted_after_a_reload() {
+    let metrics_port = free_port();
+    let srv = metrics_site(metrics_port).start();
+    let worker = srv.worker_pids()[0];
+    assert!(send_signal(worker, "KILL"));
+    wait_sample(
+        metrics_port,
+        "corral_worker_restarts_total{reason=crash}",
+        |n| n == 1.0,
+    );
+    let edges = srv.edge_pids();
+    srv.signal("HUP");
+    assert!(
+        wait_until(Duration::from_secs(15), || srv.edge_pids() != edges),
+        "no new edge after the reload: {}",
+        srv.stderr_tail()
+    );
+    let m = wait_sample(
+        metrics_port,
+        "corral_worker_restarts_total{reason=reload}",
+        |n| n >= 1.0,
+    );
+    assert_eq!(
+        m["corral_worker_restarts_total{reason=crash}"], 1.0,
+        "{m:#}"
+    );
+}

@@ -80,7 +80,9 @@ impl BackgroundService for ControlListener {
                         self.pool.worker_down(id);
                         self.metrics.forget(id);
                     }
-                    Some(Control::Restart { reason }) => self.metrics.restarted(reason),
+                    Some(Control::Restart { reason, count }) => {
+                        self.metrics.restarted(reason, count)
+                    }
                     Some(Control::Workers { booting, draining }) => {
                         self.metrics.states(booting, draining)
                     }

@@ -132,6 +132,7 @@ impl Arbiter {
             .map(|w| w.up())
             .collect();
         ups.push(self.health());
+        ups.extend(self.restart_totals());
         if let Some(edge) = self.edges.last_mut() {
             for msg in ups {
                 if let Err(e) = ipc::send_control(&mut edge.control, &msg) {

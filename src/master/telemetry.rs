@@ -66,15 +66,33 @@ impl Restart {
 /// What was last told, so lines go out only on change.
 #[derive(Default)]
 pub struct Told {
+    /// Workers replaced so far, by reason (`Restart::as_str`).
+    restarts: std::collections::BTreeMap<&'static str, u64>,
     states: Option<(u64, u64)>,
     rss_at: Option<Instant>,
 }
 
 impl Arbiter {
     pub(super) fn count_restart(&mut self, why: Restart) {
+        *self.told.restarts.entry(why.as_str()).or_default() += 1;
         self.tell_edges(&Control::Restart {
             reason: why.as_str().to_string(),
+            count: 1,
         });
+    }
+
+    /// Every restart so far, by reason, for a new edge: a reload starts
+    /// one, and its metrics would otherwise forget them (counters that fall
+    /// back to zero at each deploy).
+    pub(super) fn restart_totals(&self) -> Vec<Control> {
+        self.told
+            .restarts
+            .iter()
+            .map(|(reason, &count)| Control::Restart {
+                reason: reason.to_string(),
+                count,
+            })
+            .collect()
     }
 
     /// Every turn: booting and draining counts when they change, and the

@@ -262,8 +262,10 @@ impl Metrics {
 
     // What the master tells (`edge::control`).
 
-    pub fn restarted(&self, reason: String) {
-        self.restarts.get_or_create(&Reason { reason }).inc();
+    pub fn restarted(&self, reason: String, count: u64) {
+        self.restarts
+            .get_or_create(&Reason { reason })
+            .inc_by(count);
     }
 
     pub fn states(&self, booting: u64, draining: u64) {
