@@ -374,6 +374,12 @@ async def echo_stream(scope, receive, send):
     await send({"type": "http.response.body", "body": b""})
 
 
+async def die(scope, receive, send):
+    """Raw ASGI: the worker exits at once, with whatever else it runs (a
+    request that kills its worker: a segfault in a C extension, say)."""
+    os._exit(1)
+
+
 async def record_then_read(scope, receive, send):
     """Raw ASGI: writes its x-req-id to recorded.txt beside this file (a
     stand-in for a database insert), waits 1.5 s, then reads the body and
@@ -461,7 +467,7 @@ class Routes:
            "/raw/refuse-unread": refuse_unread, "/raw/answer-first": answer_first,
            "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later,
            "/raw/record-then-read": record_then_read,
-           "/raw/headers": headers_seen, "/raw/listen-then-sleep": listen_then_sleep,
+           "/raw/headers": headers_seen, "/raw/die": die, "/raw/listen-then-sleep": listen_then_sleep,
            "/raw/two-listeners": two_listeners, "/raw/listening": listening_state}
 
     async def __call__(self, scope, receive, send):

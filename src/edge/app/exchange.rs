@@ -30,6 +30,13 @@ pub(super) struct Outgoing<'a> {
     idempotent: bool,
 }
 
+/// How many workers a request that never reached its app may be sent to.
+/// Sending it again is always safe; the bound is for a pool that keeps
+/// dying under it: while a request that kills its workers is retried (an
+/// ASGI worker takes many requests at once, so each death resets a few),
+/// 8 ran out for requests that had done nothing wrong.
+const MAX_UNDELIVERED: usize = 32;
+
 /// What earlier attempts of a request did, which bounds trying again.
 #[derive(Clone, Copy, Default)]
 pub(super) struct Tries {
@@ -139,7 +146,9 @@ impl Edge {
             body,
             is_head: session.req_header().method == http::Method::HEAD,
             what: Job::of(session, &ctx.request_id).with_body(body.len()),
-            idempotent: session.req_header().method.is_idempotent(),
+            // A WebSocket handshake (a GET, or over h2 an extended CONNECT)
+            // is in the app's hands alone until it is answered.
+            idempotent: session.req_header().method.is_idempotent() || websocket,
         };
         let mut avoid = Vec::new();
         let mut moved = None;
@@ -330,7 +339,7 @@ impl Edge {
                 );
                 Attempt::Retry(worker)
             }
-            ExchangeError::NotDelivered(e) if tries.workers < 8 => {
+            ExchangeError::NotDelivered(e) if tries.workers < MAX_UNDELIVERED => {
                 warn!(
                     "request {} not delivered to worker {worker}: {e}; retrying",
                     ctx.request_id
