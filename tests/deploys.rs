@@ -387,7 +387,9 @@ fn a_django_deploy_with_broken_views_is_refused_by_reload() {
     .unwrap();
     let out = srv.run_corral_reaping(&reload, Duration::from_secs(60));
     assert!(!out.success(), "the reload went through:\n{out}");
+    // With the file and line, not only the error's last line.
     assert!(out.stderr.contains("SyntaxError"), "{out}");
+    assert!(out.stderr.contains("mysite/views.py, line 4)"), "{out}");
     for _ in 0..6 {
         let r = srv.get("/");
         assert_eq!(

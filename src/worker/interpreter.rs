@@ -242,3 +242,43 @@ pub use super::wsgi::format_err;
 pub fn last_line(traceback: &str) -> &str {
     traceback.trim_end().lines().last().unwrap_or(traceback)
 }
+
+/// The last line and where it happened, for one-line reports (`corral
+/// reload`'s answer): `SyntaxError: '(' was never closed
+/// (/srv/mysite/views.py, line 4)`. The place is the traceback's last
+/// `File "...", line N`: the innermost frame, or the file a SyntaxError
+/// is in.
+pub fn summary(traceback: &str) -> String {
+    let last = last_line(traceback);
+    let place = traceback.lines().rev().find_map(|l| {
+        let rest = l.trim_start().strip_prefix("File \"")?;
+        let (file, after) = rest.split_once('"')?;
+        let digits = after.strip_prefix(", line ")?;
+        let n = digits.split(|c: char| !c.is_ascii_digit()).next()?;
+        (!n.is_empty()).then(|| format!("{file}, line {n}"))
+    });
+    match place {
+        Some(p) => format!("{last} ({p})"),
+        None => last.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::summary;
+
+    #[test]
+    fn a_summary_says_what_and_where() {
+        let syntax = "Traceback (most recent call last):\n  File \"<frozen importlib._bootstrap>\", line 1204, in _gcd_import\n  File \"/srv/mysite/views.py\", line 4\n    def index(request:\n             ^\nSyntaxError: '(' was never closed\n";
+        assert_eq!(
+            summary(syntax),
+            "SyntaxError: '(' was never closed (/srv/mysite/views.py, line 4)"
+        );
+        let raised = "Traceback (most recent call last):\n  File \"/srv/app.py\", line 9, in <module>\n    import missing\nModuleNotFoundError: No module named 'missing'\n";
+        assert_eq!(
+            summary(raised),
+            "ModuleNotFoundError: No module named 'missing' (/srv/app.py, line 9)"
+        );
+        assert_eq!(summary("AttributeError: no app"), "AttributeError: no app");
+    }
+}

@@ -46,7 +46,7 @@ pub fn preload(site: &Site) -> Result<Loaded, String> {
                 site.app.callable,
                 traceback.trim_end()
             );
-            interpreter::last_line(&traceback).to_string()
+            interpreter::summary(&traceback)
         })
     })
 }
@@ -89,7 +89,7 @@ pub fn run(
                     site.app.callable,
                     traceback.trim_end()
                 );
-                return fail(interpreter::last_line(&traceback).to_string());
+                return fail(interpreter::summary(&traceback));
             }
         };
         let recycle = || recycle::Recycle::new(site, status_fd);
