@@ -180,3 +180,50 @@ fn queue_timeout_gives_503_with_retry_after() {
     let r = srv.get("/pid");
     srv.assert_status(&r, 200, "GET /pid after the queue drained");
 }
+
+/// A client that gives up while its request waits in the queue takes the
+/// request with it: the app never runs it, and the access log says 499.
+/// (A third-party trial reported such requests running after ~400 ms in
+/// the queue; this drill, with the worker's two places ahead full and two
+/// more queued, does not reproduce it, and guards the rule.)
+#[test]
+fn a_queued_request_whose_client_left_never_runs() {
+    let srv = echo_server("");
+    let port = srv.port;
+    // One running, two written ahead to the one worker, two queued: the
+    // next one queues behind them.
+    let sleepers: Vec<_> = (0..5)
+        .map(|i| {
+            thread::spawn(move || {
+                let get = get_req(port, &format!("/sleep?s=0.4&n={i}"));
+                try_request_timeout(port, &get, Duration::from_secs(20)).map(|r| r.status)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let mut left = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut left, &get_req(port, "/gen?n=1&marker=left-queued"))
+        .expect("send");
+    thread::sleep(Duration::from_millis(300));
+    drop(left);
+    for s in sleepers {
+        assert_eq!(s.join().unwrap().ok(), Some(200), "{}", srv.stderr_tail());
+    }
+    assert!(
+        srv.wait_for_stdout("marker=left-queued", Duration::from_secs(5)),
+        "no access line: {}",
+        srv.stdout()
+    );
+    let line = srv
+        .stdout()
+        .lines()
+        .find(|l| l.contains("left-queued"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains(" 499 "), "{line}");
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        !srv.path().join("left-queued").exists(),
+        "the app ran it: {line}"
+    );
+}

@@ -19,7 +19,7 @@ pub mod http_app;
 use crate::server::ShutdownWatch;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use log::{debug, error};
+use log::debug;
 use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
@@ -328,7 +328,10 @@ where
             // their ~4 KiB.
             let h2_conn = match Box::pin(server::handshake(stream, h2_options)).await {
                 Err(e) => {
-                    error!("H2 handshake error {e}");
+                    // corral patch: a client's doing (a browser dropping a
+                    // connection it opened ahead, a bad preface), not the
+                    // server's error.
+                    debug!("H2 handshake error {e}");
                     return None;
                 }
                 Ok(c) => c,
