@@ -219,8 +219,6 @@ impl Arbiter {
         self.tell_edges(&Control::Down { id });
     }
 
-    /// An edge dropped worker `id` after a failed exchange. If the worker is
-    /// in fact alive and serving (a death is reaped first), give it back.
     /// The edge says worker `id` went away with a request in hand. A
     /// request that kills every worker it runs in (a query of death) would
     /// otherwise make each fresh worker, handed the next one at once, look
@@ -243,6 +241,8 @@ impl Arbiter {
         }
     }
 
+    /// An edge dropped worker `id` after a failed exchange. If the worker is
+    /// in fact alive and serving (a death is reaped first), give it back.
     pub(super) fn on_suspect(&mut self, id: u64) {
         self.reap();
         let Some((pid, w)) = self.workers.iter().find(|(_, w)| w.id == id) else {

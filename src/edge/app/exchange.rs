@@ -11,6 +11,7 @@ use crate::edge::app::pool::{Conn, Lease, Order, Pool, Refused, Turn};
 use crate::edge::app::request_body::RequestBody;
 use crate::edge::app::upstream::{self, ExchangeError, ResponseHead};
 use crate::edge::request::{Ctx, Edge};
+use crate::ipc::Status;
 use pingora_core::Result;
 use pingora_proxy::Session;
 use std::time::{Duration, Instant};
@@ -44,32 +45,6 @@ pub(super) struct Tries {
     workers: usize,
     /// It already ran once more after a worker went away.
     reran: bool,
-}
-
-/// Whether a request whose worker went away before answering runs again.
-enum AfterVanish {
-    RunAgain,
-    NotIdempotent,
-    Off,
-    /// It already did once: two workers went away with it.
-    Twice,
-}
-
-impl AfterVanish {
-    /// For the log line of a 502.
-    fn why_not(&self) -> &'static str {
-        match self {
-            AfterVanish::RunAgain => "",
-            AfterVanish::NotIdempotent => {
-                "not run again: the app may have acted on it (only idempotent methods are)"
-            }
-            AfterVanish::Off => "not run again ([app] retry_idempotent = false)",
-            AfterVanish::Twice => {
-                "not run again: its first worker went away too (a request that kills \
-                 its worker?)"
-            }
-        }
-    }
 }
 
 /// A worker's answer: its head read, its body still on `conn`.
@@ -344,7 +319,7 @@ impl Edge {
                     "request {} not delivered to worker {worker}: {e}; retrying",
                     ctx.request_id
                 );
-                suspect(&self.pool, self.status_fd, worker, Blame::Suspect);
+                suspect(&self.pool, self.status_fd, worker, Status::Suspect);
                 Attempt::Retry(worker)
             }
             ExchangeError::NotDelivered(e) => {
@@ -362,7 +337,7 @@ impl Edge {
             }
             ExchangeError::Vanished(why) => self.vanished(out, worker, why, tries),
             ExchangeError::Failed(why) => {
-                suspect(&self.pool, self.status_fd, worker, Blame::Suspect);
+                suspect(&self.pool, self.status_fd, worker, Status::Suspect);
                 error!("{what} failed in worker {worker}: {why}");
                 Attempt::Refuse(502, "Bad Gateway")
             }
@@ -375,32 +350,34 @@ impl Edge {
     /// `proxy_next_upstream` does. Only once, so a request that kills its
     /// worker takes down two at most.
     fn vanished(&self, out: &Outgoing<'_>, worker: u64, why: String, tries: Tries) -> Attempt {
-        suspect(&self.pool, self.status_fd, worker, Blame::Vanished);
+        // The edge's word lets the master tell this death from a crash loop.
+        suspect(&self.pool, self.status_fd, worker, Status::Vanished);
         let what = &out.what;
-        match self.after_vanish(out, tries) {
-            AfterVanish::RunAgain => {
+        match self.why_not_again(out, tries) {
+            None => {
                 warn!(
                     "{what}: worker {worker} went away before answering: {why}; \
                      running it once more on another worker (its method is idempotent)"
                 );
                 Attempt::Rerun(worker)
             }
-            no => {
-                error!("{what} failed in worker {worker}: {why}; {}", no.why_not());
+            Some(why_not) => {
+                error!("{what} failed in worker {worker}: {why}; {why_not}");
                 Attempt::Refuse(502, "Bad Gateway")
             }
         }
     }
 
-    fn after_vanish(&self, out: &Outgoing<'_>, tries: Tries) -> AfterVanish {
+    /// Why a request whose worker went away is not run again, if it is not.
+    fn why_not_again(&self, out: &Outgoing<'_>, tries: Tries) -> Option<&'static str> {
         if !self.retry_idempotent {
-            AfterVanish::Off
+            Some("not run again ([app] retry_idempotent = false)")
         } else if !out.idempotent {
-            AfterVanish::NotIdempotent
+            Some("not run again: the app may have acted on it (only idempotent methods are)")
         } else if tries.reran {
-            AfterVanish::Twice
+            Some("not run again: its first worker went away too (a request that kills its worker?)")
         } else {
-            AfterVanish::RunAgain
+            None
         }
     }
 }
@@ -500,25 +477,14 @@ async fn head_while_writing(
     }
 }
 
-/// What the master is told of a worker that failed an exchange.
-#[derive(Clone, Copy)]
-enum Blame {
-    Suspect,
-    /// It went away with the request in hand: the request may have killed
-    /// it, so a quick death is not its own crash loop (no respawn backoff).
-    Vanished,
-}
-
 /// A worker just failed an exchange: most likely it is dead, and the master
 /// will say so shortly. Until then, send it nothing more; the master puts
-/// it back (`up` again) if it turns out to be alive.
-fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64, blame: Blame) {
+/// it back (`up` again) if it turns out to be alive. `tell` is what the
+/// master hears: `Suspect`, or `Vanished` for one that went away with the
+/// request in hand.
+fn suspect(pool: &Pool, status_fd: std::os::fd::RawFd, worker: u64, tell: fn(u64) -> Status) {
     pool.worker_down(worker);
-    let status = match blame {
-        Blame::Suspect => crate::ipc::Status::Suspect(worker),
-        Blame::Vanished => crate::ipc::Status::Vanished(worker),
-    };
-    crate::ipc::send_status(status_fd, &status);
+    crate::ipc::send_status(status_fd, &tell(worker));
 }
 
 /// A request overran `app.timeout`. A WSGI worker is stuck in it: it gets
@@ -546,8 +512,5 @@ pub(crate) fn report_timeout(
         timeout.unwrap_or_default()
     );
     pool.worker_down(worker);
-    crate::ipc::send_status(
-        status_fd,
-        &crate::ipc::Status::Timeout(worker, what.to_string()),
-    );
+    crate::ipc::send_status(status_fd, &Status::Timeout(worker, what.to_string()));
 }

@@ -30,18 +30,20 @@ const MAX_ORIGINAL: u64 = 4 << 20;
 pub fn eligible(cfg: &Compression, original: &Path, meta: &FileMeta) -> bool {
     cfg.enabled
         && (cfg.min_size.0..=MAX_ORIGINAL).contains(&meta.len())
-        && compression::listed_type(cfg, super::content_type(original).as_bytes())
+        && compression::listed_type(cfg, super::mime_of(original).essence_str().as_bytes())
 }
 
 /// The compressed version for this request, if its client takes one: from
-/// the cache, else made now. None also when the file changed under us or
-/// compressing does not make it smaller (it goes out plain then).
+/// the cache, else made now. `path` is `original` under the mount's folder
+/// (the cache's key). None also when the file changed under us or compressing does not
+/// make it smaller (it goes out plain then).
 pub async fn entry(
     st: &EdgeState,
     session: &Session,
     sm: &StaticMount,
     cfg: &Compression,
     original: &Path,
+    path: &Path,
     meta: &FileMeta,
 ) -> Option<(&'static str, Arc<Entry>)> {
     if session
@@ -53,8 +55,7 @@ pub async fn entry(
     }
     let coding = compression::choose(session.req_header())?;
     let token = coding.token();
-    let path = sm.mount.dir.join(original);
-    if let Some(hit) = st.files_cache.get(&path, Some(token), meta) {
+    if let Some(hit) = st.files_cache.get(path, Some(token), meta) {
         return Some((token, hit));
     }
     let file = super::open_found(sm, original, meta).ok()?;
@@ -68,7 +69,7 @@ pub async fn entry(
     facts.content_length = body.len().into();
     let entry = Arc::new(Entry { facts, body });
     st.files_cache
-        .put_compressed(&path, token, meta, entry.clone());
+        .put_compressed(path, token, meta, entry.clone());
     Some((token, entry))
 }
 

@@ -1,9 +1,10 @@
 //! Serving `[[static]]` mounts from the edge, as nginx would: GET/HEAD,
 //! validators (ETag, Last-Modified, 304/412), single byte ranges (206/416),
 //! precompressed siblings or compression by the edge (`compressed.rs`),
-//! index files, trailing-slash redirects, optional listings. File reads run on tokio's blocking pool (small files are then
-//! served from `static_cache` while unchanged) and large bodies stream in
-//! 512 KiB pieces, so a 2 GiB download costs a buffer, not 2 GiB.
+//! index files, trailing-slash redirects, optional listings. File reads run
+//! on tokio's blocking pool (small files are then served from
+//! `static_cache` while unchanged) and large bodies stream in 512 KiB
+//! pieces, so a 2 GiB download costs a buffer, not 2 GiB.
 
 pub(crate) mod autoindex;
 pub(crate) mod cache;
@@ -247,13 +248,16 @@ async fn version(
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
+    let path = sm.mount.dir.join(&rel);
     let made = match (encoding, compressible) {
-        (None, true) => compressed::entry(st, session, sm, compression, original, &meta).await,
+        (None, true) => {
+            compressed::entry(st, session, sm, compression, original, &path, &meta).await
+        }
         _ => None,
     };
     if let Some((token, entry)) = made {
         return Ok(Version {
-            path: sm.mount.dir.join(&rel),
+            path,
             rel,
             meta,
             encoding: Some(token),
@@ -263,7 +267,6 @@ async fn version(
             varies,
         });
     }
-    let path = sm.mount.dir.join(&rel);
     let cached = (meta.len() <= cache::MAX_FILE)
         .then(|| st.files_cache.get(&path, encoding, &meta))
         .flatten();
@@ -650,8 +653,13 @@ fn make_etag(size: u64, modified: SystemTime, encoding: Option<&str>) -> String 
     }
 }
 
+/// The type a file's name says it has.
+fn mime_of(path: &Path) -> mime_guess::Mime {
+    mime_guess::from_path(path).first_or_octet_stream()
+}
+
 fn content_type(path: &Path) -> String {
-    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let mime = mime_of(path);
     let text = mime.type_() == mime_guess::mime::TEXT
         || matches!(
             mime.essence_str(),
