@@ -885,39 +885,9 @@ fn handshakes_outlive_every_worker(make: impl FnOnce(u16) -> (Command, &'static 
 fn requests_that_kill_asgi_workers_do_not_fail_other_requests() {
     let srv = asgi_site(2, "queue_timeout = \"10s\"").start();
     assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
-    let port = srv.port;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            let mut after = 0;
-            while after < 10 {
-                after += usize::from(done.load(std::sync::atomic::Ordering::Relaxed));
-                let r = try_request_timeout(port, &get_req(port, "/"), Duration::from_secs(30));
-                seen.push(r.map(|r| r.status).unwrap_or(0));
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            seen
-        })
-    };
-    let killers: Vec<_> = (0..10)
-        .map(|_| {
-            std::thread::spawn(move || {
-                for _ in 0..2 {
-                    let get = get_req(port, "/raw/die");
-                    let _ = try_request_timeout(port, &get, Duration::from_secs(30));
-                }
-            })
-        })
-        .collect();
-    for k in killers {
-        k.join().unwrap();
-    }
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let probes = prober.join().unwrap();
+    let (_, probes) = kill_storm(srv.port, "/raw/die", "/");
     assert!(
-        probes.iter().all(|&s| s == 200),
+        probes.iter().all(|&(s, _)| s == 200),
         "{probes:?}\n{}",
         srv.stderr_tail()
     );

@@ -220,31 +220,7 @@ fn requests_that_kill_their_workers_do_not_take_the_site_down() {
         ))
         .start();
     assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
-    let port = srv.port;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let done = done.clone();
-        thread::spawn(move || probe_until(port, &done))
-    };
-    let killers: Vec<_> = (0..10)
-        .map(|_| {
-            thread::spawn(move || {
-                (0..2)
-                    .map(|_| {
-                        let get = get_req(port, "/exit");
-                        let r = try_request_timeout(port, &get, Duration::from_secs(30));
-                        r.map(|r| r.status).unwrap_or(0)
-                    })
-                    .collect::<Vec<u16>>()
-            })
-        })
-        .collect();
-    let killed: Vec<u16> = killers
-        .into_iter()
-        .flat_map(|k| k.join().expect("killer thread"))
-        .collect();
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let probes = prober.join().expect("probe thread");
+    let (killed, probes) = kill_storm(srv.port, "/exit", "/pid");
     let log = srv.stderr_tail();
     assert!(killed.iter().all(|&s| s == 502), "{killed:?}\n{log}");
     let bad: Vec<_> = probes
@@ -258,20 +234,4 @@ fn requests_that_kill_their_workers_do_not_take_the_site_down() {
     );
     assert!(!srv.stderr().contains("backing off"), "{log}");
     assert!(srv.wait_worker_count(2, Duration::from_secs(5)), "{log}");
-}
-
-/// GET /pid every 200 ms until `done`, then ten more: (status, time).
-fn probe_until(port: u16, done: &std::sync::atomic::AtomicBool) -> Vec<(u16, Duration)> {
-    let mut seen = Vec::new();
-    let mut after = 0;
-    while after < 10 {
-        if done.load(std::sync::atomic::Ordering::Relaxed) {
-            after += 1;
-        }
-        let t0 = Instant::now();
-        let r = try_request_timeout(port, &get_req(port, "/pid"), Duration::from_secs(30));
-        seen.push((r.map(|r| r.status).unwrap_or(0), t0.elapsed()));
-        thread::sleep(Duration::from_millis(200));
-    }
-    seen
 }

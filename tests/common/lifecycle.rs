@@ -502,3 +502,43 @@ impl LoadReport {
         s
     }
 }
+
+/// A storm of requests that kill their workers: twenty GETs of `killer`,
+/// ten at a time, while another client GETs `page` every 200 ms (and ten
+/// times more after the storm). Returns the killers' statuses and each
+/// page's (status, time taken); 0 for no answer.
+pub fn kill_storm(port: u16, killer: &str, page: &str) -> (Vec<u16>, Vec<(u16, Duration)>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let get = move |path: &str| {
+        let t0 = Instant::now();
+        let r = try_request_timeout(port, &get_req(port, path), Duration::from_secs(30));
+        (r.map(|r| r.status).unwrap_or(0), t0.elapsed())
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (done, page) = (done.clone(), page.to_string());
+        thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut after = 0;
+            while after < 10 {
+                after += usize::from(done.load(Ordering::Relaxed));
+                seen.push(get(&page));
+                thread::sleep(Duration::from_millis(200));
+            }
+            seen
+        })
+    };
+    let killers: Vec<_> = (0..10)
+        .map(|_| {
+            let killer = killer.to_string();
+            thread::spawn(move || [get(&killer).0, get(&killer).0])
+        })
+        .collect();
+    let killed = killers
+        .into_iter()
+        .flat_map(|k| k.join().expect("killer thread"))
+        .collect();
+    done.store(true, Ordering::Relaxed);
+    (killed, prober.join().expect("probe thread"))
+}
