@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 
 use corral::edge::app::pool as dispatch;
 use corral::proto::ranges as http_ranges;
+use corral::worker::quiet_read::QuietRead;
 use corral::worker::{request, wsgi};
 
 const REQUEST: &[u8] = b"GET /articles/2026/11/corral?page=2&sort=new HTTP/1.1\r\n\
@@ -25,7 +26,8 @@ x-corral-request-id: 00000a0b00000001\r\nx-forwarded-for: 203.0.113.9\r\ncontent
 
 fn parse_request(c: &mut Criterion) {
     let (mut tx, rx) = UnixStream::pair().expect("socketpair");
-    let mut reader = BufReader::new(rx);
+    // The worker's own reader (recvmsg, for files passed with a head).
+    let mut reader = BufReader::new(QuietRead::new(rx));
     c.bench_function("worker: read and parse a browser request", |b| {
         b.iter(|| {
             tx.write_all(REQUEST).expect("write");
@@ -58,7 +60,7 @@ fn wsgi_round(c: &mut Criterion) {
             .unbind();
         let wsgi = wsgi::Wsgi::new(py, app, 1, true, "").expect("wsgi");
         let (mut feed, parse_side) = UnixStream::pair().expect("socketpair");
-        let mut reader = BufReader::new(parse_side);
+        let mut reader = BufReader::new(QuietRead::new(parse_side));
         c.bench_function(
             "worker: WSGI round (environ, app, response) for hello",
             |b| {

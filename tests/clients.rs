@@ -103,3 +103,61 @@ fn http2_edge_cases_scripted_with_h2() {
         );
     }
 }
+
+/// Bytes this process has written, by any means (`wchar` in /proc/PID/io).
+fn written_by(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("wchar: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// A 20 MiB upload from python requests (HTTP/1.1) and httpx (h2 over
+/// TLS) arrives whole (sha256), and the WSGI workers do not write it again:
+/// the edge, which spooled it, hands the worker its file. Before, each
+/// worker spooled its own copy (twice the disk, a copy through the socket).
+#[test]
+fn a_spooled_upload_reaches_the_app_without_a_second_spool() {
+    let (srv, tls_port, _) = start_site();
+    let ca = srv.path().join("cert.pem");
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    let workers = srv.worker_pids();
+    let before: u64 = workers.iter().map(|&p| written_by(p)).sum();
+    let data = pattern_bytes(20 << 20, 31);
+    let file = srv.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let script = r#"
+import hashlib, json, sys, httpx, requests
+http, https, ca, path = sys.argv[1:5]
+data = open(path, "rb").read()
+r = requests.post(http + "/upload", data=data, timeout=60)
+print("requests", r.status_code, r.json() == {"len": len(data), "sha256": hashlib.sha256(data).hexdigest()})
+with httpx.Client(http2=True, verify=ca, timeout=60) as c:
+    r = c.put(https + "/upload", content=data)
+    print("httpx", r.http_version, r.status_code, r.json()["sha256"] == hashlib.sha256(data).hexdigest())
+"#;
+    let out = run_with_timeout(
+        Command::new(python())
+            .args(["-c", script])
+            .arg(format!("http://127.0.0.1:{}", srv.port))
+            .arg(format!("https://127.0.0.1:{tls_port}"))
+            .arg(&ca)
+            .arg(&file),
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "requests 200 True\nhttpx HTTP/2 200 True",
+        "{out}\n{}",
+        srv.stderr_tail()
+    );
+    let after: u64 = workers.iter().map(|&p| written_by(p)).sum();
+    assert!(
+        after - before < 4 << 20,
+        "the workers wrote {} bytes for two 20 MiB uploads",
+        after - before
+    );
+}

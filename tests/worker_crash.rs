@@ -235,3 +235,68 @@ fn requests_that_kill_their_workers_do_not_take_the_site_down() {
     assert!(!srv.stderr().contains("backing off"), "{log}");
     assert!(srv.wait_worker_count(2, Duration::from_secs(5)), "{log}");
 }
+
+/// Reads 1 MiB of its body, waits, reads the rest: killed while it waits.
+const HALF_READER: &str = "\
+import hashlib, os, time\n\
+def application(environ, start_response):\n    \
+if environ['PATH_INFO'] == '/pid':\n        \
+start_response('200 OK', [('Content-Type', 'text/plain')])\n        \
+return [str(os.getpid()).encode()]\n    \
+inp = environ['wsgi.input']\n    \
+first = inp.read(1 << 20)\n    \
+time.sleep(1.5)\n    \
+body = first + inp.read()\n    \
+start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+return [b'%d %s' % (len(body), hashlib.sha256(body).hexdigest().encode())]\n";
+
+/// A PUT of 5 MiB (spooled by the edge, passed to the worker as its file)
+/// whose worker is killed after reading a fifth of it runs once more on the
+/// other worker, which reads the whole body from its start: the two
+/// workers shared the file's offset, and the rerun must not begin where
+/// the dead one stopped.
+#[test]
+fn a_put_rerun_after_its_worker_died_reads_its_whole_body_again() {
+    let srv = Site::new()
+        .file("half.py", HALF_READER)
+        .config(&app_config("half:application", 2, ""))
+        .start();
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    let data = pattern_bytes(5 << 20, 7);
+    let file = srv.path().join("put.bin");
+    std::fs::write(&file, &data).unwrap();
+    let url = format!("http://127.0.0.1:{}/half", srv.port);
+    let path = file.to_str().unwrap().to_string();
+    let client = thread::spawn(move || curl_fetch(&url, &["-T", &path, "--max-time", "30"]));
+    // Find the worker running it: the one that is not idle in a poll.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let victim = loop {
+        let busy = srv.worker_pids().into_iter().find(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/wchan"))
+                .is_ok_and(|w| w.contains("nanosleep"))
+        });
+        if let Some(p) = busy {
+            break p;
+        }
+        if Instant::now() > deadline {
+            srv.fail("no worker got to the sleep".to_string());
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert!(send_signal(victim, "KILL"));
+    let (status, body, out) = client.join().expect("curl thread");
+    assert_eq!(status, 200, "{out}\n{}", srv.stderr_tail());
+    let want = format!("{} {}", data.len(), sha256_hex(&data));
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        want,
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        srv.stderr()
+            .contains("running it once more on another worker"),
+        "{}",
+        srv.stderr_tail()
+    );
+}

@@ -21,6 +21,10 @@ pub const CLIENT_CERT: &str = "x-corral-client-cert";
 /// `1` when the client can take a trailer section: any HTTP/2 client, an
 /// HTTP/1.1 one that sent `TE: trailers` (RFC 9110 §10.1.4).
 pub const TRAILERS: &str = "x-corral-trailers";
+/// `1` when the body does not follow on the socket: the edge, which had
+/// spooled it, passed its open file with the head (SCM_RIGHTS), and the
+/// worker reads it from there (`edge::app::body_fd`). WSGI workers only.
+pub const BODY_FD: &str = "x-corral-body-fd";
 /// What every field above starts with.
 pub const PREFIX: &str = "x-corral-";
 

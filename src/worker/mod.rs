@@ -11,7 +11,7 @@ mod in_turn;
 mod interpreter;
 mod link;
 pub mod probe;
-mod quiet_read;
+pub mod quiet_read;
 mod recycle;
 pub mod request;
 pub mod response;

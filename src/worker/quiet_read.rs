@@ -9,11 +9,18 @@
 //! inter-processor interrupt. `poll(POLLIN)` sleeps on the same queue but
 //! with a filter: only "readable" wakes it.
 
+//!
+//! It also keeps the files the edge passes with a request head
+//! (SCM_RIGHTS, `edge::app::body_fd`), in the order they came, for the
+//! heads that say so (`wire::BODY_FD`).
+
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{recv, MsgFlags};
-use std::io::{self, Read};
-use std::os::fd::AsFd;
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSliceMut, Read};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::io::AsRawFd;
 use std::os::unix::net::UnixStream;
 
@@ -24,11 +31,50 @@ pub struct QuietRead {
     /// or says `WouldBlock` (one thread serving them all in turn, which
     /// waits in `epoll` instead).
     pub wait: bool,
+    /// Files passed with the heads read so far, not yet taken.
+    files: VecDeque<File>,
+    /// Room for the descriptors one read may bring (reused).
+    cmsg: Vec<u8>,
 }
 
 impl QuietRead {
     pub fn new(stream: UnixStream) -> Self {
-        QuietRead { stream, wait: true }
+        QuietRead {
+            stream,
+            wait: true,
+            files: VecDeque::new(),
+            cmsg: nix::cmsg_space!([RawFd; 8]),
+        }
+    }
+
+    /// The next file the edge passed (a request body, `wire::BODY_FD`).
+    pub fn take_file(&mut self) -> Option<File> {
+        self.files.pop_front()
+    }
+
+    /// One `recvmsg`: a plain `recv` would have the kernel close any
+    /// descriptor that came with the bytes.
+    fn recv(&mut self, buf: &mut [u8]) -> nix::Result<usize> {
+        let mut iov = [IoSliceMut::new(buf)];
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC;
+        let msg = recvmsg::<UnixAddr>(
+            self.stream.as_raw_fd(),
+            &mut iov,
+            Some(&mut self.cmsg),
+            flags,
+        )?;
+        let n = msg.bytes;
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                // SAFETY: SCM_RIGHTS gave this process these descriptors,
+                // owned by nothing else.
+                let owned = fds
+                    .into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+                self.files.extend(owned.map(File::from));
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -37,7 +83,7 @@ impl Read for QuietRead {
         loop {
             // Under load the next request is usually there already: one
             // system call, no sleep.
-            match recv(self.stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT) {
+            match self.recv(buf) {
                 Ok(n) => return Ok(n),
                 Err(Errno::EAGAIN) if !self.wait => return Err(io::ErrorKind::WouldBlock.into()),
                 Err(Errno::EAGAIN) => self.wait_readable()?,

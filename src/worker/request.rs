@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, Write};
 
-use crate::wire::request;
+use crate::wire::{self, request};
 /// Bodies above this are spooled to an anonymous temp file, not memory.
 pub const SPOOL_ABOVE: u64 = 1 << 20;
 
@@ -55,12 +55,31 @@ impl From<io::Error> for ReadError {
     }
 }
 
+/// Where the files the edge passes with request heads are taken from.
+pub trait PassedFiles {
+    fn take_file(&mut self) -> Option<File>;
+}
+
+impl PassedFiles for super::quiet_read::QuietRead {
+    fn take_file(&mut self) -> Option<File> {
+        super::quiet_read::QuietRead::take_file(self)
+    }
+}
+
 /// Reads the next request. Blocks only on the edge, never while holding the GIL.
-pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, ReadError> {
+pub fn read_request<R: Read + PassedFiles>(r: &mut BufReader<R>) -> Result<Request, ReadError> {
     let head = read_head(r)?;
-    let head =
+    let mut head =
         request::parse(&head).map_err(|request::Bad(status, why)| ReadError::Bad(status, why))?;
-    let body = read_body(r, head.content_length)?;
+    let len = head.content_length;
+    let passed = head.headers.len();
+    head.headers
+        .retain(|(name, _)| !name.eq_ignore_ascii_case(wire::BODY_FD));
+    let body = if head.headers.len() < passed {
+        passed_body(r.get_mut().take_file(), len)?
+    } else {
+        read_body(r, len)?
+    };
     Ok(Request {
         method: head.method,
         target: head.target,
@@ -68,6 +87,23 @@ pub fn read_request<R: Read>(r: &mut BufReader<R>) -> Result<Request, ReadError>
         body,
         keep_alive: head.keep_alive,
     })
+}
+
+/// A body the edge spooled and passed as its file (`wire::BODY_FD`): read
+/// from its start, since a rerun passes the same open file again.
+fn passed_body(file: Option<File>, len: u64) -> Result<Body, ReadError> {
+    let mut file = file.ok_or(ReadError::Bad(
+        400,
+        "the body's file did not come with its head",
+    ))?;
+    file.rewind()?;
+    if file.metadata()?.len() < len {
+        return Err(ReadError::Bad(
+            400,
+            "the body's file is shorter than its length",
+        ));
+    }
+    Ok(Body::File(file, len))
 }
 
 fn read_head<R: Read>(r: &mut BufReader<R>) -> Result<Vec<u8>, ReadError> {
@@ -133,6 +169,12 @@ mod tests {
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
+    impl PassedFiles for UnixStream {
+        fn take_file(&mut self) -> Option<File> {
+            None
+        }
+    }
+
     fn parse(raw: &[u8]) -> Result<Request, ReadError> {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(raw).unwrap();
@@ -180,5 +222,38 @@ mod tests {
         let r = read_request(&mut BufReader::new(b)).unwrap();
         t.join().unwrap().unwrap();
         assert!(matches!(r.body, Body::File(_, len) if len == n as u64));
+    }
+
+    /// A head that says its body is a passed file takes the file that came
+    /// with it, read from its start; the marker does not reach the app. A
+    /// head that says so with no file is refused.
+    #[test]
+    fn takes_a_body_passed_as_a_file() {
+        use crate::worker::quiet_read::QuietRead;
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        use std::io::IoSlice;
+        use std::os::fd::AsRawFd;
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(b"hello, file").unwrap();
+        let head = b"PUT /f HTTP/1.1\r\nContent-Length: 11\r\nx-corral-body-fd: 1\r\n\r\n";
+        let (a, b) = UnixStream::pair().unwrap();
+        let fds = [file.as_raw_fd()];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(head)];
+        sendmsg::<()>(a.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None).unwrap();
+        (&a).write_all(head).unwrap();
+        let mut reader = BufReader::new(QuietRead::new(b));
+        let r = read_request(&mut reader).unwrap();
+        assert!(r.headers.iter().all(|(n, _)| n != wire::BODY_FD));
+        let Body::File(mut f, 11) = r.body else {
+            panic!("not the passed file")
+        };
+        let mut got = String::new();
+        f.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "hello, file");
+        assert!(matches!(
+            read_request(&mut reader),
+            Err(ReadError::Bad(400, _))
+        ));
     }
 }

@@ -420,8 +420,13 @@ async fn exchange(
         // `wait_turn` waits for the answer to become readable.
         conn.get_ref().forget_readiness();
     }
-    let (nth, mut rest) =
-        upstream::send(&mut conn, out.head, out.body, lease.names_links, written).await?;
+    let sending = upstream::Sending {
+        head: out.head,
+        body: out.body,
+        name_link: lease.names_links,
+        pass_file: lease.interface == crate::ipc::Interface::Wsgi,
+    };
+    let (nth, mut rest) = upstream::send(&mut conn, sending, written).await?;
     // An ASGI app starts on the head, and a worker's loop reads eagerly: a
     // body its socket could not take at once means the head was read and
     // the app may have begun (a database write, say). A failure from then

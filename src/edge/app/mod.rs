@@ -3,6 +3,7 @@
 //! relay its response (compression, the response buffer).
 
 mod ahead;
+mod body_fd;
 mod body_rest;
 pub(crate) mod exchange;
 pub(crate) mod forward;

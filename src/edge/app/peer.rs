@@ -94,6 +94,28 @@ impl Stream {
         }
     }
 
+    /// Waits until a write would not block: rare, since requests nearly
+    /// always fit the socket, so a duplicate is watched for this alone
+    /// (`unix_link`).
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(_) => {
+                // SAFETY: the AsyncFd owns the duplicate, which stays open
+                // and the same until the AsyncFd drops it.
+                let dup = unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        self.dup()?,
+                        tokio::io::Interest::WRITABLE,
+                    )
+                }
+                .map_err(|e| e.into_parts().1)?;
+                dup.writable().await?.retain_ready();
+                Ok(())
+            }
+            Stream::Tcp(s) => s.writable().await,
+        }
+    }
+
     /// A second handle on the socket, for writing a request body while
     /// this one reads the answer (`body_rest`).
     pub fn dup(&self) -> io::Result<std::os::fd::OwnedFd> {

@@ -5,6 +5,7 @@
 //! can never be desynchronised by what a client sent. Responses come back
 //! with Content-Length or chunked framing, decoded here.
 
+use crate::edge::app::body_fd;
 use crate::edge::app::body_rest::{self, BodyRest};
 use crate::edge::app::pool::Conn;
 use crate::edge::app::request_body::RequestBody;
@@ -79,35 +80,57 @@ impl ExchangeError {
     }
 }
 
+/// How a request goes to a worker.
+pub struct Sending<'a> {
+    pub head: &'a [u8],
+    pub body: &'a RequestBody,
+    /// Name the link first (`wire::withdraw`): a worker that takes
+    /// requests ahead.
+    pub name_link: bool,
+    /// A spooled body may go as its open file (`body_fd`): WSGI workers.
+    pub pass_file: bool,
+}
+
 /// Writes the request head and as much of the body as the socket takes
-/// now; returns which request it is on this connection (1 for the first)
-/// and the rest of the body, if any, to write while the answer is read. A
-/// connection to a worker that takes requests ahead is named first
-/// (`wire::withdraw`), once.
+/// now (or the head with the spooled body's file, `body_fd`); returns
+/// which request it is on this connection (1 for the first) and the rest
+/// of the body, if any, to write while the answer is read. A connection to
+/// a worker that takes requests ahead is named first, once.
 pub async fn send(
     conn: &mut Conn,
-    head: &[u8],
-    body: &RequestBody,
-    name_link: bool,
+    out: Sending<'_>,
     written: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> Result<(u64, Option<BodyRest>), ExchangeError> {
     let stream = conn.get_mut();
-    if let Some(line) = name_link.then(|| stream.name_line()).flatten() {
+    if let Some(line) = out.name_link.then(|| stream.name_line()).flatten() {
         stream
             .write_all(&line)
             .await
             .map_err(ExchangeError::NotDelivered)?;
     }
     let nth = stream.count_request();
-    stream
-        .write_all(head)
-        .await
-        .map_err(ExchangeError::NotDelivered)?;
+    let with_file = match out.body {
+        RequestBody::File(file, _) if out.pass_file => body_fd::send_head(stream, out.head, file)
+            .await
+            .map_err(ExchangeError::NotDelivered)?,
+        _ => body_fd::Sent::Refused,
+    };
+    if let body_fd::Sent::Refused = with_file {
+        stream
+            .write_all(out.head)
+            .await
+            .map_err(ExchangeError::NotDelivered)?;
+    }
     // The worker orders requests by their heads; the next one may go now.
     if let Some(written) = written {
         let _ = written.send(());
     }
-    let rest = body_rest::write_now(stream, body).map_err(ExchangeError::NotDelivered)?;
+    let rest = match with_file {
+        body_fd::Sent::WithFile => None,
+        body_fd::Sent::Refused => {
+            body_rest::write_now(stream, out.body).map_err(ExchangeError::NotDelivered)?
+        }
+    };
     Ok((nth, rest))
 }
 
