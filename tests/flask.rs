@@ -40,6 +40,19 @@ fn flask_query_args() {
     assert_eq!(j["args"]["tag"][1].as_str(), Some("b"), "{r}");
 }
 
+/// curl sends `é` in a URL as raw UTF-8 bytes: Flask decodes the
+/// environ's latin-1 query back to "café". The query was handed over
+/// already decoded, and Flask answered 500 (UnicodeDecodeError).
+#[test]
+fn flask_query_with_raw_utf8_from_curl() {
+    let srv = flask_server();
+    let url = format!("http://127.0.0.1:{}/query?name=caf\u{e9}&n=1", srv.port);
+    let (status, body, out) = curl_fetch(&url, &[]);
+    assert_eq!(status, 200, "{out}\n{}", srv.stderr_tail());
+    let j = Json::parse(&String::from_utf8_lossy(&body)).expect("JSON");
+    assert_eq!(j["name"].as_str(), Some("caf\u{e9}"), "{out}");
+}
+
 #[test]
 fn flask_post_form() {
     let srv = flask_server();

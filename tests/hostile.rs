@@ -672,6 +672,14 @@ fn valid_cases(port: u16) -> Vec<VCase> {
         vec![exp("GET").env("PATH_INFO", "/v/x://y/z")],
     ));
     v.push(vcase(
+        "raw UTF-8 in the path and query: latin-1 of the bytes (PEP 3333)",
+        h("GET /v/caf\u{e9}?q=caf\u{e9} HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
+        vec![exp("GET")
+            .env("PATH_INFO", latin1("/v/caf\u{e9}".as_bytes()))
+            .env("QUERY_STRING", latin1("q=caf\u{e9}".as_bytes()))
+            .env("REQUEST_URI", latin1("/v/caf\u{e9}?q=caf\u{e9}".as_bytes()))],
+    ));
+    v.push(vcase(
         "odd query string kept raw",
         h("GET /v/q?a=%00&b=%zz&c&d==&e=?/&f=%2B+ HTTP/1.1\r\nHost: {H}\r\nConnection: close\r\n\r\n"),
         vec![exp("GET").env("QUERY_STRING", "a=%00&b=%zz&c&d==&e=?/&f=%2B+")],

@@ -176,6 +176,31 @@ fn post_sets_content_type_and_length() {
     );
 }
 
+/// `TE: trailers` makes the edge tell the worker the client takes
+/// trailers (`x-corral-trailers`, as for every HTTP/2 client): that is the
+/// edge's word to the worker, not a header of the client's for the app.
+#[test]
+fn the_edges_own_fields_are_not_client_headers() {
+    let config = app_config("echo_environ:application", 1, "")
+        .replace("[server]\n", "[server]\nh2c = true\n");
+    let srv = Site::new().app("echo_environ.py").config(&config).start();
+    let url = format!("http://127.0.0.1:{}/te", srv.port);
+    for extra in [
+        &["-H", "TE: trailers"][..],
+        &["--http2-prior-knowledge"][..],
+    ] {
+        let (status, body, out) = curl_fetch(&url, extra);
+        assert_eq!(status, 200, "{out}");
+        let j = Json::parse(&String::from_utf8_lossy(&body)).expect("JSON");
+        let ours: Vec<&str> = j["environ"]
+            .keys()
+            .into_iter()
+            .filter(|k| k.starts_with("HTTP_X_CORRAL"))
+            .collect();
+        assert!(ours.is_empty(), "{extra:?}: {ours:?}\n{}", dump_environ(&j));
+    }
+}
+
 #[test]
 fn duplicate_headers_are_joined_with_comma() {
     let srv = echo_server(1);

@@ -76,9 +76,13 @@ pub(super) fn set_target(env: &Bound<'_, PyDict>, req: &Request, root: &str) -> 
     env.set_item("REQUEST_METHOD", &req.method)?;
     let decoded = percent_decode(path.as_bytes());
     env.set_item("PATH_INFO", latin1(under_root(&decoded, root.as_bytes())))?;
-    env.set_item("QUERY_STRING", query)?;
-    env.set_item("REQUEST_URI", &req.target)?;
-    env.set_item("RAW_URI", &req.target)?;
+    // Raw bytes past ASCII (a client that sent `?q=café` unencoded) are
+    // latin-1 characters in a WSGI environ, as in PATH_INFO (PEP 3333);
+    // frameworks encode them back to bytes and decode those as UTF-8.
+    env.set_item("QUERY_STRING", latin1(query.as_bytes()))?;
+    let target = latin1(req.target.as_bytes());
+    env.set_item("REQUEST_URI", &target)?;
+    env.set_item("RAW_URI", target)?;
     Ok(())
 }
 
@@ -113,6 +117,9 @@ pub(super) fn fields(req: &Request) -> Fields {
                 f.info.client_cert = Some(utf8.into_owned());
             }
             wire::CLIENT_VERIFY => f.info.client_verified = value == "SUCCESS",
+            // The edge's other words to the worker (`x-corral-trailers`,
+            // which WSGI has no use for) are not the client's headers.
+            _ if lname.starts_with(wire::PREFIX) => {}
             "content-type" => f.content_type = Some(value),
             "content-length" => {}
             // Underscored names could spoof dashed ones (X_Forwarded_For
