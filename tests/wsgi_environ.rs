@@ -371,6 +371,36 @@ fn response_iterable_close_is_called_when_client_disconnects() {
     srv.assert_status(&r, 200, "GET /pid after a client disconnect");
 }
 
+/// An informational or out-of-range status from start_response is the
+/// app's error, answered 500 at once with the reason in the log. A 1xx
+/// made the edge wait for a final status until app.timeout (504 after
+/// 30 s), then the worker was killed as stuck (found by helper-22).
+#[test]
+fn a_status_that_is_not_final_is_a_500_at_once() {
+    let srv = echo_server(1);
+    for code in [100, 103, 199, 600, 99] {
+        let url = format!("http://127.0.0.1:{}/status/{code}", srv.port);
+        let t0 = std::time::Instant::now();
+        let (status, _, out) = curl_fetch(&url, &["--max-time", "10"]);
+        assert_eq!(status, 500, "status {code}: {out}\n{}", srv.stderr_tail());
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "status {code} took {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(srv
+        .stderr()
+        .contains("is informational: a WSGI response needs a final status"));
+    let r = srv.get("/pid");
+    srv.assert_status(&r, 200, "GET /pid afterwards");
+    assert!(
+        !srv.stderr().contains("app.timeout"),
+        "{}",
+        srv.stderr_tail()
+    );
+}
+
 #[test]
 fn status_204_and_304_have_no_body() {
     let srv = echo_server(1);

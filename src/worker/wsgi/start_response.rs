@@ -79,7 +79,23 @@ pub(super) fn checked_status(status: &Bound<'_, PyAny>) -> PyResult<String> {
             "invalid status {status:?}: it must be a str like '200 OK'"
         )));
     }
+    final_status(&status)?;
     Ok(status)
+}
+
+/// A WSGI response ends the request, so its status must be final: an
+/// informational one (1xx) would leave the client, and the edge, waiting
+/// for the status still to come.
+fn final_status(status: &str) -> PyResult<()> {
+    match status[..3].parse::<u16>() {
+        Ok(200..=599) => Ok(()),
+        Ok(100..=199) => Err(PyValueError::new_err(format!(
+            "status {status:?} is informational: a WSGI response needs a final status (200-599)"
+        ))),
+        _ => Err(PyValueError::new_err(format!(
+            "status {status:?} is out of range: a WSGI response needs a status from 200 to 599"
+        ))),
+    }
 }
 
 /// PEP 3333: a list of (name, value) str tuples, values latin-1. The
