@@ -23,6 +23,30 @@ fn python() -> std::path::PathBuf {
     venv().join("bin/python")
 }
 
+/// An ASGI status that is not final (1xx, or past 599) is the app's error,
+/// a 500 at once: a 1xx left the edge waiting for the final status until
+/// app.timeout.
+#[test]
+fn an_asgi_status_that_is_not_final_is_a_500_at_once() {
+    let srv = asgi_site(1, "timeout = \"20s\"").start();
+    for code in [100, 150, 600] {
+        let url = format!("http://127.0.0.1:{}/raw/status?{code}", srv.port);
+        let t0 = Instant::now();
+        let (status, _, out) = curl_fetch(&url, &["--max-time", "10"]);
+        assert_eq!(status, 500, "status {code}: {out}\n{}", srv.stderr_tail());
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "status {code}: {:?}",
+            t0.elapsed()
+        );
+    }
+    assert!(
+        srv.stderr().contains("a response needs a final status"),
+        "{}",
+        srv.stderr_tail()
+    );
+}
+
 /// Apps that answer before reading a large body, or while reading it,
 /// with python `requests` (tests/clients/asgi_unread_bodies.py): a 401 that
 /// never reads 4 MiB, 5 MB answered before the body is read, a streamed

@@ -452,6 +452,13 @@ async def two_listeners(scope, receive, send):
     await asyncio.wait([asyncio.create_task(listen()) for _ in range(2)], timeout=10)
 
 
+async def status_of_query(scope, receive, send):
+    """Raw ASGI: answers with the status its query names (?150)."""
+    await send({"type": "http.response.start", "status": int(scope["query_string"]),
+                "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"x"})
+
+
 async def listening_state(scope, receive, send):
     out = json.dumps(LISTENING).encode()
     await send({"type": "http.response.start", "status": 200,
@@ -468,7 +475,8 @@ class Routes:
            "/raw/echo-stream": echo_stream, "/raw/digest-later": digest_later,
            "/raw/record-then-read": record_then_read,
            "/raw/headers": headers_seen, "/raw/die": die, "/raw/listen-then-sleep": listen_then_sleep,
-           "/raw/two-listeners": two_listeners, "/raw/listening": listening_state}
+           "/raw/two-listeners": two_listeners, "/raw/listening": listening_state,
+           "/raw/status": status_of_query}
 
     async def __call__(self, scope, receive, send):
         handler = self.raw.get(scope.get("path")) if scope["type"] == "http" else None

@@ -108,12 +108,17 @@ impl AsgiFramer {
         known_len: Option<u64>,
         body: &[u8],
     ) -> PyResult<()> {
+        // Final statuses only: an informational one (1xx; early hints have
+        // their own message) would leave the client waiting for the status
+        // still to come.
         let status: u16 = status
             .extract()
             .ok()
-            .filter(|s| (100..=999).contains(s))
+            .filter(|s| (200..=599).contains(s))
             .ok_or_else(|| {
-                PyValueError::new_err(format!("invalid status {status}: an int from 100 to 999"))
+                PyValueError::new_err(format!(
+                    "invalid status {status}: a response needs a final status, an int from 200 to 599"
+                ))
             })?;
         self.out.clear();
         let reason = http::StatusCode::from_u16(status)
