@@ -338,9 +338,14 @@ fn check(path: &std::path::Path) -> ExitCode {
             acme.state_dir.display()
         );
     }
-    if let Err(e) = master::check_listeners(&site) {
-        eprintln!("corral: {e:#}");
-        ok = false;
+    match master::check_listeners(&site) {
+        Ok(in_use) => in_use
+            .iter()
+            .for_each(|w| eprintln!("corral: warning: {w}")),
+        Err(e) => {
+            eprintln!("corral: {e:#}");
+            ok = false;
+        }
     }
     if !ok {
         return ExitCode::FAILURE;

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 const SERVE_EXIT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -320,18 +321,60 @@ fn check_imports_the_app_and_binds_the_listeners() {
         out.stdout.contains("is WSGI (a callable that is not async"),
         "{out}"
     );
-    // A listen address already taken by something else.
+    // A listen address already taken by something else: `check` warns
+    // (as `nginx -t` passes beside a running nginx), `serve` fails.
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let site = Site::new()
         .app("hello.py")
         .config(&app_config("hello:application", 1, "").replace("{port}", &port.to_string()));
     let out = site.check();
+    assert!(out.success() && out.stderr.contains("is in use"), "{out}");
+    assert!(out.stderr.contains("server.listen[0]"), "{out}");
+    let mut srv = site.spawn();
+    assert!(srv
+        .wait_exit(SERVE_EXIT_TIMEOUT)
+        .is_some_and(|s| !s.success()));
     assert!(
-        !out.success() && out.stderr.contains("cannot listen on"),
+        srv.stderr().contains("cannot listen on"),
+        "{}",
+        srv.stderr_tail()
+    );
+    // An address this host does not have is an error for `check` too.
+    let out = Site::new()
+        .app("hello.py")
+        .config(
+            &app_config("hello:application", 1, "").replace("127.0.0.1:{port}", "192.0.2.1:8080"),
+        )
+        .check();
+    assert!(
+        !out.success() && out.stderr.contains("cannot listen on 192.0.2.1:8080"),
         "{out}"
     );
-    assert!(out.stderr.contains("server.listen"), "{out}");
+}
+
+/// `corral check` on the config of a site that is serving, without a pid
+/// file (what contrib/corral.service advises), passes: a deploy's `corral
+/// check && corral reload` failed every time with EADDRINUSE, and so would
+/// `ExecStartPre=corral check` beside systemd's socket (found by helper-22).
+#[test]
+fn check_passes_beside_the_running_site() {
+    let srv = Site::new()
+        .app("hello.py")
+        .config(&app_config("hello:application", 1, ""))
+        .start();
+    let out = run_with_timeout(
+        Command::new(CORRAL)
+            .arg("check")
+            .arg("--config")
+            .arg(srv.path().join("site.toml")),
+        CMD_TIMEOUT,
+    );
+    assert!(out.success(), "{out}");
+    assert!(
+        out.stdout.contains("ok:") && out.stderr.contains("is in use"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -156,6 +156,36 @@ pub fn describe(site: &Site) -> String {
         .join(", ")
 }
 
+/// What `corral check` makes of the listen addresses: each is bound and let
+/// go. A port in use is only a warning, as `nginx -t` passes beside a
+/// running nginx: it is most often this site's own server, or systemd
+/// holding the socket it will pass (`ExecStartPre=corral check` runs
+/// before the sockets are handed over). Any other failure (no such
+/// address here, a port needing privileges) is an error.
+pub fn check_bindable(site: &Site) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for (key, addr) in addresses(site) {
+        match bind_one(&addr) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EADDRINUSE) => warnings.push(
+                site.problem_at(
+                    &key,
+                    format!(
+                        "{addr} is in use: fine if it is this site's running server or its \
+                     systemd socket; `serve` fails if another program holds it"
+                    ),
+                )
+                .to_string(),
+            ),
+            Err(e) => bail!(
+                "error: {}",
+                site.problem_at(&key, format!("cannot listen on {addr}: {e}"))
+            ),
+        }
+    }
+    Ok(warnings)
+}
+
 fn bind_one(addr: &SocketAddr) -> nix::Result<OwnedFd> {
     let family = if addr.is_ipv6() {
         AddressFamily::Inet6

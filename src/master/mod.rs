@@ -121,12 +121,15 @@ pub(super) fn prepare_acme_state(site: &Site) -> anyhow::Result<()> {
 
 /// `corral check`: every listening address can be bound, or is held by
 /// this site's own running master (named in its pid file).
-pub fn check_listeners(site: &Site) -> anyhow::Result<()> {
-    match Listeners::bind_all(site) {
-        Ok(_) => Ok(()),
-        Err(_) if site_is_running(site) => Ok(()),
-        Err(e) => Err(e),
-    }
+/// `corral check`'s look at the listen addresses: warnings for ports in
+/// use (none when the pid file names this site's running server).
+pub fn check_listeners(site: &Site) -> anyhow::Result<Vec<String>> {
+    let warnings = listeners::check_bindable(site)?;
+    Ok(if site_is_running(site) {
+        Vec::new()
+    } else {
+        warnings
+    })
 }
 
 fn site_is_running(site: &Site) -> bool {
