@@ -1682,10 +1682,36 @@ fn bad_certificate_or_key_files_are_config_errors() {
     make_standard_pki(&dir);
     genkey(&dir, "other", KeyType::Ec); // an ECDSA key of no certificate
     fs::write(dir.join("junk.pem"), "this is not PEM at all\n").expect("write junk.pem");
+    let enc = Command::new("openssl")
+        .args([
+            "pkey",
+            "-in",
+            "a.key",
+            "-out",
+            "enc.key",
+            "-aes256",
+            "-passout",
+            "pass:secret",
+        ])
+        .current_dir(&dir)
+        .status()
+        .expect("openssl");
+    assert!(
+        enc.success(),
+        "openssl could not write a passphrase-protected key"
+    );
     let plain = site.port();
     let tls = tls_port_besides(plain);
     // (what, index of the bad [[tls.cert]], cert, key, message needle, file named)
-    let cases: [(&str, usize, &str, &str, &str, &str); 7] = [
+    let cases: [(&str, usize, &str, &str, &str, &str); 8] = [
+        (
+            "a passphrase-protected key",
+            0,
+            "a.pem",
+            "enc.key",
+            "holds a passphrase-protected private key",
+            "enc.key",
+        ),
         (
             "a missing certificate file",
             1,

@@ -78,12 +78,25 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     rustls_pemfile::private_key(&mut data.as_slice())
         .map_err(|e| format!("{} is not valid PEM: {e}", path.display()))?
-        .ok_or_else(|| {
-            format!(
-                "{} holds no private key (expected PKCS#8, PKCS#1 or SEC1 PEM)",
-                path.display()
-            )
-        })
+        .ok_or_else(|| no_key(path, &data))
+}
+
+/// Why no key was found: a passphrase-protected one is named as such,
+/// since it is the usual cause and the PEM names it.
+fn no_key(path: &Path, pem: &[u8]) -> String {
+    let text = String::from_utf8_lossy(pem);
+    if text.contains("ENCRYPTED PRIVATE KEY") || text.contains("Proc-Type: 4,ENCRYPTED") {
+        return format!(
+            "{} holds a passphrase-protected private key, which corral cannot read; \
+             write it out unprotected (`openssl pkey -in {0} -out {0}.plain`) \
+             and keep that file readable only by root",
+            path.display()
+        );
+    }
+    format!(
+        "{} holds no private key (expected PKCS#8, PKCS#1 or SEC1 PEM)",
+        path.display()
+    )
 }
 
 fn inspect_leaf(
