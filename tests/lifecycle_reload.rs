@@ -336,3 +336,43 @@ fn stop_command_does_not_wait_for_the_parent_to_reap_the_master() {
         ));
     }
 }
+
+/// An idle pooled HTTP/2 connection (httpx, as a Python service calling
+/// another holds one) across a reload: the next request on the pool gets
+/// its answer. The draining edge sent GOAWAY, then a PING to time the
+/// second GOAWAY; python-h2 takes the connection as closed at the first
+/// GOAWAY and refuses the PING, so httpx raised LocalProtocolError
+/// ("RECV_PING in state CLOSED") instead of opening a new connection
+/// (found by helper-21). A connection with no stream open now gets one
+/// GOAWAY and closes, as nginx does.
+#[test]
+fn an_idle_pooled_h2_connection_survives_a_reload() {
+    let srv = version_site("h2c = true").start();
+    let script = r#"
+import httpx, os, signal, sys, time
+url, master = sys.argv[1], int(sys.argv[2])
+with httpx.Client(http1=False, http2=True, timeout=10) as c:
+    r = c.get(url)
+    print(r.http_version, r.status_code)
+    os.kill(master, signal.SIGHUP)
+    time.sleep(2.5)
+    for _ in range(2):
+        try:
+            print(c.get(url).status_code)
+        except Exception as e:
+            print("error", type(e).__name__, e)
+"#;
+    let out = run_with_timeout(
+        std::process::Command::new(venv().join("bin/python"))
+            .args(["-c", script])
+            .arg(format!("http://127.0.0.1:{}/", srv.port))
+            .arg(srv.pid().to_string()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        "HTTP/2 200\n200\n200",
+        "{out}\n{}",
+        srv.stderr_tail()
+    );
+}

@@ -670,6 +670,20 @@ where
         // > send another GOAWAY frame with an updated last stream identifier.
         // > This ensures that a connection can be cleanly shut down without
         // > losing requests.
+        // corral patch: a connection with no stream open gets one GOAWAY
+        // naming the last stream processed, and closes (as nginx does). The
+        // two-step shutdown below sends a PING after its first GOAWAY, and
+        // python-h2 (httpx) takes the connection as closed at that GOAWAY
+        // and fails on the PING: its next request on an idle pooled
+        // connection raised instead of opening a new one. A stream the
+        // client opened meanwhile is refused unprocessed, so it retries it.
+        if !self.inner.streams.has_streams() {
+            let mut conn = self.inner.as_dyn();
+            let last_processed_id = conn.streams.last_processed_id();
+            conn.go_away(last_processed_id, Reason::NO_ERROR);
+            return;
+        }
+
         self.inner.as_dyn().go_away(StreamId::MAX, Reason::NO_ERROR);
 
         // We take the advice of waiting 1 RTT literally, and wait
