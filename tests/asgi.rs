@@ -413,6 +413,41 @@ fn a_client_that_goes_away_is_a_disconnect_for_the_app() {
     }
 }
 
+/// A client that gives up on a handler before it answers (curl -m, an
+/// aborted fetch, over HTTP/1.1 and h2) does not stop the handler halfway:
+/// its second step and its background task run, as under uvicorn. The task
+/// was cancelled at its next await (found by helper-21).
+#[test]
+fn a_client_leaving_before_the_answer_does_not_stop_the_handler() {
+    let srv = asgi_site(1, "timeout = \"20s\"").start();
+    let url = format!("http://127.0.0.1:{}/work", srv.port);
+    for (round, proto) in [(1, "--http1.1"), (2, "--http2-prior-knowledge")] {
+        let out = run_with_timeout(
+            Command::new("curl").args(["-s", proto, "-X", "POST", "--max-time", "0.3", &url]),
+            Duration::from_secs(10),
+        );
+        assert!(!out.success(), "curl should have given up: {out}");
+        let want: Vec<&str> = ["step1", "step2", "background"].repeat(round);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let seen = srv.get("/seen").json();
+            let work: Vec<&str> = seen["work"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            if work == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{proto}: {work:?}, want {want:?}\n{}",
+                srv.stderr_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
 /// A client that leaves a quiet stream (server-sent events that wait for
 /// news) is noticed at once, over HTTP/1.1 and h2, even with app.timeout
 /// off: the app's task ends (uvicorn and hypercorn notice too), rather than

@@ -7,12 +7,13 @@ import json
 import os
 import time
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import BackgroundTasks, FastAPI, Request, WebSocket
 from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, PlainTextResponse,
                                StreamingResponse)
 
 # What the app saw, reported by GET /seen.
-seen = {"cancelled": 0, "disconnects": 0, "sse_open": 0, "sse_closed": 0, "ws_codes": [], "ws_http": [], "pathsend": 0}
+seen = {"cancelled": 0, "disconnects": 0, "sse_open": 0, "sse_closed": 0, "ws_codes": [], "ws_http": [], "pathsend": 0,
+        "work": []}
 room = set()
 
 
@@ -121,6 +122,21 @@ async def stream(n: int = 5, gap: float = 0.2):
 @app.get("/error")
 async def error():
     raise ValueError("boom in an async view")
+
+
+@app.post("/work")
+async def work(background: BackgroundTasks):
+    """Two steps a second apart, then a background task: a client that
+    leaves in between must not stop it halfway."""
+    seen["work"].append("step1")
+    try:
+        await asyncio.sleep(1)
+    except asyncio.CancelledError:
+        seen["work"].append("cancelled")
+        raise
+    seen["work"].append("step2")
+    background.add_task(lambda: seen["work"].append("background"))
+    return {"ok": True}
 
 
 @app.get("/seen")

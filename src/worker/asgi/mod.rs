@@ -58,6 +58,7 @@ pub fn boot(py: Python<'_>, app: Py<PyAny>, site: &Site, recycle: Recycle) -> Re
             lifespan_name(cfg.lifespan),
             loop_name(cfg.event_loop),
             cfg.graceful_timeout.0.as_secs_f64(),
+            site.timeout().map_or(0.0, |t| t.as_secs_f64()),
             websocket_settings(site),
         ))
     });

@@ -146,11 +146,12 @@ class Lifespan:
 
 
 class Server:
-    def __init__(self, app, loop, lifespan, graceful, websocket):
+    def __init__(self, app, loop, lifespan, graceful, app_timeout, websocket):
         self.app = app
         self.loop = loop
         self.lifespan = lifespan
         self.graceful = graceful
+        self.app_timeout = app_timeout  # seconds; 0: none
         (self.max_message, self.ping_interval, self.idle_timeout, self.close_sockets_after,
          self.compression) = websocket
         self.hops = set()
@@ -326,7 +327,7 @@ class HttpCycle(Waiting):
     __slots__ = ("hop", "scope", "left", "chunks", "buffered", "final_sent", "waiter",
                  "disconnected", "complete", "started", "status", "headers", "framer",
                  "keep_alive", "task", "reading_paused", "trailers", "body_done",
-                 "after_body", "listening")
+                 "after_body", "began")
 
     def __init__(self, hop, scope, length, keep_alive):
         self.hop = hop
@@ -350,8 +351,7 @@ class HttpCycle(Waiting):
         # Answered before its body was all read: the keep-alive to go on
         # with once the rest has come and been dropped (`end`).
         self.after_body = None
-        # Calls waiting in receive() now (`sleep`).
-        self.listening = 0
+        self.began = hop.server.loop.time()
 
     # ---- from the edge ----------------------------------------------------
 
@@ -377,13 +377,31 @@ class HttpCycle(Waiting):
 
     def disconnect(self):
         """The edge closed the hop: the client went away, or app.timeout
-        passed. An app waiting in receive() hears http.disconnect and ends
-        its own work; otherwise its task is cancelled (it, and nothing else)."""
+        ran out (a 504). The task is cancelled, it and nothing else, when
+        it timed out or was streaming its body: a stream to nobody (server-
+        sent events quiet for an hour) ends now, not at a next write that
+        may never come. A handler that has not begun its body runs to its
+        end, as under uvicorn and gunicorn: it is never stopped between two
+        of its writes (a debit and its credit), its final send is dropped
+        quietly and its background tasks run. receive() says
+        http.disconnect; a streamed piece raises ClientDisconnected (an
+        OSError, ASGI 2.4)."""
         self.disconnected = True
-        listening = self.listening > 0
         self.wake()
-        if not listening and not self.complete and self.task is not None and not self.task.done():
+        streaming = self.framer is not None
+        if (streaming or self.timed_out()) and not self.complete \
+                and self.task is not None and not self.task.done():
             self.task.cancel()
+
+    def timed_out(self):
+        """Whether app.timeout has run out for this request. The edge
+        counts from when it sent the head, a moment before this worker read
+        it, hence the margin."""
+        limit = self.hop.server.app_timeout
+        if not limit:
+            return False
+        elapsed = self.hop.server.loop.time() - self.began
+        return elapsed >= limit - min(0.25, limit / 10)
 
 
     # ---- the app's side -----------------------------------------------------
@@ -400,17 +418,11 @@ class HttpCycle(Waiting):
         """Until `wake`. Several calls may wait at once (Starlette's
         request.is_disconnected() beside a body read, sse-starlette's
         watcher): they share one future, each through a shield, so that a
-        call given up (asyncio.wait_for) neither cancels the others' wait
-        nor stays counted as listening, which would keep `disconnect` from
-        cancelling a task that no longer listens."""
+        call given up (asyncio.wait_for) does not cancel the others' wait."""
         w = self.waiter
         if w is None:
             w = self.waiter = self.hop.server.loop.create_future()
-        self.listening += 1
-        try:
-            await asyncio.shield(w)
-        finally:
-            self.listening -= 1
+        await asyncio.shield(w)
 
     def body_message(self):
         chunks = self.chunks
@@ -432,10 +444,13 @@ class HttpCycle(Waiting):
                 raise RuntimeError("ASGI app sent 'http.response.body' before 'http.response.start'")
             if self.complete or self.body_done:
                 raise RuntimeError("ASGI app sent 'http.response.body' after the response ended")
-            if self.disconnected:
-                raise ClientDisconnected("the client went away")
             body = message.get("body", b"")
             more = message.get("more_body", False)
+            if self.disconnected:
+                if more:
+                    raise ClientDisconnected("the client went away")
+                self.end(False)
+                return
             framer = self.framer
             if framer is None and not more and self.trailers is None:
                 # The common case: the whole response in one message.
@@ -475,7 +490,8 @@ class HttpCycle(Waiting):
             if not self.started or self.framer is not None or self.complete:
                 raise RuntimeError("ASGI app sent 'http.response.pathsend' outside a response's body")
             if self.disconnected:
-                raise ClientDisconnected("the client went away")
+                self.end(False)
+                return
             await self.send_path(message["path"])
         elif kind == "http.response.early_hint":
             # Ignored once the response started, as the extension says.
@@ -866,7 +882,7 @@ class WebSocketCycle(Waiting):
         self.closed(self.code or 1000, "")
 
 
-def boot(runtime, app, lifespan_mode, loop_choice, graceful, websocket):
+def boot(runtime, app, lifespan_mode, loop_choice, graceful, app_timeout, websocket):
     """Makes the loop and runs lifespan startup; returns the server, or
     raises BootFailure with the app's message."""
     global rt
@@ -875,7 +891,7 @@ def boot(runtime, app, lifespan_mode, loop_choice, graceful, websocket):
     asyncio.set_event_loop(loop)
     lifespan = Lifespan(app, lifespan_mode, loop)
     loop.run_until_complete(lifespan.startup())
-    return Server(app, loop, lifespan, graceful, websocket), name
+    return Server(app, loop, lifespan, graceful, app_timeout, websocket), name
 
 
 def serve(server, fd):
