@@ -4,7 +4,8 @@
 //! * a reload whose new code does not import keeps the old workers and the
 //!   old config serving, `corral reload` says why and exits non-zero, a
 //!   worker that dies meanwhile (its replacement cannot boot) leaves the
-//!   others serving, and the next reload with fixed code goes through; a config that parses but
+//!   others serving (and with every worker gone, the edge stays up: static
+//!   files, 503 for the app), and the next reload with fixed code goes through; a config that parses but
 //!   fails its checks is refused the same way;
 //! * SIGTERM: new connections are refused at once (or served), never left
 //!   hanging in a backlog nobody accepts from.
@@ -154,6 +155,55 @@ fn a_broken_deploy_never_takes_the_site_down() {
         report.summary(10)
     );
     eprintln!("{}", report.summary(0));
+}
+
+/// Broken code on disk and then every worker gone at once (an OOM kill of
+/// them all): the site stays up. Static files are served, the app answers
+/// 503 and health says no workers, while boots are retried; a reload with
+/// fixed code brings the app back. The master did a fast stop and closed
+/// the ports (found by helper-22).
+#[test]
+fn every_worker_dying_with_broken_code_on_disk_leaves_the_edge_up() {
+    let cfg = app_config("lifecycle_version:application", 2, "queue_timeout = \"1s\"").replacen(
+        "[server]\n",
+        "[server]\nhealth_path = \"/healthz\"\n",
+        1,
+    ) + "\n[[static]]\nurl = \"/static/\"\ndir = \"files\"\n";
+    let mut srv = Site::new()
+        .app("lifecycle_version.py")
+        .file("version.txt", "v1\n")
+        .file("files/a.txt", "static bytes\n")
+        .config(&cfg)
+        .start();
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    fs::remove_file(srv.path().join("version.txt")).unwrap();
+    for pid in srv.worker_pids() {
+        assert!(send_signal(pid, "KILL"));
+    }
+    assert!(
+        srv.wait_for_stderr("no worker can boot", Duration::from_secs(20)),
+        "{}",
+        srv.stderr_tail()
+    );
+    assert!(
+        srv.try_status().is_none(),
+        "the master exited:\n{}",
+        srv.logs()
+    );
+    let file = srv.get("/static/a.txt");
+    assert_eq!(
+        (file.status, file.text()),
+        (200, "static bytes\n".to_string()),
+        "{file}"
+    );
+    srv.assert_status(&srv.get("/"), 503, "the app with no worker up");
+    srv.assert_status(&srv.get("/healthz"), 503, "health with no worker up");
+    fs::write(srv.path().join("version.txt"), "v2\n").unwrap();
+    assert!(send_signal(srv.pid(), "HUP"));
+    let back = wait_until(Duration::from_secs(20), || {
+        versions_seen(srv.port, 2).iter().all(|v| v == "v2")
+    });
+    assert!(back, "the fixed code never served:\n{}", srv.stderr_tail());
 }
 
 #[test]

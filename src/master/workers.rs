@@ -301,25 +301,38 @@ impl Arbiter {
             self.boot_failures += 1;
             error!("worker {pid} failed to boot: {how}");
             if self.boot_failures >= MAX_BOOT_FAILURES {
-                let serving = self.serving_workers();
-                let reason = self.last_boot_error.clone().unwrap_or(how);
-                if serving == 0 {
-                    self.fail(format!("worker failed to boot: {reason}"));
+                self.keeps_failing_to_boot(how);
+                if self.fatal.is_some() {
                     return;
                 }
-                // Code broken on disk (a deploy not yet reloaded, or one a
-                // reload refused) must not stop a site that still serves:
-                // keep the workers that run, retry with backoff.
-                error!(
-                    "replacement workers keep failing to boot ({} times): {reason}; \
-                     keeping the {serving} still serving and retrying (fix the code, then reload)",
-                    self.boot_failures
-                );
             }
         } else {
             return self.died_while_up(pid, &w, &how, oom);
         }
         self.back_off_after(&w);
+    }
+
+    /// Workers keep failing to boot. At start that is the end (exit 1, so
+    /// systemd or the deploy sees it). Once the site has served, code
+    /// broken on disk (a deploy not yet reloaded, or one a reload refused)
+    /// must not stop it, even when no worker is left (an OOM kill of
+    /// them all): the edge stays up for static files, answers 503 for the
+    /// app (health says so), and boots are retried with backoff.
+    fn keeps_failing_to_boot(&mut self, how: String) {
+        let serving = self.serving_workers();
+        let reason = self.last_boot_error.clone().unwrap_or(how);
+        let times = self.boot_failures;
+        match (serving, self.announced) {
+            (0, false) => self.fail(format!("worker failed to boot: {reason}")),
+            (0, true) => error!(
+                "no worker can boot ({times} tries): {reason}; the app answers 503 until one \
+                 does (static files are still served); retrying (fix the code, then reload)"
+            ),
+            _ => error!(
+                "replacement workers keep failing to boot ({times} times): {reason}; \
+                 keeping the {serving} still serving and retrying (fix the code, then reload)"
+            ),
+        }
     }
 
     /// A worker that was up died (crashed, killed from outside, OOM).
