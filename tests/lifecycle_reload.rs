@@ -376,3 +376,29 @@ with httpx.Client(http1=False, http2=True, timeout=10) as c:
         srv.stderr_tail()
     );
 }
+
+/// Once `corral reload` says done, new requests get the new code (the
+/// canary answers while the old workers are replaced one by one), so a
+/// deploy's smoke test run right after it checks the new code. A guard:
+/// helper-22 saw old code answer for ~0.1 s after the command returned,
+/// which this (3 reloads, 10 requests each) does not reproduce.
+#[test]
+fn requests_after_reload_returns_get_the_new_code() {
+    let mut srv = version_site("pid_file = \"corral.pid\"").start();
+    let pid_arg = srv.path().join("corral.pid").display().to_string();
+    assert!(srv.wait_worker_count(2, Duration::from_secs(10)));
+    for round in 1..=3 {
+        let want = format!("v{round}");
+        fs::write(srv.path().join("version.txt"), format!("{want}\n")).unwrap();
+        let out = srv.run_corral_reaping(&["reload", "--pid-file", &pid_arg], CMD_TIMEOUT);
+        assert!(out.success(), "{out}");
+        let seen: Vec<String> = (0..10)
+            .map(|_| version_of(&srv.get("/").text()).to_string())
+            .collect();
+        assert!(
+            seen.iter().all(|v| *v == want),
+            "after reload {round}: {seen:?}"
+        );
+        assert!(wait_for_version(&srv, None, &want, Duration::from_secs(15)));
+    }
+}
