@@ -179,3 +179,47 @@ fn sigkill_of_the_master_takes_the_children_down() {
         ));
     }
 }
+
+/// A response still streaming when a stop's drain runs out of
+/// graceful_timeout is cut off as a truncation the client can see: over
+/// h2 its stream is reset (nghttp sees RST_STREAM), where it was left to
+/// end with the connection and nghttp exited 0 as if the body were whole
+/// (found by helper-21); over HTTP/1.1 the chunked body stays unfinished
+/// (curl exit 18).
+#[test]
+fn a_stream_cut_at_the_end_of_the_drain_is_reset() {
+    let config = app_config(
+        "asgi_app:application",
+        1,
+        "virtualenv = \"{venv}\"\ngraceful_timeout = \"1s\"",
+    )
+    .replace("graceful_timeout = \"10s\"\n", "")
+    .replace("[server]\n", "[server]\nh2c = true\n");
+    let mut srv = Site::new().app("asgi_app.py").config(&config).start();
+    let url = format!("http://127.0.0.1:{}/stream?n=100&gap=0.1", srv.port);
+    let (u1, u2) = (url.clone(), url);
+    let h2 = thread::spawn(move || {
+        run_with_timeout(
+            std::process::Command::new("nghttp").args(["-v", &u1]),
+            Duration::from_secs(20),
+        )
+    });
+    let h1 = thread::spawn(move || {
+        run_with_timeout(
+            std::process::Command::new("curl").args(["-sN", "--http1.1", &u2]),
+            Duration::from_secs(20),
+        )
+    });
+    thread::sleep(Duration::from_millis(800));
+    assert!(send_signal(srv.pid(), "TERM"));
+    let (h2, h1) = (h2.join().unwrap(), h1.join().unwrap());
+    assert!(
+        h2.stdout.contains("recv RST_STREAM") && h2.stdout.contains("chunk 3 at"),
+        "{h2}\n{}",
+        srv.stderr_tail()
+    );
+    assert_eq!(h1.code(), Some(18), "{h1}");
+    assert!(h1.stdout.contains("chunk 3 at"), "{h1}");
+    assert!(srv.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(srv.stderr().contains("cut off at the end of the drain"));
+}

@@ -42,6 +42,11 @@ pub struct EdgeState {
     /// Flipped once by `drain` a second before its limit; every WebSocket
     /// tunnel (`app::tunnel`) watches it and asks its worker to close (1001).
     end_tunnels: watch::Sender<bool>,
+    /// Flipped once when `drain` runs out of time with responses still
+    /// going: each relay (`app::relay`) then cuts its client off, so an
+    /// h2 stream is reset rather than left to end with the connection,
+    /// which some clients take for a complete body.
+    drain_over: watch::Sender<bool>,
     /// This process's pid, asked once (`getpid` is a system call every
     /// time), and the sequence of request ids.
     pid: u32,
@@ -78,6 +83,8 @@ const QUIET: Duration = Duration::from_millis(1000);
 /// before, and the last second of the drain is theirs (it would otherwise
 /// run out waiting, and warn, on every stop with a socket open).
 const QUIET_AFTER_TUNNELS: Duration = Duration::from_millis(100);
+/// How long the responses cut at the end of a drain get to say so.
+const CUTS_FLUSH: Duration = Duration::from_millis(200);
 
 impl EdgeState {
     pub fn new(tls: Option<TlsFacts>, log: access_log::Log) -> Arc<Self> {
@@ -86,6 +93,7 @@ impl EdgeState {
             in_flight: AtomicUsize::new(0),
             stop: watch::channel(false).0,
             end_tunnels: watch::channel(false).0,
+            drain_over: watch::channel(false).0,
             pid: std::process::id(),
             requests: AtomicU64::new(0),
             tls,
@@ -130,6 +138,12 @@ impl EdgeState {
         self.end_tunnels.subscribe()
     }
 
+    /// Resolves when the drain ran out of time (`drain_over`).
+    pub async fn drain_over(&self) {
+        let mut over = self.drain_over.subscribe();
+        let _ = over.wait_for(|v| *v).await;
+    }
+
     pub async fn drain(&self, limit: Duration) {
         self.draining.store(true, Ordering::SeqCst);
         self.stop.send_replace(true);
@@ -157,6 +171,9 @@ impl EdgeState {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        warn!("edge drain hit graceful_timeout ({limit:?}) with requests still in flight");
+        warn!("edge drain hit graceful_timeout ({limit:?}) with requests still in flight; cutting them off");
+        self.drain_over.send_replace(true);
+        // Time for the cut responses' resets and closes to go out.
+        tokio::time::sleep(CUTS_FLUSH).await;
     }
 }

@@ -20,7 +20,7 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
 /// Where a response body goes: straight to the client or through an encoder.
 pub struct Sink {
@@ -267,6 +267,13 @@ impl Edge {
                     ctx.incomplete = true;
                     ctx.client_left = true;
                     return Err(gone);
+                }
+                _ = self.state.drain_over() => {
+                    warn!("request {}: cut off at the end of the drain (app.graceful_timeout)", ctx.request_id);
+                    ctx.incomplete = true;
+                    sink.cut_short(session).await;
+                    session.as_downstream_mut().shutdown().await;
+                    return Err(Error::explain(ErrorType::ReadError, "cut off at the end of the drain"));
                 }
             };
             let Some(piece) = piece else { break };
