@@ -69,3 +69,34 @@ fn edge_and_workers_take_the_configured_group() {
     let r = srv.get("/again");
     srv.assert_status(&r, 200, "second GET");
 }
+
+/// `corral check` imports the app as the configured user and group, as
+/// serve's workers will run it, so an app or virtualenv they cannot read
+/// fails the check rather than every worker's boot. It imported as root
+/// and passed (found by helper-22). The app records the group it was
+/// imported with.
+#[test]
+fn check_imports_the_app_as_the_configured_group() {
+    // SAFETY: plain libc call without arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: switching users needs root (CI runs as root)");
+        return;
+    }
+    let nogroup = nix::unistd::Group::from_name("nogroup")
+        .ok()
+        .flatten()
+        .or_else(|| nix::unistd::Group::from_name("nobody").ok().flatten())
+        .expect("a `nogroup` or `nobody` group");
+    let app = "import os\nopen('imported-as.txt', 'w').write(str(os.getgid()))\n\
+               def application(environ, start_response):\n    \
+               start_response('200 OK', [])\n    return [b'ok']\n";
+    let site = Site::new().file("who.py", app).config(&format!(
+        "[server]\nlisten = [\"127.0.0.1:{{port}}\"]\nuser = \"root\"\ngroup = \"{}\"\n\n\
+         [app]\nmodule = \"who:application\"\nchdir = \".\"\nworkers = 1\n",
+        nogroup.name
+    ));
+    let out = site.check();
+    assert!(out.success(), "{out}");
+    let gid = std::fs::read_to_string(site.path().join("imported-as.txt")).expect("imported");
+    assert_eq!(gid, nogroup.gid.as_raw().to_string(), "{out}");
+}

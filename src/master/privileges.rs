@@ -47,3 +47,14 @@ pub fn drop_privileges(site: &Site) -> anyhow::Result<()> {
     setuid(user.uid).with_context(|| format!("cannot become user {}", user.name))?;
     Ok(())
 }
+
+/// In `check`'s import probe: become the configured user when this process
+/// can (root), so the app, its virtualenv and chdir are read with the
+/// permissions serve's workers will have. Without root it stays as it is:
+/// a deploy is often checked by a user who cannot switch.
+pub fn as_workers_will_be(site: &Site) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    drop_privileges(site)
+}

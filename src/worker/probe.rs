@@ -55,10 +55,10 @@ fn in_child(
     match unsafe { fork() }.map_err(|e| format!("cannot fork: {e}"))? {
         ForkResult::Child => {
             drop(rx);
-            let verdict = match interpreter::start(site) {
-                Ok(()) => Python::attach(|py| f(py, site)),
-                Err(e) => Err(e),
-            };
+            let verdict = crate::master::privileges::as_workers_will_be(site)
+                .map_err(|e| format!("{e:#}"))
+                .and_then(|()| interpreter::start(site))
+                .and_then(|()| Python::attach(|py| f(py, site)));
             let (code, msg) = match verdict {
                 Ok(msg) => (0, msg),
                 Err(msg) => (1, msg),
