@@ -413,6 +413,30 @@ fn a_client_that_goes_away_is_a_disconnect_for_the_app() {
     }
 }
 
+/// The scope's headers are the client's: no `content-length: 0` added to
+/// a GET that had none (the edge added it; uvicorn passes what came, and
+/// an app checking a signature over its headers would differ), while a
+/// body's length, and a client's own `Content-Length: 0`, still arrive.
+#[test]
+fn a_request_without_a_body_gets_no_length_it_did_not_send() {
+    let srv = asgi_site(1, "").start();
+    let url = format!("http://127.0.0.1:{}/raw/headers", srv.port);
+    for (extra, want) in [
+        (&[][..], None),
+        (&["-X", "POST", "-d", "abc"][..], Some("3")),
+        (&["-H", "Content-Length: 0"][..], Some("0")),
+    ] {
+        let (status, body, out) = curl_fetch(&url, extra);
+        assert_eq!(status, 200, "{out}");
+        let pairs: Vec<(String, String)> = serde_json::from_slice(&body).expect("the app's JSON");
+        let length = pairs
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(length, want, "{extra:?}: {pairs:?}");
+    }
+}
+
 /// A client that gives up on a handler before it answers (curl -m, an
 /// aborted fetch, over HTTP/1.1 and h2) does not stop the handler halfway:
 /// its second step and its background task run, as under uvicorn. The task

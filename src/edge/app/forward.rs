@@ -220,6 +220,9 @@ pub fn request_head(
         .map_or(0, |d| d.as_micros());
     add("x-request-start", format!("t={micros}").as_bytes());
     match then {
+        // No body and no length from the client: none to the worker either
+        // (it reads that as 0), so the app sees the fields the client sent.
+        Then::Body(0) if !req.headers.contains_key(http::header::CONTENT_LENGTH) => {}
         Then::Body(len) => add("content-length", len.to_string().as_bytes()),
         Then::WebSocket => {
             add("content-length", b"0");
