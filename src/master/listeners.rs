@@ -5,7 +5,7 @@
 //! refused. (It also means privileged ports work with `[server] user`.)
 
 use crate::config::Site;
-use anyhow::bail;
+use anyhow::anyhow;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
@@ -88,10 +88,7 @@ impl Listeners {
             }
             match bind_one(&addr) {
                 Ok(fd) => added.push((addr, fd)),
-                Err(e) => bail!(
-                    "error: {}",
-                    site.problem_at(&key, format!("cannot listen on {addr}: {e}"))
-                ),
+                Err(e) => return Err(cannot_listen(site, &key, &addr, e)),
             }
         }
         let addrs = added.iter().map(|(a, _)| *a).collect();
@@ -177,13 +174,18 @@ pub fn check_bindable(site: &Site) -> anyhow::Result<Vec<String>> {
                 )
                 .to_string(),
             ),
-            Err(e) => bail!(
-                "error: {}",
-                site.problem_at(&key, format!("cannot listen on {addr}: {e}"))
-            ),
+            Err(e) => return Err(cannot_listen(site, &key, &addr, e)),
         }
     }
     Ok(warnings)
+}
+
+/// A listen address that cannot be bound, named by its config key.
+fn cannot_listen(site: &Site, key: &str, addr: &SocketAddr, e: nix::Error) -> anyhow::Error {
+    anyhow!(
+        "error: {}",
+        site.problem_at(key, format!("cannot listen on {addr}: {e}"))
+    )
 }
 
 fn bind_one(addr: &SocketAddr) -> nix::Result<OwnedFd> {

@@ -94,24 +94,10 @@ impl Stream {
         }
     }
 
-    /// Waits until a write would not block: rare, since requests nearly
-    /// always fit the socket, so a duplicate is watched for this alone
-    /// (`unix_link`).
+    /// Waits until a write would not block.
     pub async fn writable(&self) -> io::Result<()> {
         match self {
-            Stream::Unix(_) => {
-                // SAFETY: the AsyncFd owns the duplicate, which stays open
-                // and the same until the AsyncFd drops it.
-                let dup = unsafe {
-                    tokio::io::unix::AsyncFd::register_with_interest(
-                        self.dup()?,
-                        tokio::io::Interest::WRITABLE,
-                    )
-                }
-                .map_err(|e| e.into_parts().1)?;
-                dup.writable().await?.retain_ready();
-                Ok(())
-            }
+            Stream::Unix(s) => s.writable().await,
             Stream::Tcp(s) => s.writable().await,
         }
     }

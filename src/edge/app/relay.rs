@@ -254,6 +254,9 @@ impl Edge {
             what: job,
         };
         tokio::spawn(relay.run(lease, conn, writer));
+        // Watched once for the whole body, not subscribed again per piece.
+        let drain_over = self.state.drain_over();
+        tokio::pin!(drain_over);
         loop {
             // A quiet stream (server-sent events, a long poll) may send
             // nothing for hours: the client leaving is watched meanwhile,
@@ -268,7 +271,7 @@ impl Edge {
                     ctx.client_left = true;
                     return Err(gone);
                 }
-                _ = self.state.drain_over() => {
+                _ = &mut drain_over => {
                     warn!("request {}: cut off at the end of the drain (app.graceful_timeout)", ctx.request_id);
                     ctx.incomplete = true;
                     sink.cut_short(session).await;

@@ -84,6 +84,14 @@ impl UnixLink {
         self.read.try_io(Interest::READABLE, |s| (&*s).read(buf))
     }
 
+    /// Waits until a write would not block: rare, so a duplicate is
+    /// watched for this alone, as `poll_write` does.
+    pub async fn writable(&self) -> io::Result<()> {
+        let dup = watch(self.socket().try_clone()?, Interest::WRITABLE)?;
+        dup.writable().await?.retain_ready();
+        Ok(())
+    }
+
     /// Writes what the socket takes now, without waiting for room.
     pub fn try_write(&self, data: &[u8]) -> io::Result<usize> {
         self.socket().write(data)
