@@ -1598,6 +1598,114 @@ fn content_types_and_cache_control() {
     assert!(r.text().starts_with("app 404"), "{r}");
 }
 
+/// A small file's head is built once and kept with the cached file: later
+/// answers clone it, with places kept for the request's id, Date and
+/// Connection. Seen by curl on one keep-alive connection, the first answer
+/// (built) and the cached ones carry the same fields in the same order and
+/// case; each has its own request id and a real date, never a kept place's
+/// stand-in. A second mount of the same folder keeps its own Cache-Control
+/// (the cache serves both), and HTTP/2 (httpx) gets no Connection field.
+#[test]
+fn a_cached_files_head_reads_as_a_built_one() {
+    let mounts = mount(
+        "/static/",
+        "files",
+        "cache_control = \"public, max-age=60\"",
+    ) + &mount("/plain/", "files", "cache_control = \"\"");
+    let config = cfg(&mounts).replacen("[server]\n", "[server]\nh2c = true\n", 1);
+    let srv = Site::new()
+        .app("static_app.py")
+        .file("files/a.css", "body{}\n")
+        .config(&config)
+        .start();
+    // Three answers on one connection, then three from the other mount.
+    let heads = |path: &str| {
+        let url = srv.url(path);
+        let null = "/dev/null";
+        let out = curl(&[
+            "-D", "-", "-o", null, &url, "-o", null, &url, "-o", null, &url,
+        ]);
+        assert!(out.success(), "{out}");
+        let blocks: Vec<Vec<(String, String)>> = out
+            .stdout
+            .split("\r\n\r\n")
+            .filter(|b| b.starts_with("HTTP/1.1 200"))
+            .map(|b| {
+                b.lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(": "))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(blocks.len(), 3, "three 200s for {path}\n{out}");
+        blocks
+    };
+    let names = |h: &[(String, String)]| h.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>();
+    let steady = |h: &[(String, String)]| {
+        h.iter()
+            .filter(|(k, _)| k != "Date" && k != "X-Request-ID")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (path, cache_control) in [
+        ("/static/a.css", Some("public, max-age=60")),
+        ("/plain/a.css", None),
+        ("/static/a.css", Some("public, max-age=60")),
+    ] {
+        let blocks = heads(path);
+        let mut ids = BTreeSet::new();
+        for h in &blocks {
+            assert_eq!(names(h), names(&blocks[0]), "{path}: {blocks:?}");
+            assert_eq!(steady(h), steady(&blocks[0]), "{path}: {blocks:?}");
+            assert_eq!(
+                header_in(h, "Cache-Control"),
+                cache_control,
+                "{path}: {h:?}"
+            );
+            assert_eq!(header_in(h, "Connection"), Some("keep-alive"), "{h:?}");
+            assert_eq!(header_in(h, "Content-Length"), Some("7"), "{h:?}");
+            assert_eq!(
+                header_in(h, "Content-Type"),
+                Some("text/css; charset=utf-8")
+            );
+            let date = header_in(h, "Date").unwrap_or_default();
+            assert!(date.ends_with(" GMT") && date.len() == 29, "Date {date:?}");
+            let id = header_in(h, "X-Request-ID").unwrap_or_default();
+            assert!(
+                id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                "{id:?}"
+            );
+            ids.insert(id.to_string());
+        }
+        assert_eq!(ids.len(), 3, "each answer has its own id: {ids:?}");
+    }
+    // HEAD of the cached file: the same fields, no body.
+    let out = curl(&["-I", &srv.url("/static/a.css")]);
+    assert!(out.stdout.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.stdout.contains("Content-Length: 7\r\n"), "{out}");
+    assert!(out.stdout.contains("X-Request-ID: "), "{out}");
+    // HTTP/2: the kept Connection place is dropped, the rest as over 1.1.
+    let script = r#"
+import httpx, sys
+with httpx.Client(http1=False, http2=True, timeout=10) as c:
+    for _ in range(3):
+        r = c.get(sys.argv[1])
+        print(r.http_version, r.status_code, repr(r.content), "connection" in r.headers,
+              r.headers.get("cache-control"), len(r.headers.get("x-request-id", "")),
+              r.headers.get("date", "-").endswith(" GMT"))
+"#;
+    let out = run_with_timeout(
+        std::process::Command::new(venv().join("bin/python"))
+            .args(["-c", script])
+            .arg(srv.url("/static/a.css")),
+        Duration::from_secs(60),
+    );
+    let want = "HTTP/2 200 b'body{}\\n' False public, max-age=60 16 True";
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines, vec![want; 3], "{out}\n{}", srv.stderr_tail());
+}
+
 // ---------------------------------------------------------------------------
 // memory: a 1 GiB file streams through a small buffer
 // ---------------------------------------------------------------------------

@@ -43,9 +43,12 @@ impl ProxyHttp for Edge {
         if let Some(id) = forward::given_request_id(session, &self.trusted) {
             ctx.request_id = id;
         }
-        // Every response head echoes it (`reply::header`).
-        let echo = crate::edge::reply::EchoId(ctx.request_id.clone());
-        session.req_header_mut().extensions_mut().insert(echo);
+        // Every response head echoes it (`reply::header`); an id is a
+        // header's value or hex, so it always is a valid one.
+        if let Ok(id) = http::HeaderValue::from_str(&ctx.request_id) {
+            let echo = crate::edge::reply::EchoId(id);
+            session.req_header_mut().extensions_mut().insert(echo);
+        }
         // `[[limits.route]]` and `[[static]]` both match on the decoded
         // path: decode it once, and only if either is configured.
         let decoded = if self.routes.is_empty() && self.static_mounts.is_empty() {

@@ -10,9 +10,12 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 /// The request's id, kept with its head so that every response head,
-/// whoever builds it, echoes it as `X-Request-ID`.
+/// whoever builds it, echoes it as `X-Request-ID`. Held as a header value,
+/// made once per request.
 #[derive(Clone)]
-pub struct EchoId(pub std::sync::Arc<str>);
+pub struct EchoId(pub http::HeaderValue);
+
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Whether this request arrived over TLS.
 pub fn is_tls(session: &Session) -> bool {
@@ -33,8 +36,10 @@ pub async fn header(
         session.set_keepalive(None);
         resp.insert_header("Connection", "close")?;
     }
-    if let Some(id) = session.req_header().extensions.get::<EchoId>() {
-        resp.insert_header("X-Request-ID", &*id.0)?;
+    match session.req_header().extensions.get::<EchoId>() {
+        Some(id) => resp.insert_header("X-Request-ID", id.0.clone())?,
+        // A cached static head holds its place (`files::with_room`).
+        None => drop(resp.remove_header(&X_REQUEST_ID)),
     }
     if let Some(facts) = &state.tls {
         if !facts.hsts.is_empty() && is_tls(session) {

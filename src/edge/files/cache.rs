@@ -15,7 +15,8 @@ use crate::edge::files::mount_dir::FileMeta;
 use bytes::Bytes;
 use http::HeaderValue;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -40,6 +41,20 @@ pub struct Facts {
 pub struct Entry {
     pub facts: Facts,
     pub body: Bytes,
+    /// The head of a whole-file 200, built on first use for the mount
+    /// (by its id) that first served it: the usual answer then costs a
+    /// clone of a built header map, not seven header insertions.
+    pub head: std::sync::OnceLock<(u64, pingora_http::ResponseHeader)>,
+}
+
+impl Entry {
+    pub fn new(facts: Facts, body: Bytes) -> Self {
+        Entry {
+            facts,
+            body,
+            head: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// Per file, an entry per Content-Encoding it is sent with: `a.css.gz`
@@ -54,9 +69,11 @@ type Variants = Vec<(Option<&'static str>, FileMeta, Arc<Entry>)>;
 #[derive(Default)]
 pub struct Cache(Mutex<Files>, std::sync::atomic::AtomicU64);
 
+/// Keyed by the path's bytes: `Path` hashes component by component, which
+/// cost more than the rest of a lookup.
 #[derive(Default)]
 struct Files {
-    files: HashMap<PathBuf, Variants>,
+    files: HashMap<OsString, Variants>,
     total: usize,
 }
 
@@ -72,7 +89,7 @@ impl Cache {
         let cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let hit = cache
             .files
-            .get(path)?
+            .get(path.as_os_str())?
             .iter()
             .find(|(enc, of, _)| *enc == encoding && of == meta)
             .map(|(_, _, entry)| entry.clone());
@@ -127,7 +144,7 @@ impl Cache {
             cache.total = 0;
         }
         cache.total += size;
-        let variants = cache.files.entry(path.to_path_buf()).or_default();
+        let variants = cache.files.entry(path.as_os_str().to_owned()).or_default();
         // A new version of the file replaces the old, whatever its encoding.
         let mut freed = 0;
         variants.retain(|(enc, of, old)| {
@@ -154,16 +171,16 @@ mod tests {
         let meta = FileMeta::from_std(&std::fs::metadata(&path).unwrap());
         let entry = |body: &'static [u8]| {
             let v = HeaderValue::from_static("x");
-            Arc::new(Entry {
-                facts: Facts {
+            Arc::new(Entry::new(
+                Facts {
                     modified: SystemTime::UNIX_EPOCH,
                     etag: v.clone(),
                     last_modified: v.clone(),
                     content_type: v.clone(),
                     content_length: v,
                 },
-                body: Bytes::from_static(body),
-            })
+                Bytes::from_static(body),
+            ))
         };
         let cache = Cache::default();
         assert!(cache.get(&path, None, &meta).is_none());

@@ -67,7 +67,7 @@ pub async fn entry(
     }
     let mut facts = super::facts_of(original, meta, Some(token)).ok()?;
     facts.content_length = body.len().into();
-    let entry = Arc::new(Entry { facts, body });
+    let entry = Arc::new(Entry::new(facts, body));
     st.files_cache
         .put_compressed(path, token, meta, entry.clone());
     Some((token, entry))

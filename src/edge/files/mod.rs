@@ -44,12 +44,17 @@ pub enum Served {
 pub struct StaticMount {
     mount: Mount,
     dir: MountDir,
+    /// Tells the cached heads of one mount's files from another's (two
+    /// mounts may share a folder with different Cache-Control).
+    id: u64,
 }
 
 impl StaticMount {
     pub fn new(mount: Mount) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = MountDir::new(mount.dir.clone());
-        StaticMount { mount, dir }
+        StaticMount { mount, dir, id }
     }
 }
 
@@ -117,7 +122,7 @@ pub async fn serve(
                 let shown = String::from_utf8_lossy(session.req_header().uri.path().as_bytes());
                 let shown = shown.into_owned();
                 let folder = mount.dir.join(&rel_path);
-                return autoindex::serve(st, session, &folder, &shown).await;
+                return Box::pin(autoindex::serve(st, session, &folder, &shown)).await;
             }
             None if fallback => return Ok(Served::Fallback),
             None => return error(st, session, 404).await,
@@ -221,7 +226,7 @@ async fn send_file(
             partial,
         } => (start, len, partial),
     };
-    let resp = file_head(&sm.mount, &v, start, len, partial)?;
+    let resp = head_for(sm, &v, (start, len, partial))?;
     let status = resp.status.as_u16();
     if head || len == 0 {
         reply::header(st, session, resp, true).await?;
@@ -230,7 +235,7 @@ async fn send_file(
     if v.small() {
         send_small(st, session, sm, v, resp, start, len).await
     } else {
-        send_stream(st, session, sm, &v, resp, start, len).await
+        Box::pin(send_stream(st, session, sm, &v, resp, start, len)).await
     }
 }
 
@@ -293,20 +298,14 @@ async fn version(
 }
 
 fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
-    let header = |name: http::header::HeaderName| {
-        session
-            .req_header()
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-    };
+    let asked = Asked::of(&session.req_header().headers);
     // Built from ASCII by facts_of, so never empty here.
     let etag = facts.etag.to_str().unwrap_or_default();
     let cond = conditional::Request {
-        if_match: header(http::header::IF_MATCH),
-        if_none_match: header(http::header::IF_NONE_MATCH),
-        if_modified_since: header(http::header::IF_MODIFIED_SINCE),
-        if_unmodified_since: header(http::header::IF_UNMODIFIED_SINCE),
+        if_match: asked.if_match,
+        if_none_match: asked.if_none_match,
+        if_modified_since: asked.if_modified_since,
+        if_unmodified_since: asked.if_unmodified_since,
         is_get_or_head: true,
     };
     match conditional::evaluate(&cond, etag, facts.modified) {
@@ -314,11 +313,12 @@ fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
         Outcome::PreconditionFailed => return Plan::PreconditionFailed,
         Outcome::Proceed => {}
     }
-    let honour_range = match header(http::header::IF_RANGE) {
+    let honour_range = match asked.if_range {
         Some(v) => conditional::if_range_matches(v, etag, facts.modified),
         None => true,
     };
-    match header(http::header::RANGE)
+    match asked
+        .range
         .filter(|_| honour_range)
         .map(|r| ranges::parse(r, size))
     {
@@ -333,6 +333,53 @@ fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
             len: size,
             partial: false,
         },
+    }
+}
+
+/// The request fields `plan` reads: the first value of each, as text (a
+/// value that is not is taken as absent). Found in one walk over the
+/// request's fields, since most requests carry none of them and six lookups
+/// by name cost more than the walk.
+#[derive(Default)]
+struct Asked<'a> {
+    if_match: Option<&'a str>,
+    if_none_match: Option<&'a str>,
+    if_modified_since: Option<&'a str>,
+    if_unmodified_since: Option<&'a str>,
+    if_range: Option<&'a str>,
+    range: Option<&'a str>,
+}
+
+impl<'a> Asked<'a> {
+    fn of(headers: &'a http::HeaderMap) -> Asked<'a> {
+        use http::header::{
+            IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
+        };
+        let mut asked = Asked::default();
+        // Keys only: `get` is the first value, and a name's values are
+        // contiguous in `iter`, so the first seen is the first value.
+        let mut seen = [false; 6];
+        for (name, value) in headers {
+            let (i, slot) = if name == IF_MATCH {
+                (0, &mut asked.if_match)
+            } else if name == IF_NONE_MATCH {
+                (1, &mut asked.if_none_match)
+            } else if name == IF_MODIFIED_SINCE {
+                (2, &mut asked.if_modified_since)
+            } else if name == IF_UNMODIFIED_SINCE {
+                (3, &mut asked.if_unmodified_since)
+            } else if name == IF_RANGE {
+                (4, &mut asked.if_range)
+            } else if name == RANGE {
+                (5, &mut asked.range)
+            } else {
+                continue;
+            };
+            if !std::mem::replace(&mut seen[i], true) {
+                *slot = value.to_str().ok();
+            }
+        }
+        asked
     }
 }
 
@@ -378,6 +425,45 @@ fn file_head(
     Ok(resp)
 }
 
+/// The head of the answer. A whole cached file's is built once per entry
+/// and cloned: the common answer of a static site.
+fn head_for(
+    sm: &StaticMount,
+    v: &Version,
+    (start, len, partial): (u64, u64, bool),
+) -> Result<ResponseHeader> {
+    let whole = !partial && start == 0 && len == v.size;
+    let Some(entry) = v.cached.as_ref().filter(|_| whole) else {
+        return file_head(&sm.mount, v, start, len, partial);
+    };
+    let (mount, head) = match entry.head.get() {
+        Some(built) => built,
+        None => {
+            let head = with_room(file_head(&sm.mount, v, start, len, partial)?)?;
+            entry.head.get_or_init(|| (sm.id, head))
+        }
+    };
+    if *mount != sm.id {
+        return file_head(&sm.mount, v, start, len, partial);
+    }
+    Ok(head.clone())
+}
+
+/// Reserves, in a head that is cloned for every answer, the places of the
+/// fields every answer gets later: the request's id (`reply::header`, which
+/// drops it for a request without one), Date and Connection (pingora;
+/// HTTP/2 drops Connection). A clone's maps have no spare room: a field
+/// added to a full map grows both of pingora's (value and case) maps, which
+/// cost more than the seven insertions the cached head saves, while a field
+/// already there is replaced in place. Added in the order the fields were
+/// before, so the head reads as it did.
+fn with_room(mut head: ResponseHeader) -> Result<ResponseHeader> {
+    head.insert_header("X-Request-ID", "-")?;
+    head.insert_header(http::header::DATE, "-")?;
+    head.insert_header(http::header::CONNECTION, "keep-alive")?;
+    Ok(head)
+}
+
 /// Small files: from memory while unchanged, else opened here and read in
 /// one trip to the blocking pool, then cached.
 async fn send_small(
@@ -392,30 +478,10 @@ async fn send_small(
     let status = resp.status.as_u16();
     let entry = match v.cached {
         Some(entry) => entry,
-        None => {
-            let file = match open_found(sm, &v.rel, &v.meta) {
-                Ok(f) => f,
-                Err(e) => return open_failed(st, session, e).await,
-            };
-            let size = v.meta.len() as usize;
-            let read = tokio::task::spawn_blocking(move || {
-                use std::io::Read;
-                let mut data = Vec::with_capacity(size);
-                (&file).read_to_end(&mut data).map(|_| data)
-            })
-            .await;
-            let Ok(Ok(data)) = read else {
-                return error(st, session, 404).await;
-            };
-            let body = Bytes::from(data);
-            let entry = std::sync::Arc::new(cache::Entry {
-                facts: v.facts,
-                body,
-            });
-            st.files_cache
-                .put(&v.path, v.encoding, &v.meta, entry.clone());
-            entry
-        }
+        None => match Box::pin(load_small(st, sm, v)).await {
+            Ok(entry) => entry,
+            Err(e) => return open_failed(st, session, e).await,
+        },
     };
     let data = &entry.body;
     let Some(body) = data.get(start as usize..(start + len) as usize) else {
@@ -426,6 +492,31 @@ async fn send_small(
     reply::header(st, session, resp, false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(Served::Done(status))
+}
+
+/// A small file not in the cache (or changed): opened, read in one trip to
+/// the blocking pool, and cached. Boxed where it is awaited: a cache hit's
+/// future need not carry this one's state.
+async fn load_small(
+    st: &EdgeState,
+    sm: &StaticMount,
+    v: Version,
+) -> Result<std::sync::Arc<cache::Entry>, NotOpened> {
+    let file = open_found(sm, &v.rel, &v.meta)?;
+    let size = v.meta.len() as usize;
+    let read = tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut data = Vec::with_capacity(size);
+        (&file).read_to_end(&mut data).map(|_| data)
+    })
+    .await;
+    let Ok(Ok(data)) = read else {
+        return Err(NotOpened::Gone);
+    };
+    let entry = std::sync::Arc::new(cache::Entry::new(v.facts, Bytes::from(data)));
+    st.files_cache
+        .put(&v.path, v.encoding, &v.meta, entry.clone());
+    Ok(entry)
 }
 
 /// Larger files: read a chunk at a time, each straight into the buffer
@@ -693,22 +784,32 @@ pub async fn error(st: &EdgeState, session: &mut Session, status: u16) -> Result
 
 /// A small answer about a file; the request was a plain GET or HEAD, so
 /// the connection carries on.
-async fn answer(
-    st: &EdgeState,
-    session: &mut Session,
+///
+/// Boxed, like every answer but a file's: an async fn's future is as large
+/// as its largest state and is built and moved for every request, so the
+/// rare answers stay out of the common path's future.
+fn answer<'a>(
+    st: &'a EdgeState,
+    session: &'a mut Session,
     status: u16,
     text: &'static str,
-    extra: &[(&'static str, &str)],
-) -> Result<Served> {
-    reply::text(st, session, status, text, extra, After::KeepAlive).await?;
-    Ok(Served::Done(status))
+    extra: &'a [(&'static str, &'a str)],
+) -> Boxed<'a> {
+    Box::pin(async move {
+        reply::text(st, session, status, text, extra, After::KeepAlive).await?;
+        Ok(Served::Done(status))
+    })
 }
 
+type Boxed<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Served>> + Send + 'a>>;
+
 /// A head with no body (304, 412, 416).
-async fn head_only(st: &EdgeState, session: &mut Session, resp: ResponseHeader) -> Result<Served> {
-    let status = resp.status.as_u16();
-    reply::header(st, session, resp, true).await?;
-    Ok(Served::Done(status))
+fn head_only<'a>(st: &'a EdgeState, session: &'a mut Session, resp: ResponseHeader) -> Boxed<'a> {
+    Box::pin(async move {
+        let status = resp.status.as_u16();
+        reply::header(st, session, resp, true).await?;
+        Ok(Served::Done(status))
+    })
 }
 
 #[cfg(test)]
