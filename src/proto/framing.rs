@@ -268,8 +268,10 @@ impl Framer {
         // Scan only what is new since the last call (a head trickling in
         // byte by byte must not cost quadratic time), plus the last byte: a
         // CR whose follower had not arrived yet.
+        // Only CR and LF matter here: memchr jumps to them.
         let mut end = None;
-        for i in self.scanned.saturating_sub(1)..buf.len() {
+        let from = self.scanned.saturating_sub(1);
+        for i in memchr::memchr2_iter(b'\r', b'\n', &buf[from..]).map(|i| i + from) {
             match buf[i] {
                 b'\n' if i == 0 || buf[i - 1] != b'\r' => {
                     // A bare LF or CR would make the line ends (and so the

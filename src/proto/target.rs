@@ -20,6 +20,11 @@ pub enum Refused {
 /// on the decoded form (as nginx does), and never decoded a second time, so
 /// `%252e%252e` stays the literal name `%2e%2e`.
 pub fn decode(raw_path: &[u8]) -> Vec<u8> {
+    // Most paths have no escapes: one copy, not a decode byte by byte into
+    // a vector that grows as it goes.
+    if memchr::memchr(b'%', raw_path).is_none() {
+        return raw_path.to_vec();
+    }
     percent_encoding::percent_decode(raw_path).collect()
 }
 

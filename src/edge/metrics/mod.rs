@@ -31,6 +31,10 @@ pub enum Kind {
 }
 
 impl Kind {
+    fn index(self) -> usize {
+        self as usize
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::App => "app",
@@ -93,9 +97,26 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     exponential_buckets(0.001, 2.0, 16)
 }
 
+/// Status codes whose request counters are kept at hand.
+const CODES: usize = 600;
+const KINDS: usize = 6;
+const _: () = assert!(Kind::WebSocket as usize + 1 == KINDS);
+
+/// One kind's series, looked up in their families once and then kept:
+/// `answered` runs for every request, and a family lookup is a lock and a
+/// hash of the labels. Filled on first use, so a kind or code never seen
+/// is not exported.
+#[derive(Default)]
+struct KindSeries {
+    duration: std::sync::OnceLock<Histogram>,
+    bytes: std::sync::OnceLock<Counter>,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<Answered, Counter>,
+    by_code: Box<[std::sync::OnceLock<Counter>]>,
+    by_kind: [KindSeries; KINDS],
     duration: Family<ByKind, Histogram>,
     bytes: Family<ByKind, Counter>,
     queue_wait: Histogram,
@@ -208,6 +229,8 @@ impl Metrics {
         Metrics {
             registry,
             requests,
+            by_code: (0..KINDS * CODES).map(|_| Default::default()).collect(),
+            by_kind: Default::default(),
             duration,
             bytes,
             queue_wait,
@@ -237,13 +260,25 @@ impl Metrics {
 
     /// A request is over (the access-log phase).
     pub fn answered(&self, kind: Kind, code: u16, took: Duration, body_bytes: u64) {
-        let kind = kind.as_str();
-        self.requests.get_or_create(&Answered { kind, code }).inc();
-        self.duration
-            .get_or_create(&ByKind { kind })
+        let name = kind.as_str();
+        let answered = || {
+            self.requests
+                .get_or_create(&Answered { kind: name, code })
+                .clone()
+        };
+        match self.by_code.get(kind.index() * CODES + code as usize) {
+            Some(slot) if (code as usize) < CODES => slot.get_or_init(answered).inc(),
+            _ => answered().inc(),
+        };
+        let series = &self.by_kind[kind.index()];
+        let by_kind = ByKind { kind: name };
+        series
+            .duration
+            .get_or_init(|| self.duration.get_or_create(&by_kind).clone())
             .observe(took.as_secs_f64());
-        self.bytes
-            .get_or_create(&ByKind { kind })
+        series
+            .bytes
+            .get_or_init(|| self.bytes.get_or_create(&by_kind).clone())
             .inc_by(body_bytes);
     }
 
