@@ -351,7 +351,9 @@ impl Framer {
             .split(|&b| b == b'\n')
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
         let line = lines.next().unwrap_or_default();
-        self.request_line = line.to_vec();
+        // Kept for refusals' messages; its buffer is reused.
+        self.request_line.clear();
+        self.request_line.extend_from_slice(line);
         let mut parts = line.split(|&b| b == b' ');
         let (Some(method), Some(target), Some(version), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -644,8 +646,38 @@ impl Chunk {
 
 /// RFC 9110 §5.6.2 token characters.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
+
+/// RFC 9110 tchar as a table: every byte of every method and field name
+/// is checked, and a search of the 15 symbols cost more than the rest.
+const TCHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    table
+};
 
 /// Bytes allowed in a field value: HTAB, SP, VCHAR, obs-text.
 fn is_field_byte(b: u8) -> bool {
@@ -655,6 +687,14 @@ fn is_field_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tchar_table_is_rfc_9110s_tchar() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "byte {b:#04x}");
+        }
+    }
 
     fn framer() -> Framer {
         framer_h2c(false)
