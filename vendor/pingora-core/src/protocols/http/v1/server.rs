@@ -349,7 +349,11 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // corral patch: no header-case map. The original case of
+                        // request fields only matters to a proxy that writes them
+                        // on to an HTTP/1 upstream; corral never does, and the map
+                        // cost an allocation and a second insertion per field.
+                        let mut request_header = Box::new(RequestHeader::build_no_case(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
