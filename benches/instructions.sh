@@ -11,6 +11,8 @@
 # usage: benches/instructions.sh [BINARY ...]
 #   env SCENARIO=static (default: a cached 4 KiB file over HTTP/1.1
 #   keep-alive, h2load -c 8) or SCENARIO=h2 (the same over h2c, -m 10).
+#   env KEEP=1 keeps the work folder (config, serve.log, callgrind.out.*)
+#   for callgrind_annotate.
 # Needs valgrind (apt-get install valgrind) and h2load (nghttp2-client).
 # Runs each binary twice (2,000 and 12,000 requests) and prints the
 # difference per request, so start-up is not counted.

@@ -15,7 +15,9 @@ use pingora_proxy::Session;
 #[derive(Clone)]
 pub struct EchoId(pub http::HeaderValue);
 
-pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// The field that echoes it, as written on the wire.
+pub const ECHO_FIELD: &str = "X-Request-ID";
+const ECHO_NAME: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// Whether this request arrived over TLS.
 pub fn is_tls(session: &Session) -> bool {
@@ -37,9 +39,9 @@ pub async fn header(
         resp.insert_header("Connection", "close")?;
     }
     match session.req_header().extensions.get::<EchoId>() {
-        Some(id) => resp.insert_header("X-Request-ID", id.0.clone())?,
+        Some(id) => resp.insert_header(ECHO_FIELD, id.0.clone())?,
         // A cached static head holds its place (`files::with_room`).
-        None => drop(resp.remove_header(&X_REQUEST_ID)),
+        None => drop(resp.remove_header(&ECHO_NAME)),
     }
     if let Some(facts) = &state.tls {
         if !facts.hsts.is_empty() && is_tls(session) {

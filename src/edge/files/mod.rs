@@ -340,7 +340,6 @@ fn plan(session: &Session, facts: &cache::Facts, size: u64) -> Plan {
 /// value that is not is taken as absent). Found in one walk over the
 /// request's fields, since most requests carry none of them and six lookups
 /// by name cost more than the walk.
-#[derive(Default)]
 struct Asked<'a> {
     if_match: Option<&'a str>,
     if_none_match: Option<&'a str>,
@@ -355,31 +354,30 @@ impl<'a> Asked<'a> {
         use http::header::{
             IF_MATCH, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, RANGE,
         };
-        let mut asked = Asked::default();
-        // Keys only: `get` is the first value, and a name's values are
-        // contiguous in `iter`, so the first seen is the first value.
-        let mut seen = [false; 6];
+        const NAMES: [http::HeaderName; 6] = [
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_UNMODIFIED_SINCE,
+            IF_RANGE,
+            RANGE,
+        ];
+        // A name's values come together in `iter`, first value first.
+        let mut first = [None; 6];
         for (name, value) in headers {
-            let (i, slot) = if name == IF_MATCH {
-                (0, &mut asked.if_match)
-            } else if name == IF_NONE_MATCH {
-                (1, &mut asked.if_none_match)
-            } else if name == IF_MODIFIED_SINCE {
-                (2, &mut asked.if_modified_since)
-            } else if name == IF_UNMODIFIED_SINCE {
-                (3, &mut asked.if_unmodified_since)
-            } else if name == IF_RANGE {
-                (4, &mut asked.if_range)
-            } else if name == RANGE {
-                (5, &mut asked.range)
-            } else {
-                continue;
-            };
-            if !std::mem::replace(&mut seen[i], true) {
-                *slot = value.to_str().ok();
+            if let Some(i) = NAMES.iter().position(|n| n == name) {
+                first[i].get_or_insert(value);
             }
         }
-        asked
+        let text = |i: usize| first[i].and_then(|v: &http::HeaderValue| v.to_str().ok());
+        Asked {
+            if_match: text(0),
+            if_none_match: text(1),
+            if_modified_since: text(2),
+            if_unmodified_since: text(3),
+            if_range: text(4),
+            range: text(5),
+        }
     }
 }
 
@@ -425,15 +423,14 @@ fn file_head(
     Ok(resp)
 }
 
-/// The head of the answer. A whole cached file's is built once per entry
-/// and cloned: the common answer of a static site.
+/// The head of the answer. A whole cached file's (any answer but a 206) is
+/// built once per entry and cloned: the common answer of a static site.
 fn head_for(
     sm: &StaticMount,
     v: &Version,
     (start, len, partial): (u64, u64, bool),
 ) -> Result<ResponseHeader> {
-    let whole = !partial && start == 0 && len == v.size;
-    let Some(entry) = v.cached.as_ref().filter(|_| whole) else {
+    let Some(entry) = v.cached.as_ref().filter(|_| !partial) else {
         return file_head(&sm.mount, v, start, len, partial);
     };
     let (mount, head) = match entry.head.get() {
@@ -458,7 +455,7 @@ fn head_for(
 /// already there is replaced in place. Added in the order the fields were
 /// before, so the head reads as it did.
 fn with_room(mut head: ResponseHeader) -> Result<ResponseHeader> {
-    head.insert_header("X-Request-ID", "-")?;
+    head.insert_header(reply::ECHO_FIELD, "-")?;
     head.insert_header(http::header::DATE, "-")?;
     head.insert_header(http::header::CONNECTION, "keep-alive")?;
     Ok(head)
