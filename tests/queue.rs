@@ -183,9 +183,8 @@ fn queue_timeout_gives_503_with_retry_after() {
 
 /// A client that gives up while its request waits in the queue takes the
 /// request with it: the app never runs it, and the access log says 499.
-/// (A third-party trial reported such requests running after ~400 ms in
-/// the queue; this drill, with the worker's two places ahead full and two
-/// more queued, does not reproduce it, and guards the rule.)
+/// (The edge used to notice only once a worker took the request, 50 ms
+/// into its run: CI caught the app running one that had waited 600 ms.)
 #[test]
 fn a_queued_request_whose_client_left_never_runs() {
     let srv = echo_server("");
@@ -224,6 +223,58 @@ fn a_queued_request_whose_client_left_never_runs() {
     thread::sleep(Duration::from_millis(500));
     assert!(
         !srv.path().join("left-queued").exists(),
+        "the app ran it: {line}"
+    );
+}
+
+/// A request whose client left gives its place in the queue back at once:
+/// with `queue_size = 3` and the queue full, one client leaving lets the
+/// next one in (it would get a 503 while the departed one still counted).
+#[test]
+fn a_client_that_left_the_queue_frees_its_place() {
+    let srv = echo_server("queue_size = 3\nqueue_timeout = \"30s\"");
+    let port = srv.port;
+    // One running, two in the worker's places ahead: the queue's three.
+    let sleepers: Vec<_> = (0..3)
+        .map(|i| {
+            thread::spawn(move || {
+                let get = get_req(port, &format!("/sleep?s=0.6&n={i}"));
+                try_request_timeout(port, &get, Duration::from_secs(20)).map(|r| r.status)
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(150));
+    let mut left = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut left, &get_req(port, "/gen?n=1&marker=gave-up")).expect("send");
+    thread::sleep(Duration::from_millis(150));
+    drop(left);
+    thread::sleep(Duration::from_millis(150));
+    let next = try_request_timeout(
+        port,
+        &get_req(port, "/pid?after=left"),
+        Duration::from_secs(20),
+    );
+    for s in sleepers {
+        assert_eq!(s.join().unwrap().ok(), Some(200), "{}", srv.stderr_tail());
+    }
+    match next {
+        Ok(r) => srv.assert_status(&r, 200, "the request after the one whose client left"),
+        Err(e) => srv.fail(format!("the request after the one whose client left: {e}")),
+    }
+    assert!(
+        srv.wait_for_stdout("marker=gave-up", Duration::from_secs(5)),
+        "no access line: {}",
+        srv.stdout()
+    );
+    let line = srv
+        .stdout()
+        .lines()
+        .find(|l| l.contains("gave-up"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(line.contains(" 499 "), "{line}");
+    assert!(
+        !srv.path().join("gave-up").exists(),
         "the app ran it: {line}"
     );
 }

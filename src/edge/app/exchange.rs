@@ -130,21 +130,19 @@ impl Edge {
         let mut recalled = None;
         let mut reran = false;
         loop {
-            let acquired = if let Some(lease) = moved.take() {
-                Ok(lease)
-            } else if let Some(Requeued {
-                give_up, queued, ..
-            }) = recalled.take()
-            {
-                let again = self.pool.reacquire(&avoid, &out.what, give_up).await;
-                again.map(|mut lease| {
-                    lease.queued_before(queued);
-                    lease
-                })
-            } else if websocket {
-                self.pool.acquire_socket_soon(&avoid, &out.what).await
-            } else {
-                self.pool.acquire(&avoid, &out.what).await
+            // A client that leaves while its request waits for a worker
+            // takes the request with it: it never reaches the app.
+            let acquiring = self.acquire(moved.take(), recalled.take(), &avoid, &out, websocket);
+            let acquired = tokio::select! {
+                // Most requests find a worker at once, and then the watch
+                // is never polled (no timer is set).
+                biased;
+                a = acquiring => a,
+                e = client_gone(session), if !websocket => {
+                    ctx.status = 499;
+                    debug!("{}: the client went away while its request was queued: {e}", out.what);
+                    return Err(e);
+                }
             };
             let lease = match acquired {
                 Ok(l) => l,
@@ -212,6 +210,34 @@ impl Edge {
                     return Err(e);
                 }
             }
+        }
+    }
+
+    /// A worker for the request: the one it was moved to, the front of the
+    /// queue for one taken back from a busy worker, or its turn in the
+    /// queue (a WebSocket never queues).
+    async fn acquire(
+        &self,
+        moved: Option<Lease>,
+        recalled: Option<Requeued>,
+        avoid: &[u64],
+        out: &Outgoing<'_>,
+        websocket: bool,
+    ) -> std::result::Result<Lease, Refused> {
+        if let Some(lease) = moved {
+            return Ok(lease);
+        }
+        if let Some(Requeued {
+            give_up, queued, ..
+        }) = recalled
+        {
+            let mut lease = self.pool.reacquire(avoid, &out.what, give_up).await?;
+            lease.queued_before(queued);
+            return Ok(lease);
+        }
+        match websocket {
+            true => self.pool.acquire_socket_soon(avoid, &out.what).await,
+            false => self.pool.acquire(avoid, &out.what).await,
         }
     }
 

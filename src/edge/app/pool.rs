@@ -190,6 +190,21 @@ struct Waiter {
     avoid: Vec<u64>,
 }
 
+/// A request's place in the queue, given up when it stops waiting: timed
+/// out, or dropped because its client left. A waiter left behind would
+/// count against `queue_size` until a worker came free for it.
+struct QueuePlace<'a> {
+    pool: &'a Pool,
+    ticket: u64,
+}
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.pool.lock();
+        inner.waiters.retain(|w| w.ticket != self.ticket);
+    }
+}
+
 /// How far a freed worker may look past the queue's head for a request on
 /// its own thread, and how many times a request may be passed over so.
 /// Counted, not timed: under a deep queue every head has waited long,
@@ -709,14 +724,11 @@ impl Pool {
             }
             (ticket, rx)
         };
+        let _place = QueuePlace { pool: self, ticket };
         let give_up = recalled.unwrap_or_else(|| Instant::now() + self.queue_timeout);
         match tokio::time::timeout_at(give_up.into(), rx).await {
             Ok(Ok(lease)) => Ok(lease),
-            _ => {
-                let mut inner = self.lock();
-                inner.waiters.retain(|w| w.ticket != ticket);
-                Err(Refused::Timeout)
-            }
+            _ => Err(Refused::Timeout),
         }
     }
 
