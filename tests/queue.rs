@@ -188,43 +188,15 @@ fn queue_timeout_gives_503_with_retry_after() {
 #[test]
 fn a_queued_request_whose_client_left_never_runs() {
     let srv = echo_server("");
-    let port = srv.port;
     // One running, two written ahead to the one worker, two queued: the
     // next one queues behind them.
-    let sleepers: Vec<_> = (0..5)
-        .map(|i| {
-            thread::spawn(move || {
-                let get = get_req(port, &format!("/sleep?s=0.4&n={i}"));
-                try_request_timeout(port, &get, Duration::from_secs(20)).map(|r| r.status)
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(200));
-    let mut left = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    std::io::Write::write_all(&mut left, &get_req(port, "/gen?n=1&marker=left-queued"))
-        .expect("send");
-    thread::sleep(Duration::from_millis(300));
-    drop(left);
+    let sleepers = sleepers(srv.port, 5, "0.4");
+    leave_while_queued(srv.port, "left-queued", Duration::from_millis(300));
     for s in sleepers {
         assert_eq!(s.join().unwrap().ok(), Some(200), "{}", srv.stderr_tail());
     }
-    assert!(
-        srv.wait_for_stdout("marker=left-queued", Duration::from_secs(5)),
-        "no access line: {}",
-        srv.stdout()
-    );
-    let line = srv
-        .stdout()
-        .lines()
-        .find(|l| l.contains("left-queued"))
-        .unwrap_or_default()
-        .to_string();
-    assert!(line.contains(" 499 "), "{line}");
     thread::sleep(Duration::from_millis(500));
-    assert!(
-        !srv.path().join("left-queued").exists(),
-        "the app ran it: {line}"
-    );
+    assert_never_ran(&srv, "left-queued");
 }
 
 /// A request whose client left gives its place in the queue back at once:
@@ -235,25 +207,10 @@ fn a_client_that_left_the_queue_frees_its_place() {
     let srv = echo_server("queue_size = 3\nqueue_timeout = \"30s\"");
     let port = srv.port;
     // One running, two in the worker's places ahead: the queue's three.
-    let sleepers: Vec<_> = (0..3)
-        .map(|i| {
-            thread::spawn(move || {
-                let get = get_req(port, &format!("/sleep?s=0.6&n={i}"));
-                try_request_timeout(port, &get, Duration::from_secs(20)).map(|r| r.status)
-            })
-        })
-        .collect();
+    let sleepers = sleepers(port, 3, "0.6");
+    leave_while_queued(port, "gave-up", Duration::from_millis(150));
     thread::sleep(Duration::from_millis(150));
-    let mut left = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    std::io::Write::write_all(&mut left, &get_req(port, "/gen?n=1&marker=gave-up")).expect("send");
-    thread::sleep(Duration::from_millis(150));
-    drop(left);
-    thread::sleep(Duration::from_millis(150));
-    let next = try_request_timeout(
-        port,
-        &get_req(port, "/pid?after=left"),
-        Duration::from_secs(20),
-    );
+    let next = try_request_timeout(port, &get_req(port, "/pid"), Duration::from_secs(20));
     for s in sleepers {
         assert_eq!(s.join().unwrap().ok(), Some(200), "{}", srv.stderr_tail());
     }
@@ -261,20 +218,42 @@ fn a_client_that_left_the_queue_frees_its_place() {
         Ok(r) => srv.assert_status(&r, 200, "the request after the one whose client left"),
         Err(e) => srv.fail(format!("the request after the one whose client left: {e}")),
     }
+    assert_never_ran(&srv, "gave-up");
+}
+
+/// `n` clients, each asking for a `/sleep` of `secs`: their statuses.
+fn sleepers(port: u16, n: usize, secs: &str) -> Vec<thread::JoinHandle<std::io::Result<u16>>> {
+    let handles = (0..n)
+        .map(|i| {
+            let get = get_req(port, &format!("/sleep?s={secs}&n={i}"));
+            thread::spawn(move || {
+                try_request_timeout(port, &get, Duration::from_secs(20)).map(|r| r.status)
+            })
+        })
+        .collect();
+    // Let them reach the worker and the queue before anyone else.
+    thread::sleep(Duration::from_millis(150));
+    handles
+}
+
+/// Asks for a file named `marker` to be made, and closes the connection
+/// `after` this long, before any answer.
+fn leave_while_queued(port: u16, marker: &str, after: Duration) {
+    let mut left = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let get = get_req(port, &format!("/gen?n=1&marker={marker}"));
+    std::io::Write::write_all(&mut left, &get).expect("send");
+    thread::sleep(after);
+}
+
+/// The request that made `marker` is logged as 499 and the app never ran it.
+fn assert_never_ran(srv: &Running, marker: &str) {
     assert!(
-        srv.wait_for_stdout("marker=gave-up", Duration::from_secs(5)),
+        srv.wait_for_stdout(&format!("marker={marker}"), Duration::from_secs(5)),
         "no access line: {}",
         srv.stdout()
     );
-    let line = srv
-        .stdout()
-        .lines()
-        .find(|l| l.contains("gave-up"))
-        .unwrap_or_default()
-        .to_string();
+    let out = srv.stdout();
+    let line = out.lines().find(|l| l.contains(marker)).unwrap_or_default();
     assert!(line.contains(" 499 "), "{line}");
-    assert!(
-        !srv.path().join("gave-up").exists(),
-        "the app ran it: {line}"
-    );
+    assert!(!srv.path().join(marker).exists(), "the app ran it: {line}");
 }
