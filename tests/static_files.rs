@@ -2172,3 +2172,51 @@ fn app_compression_prefers_the_highest_q() {
         );
     }
 }
+
+/// A file edited while the edge serves it under load is served new to a
+/// request that comes a few milliseconds after the edit, and at once when
+/// the edge was idle (`files/burst.rs`: one look at a path serves only the
+/// requests of one busy stretch, at most 1 ms long). h2load keeps both edge
+/// threads busy with the same file for the first part. (Its load still
+/// lets them wait for events now and then, which ends a stretch too, so
+/// the 1 ms bound itself is checked by burst.rs's unit test.)
+#[test]
+fn an_edited_file_is_served_new_under_load_and_when_idle() {
+    let site = Site::new()
+        .app("static_app.py")
+        .file("files/a.css", "v0")
+        .config(&cfg(&mount("/static/", "files", "")));
+    let file = site.path().join("files/a.css");
+    let srv = site.start();
+    let url = format!("http://127.0.0.1:{}/static/a.css", srv.port);
+    // Each version is longer than the last: a file's times can stay the same
+    // across two quick writes, its size cannot.
+    let version = |i: usize| format!("v{i} {}", "x".repeat(i)).into_bytes();
+    let mut load = std::process::Command::new("h2load")
+        .args(["--h1", "-D", "3", "-c", "8", &url])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("h2load (nghttp2-client) is installed by scripts/deps.sh --test");
+    thread::sleep(Duration::from_millis(300));
+    for i in 1..=40 {
+        fs::write(&file, version(i)).unwrap();
+        thread::sleep(Duration::from_millis(5));
+        let r = srv.get("/static/a.css");
+        srv.assert_status(&r, 200, "under load");
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&version(i)),
+            "5 ms after edit {i}, under load"
+        );
+    }
+    let _ = load.wait();
+    for i in 41..=80 {
+        fs::write(&file, version(i)).unwrap();
+        let r = srv.get("/static/a.css");
+        assert_eq!(
+            String::from_utf8_lossy(&r.body),
+            String::from_utf8_lossy(&version(i)),
+            "right after edit {i}, idle"
+        );
+    }
+}

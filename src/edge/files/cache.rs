@@ -6,10 +6,11 @@
 //! Why: reading a file is the one step of a static request that goes to
 //! tokio's blocking pool, and that trip (two thread wake-ups) cost more than
 //! everything else the edge does for a 4 KiB file. An entry is used only
-//! while the file's fresh metadata (taken on every request, as nginx does
-//! its `stat`) still matches what it was read with: same inode, size,
-//! modification and change times. So a replaced or edited file is never
-//! served stale, not even for a moment.
+//! while the file's fresh metadata (looked at for each burst of requests,
+//! `burst.rs`, where nginx does a `stat` per request) still matches what it
+//! was read with: same inode, size, modification and change times. So a
+//! replaced or edited file is served as soon as a request comes after the
+//! change.
 
 use crate::edge::files::mount_dir::FileMeta;
 use bytes::Bytes;

@@ -7,6 +7,7 @@
 //! pieces, so a 2 GiB download costs a buffer, not 2 GiB.
 
 pub(crate) mod autoindex;
+mod burst;
 pub(crate) mod cache;
 mod compressed;
 pub(crate) mod mount_dir;
@@ -53,7 +54,7 @@ impl StaticMount {
     pub fn new(mount: Mount) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = MountDir::new(mount.dir.clone());
+        let dir = MountDir::new(mount.dir.clone(), id);
         StaticMount { mount, dir, id }
     }
 }
@@ -633,8 +634,10 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
         return Lookup::Outside;
     }
     if sm.mount.settings.follow_symlinks {
-        return match std::fs::metadata(root.join(rel)) {
-            Ok(m) => Lookup::Found(FileMeta::from_std(&m)),
+        // (Such a mount never lstat()s, so its looks share the mount's id.)
+        let followed = || std::fs::metadata(root.join(rel)).map(|m| FileMeta::from_std(&m));
+        return match burst::look(sm.id, rel, followed) {
+            Ok(m) => Lookup::Found(m),
             Err(_) => Lookup::Missing,
         };
     }
