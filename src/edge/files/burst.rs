@@ -38,9 +38,8 @@ type Looks = HashMap<Box<[u8]>, Seen>;
 struct Memo {
     /// The thread's park count and when the burst began.
     burst: Option<(u64, Instant)>,
-    /// Per owner (a mount's open folder), its paths' looks.
+    /// Per owner (a static mount, by id), its paths' looks.
     owners: Vec<(u64, Looks)>,
-    paths: usize,
 }
 
 thread_local! {
@@ -70,7 +69,6 @@ impl Memo {
                 self.owners.clear();
             }
             self.owners.iter_mut().for_each(|(_, m)| m.clear());
-            self.paths = 0;
             self.burst = Some((parks, now));
         }
     }
@@ -81,7 +79,7 @@ impl Memo {
     }
 
     fn remember(&mut self, owner: u64, rel: &[u8], seen: Seen) {
-        if self.paths >= MAX_PATHS {
+        if self.owners.iter().map(|(_, m)| m.len()).sum::<usize>() >= MAX_PATHS {
             return;
         }
         let at = match self.owners.iter().position(|(o, _)| *o == owner) {
@@ -92,7 +90,6 @@ impl Memo {
             }
         };
         self.owners[at].1.insert(rel.into(), seen);
-        self.paths += 1;
     }
 }
 

@@ -46,7 +46,8 @@ pub struct StaticMount {
     mount: Mount,
     dir: MountDir,
     /// Tells the cached heads of one mount's files from another's (two
-    /// mounts may share a folder with different Cache-Control).
+    /// mounts may share a folder with different Cache-Control), and their
+    /// looks in `burst`'s memo.
     id: u64,
 }
 
@@ -54,7 +55,7 @@ impl StaticMount {
     pub fn new(mount: Mount) -> Self {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = MountDir::new(mount.dir.clone(), id);
+        let dir = MountDir::new(mount.dir.clone());
         StaticMount { mount, dir, id }
     }
 }
@@ -633,8 +634,10 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
         // Never from proto::target; an absolute path would ignore the folder.
         return Lookup::Outside;
     }
+    // Each stat below is shared by the requests of one burst
+    // (`files/burst.rs`). A mount follows symlinks or lstat()s, never both,
+    // so both kinds of look are kept under the mount's id.
     if sm.mount.settings.follow_symlinks {
-        // (Such a mount never lstat()s, so its looks share the mount's id.)
         let followed = || std::fs::metadata(root.join(rel)).map(|m| FileMeta::from_std(&m));
         return match burst::look(sm.id, rel, followed) {
             Ok(m) => Lookup::Found(m),
@@ -649,7 +652,7 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
     let mut last = None;
     for c in rel.components() {
         part.push(c);
-        match sm.dir.lstat(&part) {
+        match burst::look(sm.id, &part, || sm.dir.lstat(&part)) {
             Ok(m) if m.is_symlink() => {
                 last = None;
                 break;

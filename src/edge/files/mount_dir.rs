@@ -14,7 +14,6 @@
 //! Files are opened through the same fd (`open`), so the bytes sent always
 //! come from the folder the metadata came from.
 
-use crate::edge::files::burst;
 use nix::fcntl::{open, openat, AtFlags, OFlag};
 use nix::sys::stat::{fstat, fstatat, stat, FileStat, Mode, SFlag};
 use std::os::fd::OwnedFd;
@@ -123,20 +122,16 @@ struct Held {
 }
 
 pub struct MountDir {
-    /// Names it in `burst`'s memo: its mount's id, unique for the
-    /// process's life (an address could be a reloaded mount's).
-    id: u64,
     path: PathBuf,
     held: RwLock<Held>,
 }
 
 impl MountDir {
-    /// `path` is the mount's canonical folder, `mount_id` its mount's id. A
-    /// folder missing now is looked for again at the next check.
-    pub fn new(path: PathBuf, mount_id: u64) -> Self {
+    /// `path` is the mount's canonical folder. A folder missing now is
+    /// looked for again at the next check.
+    pub fn new(path: PathBuf) -> Self {
         let (fd, id) = Self::open(&path);
         MountDir {
-            id: mount_id,
             path,
             held: RwLock::new(Held {
                 fd,
@@ -206,12 +201,9 @@ impl MountDir {
 
     /// lstat of `rel` (a relative path) inside the folder: a symlink is
     /// reported as one, not followed.
-    /// Shared by the requests of one burst (`files/burst.rs`).
     pub fn lstat(&self, rel: &Path) -> std::io::Result<FileMeta> {
-        burst::look(self.id, rel, || {
-            let s = self.with_fd(|fd| fstatat(fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW))?;
-            Ok(FileMeta::from_stat(&s))
-        })
+        let s = self.with_fd(|fd| fstatat(fd, rel, AtFlags::AT_SYMLINK_NOFOLLOW))?;
+        Ok(FileMeta::from_stat(&s))
     }
 
     /// Opens `rel` inside the folder for reading, refusing a symlink as the
@@ -236,7 +228,7 @@ mod tests {
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("a.css"), b"old").unwrap();
         std::os::unix::fs::symlink("a.css", dir.join("link.css")).unwrap();
-        let mount = MountDir::new(dir.clone(), 1);
+        let mount = MountDir::new(dir.clone());
         let a = mount.lstat(Path::new("a.css")).unwrap();
         assert!(a.is_file() && a.len() == 3);
         assert_eq!(
