@@ -89,6 +89,7 @@ fn dispatch(c: &mut Criterion) {
             capacity: 1,
             up_at: std::time::Instant::now(),
             stacks: format!("/tmp/w{id}.stacks").into(),
+            code: 0,
         };
         let socket = std::path::PathBuf::from(format!("/tmp/w{id}.sock"));
         pool.worker_up(id, socket.into(), facts);

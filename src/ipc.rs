@@ -146,6 +146,9 @@ pub enum Control {
         replaced: Option<String>,
         /// Milliseconds since it was started (its age survives a new edge).
         age_ms: u64,
+        /// The reload generation whose code it runs: edges prefer the
+        /// newest code among the least busy workers.
+        code: u64,
         socket: String,
     },
     Down {
@@ -189,9 +192,10 @@ impl Control {
                 serves,
                 replaced,
                 age_ms,
+                code,
                 socket,
             } => format!(
-                "up {id} {pid} {} {} {age_ms} {socket}\n",
+                "up {id} {pid} {} {} {age_ms} {code} {socket}\n",
                 serves.encode(),
                 replaced.as_deref().unwrap_or("-")
             ),
@@ -213,7 +217,7 @@ impl Control {
         let kind = parts.next()?;
         let id = parts.next()?.parse().ok()?;
         match kind {
-            "up" => decode_up(id, line.splitn(7, ' ').skip(2)),
+            "up" => decode_up(id, line.splitn(8, ' ').skip(2)),
             "down" => Some(Control::Down { id }),
             "reopen" => Some(Control::ReopenLogs),
             "health" => Some(Control::Health {
@@ -237,13 +241,14 @@ impl Control {
     }
 }
 
-/// `up <id> <pid> <serves> <replaced|-> <age ms> <socket>`: the socket path last,
+/// `up <id> <pid> <serves> <replaced|-> <age ms> <code> <socket>`: the socket path last,
 /// since it may hold spaces.
 fn decode_up<'a>(id: u64, mut parts: impl Iterator<Item = &'a str>) -> Option<Control> {
     let pid = parts.next()?.parse().ok()?;
     let serves = Serves::decode(parts.next()?)?;
     let replaced = Some(parts.next()?).filter(|r| *r != "-").map(String::from);
     let age_ms = parts.next()?.parse().ok()?;
+    let code = parts.next()?.parse().ok()?;
     let socket = parts.next()?.to_string();
     Some(Control::Up {
         id,
@@ -251,6 +256,7 @@ fn decode_up<'a>(id: u64, mut parts: impl Iterator<Item = &'a str>) -> Option<Co
         serves,
         replaced,
         age_ms,
+        code,
         socket,
     })
 }
@@ -299,6 +305,7 @@ mod tests {
                 },
                 replaced: Some("max_requests".into()),
                 age_ms: 12_345,
+                code: 2,
                 socket: "/run/c/w 7.sock".into(),
             },
             Control::Up {
@@ -310,6 +317,7 @@ mod tests {
                 },
                 replaced: None,
                 age_ms: 0,
+                code: 0,
                 socket: "/run/c/w8.sock".into(),
             },
             Control::Down { id: 7 },

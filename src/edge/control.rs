@@ -60,6 +60,7 @@ impl BackgroundService for ControlListener {
                         serves,
                         replaced,
                         age_ms,
+                        code,
                         socket,
                     }) => {
                         debug!("worker {id} (pid {pid}) up at {socket} ({serves:?})");
@@ -71,6 +72,7 @@ impl BackgroundService for ControlListener {
                             interface: serves.interface,
                             capacity: serves.capacity,
                             up_at: started_ago(age_ms),
+                            code,
                         };
                         self.pool.worker_up(id, socket.into(), facts);
                         self.metrics.worker_up(id);

@@ -75,8 +75,10 @@ impl Arbiter {
             warn!("app.preload is on: workers restart from the code imported at start; restart corral for new code");
         }
         match self.spawn_worker_for(&site, Some(super::telemetry::Restart::Reload)) {
-            Ok((canary, worker)) => {
+            Ok((canary, mut worker)) => {
                 info!("reload: worker {canary} boots the new code first");
+                // The generation it runs begins when it is ready.
+                worker.code = self.generation + 1;
                 self.last_boot_error = None;
                 self.pending_reload = Some(PendingReload {
                     site,

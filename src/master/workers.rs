@@ -41,6 +41,8 @@ pub struct WorkerProc {
     pub serves: Option<Serves>,
     /// The edge reported it went away with a request in hand.
     pub vanished_serving: bool,
+    /// The reload generation whose code it runs (`Control::Up`).
+    pub code: u64,
 }
 
 impl WorkerProc {
@@ -51,6 +53,7 @@ impl WorkerProc {
             pid: self.pid.as_raw(),
             replaced: self.replaced.map(|r| r.as_str().to_string()),
             age_ms: self.started.elapsed().as_millis() as u64,
+            code: self.code,
             serves: self.serves.unwrap_or(Serves {
                 interface: Interface::Wsgi,
                 capacity: 1,
@@ -182,6 +185,7 @@ impl Arbiter {
             kill_at: None,
             serves: None,
             vanished_serving: false,
+            code: self.generation,
         };
         Ok((pid, worker))
     }

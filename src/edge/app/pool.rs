@@ -1,5 +1,7 @@
 //! Choosing a worker for a request: least outstanding requests among the
-//! workers that are up, and a bounded FIFO queue when all are busy.
+//! workers that are up (of those, the newest code: after a reload the new
+//! code answers while the old workers are replaced), and a bounded FIFO
+//! queue when all are busy.
 //!
 //! Invariants: a worker's `busy` counts the leases running on it and never
 //! exceeds `capacity`. A released lease goes straight to the oldest
@@ -101,6 +103,8 @@ pub struct Facts {
     pub up_at: Instant,
     /// Where it writes its Python stacks when asked (`corral dump`).
     pub stacks: std::path::PathBuf,
+    /// The reload generation whose code it runs.
+    pub code: u64,
 }
 
 struct Worker {
@@ -950,7 +954,7 @@ impl Pool {
 
 impl Inner {
     /// Where a request that does not queue goes: the least busy worker
-    /// with a free slot, else a place ahead on the worker with the fewest
+    /// with a free slot (of the newest code), else a place ahead on the worker with the fewest
     /// ahead, behind the request that started last among those.
     fn pick(&self, avoid: &[u64], fits_ahead: bool) -> Option<(usize, Place)> {
         let usable = || {
@@ -959,9 +963,12 @@ impl Inner {
                 .enumerate()
                 .filter(|(_, w)| !avoid.contains(&w.id))
         };
+        // Of the least busy, one of the newest code: once a reload is
+        // done, the new code answers (its canary first) while the old
+        // workers are replaced one by one; they serve only the overflow.
         let free = usable()
             .filter(|(_, w)| w.opening() == Some(Place::Running))
-            .min_by_key(|(_, w)| w.busy);
+            .min_by_key(|(_, w)| (w.busy, std::cmp::Reverse(w.facts.code)));
         if let Some((pos, _)) = free {
             return Some((pos, Place::Running));
         }
@@ -1087,6 +1094,7 @@ mod tests {
             capacity,
             up_at: Instant::now(),
             stacks: "w.stacks".into(),
+            code: 0,
         }
     }
 
@@ -1188,6 +1196,30 @@ mod tests {
             assert_eq!(pool.census().queued, 2 * AHEAD_DEPTH);
             drop((a, ahead, e));
             assert_eq!(pool.census(), BOTH_IDLE);
+        });
+    }
+
+    /// After a reload: the idle worker of the new code takes a request
+    /// before idle ones of the old code, which get the overflow; among
+    /// workers of one code, the first up (a warm worker) goes first.
+    #[test]
+    fn the_newest_code_first_then_the_oldest_worker() {
+        rt().block_on(async {
+            let pool = Pool::new(10, Duration::from_secs(5), Default::default());
+            pool.worker_up(1, Peer::Unix("a".into()), sync());
+            pool.worker_up(2, Peer::Unix("b".into()), sync());
+            let new_code = Facts { code: 1, ..sync() };
+            pool.worker_up(3, Peer::Unix("c".into()), new_code);
+            let first = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(first.worker, 3);
+            let second = pool.acquire(&[], &job()).await.unwrap();
+            assert_eq!(second.worker, 1);
+            drop((first, second));
+            // One code only: the first up, every time it is free.
+            let pool = two_sync_workers(Duration::from_secs(5));
+            for _ in 0..3 {
+                assert_eq!(pool.acquire(&[], &job()).await.unwrap().worker, 1);
+            }
         });
     }
 
