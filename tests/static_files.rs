@@ -1719,13 +1719,30 @@ fn a_slow_small_window_client_gets_every_byte() {
     use std::os::fd::AsRawFd;
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let small: Vec<u8> = (0..3000u32).map(|i| (i * 13 % 241) as u8).collect();
+    // Cached (at most 256 KiB) and larger than the window: the second
+    // answer goes out from memory in one writev the socket takes in part.
+    let mid: Vec<u8> = (0..200_000u32).map(|i| (i * 11 % 239) as u8).collect();
     let site = Site::new()
         .app("static_app.py")
         .file("files/big.bin", &data)
         .file("files/small.bin", &small)
+        .file("files/mid.bin", &mid)
         .config(&cfg(&mount("/static/", "files", "")));
     let srv = site.start();
-    for (path, want) in [("/static/big.bin", &data), ("/static/small.bin", &small)] {
+    // Cached before the slow client asks: its first answer then comes from
+    // memory too.
+    for path in ["/static/small.bin", "/static/mid.bin"] {
+        let out = curl(&["-sf", "-o", "/dev/null", &srv.url(path)]);
+        assert!(out.success(), "{out}");
+    }
+    // Thirty answers of the cached 200 KB file outgrow the socket's
+    // buffers (4 MiB at most here): later ones go out in part, and continue
+    // where they stopped.
+    for (path, want, asks) in [
+        ("/static/big.bin", &data, 2),
+        ("/static/small.bin", &small, 2),
+        ("/static/mid.bin", &mid, 30),
+    ] {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", srv.port)).unwrap();
         let rcvbuf: libc::c_int = 64 << 10;
         // SAFETY: a valid socket and a c_int option value of the right size.
@@ -1739,9 +1756,10 @@ fn a_slow_small_window_client_gets_every_byte() {
             )
         };
         assert_eq!(rc, 0);
-        // Two requests on one connection, both answered in full and framed
-        // exactly (nothing of one response leaks into the other).
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\nGET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        // Requests on one connection, each answered in full and framed
+        // exactly (nothing of one response leaks into the next).
+        let mut req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").repeat(asks - 1);
+        req += &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         s.write_all(req.as_bytes()).unwrap();
         thread::sleep(Duration::from_millis(300));
         s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -1755,7 +1773,7 @@ fn a_slow_small_window_client_gets_every_byte() {
             }
         }
         let mut rest = &got[..];
-        for round in 0..2 {
+        for round in 0..asks {
             let end = rest
                 .windows(4)
                 .position(|w| w == b"\r\n\r\n")

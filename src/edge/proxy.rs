@@ -11,6 +11,7 @@ use crate::edge::access_log;
 use crate::edge::app::forward;
 use crate::edge::request::{Ctx, Edge};
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
@@ -22,6 +23,12 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Ctx {
         Ctx::new(&self.state)
     }
+
+    /// None. pingora's default is its compression module, switched off:
+    /// the edge compresses by itself (`compression.rs`), and that module
+    /// cost an allocation per request. With none, a response written past
+    /// pingora's filters (`reply::prepared`) misses nothing.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn early_request_filter(&self, session: &mut Session, _ctx: &mut Ctx) -> Result<()> {
         session.as_downstream_mut().set_pipelining_enabled(true);

@@ -51,6 +51,41 @@ pub async fn header(
     session.write_response_header(Box::new(resp), end).await
 }
 
+/// A whole 200 whose fields are HTTP/1 lines made beforehand (a cached
+/// static file's), under the same rules as `header`: the request's id
+/// echoed, HSTS on TLS, Connection: close while draining. Written without
+/// a header map (pingora adds Date and Connection); HEAD gets no body.
+/// `false` when nothing was written: over HTTP/2, where `header` serves.
+pub async fn prepared(
+    state: &EdgeState,
+    session: &mut Session,
+    fields: &[u8],
+    body: &[u8],
+) -> Result<bool> {
+    if session.is_http2() {
+        return Ok(false);
+    }
+    if state.is_draining() {
+        session.set_keepalive(None);
+    }
+    let id = session.req_header().extensions.get::<EchoId>().cloned();
+    let hsts = match &state.tls {
+        Some(facts) if !facts.hsts.is_empty() && is_tls(session) => facts.hsts.as_bytes(),
+        _ => b"",
+    };
+    let mut lines: [&[u8]; 7] = [fields, b"", b"", b"", b"", b"", b""];
+    if let Some(EchoId(id)) = &id {
+        lines[1..4].copy_from_slice(&[b"X-Request-ID: ", id.as_bytes(), b"\r\n"]);
+    }
+    if !hsts.is_empty() {
+        lines[4..7].copy_from_slice(&[b"Strict-Transport-Security: ", hsts, b"\r\n"]);
+    }
+    let downstream = session.as_downstream_mut();
+    downstream
+        .write_prepared_response(http::StatusCode::OK, &lines, body)
+        .await
+}
+
 /// Whether a connection may carry another request after a small answer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum After {

@@ -39,6 +39,11 @@ const READ_CHUNK: usize = 16 << 10;
 /// Writes up to this size are gathered until a flush; larger ones go out
 /// directly.
 const WRITE_BUFFER: usize = 16 << 10;
+/// A vectored write whose last part is this large, with nothing buffered
+/// before it, goes out at once without copying that part: copying it costs
+/// more than a later write would save; smaller answers are kept to go out
+/// with what follows (pipelined answers).
+const WRITE_DIRECT: usize = 2 << 10;
 
 enum Mode {
     /// Normal operation.
@@ -284,6 +289,41 @@ impl Guarded {
         Poll::Ready(Ok(()))
     }
 
+    /// A whole answer in one call (`reply::prepared`): its small head parts
+    /// gathered here, then head and body in one writev, without copying the
+    /// body (each iovec costs the kernel more than copying a small part).
+    /// The head counts as written once buffered, so a short or pending
+    /// write leaves the rest to the buffered path.
+    fn poll_write_head_and_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        head: &[std::io::IoSlice<'_>],
+        body: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        for part in head {
+            self.wbuf.extend_from_slice(part);
+        }
+        let buffered = self.wbuf.len();
+        let both = [
+            std::io::IoSlice::new(&self.wbuf),
+            std::io::IoSlice::new(body),
+        ];
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, &both) {
+            Poll::Ready(Ok(n)) if n >= buffered => {
+                self.wbuf.clear();
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Ok(n)) => {
+                self.wsent = n;
+                Poll::Ready(Ok(buffered))
+            }
+            // Nothing taken (no head parts): the caller waits for room.
+            Poll::Pending if buffered == 0 => Poll::Pending,
+            Poll::Pending => Poll::Ready(Ok(buffered)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
     fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         loop {
             match &mut self.mode {
@@ -487,11 +527,28 @@ impl AsyncWrite for Guarded {
     ) -> Poll<std::io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         let this = self.get_mut();
+        if let Some((last, head)) = bufs.split_last() {
+            if this.wbuf.is_empty() && last.len() >= WRITE_DIRECT && this.inner.is_write_vectored()
+            {
+                return this.poll_write_head_and_body(cx, head, last);
+            }
+        }
         if this.wbuf.len() + total <= WRITE_BUFFER {
             for b in bufs {
                 this.wbuf.extend_from_slice(b);
             }
             return Poll::Ready(Ok(total));
+        }
+        // Small parts before a large one are gathered first: a stream that
+        // writes one slice at a time (TLS) would send each as its own record.
+        if let Some((last, head)) = bufs.split_last() {
+            let head_len = total - last.len();
+            if head_len > 0 && this.wbuf.len() + head_len <= WRITE_BUFFER {
+                for b in head {
+                    this.wbuf.extend_from_slice(b);
+                }
+                return Poll::Ready(Ok(head_len));
+            }
         }
         ready!(this.poll_send_buffered(cx))?;
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)

@@ -43,9 +43,19 @@ pub struct Entry {
     pub facts: Facts,
     pub body: Bytes,
     /// The head of a whole-file 200, built on first use for the mount
-    /// (by its id) that first served it: the usual answer then costs a
-    /// clone of a built header map, not seven header insertions.
-    pub head: std::sync::OnceLock<(u64, pingora_http::ResponseHeader)>,
+    /// (by its id) that first served it.
+    pub head: std::sync::OnceLock<(u64, Head)>,
+}
+
+/// A whole-file 200's head, made once: the usual answer then costs no
+/// header insertions, and over HTTP/1 not even a header map.
+#[derive(Clone)]
+pub struct Head {
+    /// Its fields as HTTP/1 lines, written as they are
+    /// (`reply::prepared`).
+    pub wire: Bytes,
+    /// As a header (HTTP/2), cloned for each answer.
+    pub header: pingora_http::ResponseHeader,
 }
 
 impl Entry {

@@ -228,6 +228,18 @@ async fn send_file(
             partial,
         } => (start, len, partial),
     };
+    if let Some(entry) = v
+        .cached
+        .as_ref()
+        .filter(|e| !partial && e.body.len() as u64 == size)
+    {
+        // The common answer of a static site, written from its prepared
+        // head over HTTP/1 (HTTP/2 goes on below).
+        let head = whole_head(sm, &v, entry)?;
+        if reply::prepared(st, session, &head.wire, &entry.body).await? {
+            return Ok(Served::Done(200));
+        }
+    }
     let resp = head_for(sm, &v, (start, len, partial))?;
     let status = resp.status.as_u16();
     if head || len == 0 {
@@ -432,20 +444,41 @@ fn head_for(
     v: &Version,
     (start, len, partial): (u64, u64, bool),
 ) -> Result<ResponseHeader> {
-    let Some(entry) = v.cached.as_ref().filter(|_| !partial) else {
-        return file_head(&sm.mount, v, start, len, partial);
-    };
+    match v.cached.as_ref().filter(|_| !partial) {
+        Some(entry) => Ok(whole_head(sm, v, entry)?.header.clone()),
+        None => file_head(&sm.mount, v, start, len, partial),
+    }
+}
+
+/// A cached file's whole-file head, built on first use for the mount that
+/// first served it (another mount sharing the file, with other settings,
+/// gets one built for each answer).
+fn whole_head<'e>(
+    sm: &StaticMount,
+    v: &Version,
+    entry: &'e cache::Entry,
+) -> Result<std::borrow::Cow<'e, cache::Head>> {
     let (mount, head) = match entry.head.get() {
         Some(built) => built,
         None => {
-            let head = with_room(file_head(&sm.mount, v, start, len, partial)?)?;
+            let head = build_head(sm, v)?;
             entry.head.get_or_init(|| (sm.id, head))
         }
     };
     if *mount != sm.id {
-        return file_head(&sm.mount, v, start, len, partial);
+        return Ok(std::borrow::Cow::Owned(build_head(sm, v)?));
     }
-    Ok(head.clone())
+    Ok(std::borrow::Cow::Borrowed(head))
+}
+
+fn build_head(sm: &StaticMount, v: &Version) -> Result<cache::Head> {
+    let header = file_head(&sm.mount, v, 0, v.size, false)?;
+    let mut wire = bytes::BytesMut::with_capacity(256);
+    header.header_to_h1_wire(&mut wire);
+    Ok(cache::Head {
+        wire: wire.freeze(),
+        header: with_room(header)?,
+    })
 }
 
 /// Reserves, in a head that is cloned for every answer, the places of the

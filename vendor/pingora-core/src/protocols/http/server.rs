@@ -249,6 +249,24 @@ impl Session {
         }
     }
 
+    /// corral patch: a whole response whose head the caller serialized (see
+    /// the HTTP/1 session's `write_prepared_response`). Only an HTTP/1
+    /// session writes it; others return `false` having written nothing.
+    pub async fn write_prepared_response(
+        &mut self,
+        status: http::StatusCode,
+        fields: &[&[u8]],
+        body: &[u8],
+    ) -> Result<bool> {
+        match self {
+            Self::H1(s) => s
+                .write_prepared_response(status, fields, body)
+                .await
+                .map(|_| true),
+            _ => Ok(false),
+        }
+    }
+
     /// Write the response trailers to client
     pub async fn write_response_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
         match self {

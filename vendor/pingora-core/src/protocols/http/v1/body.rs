@@ -1313,6 +1313,14 @@ impl BodyWriter {
         self.body_mode = BM::ContentLength(cl, 0);
     }
 
+    /// corral patch: the whole Content-Length body was written by the session
+    /// itself (`write_prepared_response`), in the same write as its head.
+    pub fn sent_whole_body(&mut self) {
+        if let BM::ContentLength(total, _) = self.body_mode {
+            self.body_mode = BM::ContentLength(total, total);
+        }
+    }
+
     pub fn convert_to_close_delimited(&mut self) {
         if matches!(self.body_mode, BodyMode::UntilClose(_)) {
             // nothing to do, already in close-delimited mode
