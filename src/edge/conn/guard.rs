@@ -300,6 +300,9 @@ impl Guarded {
         head: &[std::io::IoSlice<'_>],
         body: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        // One allocation: the buffer is given back whenever the connection
+        // idles, and growing it part by part cost four reallocations.
+        self.wbuf.reserve(head.iter().map(|p| p.len()).sum());
         for part in head {
             self.wbuf.extend_from_slice(part);
         }
@@ -534,6 +537,7 @@ impl AsyncWrite for Guarded {
             }
         }
         if this.wbuf.len() + total <= WRITE_BUFFER {
+            this.wbuf.reserve(total);
             for b in bufs {
                 this.wbuf.extend_from_slice(b);
             }
@@ -544,6 +548,7 @@ impl AsyncWrite for Guarded {
         if let Some((last, head)) = bufs.split_last() {
             let head_len = total - last.len();
             if head_len > 0 && this.wbuf.len() + head_len <= WRITE_BUFFER {
+                this.wbuf.reserve(head_len);
                 for b in head {
                     this.wbuf.extend_from_slice(b);
                 }

@@ -30,7 +30,7 @@ const MAX_ORIGINAL: u64 = 4 << 20;
 pub fn eligible(cfg: &Compression, original: &Path, meta: &FileMeta) -> bool {
     cfg.enabled
         && (cfg.min_size.0..=MAX_ORIGINAL).contains(&meta.len())
-        && compression::listed_type(cfg, super::mime_of(original).essence_str().as_bytes())
+        && compression::listed_type(cfg, super::type_named(original).as_bytes())
 }
 
 /// The compressed version for this request, if its client takes one: from

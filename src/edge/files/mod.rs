@@ -785,6 +785,36 @@ fn mime_of(path: &Path) -> mime_guess::Mime {
     mime_guess::from_path(path).first_or_octet_stream()
 }
 
+/// The same type's essence ("text/css"), remembered per thread by the
+/// name's extension: compression asks it for every request, and the
+/// lookup (a case-folded search of ~1,500 extensions) cost as much as
+/// everything else in deciding what to send.
+fn type_named(path: &Path) -> &'static str {
+    const OCTETS: &str = "application/octet-stream";
+    /// Extensions remembered per thread; past it, looked up each time.
+    const KEPT: usize = 64;
+    thread_local! {
+        static SEEN: std::cell::RefCell<Vec<(std::ffi::OsString, &'static str)>> =
+            const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let Some(ext) = path.extension() else {
+        return OCTETS;
+    };
+    SEEN.with_borrow_mut(|seen| {
+        if let Some((_, t)) = seen.iter().find(|(e, _)| e == ext) {
+            return *t;
+        }
+        let named = ext
+            .to_str()
+            .and_then(|e| mime_guess::from_ext(e).first_raw());
+        let t = named.unwrap_or(OCTETS);
+        if seen.len() < KEPT {
+            seen.push((ext.to_owned(), t));
+        }
+        t
+    })
+}
+
 fn content_type(path: &Path) -> String {
     let mime = mime_of(path);
     let text = mime.type_() == mime_guess::mime::TEXT
@@ -861,5 +891,20 @@ mod tests {
         );
         assert_eq!(content_type(Path::new("a.png")), "image/png");
         assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+
+    /// The remembered essence is the looked-up one, the second time too,
+    /// for known, unknown, upper-case and missing extensions.
+    #[test]
+    fn a_remembered_type_is_the_looked_up_one() {
+        for name in [
+            "a.css", "b.CSS", "c.svg", "d.json", "e.weird", "noext", "f.tar.gz",
+        ] {
+            let path = Path::new(name);
+            let want = mime_of(path);
+            for _ in 0..2 {
+                assert_eq!(type_named(path), want.essence_str(), "{name}");
+            }
+        }
     }
 }
