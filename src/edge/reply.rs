@@ -27,35 +27,58 @@ pub fn is_tls(session: &Session) -> bool {
         .is_some()
 }
 
+/// What every response head carries besides its own fields, decided in
+/// one place for `header` and `prepared`.
+struct Every<'a> {
+    /// Draining: the connection closes after this answer (HTTP/1;
+    /// keep-alive clients reconnect, to the edge that replaces this one).
+    closes: bool,
+    /// The request's id, echoed.
+    id: Option<http::HeaderValue>,
+    /// HSTS, on TLS connections when configured.
+    hsts: Option<&'a str>,
+}
+
+fn every_head<'a>(state: &'a EdgeState, session: &mut Session) -> Every<'a> {
+    let closes = state.is_draining() && !session.is_http2();
+    if closes {
+        session.set_keepalive(None);
+    }
+    let id = session.req_header().extensions.get::<EchoId>();
+    let hsts = state.tls.as_ref().map(|facts| facts.hsts.as_str());
+    Every {
+        closes,
+        id: id.map(|id| id.0.clone()),
+        hsts: hsts.filter(|h| !h.is_empty() && is_tls(session)),
+    }
+}
+
 pub async fn header(
     state: &EdgeState,
     session: &mut Session,
     mut resp: ResponseHeader,
     end: bool,
 ) -> Result<()> {
-    if state.is_draining() && !session.is_http2() {
-        // Keep-alive clients reconnect, to the edge that replaces this one.
-        session.set_keepalive(None);
+    let every = every_head(state, session);
+    if every.closes {
         resp.insert_header("Connection", "close")?;
     }
-    match session.req_header().extensions.get::<EchoId>() {
-        Some(id) => resp.insert_header(ECHO_FIELD, id.0.clone())?,
+    match every.id {
+        Some(id) => resp.insert_header(ECHO_FIELD, id)?,
         // A cached static head holds its place (`files::with_room`).
         None => drop(resp.remove_header(&ECHO_NAME)),
     }
-    if let Some(facts) = &state.tls {
-        if !facts.hsts.is_empty() && is_tls(session) {
-            resp.insert_header("Strict-Transport-Security", &facts.hsts)?;
-        }
+    if let Some(hsts) = every.hsts {
+        resp.insert_header("Strict-Transport-Security", hsts)?;
     }
     session.write_response_header(Box::new(resp), end).await
 }
 
 /// A whole 200 whose fields are HTTP/1 lines made beforehand (a cached
-/// static file's), under the same rules as `header`: the request's id
-/// echoed, HSTS on TLS, Connection: close while draining. Written without
-/// a header map (pingora adds Date and Connection); HEAD gets no body.
-/// `false` when nothing was written: over HTTP/2, where `header` serves.
+/// static file's), with what `every_head` adds. Written without a
+/// header map (pingora adds Date, and Connection from the keep-alive
+/// state); HEAD gets no body. `false` when nothing was written: over
+/// HTTP/2, where `header` serves.
 pub async fn prepared(
     state: &EdgeState,
     session: &mut Session,
@@ -65,19 +88,13 @@ pub async fn prepared(
     if session.is_http2() {
         return Ok(false);
     }
-    if state.is_draining() {
-        session.set_keepalive(None);
-    }
-    let id = session.req_header().extensions.get::<EchoId>().cloned();
-    let hsts = match &state.tls {
-        Some(facts) if !facts.hsts.is_empty() && is_tls(session) => facts.hsts.as_bytes(),
-        _ => b"",
-    };
+    let every = every_head(state, session);
     let mut lines: [&[u8]; 7] = [fields, b"", b"", b"", b"", b"", b""];
-    if let Some(EchoId(id)) = &id {
+    if let Some(id) = &every.id {
         lines[1..4].copy_from_slice(&[b"X-Request-ID: ", id.as_bytes(), b"\r\n"]);
     }
-    if !hsts.is_empty() {
+    if let Some(hsts) = every.hsts {
+        let hsts = hsts.as_bytes();
         lines[4..7].copy_from_slice(&[b"Strict-Transport-Security: ", hsts, b"\r\n"]);
     }
     let downstream = session.as_downstream_mut();

@@ -289,6 +289,17 @@ impl Guarded {
         Poll::Ready(Ok(()))
     }
 
+    /// Buffers `parts` in one allocation (the buffer is given back whenever
+    /// the connection idles, and growing it part by part cost four
+    /// reallocations): what was buffered before them and them.
+    fn gather(&mut self, parts: &[std::io::IoSlice<'_>]) -> usize {
+        self.wbuf.reserve(parts.iter().map(|p| p.len()).sum());
+        for part in parts {
+            self.wbuf.extend_from_slice(part);
+        }
+        self.wbuf.len()
+    }
+
     /// A whole answer in one call (`reply::prepared`): its small head parts
     /// gathered here, then head and body in one writev, without copying the
     /// body (each iovec costs the kernel more than copying a small part).
@@ -300,13 +311,7 @@ impl Guarded {
         head: &[std::io::IoSlice<'_>],
         body: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        // One allocation: the buffer is given back whenever the connection
-        // idles, and growing it part by part cost four reallocations.
-        self.wbuf.reserve(head.iter().map(|p| p.len()).sum());
-        for part in head {
-            self.wbuf.extend_from_slice(part);
-        }
-        let buffered = self.wbuf.len();
+        let buffered = self.gather(head);
         let both = [
             std::io::IoSlice::new(&self.wbuf),
             std::io::IoSlice::new(body),
@@ -537,10 +542,7 @@ impl AsyncWrite for Guarded {
             }
         }
         if this.wbuf.len() + total <= WRITE_BUFFER {
-            this.wbuf.reserve(total);
-            for b in bufs {
-                this.wbuf.extend_from_slice(b);
-            }
+            this.gather(bufs);
             return Poll::Ready(Ok(total));
         }
         // Small parts before a large one are gathered first: a stream that
@@ -548,10 +550,7 @@ impl AsyncWrite for Guarded {
         if let Some((last, head)) = bufs.split_last() {
             let head_len = total - last.len();
             if head_len > 0 && this.wbuf.len() + head_len <= WRITE_BUFFER {
-                this.wbuf.reserve(head_len);
-                for b in head {
-                    this.wbuf.extend_from_slice(b);
-                }
+                this.gather(head);
                 return Poll::Ready(Ok(head_len));
             }
         }

@@ -228,19 +228,22 @@ async fn send_file(
             partial,
         } => (start, len, partial),
     };
-    if let Some(entry) = v
+    let whole = v
         .cached
         .as_ref()
-        .filter(|e| !partial && e.body.len() as u64 == size)
-    {
-        // The common answer of a static site, written from its prepared
-        // head over HTTP/1 (HTTP/2 goes on below).
-        let head = whole_head(sm, &v, entry)?;
-        if reply::prepared(st, session, &head.wire, &entry.body).await? {
-            return Ok(Served::Done(200));
+        .filter(|e| !partial && e.body.len() as u64 == size);
+    let resp = match whole {
+        Some(entry) => {
+            // The common answer of a static site: over HTTP/1 written from
+            // its prepared head; over HTTP/2 from a clone of its header.
+            let head = whole_head(sm, &v, entry)?;
+            if reply::prepared(st, session, &head.wire, &entry.body).await? {
+                return Ok(Served::Done(200));
+            }
+            head.header.clone()
         }
-    }
-    let resp = head_for(sm, &v, (start, len, partial))?;
+        None => head_for(sm, &v, (start, len, partial))?,
+    };
     let status = resp.status.as_u16();
     if head || len == 0 {
         reply::header(st, session, resp, true).await?;
