@@ -101,6 +101,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
         metrics.clone(),
     );
     let edge = request_path(site, &state, &pool, status_fd, &metrics, acme.clone());
+    let static_mounts = edge.static_mounts.clone();
     let mut proxy = pingora_proxy::http_proxy(&server.configuration, edge);
     let mut options = pingora_core::apps::HttpServerOptions::default();
     options.h2c = site.config.server.h2c;
@@ -111,7 +112,7 @@ pub fn run(site: &Site, inherited: Inherited) -> i32 {
     options.return_idle_connections = true;
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options(&site.config.limits));
-    let shared = accept_shared(site, &state, proxy, handshaker, &metrics);
+    let shared = accept_shared(site, &state, proxy, handshaker, &metrics, static_mounts);
     let inspector = Arc::new(status::Inspector {
         pool: pool.clone(),
         metrics: metrics.clone(),
@@ -305,6 +306,7 @@ fn accept_shared(
     proxy: pingora_proxy::HttpProxy<request::Edge>,
     tls: Option<conn::tls::Handshaker>,
     metrics: &Arc<metrics::Metrics>,
+    static_mounts: Arc<[files::StaticMount]>,
 ) -> conn::accept::Shared {
     let limits = &site.config.limits;
     conn::accept::Shared {
@@ -324,6 +326,7 @@ fn accept_shared(
         },
         h2c: site.config.server.h2c,
         metrics: metrics.clone(),
+        static_mounts,
     }
 }
 

@@ -28,29 +28,36 @@ pub fn is_tls(session: &Session) -> bool {
 }
 
 /// What every response head carries besides its own fields, decided in
-/// one place for `header` and `prepared`.
-struct Every<'a> {
+/// one place for `header`, `prepared` and the shortcut (`conn::shortcut`).
+pub(crate) struct Every<'a> {
     /// Draining: the connection closes after this answer (HTTP/1;
     /// keep-alive clients reconnect, to the edge that replaces this one).
-    closes: bool,
-    /// The request's id, echoed.
-    id: Option<http::HeaderValue>,
+    pub(crate) closes: bool,
     /// HSTS, on TLS connections when configured.
-    hsts: Option<&'a str>,
+    pub(crate) hsts: Option<&'a str>,
 }
 
-fn every_head<'a>(state: &'a EdgeState, session: &mut Session) -> Every<'a> {
-    let closes = state.is_draining() && !session.is_http2();
-    if closes {
+/// The rule, for a connection over HTTP/2 or not, TLS or not.
+pub(crate) fn every<'a>(state: &'a EdgeState, http2: bool, tls: bool) -> Every<'a> {
+    let hsts = state.tls.as_ref().map(|facts| facts.hsts.as_str());
+    Every {
+        closes: state.is_draining() && !http2,
+        hsts: hsts.filter(|h| !h.is_empty() && tls),
+    }
+}
+
+/// `every` for a session, which is told to close when the answer does;
+/// with the request's id, echoed.
+fn every_head<'a>(
+    state: &'a EdgeState,
+    session: &mut Session,
+) -> (Every<'a>, Option<http::HeaderValue>) {
+    let every = every(state, session.is_http2(), is_tls(session));
+    if every.closes {
         session.set_keepalive(None);
     }
     let id = session.req_header().extensions.get::<EchoId>();
-    let hsts = state.tls.as_ref().map(|facts| facts.hsts.as_str());
-    Every {
-        closes,
-        id: id.map(|id| id.0.clone()),
-        hsts: hsts.filter(|h| !h.is_empty() && is_tls(session)),
-    }
+    (every, id.map(|id| id.0.clone()))
 }
 
 pub async fn header(
@@ -59,11 +66,11 @@ pub async fn header(
     mut resp: ResponseHeader,
     end: bool,
 ) -> Result<()> {
-    let every = every_head(state, session);
+    let (every, id) = every_head(state, session);
     if every.closes {
         resp.insert_header("Connection", "close")?;
     }
-    match every.id {
+    match id {
         Some(id) => resp.insert_header(ECHO_FIELD, id)?,
         // A cached static head holds its place (`files::with_room`).
         None => drop(resp.remove_header(&ECHO_NAME)),
@@ -88,19 +95,30 @@ pub async fn prepared(
     if session.is_http2() {
         return Ok(false);
     }
-    let every = every_head(state, session);
-    let mut lines: [&[u8]; 7] = [fields, b"", b"", b"", b"", b"", b""];
-    if let Some(id) = &every.id {
-        lines[1..4].copy_from_slice(&[b"X-Request-ID: ", id.as_bytes(), b"\r\n"]);
-    }
-    if let Some(hsts) = every.hsts {
-        let hsts = hsts.as_bytes();
-        lines[4..7].copy_from_slice(&[b"Strict-Transport-Security: ", hsts, b"\r\n"]);
-    }
+    let (every, id) = every_head(state, session);
+    let id = id.as_ref().map(|id| id.as_bytes());
+    let lines = prepared_lines(fields, id, every.hsts);
     let downstream = session.as_downstream_mut();
     downstream
         .write_prepared_response(http::StatusCode::OK, &lines, body)
         .await
+}
+
+/// A prepared head's fields and what every answer adds to them: the
+/// request's id and HSTS (empty parts where there are none).
+pub(crate) fn prepared_lines<'a>(
+    fields: &'a [u8],
+    id: Option<&'a [u8]>,
+    hsts: Option<&'a str>,
+) -> [&'a [u8]; 7] {
+    let mut lines: [&[u8]; 7] = [fields, b"", b"", b"", b"", b"", b""];
+    if let Some(id) = id {
+        lines[1..4].copy_from_slice(&[b"X-Request-ID: ", id, b"\r\n"]);
+    }
+    if let Some(hsts) = hsts {
+        lines[4..7].copy_from_slice(&[b"Strict-Transport-Security: ", hsts.as_bytes(), b"\r\n"]);
+    }
+    lines
 }
 
 /// Whether a connection may carry another request after a small answer.

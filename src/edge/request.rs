@@ -21,7 +21,8 @@ pub struct Edge {
     /// its worker went away before answering.
     pub retry_idempotent: bool,
     pub status_fd: std::os::fd::RawFd,
-    pub static_mounts: Vec<files::StaticMount>,
+    /// Shared with the shortcut (`conn::shortcut`).
+    pub static_mounts: Arc<[files::StaticMount]>,
     pub compression: crate::config::schema::Compression,
     /// Memory (and temp files) for response bodies waiting for slow clients.
     pub buffers: crate::edge::app::response_buffer::Budget,

@@ -154,7 +154,17 @@ impl Edge {
             }
             Route::Redirect(r) => self.redirect(session, ctx, r).await,
             Route::Files(mount) => {
-                let served = files::serve(&self.state, session, mount, &self.compression, decoded);
+                // Given again only if nothing but the file decided it.
+                let replayable = applied.rate.is_none()
+                    && !self.may_be_acme_challenge(session.req_header().raw_path());
+                let served = files::serve(
+                    &self.state,
+                    session,
+                    mount,
+                    &self.compression,
+                    decoded,
+                    replayable,
+                );
                 match Box::pin(served).await? {
                     Served::Done(status) => {
                         ctx.status = status;

@@ -12,6 +12,12 @@ use pingora_proxy::Session;
 const PREFIX: &[u8] = b"/.well-known/acme-challenge/";
 
 impl Edge {
+    /// The target may be a CA's check some day (when an order starts):
+    /// an answer to it now must not be given again (`files::replay`).
+    pub(crate) fn may_be_acme_challenge(&self, target: &[u8]) -> bool {
+        self.acme.is_some() && target.starts_with(PREFIX)
+    }
+
     /// The request is the CA's HTTP-01 check: the prefix, for an ACME
     /// host, with `challenge = "http-01"`.
     pub(crate) fn is_acme_challenge(&self, req: &pingora_http::RequestHeader) -> bool {

@@ -15,6 +15,7 @@
 
 use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
+use crate::edge::conn::shortcut::Taken;
 use crate::edge::conn::threads::EdgeThreads;
 use crate::edge::conn::tls::Handshaker;
 use crate::edge::metrics;
@@ -26,7 +27,7 @@ use pingora_core::apps::ServerApp;
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::SocketDigest;
-use pingora_core::protocols::{GetSocketDigest, Stream, ALPN};
+use pingora_core::protocols::{GetSocketDigest, Peek, Ssl, Stream, UniqueID, ALPN};
 use pingora_core::server::{ListenFds, ShutdownWatch};
 use pingora_core::services::listening::Service as ListeningService;
 use pingora_core::services::Service;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub head_limits: HeadLimits,
     pub h2c: bool,
     pub metrics: Arc<crate::edge::metrics::Metrics>,
+    /// For the shortcut (`conn::shortcut`): the request path's mounts.
+    pub static_mounts: Arc<[crate::edge::files::StaticMount]>,
 }
 
 pub struct AcceptService {
@@ -229,7 +232,7 @@ async fn serve(
     // way an HTTP/1 connection's task is under 1 KiB.
     let set_up = Box::pin(open(tcp, peer, permit, tls, proxy_protocol, &shared)).await;
     let Some(Opened {
-        stream,
+        guarded,
         is_h2,
         counted: _counted,
     }) = set_up
@@ -239,20 +242,20 @@ async fn serve(
     if is_h2 {
         // One call serves the whole connection, idle times included.
         Box::pin(ListeningService::<HttpProxy<Edge>>::handle_event(
-            stream,
+            guarded,
             shared.app.clone(),
             shutdown,
         ))
         .await;
         return;
     }
-    serve_http1(stream, shared, shutdown).await;
+    serve_http1(guarded, shared, shutdown).await;
 }
 
 /// A connection past its set-up, ready for pingora.
 struct Opened {
     /// The guarded stream (`guard`), over TLS when the listener has it.
-    stream: Stream,
+    guarded: Box<Guarded>,
     is_h2: bool,
     /// The connection gauges (by protocol, and TLS), until it closes.
     counted: (metrics::Open, Option<metrics::Open>),
@@ -338,7 +341,7 @@ async fn open(
         guarded.refuse_now(503, "too many connections from this address");
     }
     Some(Opened {
-        stream: Box::new(guarded),
+        guarded: Box::new(guarded),
         is_h2,
         counted,
     })
@@ -352,8 +355,10 @@ async fn open(
 /// `keepalive_timeout`. A draining edge still serves a request that comes
 /// on an idle connection (pingora answers it with `Connection: close`):
 /// closing idle connections at the drain would reset a request already on
-/// its way.
-async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: ShutdownWatch) {
+/// its way. A request that repeats a cached static answer is answered by
+/// the shortcut (`conn::shortcut`); the others go to pingora.
+async fn serve_http1(mut guarded: Box<Guarded>, shared: Arc<Shared>, shutdown: ShutdownWatch) {
+    let tls = guarded.get_ssl_digest().is_some();
     let mut first = true;
     loop {
         // For the first request the guard's header deadline (from the
@@ -363,14 +368,19 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
         } else {
             shared.keepalive_timeout
         };
-        let next = tokio::time::timeout(idle_limit, await_request(&mut stream)).await;
+        let next = tokio::time::timeout(idle_limit, guarded.try_peek(&mut [])).await;
         if !matches!(next, Ok(Ok(true))) {
             return; // closed, failed, or idle too long
         }
         first = false;
-        let id = stream.id();
-        match shared.app.process_new(stream, &shutdown).await {
-            Some(reused) => stream = reused,
+        match crate::edge::conn::shortcut::answer(&mut guarded, &shared, tls).await {
+            Taken::Answered => continue,
+            Taken::Closed => return,
+            Taken::No => {}
+        }
+        let id = guarded.id();
+        let reused = match shared.app.process_new(guarded, &shutdown).await {
+            Some(reused) => reused,
             None => {
                 // An upgraded connection goes on as a WebSocket tunnel here
                 // (boxed: only tunnels should pay for the tunnel's state).
@@ -379,6 +389,11 @@ async fn serve_http1(mut stream: Stream, shared: Arc<Shared>, shutdown: Shutdown
                 }
                 return;
             }
+        };
+        // pingora gives back the stream it was given.
+        match reused.into_any().downcast::<Guarded>() {
+            Ok(again) => guarded = again,
+            Err(_) => return,
         }
     }
 }
@@ -393,12 +408,6 @@ fn handed_over_tunnel(
 ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
     let tunnel = shared.state.handovers.take(id)?;
     Some(Box::pin(tunnel.run()))
-}
-
-/// Waits until a request's first bytes are in (kept for pingora to read);
-/// false when the client closed. See the guard's `Peek` for the contract.
-async fn await_request(stream: &mut Stream) -> std::io::Result<bool> {
-    stream.try_peek(&mut []).await
 }
 
 /// Runs one step of a connection's set-up within its deadline; a failure

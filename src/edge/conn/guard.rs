@@ -684,6 +684,29 @@ impl Guarded {
         .await
     }
 
+    /// The bytes read and cleared by the framer that no one has taken yet
+    /// (heads and bodies of whole requests, in order); none once the
+    /// connection stops serving.
+    pub fn checked(&self) -> &[u8] {
+        match self.mode {
+            Mode::Serving => &self.held[..self.checked],
+            _ => &[],
+        }
+    }
+
+    /// The client's address, as the access log writes it.
+    pub fn client(&self) -> &str {
+        &self.client
+    }
+
+    /// The first `n` checked bytes were answered outside pingora
+    /// (`conn::shortcut`): as if pingora had read them.
+    pub fn take_checked(&mut self, n: usize) {
+        let n = n.min(self.checked);
+        self.held.drain(..n);
+        self.checked -= n;
+    }
+
     /// Bytes read by a peek go back in front: already checked by the
     /// framer, they are handed out again as they are.
     fn put_back(&mut self, bytes: &[u8]) {

@@ -6,5 +6,6 @@ pub(crate) mod accept;
 pub(crate) mod guard;
 pub(crate) mod limits;
 pub(crate) mod proxy_protocol;
+pub(crate) mod shortcut;
 pub(crate) mod threads;
 pub(crate) mod tls;

@@ -12,6 +12,7 @@ pub(crate) mod cache;
 mod compressed;
 pub(crate) mod mount_dir;
 pub(crate) mod read;
+pub(crate) mod replay;
 
 use crate::config::schema::Compression;
 use crate::config::Mount;
@@ -69,13 +70,16 @@ pub fn find<'a>(mounts: &'a [StaticMount], decoded: &[u8]) -> Option<&'a StaticM
     })
 }
 
-/// `decoded` is the request path, percent-decoded once.
+/// `decoded` is the request path, percent-decoded once. `replayable`: the
+/// route left nothing but the file to decide (no rate limit), so a cached
+/// answer may be given again to the same request (`replay`).
 pub async fn serve(
     st: &EdgeState,
     session: &mut Session,
     sm: &StaticMount,
     compression: &Compression,
     decoded: &[u8],
+    replayable: bool,
 ) -> Result<Served> {
     let mount = &sm.mount;
     let method = session.req_header().method.clone();
@@ -91,7 +95,7 @@ pub async fn serve(
         Err(Refused::Hidden) => return error(st, session, 404).await,
         Err(Refused::Invalid) => return error(st, session, 400).await,
     };
-    let meta = match metadata_within(sm, &rel_path).await {
+    let meta = match look_within(sm, &rel_path) {
         Lookup::Found(m) => m,
         Lookup::Outside => return error(st, session, 403).await,
         Lookup::Missing if fallback => return Ok(Served::Fallback),
@@ -101,6 +105,9 @@ pub async fn serve(
         let allow = [("Allow", "GET, HEAD")];
         return answer(st, session, 405, "Method Not Allowed\n", &allow).await;
     }
+    // Looks at the path and its siblings must have decided the file, not
+    // a folder's index files.
+    let replayable = replayable && !meta.is_dir();
     let meta = if meta.is_dir() {
         if !dir_request {
             return redirect(st, session, &with_slash(session)).await;
@@ -108,7 +115,7 @@ pub async fn serve(
         let mut found = None;
         for name in &mount.settings.index {
             let candidate = rel_path.join(name);
-            if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
+            if let Lookup::Found(m) = look_within(sm, &candidate) {
                 if m.is_file() {
                     found = Some((candidate, m));
                     break;
@@ -142,8 +149,20 @@ pub async fn serve(
     if !meta.is_file() {
         return error(st, session, 404).await;
     }
-    let head = method == http::Method::HEAD;
-    send_file(st, session, sm, compression, &rel_path, meta, head).await
+    let asked = Ask {
+        head: method == http::Method::HEAD,
+        replayable,
+    };
+    send_file(st, session, sm, compression, &rel_path, meta, asked).await
+}
+
+/// How a found file was asked for.
+#[derive(Clone, Copy)]
+struct Ask {
+    /// HEAD: no body.
+    head: bool,
+    /// A whole cached answer may be remembered (`serve`).
+    replayable: bool,
 }
 
 /// The request's path with a slash added (and its query kept): where a
@@ -172,6 +191,8 @@ struct Version {
     size: u64,
     /// Other clients may get another encoding: `Vary: Accept-Encoding`.
     varies: bool,
+    /// The precompressed siblings looked at, and what was found.
+    siblings: Siblings,
 }
 
 impl Version {
@@ -201,7 +222,7 @@ async fn send_file(
     compression: &Compression,
     original: &Path,
     meta: FileMeta,
-    head: bool,
+    asked: Ask,
 ) -> Result<Served> {
     let v = version(st, session, sm, compression, original, meta).await?;
     let size = v.size;
@@ -238,6 +259,11 @@ async fn send_file(
             // its prepared head; over HTTP/2 from a clone of its header.
             let head = whole_head(sm, &v, entry)?;
             if reply::prepared(st, session, &head.wire, &entry.body).await? {
+                if asked.replayable && matches!(head, std::borrow::Cow::Borrowed(_)) {
+                    let looks = [(original.to_path_buf(), Lookup::Found(meta))];
+                    let looks = looks.into_iter().chain(v.siblings.iter().cloned());
+                    remember(session, sm, looks.collect(), entry);
+                }
                 return Ok(Served::Done(200));
             }
             head.header.clone()
@@ -245,7 +271,7 @@ async fn send_file(
         None => head_for(sm, &v, (start, len, partial))?,
     };
     let status = resp.status.as_u16();
-    if head || len == 0 {
+    if asked.head || len == 0 {
         reply::header(st, session, resp, true).await?;
         return Ok(Served::Done(status));
     }
@@ -253,6 +279,20 @@ async fn send_file(
         send_small(st, session, sm, v, resp, start, len).await
     } else {
         Box::pin(send_stream(st, session, sm, &v, resp, start, len)).await
+    }
+}
+
+/// Keeps a cached whole answer for the shortcut (`replay`).
+/// `looks`: every look that decided the answer, and what it found.
+fn remember(
+    session: &Session,
+    sm: &StaticMount,
+    looks: Box<[(PathBuf, Lookup)]>,
+    entry: &std::sync::Arc<cache::Entry>,
+) {
+    if let Some(h1) = session.as_downstream().as_http1() {
+        let raw = h1.get_headers_raw_bytes();
+        replay::remember(&raw, reply::is_tls(session), sm, looks, entry);
     }
 }
 
@@ -266,7 +306,9 @@ async fn version(
 ) -> Result<Version> {
     let compressible = compressed::eligible(compression, original, &meta);
     let varies = sm.mount.settings.precompressed || compressible;
-    let (rel, meta, encoding) = match pick_encoding(session, sm, original, &meta).await {
+    let mut siblings = Vec::new();
+    let picked = pick_encoding(session, sm, original, &meta, &mut siblings);
+    let (rel, meta, encoding) = match picked {
         Some((p, m, enc)) => (p, m, Some(enc)),
         None => (original.to_path_buf(), meta, None),
     };
@@ -287,6 +329,7 @@ async fn version(
             size: entry.body.len() as u64,
             cached: Some(entry),
             varies,
+            siblings,
         });
     }
     let cached = (meta.len() <= cache::MAX_FILE)
@@ -311,6 +354,7 @@ async fn version(
         cached,
         facts,
         varies,
+        siblings,
     })
 }
 
@@ -652,6 +696,10 @@ async fn open_failed(st: &EdgeState, session: &mut Session, e: NotOpened) -> Res
     answer(st, session, 503, why, &[("Retry-After", "1")]).await
 }
 
+/// Precompressed siblings looked at, with what each look found.
+type Siblings = Vec<(PathBuf, Lookup)>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     Found(FileMeta),
     Missing,
@@ -664,7 +712,7 @@ enum Lookup {
 /// Done inline, as nginx does its open/stat: on the page-cached inodes a
 /// site serves these are microseconds, while a trip to the blocking pool
 /// costs more than the call. Reads of file contents never happen inline.
-async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
+fn look_within(sm: &StaticMount, rel: &Path) -> Lookup {
     let root = &sm.mount.dir;
     if rel.has_root() {
         // Never from proto::target; an absolute path would ignore the folder.
@@ -716,11 +764,13 @@ async fn metadata_within(sm: &StaticMount, rel: &Path) -> Lookup {
 /// a sibling exists and is at least as new as the original: the highest q
 /// wins, and among equals the smallest file (which is what a precompressed
 /// sibling is for).
-async fn pick_encoding(
+/// Each sibling looked at goes into `looked`, with what was found.
+fn pick_encoding(
     session: &Session,
     sm: &StaticMount,
     rel: &Path,
     meta: &FileMeta,
+    looked: &mut Siblings,
 ) -> Option<(PathBuf, FileMeta, &'static str)> {
     if !sm.mount.settings.precompressed {
         return None;
@@ -742,7 +792,9 @@ async fn pick_encoding(
         let mut candidate = rel.as_os_str().to_owned();
         candidate.push(ext);
         let candidate = PathBuf::from(candidate);
-        if let Lookup::Found(m) = metadata_within(sm, &candidate).await {
+        let found = look_within(sm, &candidate);
+        looked.push((candidate.clone(), found));
+        if let Lookup::Found(m) = found {
             let fresh = m.is_file() && m.modified() >= original_mtime;
             if fresh && best.as_ref().is_none_or(|b| m.len() < b.1.len()) {
                 best = Some((candidate, m, enc, q));

@@ -726,31 +726,12 @@ impl HttpSession {
         } else {
             body
         };
-        let date = date::get_cached_date();
-        let connection: &[u8] = if self.will_keepalive() {
-            b"Connection: keep-alive\r\n\r\n"
-        } else {
-            b"Connection: close\r\n\r\n"
-        };
-        let reason = status.canonical_reason().unwrap_or("").as_bytes();
-        let line: [&[u8]; 5] = [b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", reason, CRLF];
-        let end: [&[u8]; 5] = [b"Date: ", date.as_bytes(), CRLF, connection, body];
-        // On the stack: a prepared answer costs no allocation for its parts.
-        const MAX_PARTS: usize = 32;
-        let count = line.len() + fields.len() + end.len();
-        if count > MAX_PARTS {
-            return Error::e_explain(InternalError, "too many prepared response fields");
-        }
-        let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
-        let parts = line.iter().chain(fields).chain(end.iter());
-        for (slot, part) in slices.iter_mut().zip(parts) {
-            *slot = std::io::IoSlice::new(part);
-        }
-        let slices = &mut slices[..count];
-        let total: usize = slices.iter().map(|p| p.len()).sum();
-        let written = match self.write_timeout(total) {
+        let keepalive = self.will_keepalive();
+        let written = match self.write_timeout(prepared_len(fields, body)) {
             Some(t) => {
-                match timeout(t, write_all_slices(&mut self.underlying_stream, slices)).await {
+                let write =
+                    write_prepared(&mut self.underlying_stream, status, fields, keepalive, body);
+                match timeout(t, write).await {
                     Ok(res) => res,
                     Err(_) => {
                         return Error::e_explain(
@@ -760,7 +741,9 @@ impl HttpSession {
                     }
                 }
             }
-            None => write_all_slices(&mut self.underlying_stream, slices).await,
+            None => {
+                write_prepared(&mut self.underlying_stream, status, fields, keepalive, body).await
+            }
         };
         written.or_err(WriteError, "writing prepared response")?;
         self.body_writer.init_content_length(body.len());
@@ -1959,9 +1942,50 @@ fn parse_req_buffer<'buf>(
     }
 }
 
+/// corral patch: how many bytes besides Date and Connection a prepared
+/// response takes (for the write timeout).
+fn prepared_len(fields: &[&[u8]], body: &[u8]) -> usize {
+    fields.iter().map(|f| f.len()).sum::<usize>() + body.len() + 64
+}
+
+/// corral patch: writes a prepared HTTP/1.1 response (see
+/// `HttpSession::write_prepared_response`): status line, `fields`, Date,
+/// Connection (keep-alive or close), then `body`, in as few vectored writes
+/// as the stream takes. Public so that a caller answering outside a session
+/// (corral's shortcut for repeated static answers) writes the very same bytes.
+pub async fn write_prepared<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    status: http::StatusCode,
+    fields: &[&[u8]],
+    keepalive: bool,
+    body: &[u8],
+) -> std::io::Result<()> {
+    let date = date::get_cached_date();
+    let connection: &[u8] = if keepalive {
+        b"Connection: keep-alive\r\n\r\n"
+    } else {
+        b"Connection: close\r\n\r\n"
+    };
+    let reason = status.canonical_reason().unwrap_or("").as_bytes();
+    let line: [&[u8]; 5] = [b"HTTP/1.1 ", status.as_str().as_bytes(), b" ", reason, CRLF];
+    let end: [&[u8]; 5] = [b"Date: ", date.as_bytes(), CRLF, connection, body];
+    // On the stack: a prepared answer costs no allocation for its parts.
+    const MAX_PARTS: usize = 32;
+    let count = line.len() + fields.len() + end.len();
+    if count > MAX_PARTS {
+        return Err(std::io::Error::other("too many prepared response fields"));
+    }
+    let mut slices = [std::io::IoSlice::new(&[]); MAX_PARTS];
+    let parts = line.iter().chain(fields).chain(end.iter());
+    for (slot, part) in slices.iter_mut().zip(parts) {
+        *slot = std::io::IoSlice::new(part);
+    }
+    write_all_slices(stream, &mut slices[..count]).await
+}
+
 /// corral patch: writes every slice, in as few vectored writes as the stream takes.
-async fn write_all_slices(
-    stream: &mut Stream,
+async fn write_all_slices<S: tokio::io::AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
     mut slices: &mut [std::io::IoSlice<'_>],
 ) -> std::io::Result<()> {
     while !slices.is_empty() {

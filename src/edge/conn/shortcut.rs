@@ -1,0 +1,133 @@
+//! The shortcut: an HTTP/1 request that repeats one the full path answered
+//! from a cached file (`files::replay` says when that is so) is answered
+//! here, from the guard's checked bytes, without pingora's session. Its
+//! answer is the same prepared head and body `reply::prepared` wrote, with
+//! what `reply::every` adds; it is counted and logged as a static answer.
+//!
+//! Everything else, and any request the first time, takes the full path
+//! (`proxy.rs`).
+
+use crate::edge::access_log::Entry as LogEntry;
+use crate::edge::conn::accept::Shared;
+use crate::edge::conn::guard::Guarded;
+use crate::edge::files::cache::Entry;
+use crate::edge::files::replay;
+use crate::edge::metrics::Kind;
+use crate::edge::reply;
+use crate::edge::request::Ctx;
+use pingora_core::protocols::http::v1::server::write_prepared;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+
+/// What became of the request waiting in the guard.
+pub enum Taken {
+    /// Not one to answer here: the full path reads it.
+    No,
+    /// Answered; the connection waits for its next request.
+    Answered,
+    /// Answered (or the client left): the connection is over.
+    Closed,
+}
+
+/// A repeated request found at the front of the guard's bytes.
+struct Repeat {
+    /// Its head's length.
+    len: usize,
+    head_only: bool,
+    entry: Arc<Entry>,
+    /// What the access log says of it, when there is a log.
+    logged: Option<Logged>,
+}
+
+struct Logged {
+    target: String,
+    referer: String,
+    user_agent: String,
+}
+
+/// Answers the request at the front of `guarded`'s checked bytes if it
+/// repeats a cached answer; `tls`: the connection's.
+pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool) -> Taken {
+    let Some(repeat) = find(guarded.checked(), shared, tls) else {
+        return Taken::No;
+    };
+    let Some((_, head)) = repeat.entry.head.get() else {
+        return Taken::No; // `recall` gives only entries with one
+    };
+    guarded.take_checked(repeat.len);
+    let ctx = Ctx::new(&shared.state);
+    let every = reply::every(&shared.state, false, tls);
+    let id = ctx.request_id.as_bytes();
+    let lines = reply::prepared_lines(&head.wire, Some(id), every.hsts);
+    let body = if repeat.head_only {
+        &[][..]
+    } else {
+        &repeat.entry.body[..]
+    };
+    let ok = send(guarded, &lines, !every.closes, body).await;
+    account(shared, guarded, &ctx, &repeat, ok.then_some(body.len()));
+    match (ok, every.closes) {
+        (true, false) => Taken::Answered,
+        (true, true) => {
+            let _ = guarded.shutdown().await;
+            Taken::Closed
+        }
+        (false, _) => Taken::Closed,
+    }
+}
+
+/// The repeated request at the front of `checked`, if it is one.
+fn find(checked: &[u8], shared: &Shared, tls: bool) -> Option<Repeat> {
+    if checked.is_empty() || shared.static_mounts.is_empty() {
+        return None;
+    }
+    let plain = replay::shape(checked, shared.head_limits.max_headers)?;
+    let entry = replay::recall(&plain, tls, &shared.static_mounts)?;
+    let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
+    let logged = shared.state.log.enabled().then(|| Logged {
+        target: lossy(Some(plain.target)),
+        referer: lossy(plain.referer),
+        user_agent: lossy(plain.user_agent),
+    });
+    Some(Repeat {
+        len: plain.len,
+        head_only: plain.head_only,
+        entry,
+        logged,
+    })
+}
+
+/// Writes the answer and flushes it; false when the client is gone.
+async fn send(guarded: &mut Guarded, lines: &[&[u8]], keepalive: bool, body: &[u8]) -> bool {
+    let status = http::StatusCode::OK;
+    let written = write_prepared(guarded, status, lines, keepalive, body).await;
+    written.is_ok() && guarded.flush().await.is_ok()
+}
+
+/// Metrics and the access-log line, as `proxy.rs`'s `logging` makes them:
+/// `sent` is None when the client left (499, as `fail_to_proxy` has it).
+fn account(shared: &Shared, guarded: &Guarded, ctx: &Ctx, repeat: &Repeat, sent: Option<usize>) {
+    let took = ctx.started.elapsed();
+    let status = if sent.is_some() { 200 } else { 499 };
+    let bytes = sent.unwrap_or(0);
+    shared
+        .metrics
+        .answered(Kind::Static, status, took, bytes as u64);
+    let Some(logged) = &repeat.logged else {
+        return;
+    };
+    shared.state.log.log(&LogEntry {
+        client: guarded.client(),
+        method: if repeat.head_only { "HEAD" } else { "GET" },
+        target: &logged.target,
+        protocol: "HTTP/1.1",
+        status,
+        bytes,
+        referer: &logged.referer,
+        user_agent: &logged.user_agent,
+        duration: took,
+        request_id: &ctx.request_id,
+        complete: sent.is_some(),
+        work: None,
+    });
+}
