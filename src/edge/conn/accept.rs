@@ -15,7 +15,7 @@
 
 use crate::edge::conn::guard::Guarded;
 use crate::edge::conn::limits::ConnLimits;
-use crate::edge::conn::shortcut::Taken;
+use crate::edge::conn::shortcut::{self, Taken};
 use crate::edge::conn::threads::EdgeThreads;
 use crate::edge::conn::tls::Handshaker;
 use crate::edge::metrics;
@@ -373,10 +373,12 @@ async fn serve_http1(mut guarded: Box<Guarded>, shared: Arc<Shared>, shutdown: S
             return; // closed, failed, or idle too long
         }
         first = false;
-        match crate::edge::conn::shortcut::answer(&mut guarded, &shared, tls).await {
-            Taken::Answered => continue,
-            Taken::Closed => return,
-            Taken::No => {}
+        if let Some(repeat) = shortcut::find(guarded.checked(), &shared, tls) {
+            match Box::pin(shortcut::answer(&mut guarded, &shared, tls, repeat)).await {
+                Taken::Answered => continue,
+                Taken::Closed => return,
+                Taken::No => {}
+            }
         }
         let id = guarded.id();
         let reused = match shared.app.process_new(guarded, &shutdown).await {

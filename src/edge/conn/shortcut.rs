@@ -30,7 +30,7 @@ pub enum Taken {
 }
 
 /// A repeated request found at the front of the guard's bytes.
-struct Repeat {
+pub struct Repeat {
     /// Its head's length.
     len: usize,
     head_only: bool,
@@ -45,12 +45,11 @@ struct Logged {
     user_agent: String,
 }
 
-/// Answers the request at the front of `guarded`'s checked bytes if it
-/// repeats a cached answer; `tls`: the connection's.
-pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool) -> Taken {
-    let Some(repeat) = find(guarded.checked(), shared, tls) else {
-        return Taken::No;
-    };
+/// Answers `repeat`, found by `find` at the front of `guarded`'s checked
+/// bytes; `tls`: the connection's. Awaited boxed by the caller: its state
+/// (the write's slices, the request's context) would otherwise size every
+/// HTTP/1 connection's task, idle ones included.
+pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool, repeat: Repeat) -> Taken {
     let Some((_, head)) = repeat.entry.head.get() else {
         return Taken::No; // `recall` gives only entries with one
     };
@@ -77,8 +76,8 @@ pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool) -> Taken 
 }
 
 /// The repeated request at the front of `checked`, if it is one.
-fn find(checked: &[u8], shared: &Shared, tls: bool) -> Option<Repeat> {
-    if checked.is_empty() || shared.static_mounts.is_empty() {
+pub fn find(checked: &[u8], shared: &Shared, tls: bool) -> Option<Repeat> {
+    if !replay::worth_a_look(checked, &shared.static_mounts) {
         return None;
     }
     let plain = replay::shape(checked, shared.head_limits.max_headers)?;

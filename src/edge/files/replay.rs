@@ -76,6 +76,20 @@ pub struct Plain<'h> {
     accept_encoding: Option<&'h [u8]>,
 }
 
+/// Whether `raw` may start with a request answered before: this thread
+/// remembers answers, and its request line asks GET or HEAD of a target
+/// under a mount. Cheap, so the app's requests do not pay for `shape`.
+pub fn worth_a_look(raw: &[u8], mounts: &[StaticMount]) -> bool {
+    let target = raw
+        .strip_prefix(b"GET ")
+        .or_else(|| raw.strip_prefix(b"HEAD "));
+    let Some(target) = target else {
+        return false;
+    };
+    let under = |sm: &StaticMount| target.starts_with(sm.mount.url.as_bytes());
+    mounts.iter().any(under) && MEMO.with_borrow(|memo| !memo.answers.is_empty())
+}
+
 /// `raw` as a plain head, if it starts with a whole one of that shape
 /// with at most `max_fields` fields.
 pub fn shape(raw: &[u8], max_fields: usize) -> Option<Plain<'_>> {
