@@ -33,6 +33,41 @@ fn scrape(port: u16) -> serde_json::Value {
     serde_json::from_str(out.stdout.trim()).expect("JSON")
 }
 
+/// Repeats of a static request on one keep-alive connection (answered by
+/// the edge's shortcut from the second on) are counted as static answers,
+/// their bytes and cache hits, as answers of the full path are.
+#[test]
+fn repeated_static_answers_are_counted_like_any_other() {
+    let metrics_port = free_port();
+    let srv = metrics_site(metrics_port).start();
+    let mut conn = srv.connect();
+    for _ in 0..6 {
+        let r = conn.get("/static/a.txt").expect("answer");
+        assert_eq!(r.text(), "static file\n");
+    }
+    // Counted as each answer's log line is written, after it went out.
+    let line = "\"GET /static/a.txt HTTP/1.1\" 200";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while srv.stdout().matches(line).count() < 6 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = scrape(metrics_port);
+    let n = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {m:#}"));
+    assert_eq!(
+        n("corral_requests_total{code=200,kind=static}"),
+        6.0,
+        "{m:#}"
+    );
+    assert_eq!(
+        n("corral_bytes_sent_total{kind=static}"),
+        6.0 * 12.0,
+        "{m:#}"
+    );
+    assert_eq!(n("corral_request_duration_seconds_count{kind=static}"), 6.0);
+    // The first answer read the file; every later one came from memory.
+    assert_eq!(n("corral_static_cache_hits_total{}"), 5.0, "{m:#}");
+}
+
 #[test]
 fn a_known_mix_of_requests_is_counted_exactly() {
     let metrics_port = free_port();

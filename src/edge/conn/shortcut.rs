@@ -54,6 +54,7 @@ pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool, repeat: R
         return Taken::No; // `recall` gives only entries with one
     };
     guarded.take_checked(repeat.len);
+    shared.state.files_cache.count_hit();
     let ctx = Ctx::new(&shared.state);
     let every = reply::every(&shared.state, false, tls);
     let id = ctx.request_id.as_bytes();

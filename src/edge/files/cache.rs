@@ -110,6 +110,11 @@ impl Cache {
         hit
     }
 
+    /// An entry served again without a lookup (`files::replay`).
+    pub fn count_hit(&self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Responses served from the cache so far (for the metrics).
     pub fn hits(&self) -> u64 {
         self.1.load(std::sync::atomic::Ordering::Relaxed)
