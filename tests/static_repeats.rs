@@ -402,3 +402,65 @@ fn repeats_over_tls_carry_hsts_and_plain_ones_do_not() {
         }
     }
 }
+
+/// A real browser (headless Chromium) fetching a stylesheet twenty times
+/// on its kept-alive connection: every answer decodes (br, by what it
+/// offers) to the file's exact bytes, and each has its log line.
+#[test]
+fn a_browser_fetching_a_file_again_and_again_gets_its_exact_bytes() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|c| {
+        std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }) else {
+        panic!("chromium is not installed: run scripts/deps.sh --test");
+    };
+    let style = css(5000);
+    let page = r#"<!doctype html><html><body><pre id=out>pending</pre><script>
+(async () => {
+  const lines = [];
+  for (let i = 0; i < 20; i++) {
+    const r = await fetch("/static/app.css", {cache: "no-store"});
+    const digest = await crypto.subtle.digest("SHA-256", await r.arrayBuffer());
+    const hex = [...new Uint8Array(digest)].map(x => x.toString(16).padStart(2, "0")).join("");
+    lines.push(hex + " " + r.status + " " + r.headers.get("content-encoding"));
+  }
+  document.getElementById("out").textContent = lines.join("|");
+})();
+</script></body></html>"#;
+    let config = app_config(APP, 1, "") + "\n[[static]]\nurl = \"/static/\"\ndir = \"files\"\n";
+    let srv = Site::new()
+        .app("static_app.py")
+        .file("files/app.css", &style)
+        .file("files/page.html", page)
+        .config(&config)
+        .start();
+    let profile = tempfile::tempdir().expect("tempdir");
+    let out = run_with_timeout(
+        std::process::Command::new(chromium)
+            .args(["--headless", "--no-sandbox", "--disable-gpu"])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(["--virtual-time-budget=20000", "--dump-dom"])
+            .arg(format!("http://127.0.0.1:{}/static/page.html", srv.port)),
+        Duration::from_secs(90),
+    );
+    let dom = out.stdout.clone();
+    let report = dom
+        .split("<pre id=\"out\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no report in the page: {out}"));
+    let want = format!("{} 200 br", sha(style.as_bytes()));
+    let lines: Vec<&str> = report.split('|').collect();
+    assert_eq!(lines, vec![want.as_str(); 20], "{}", srv.stderr_tail());
+    let logged = "\"GET /static/app.css HTTP/1.1\" 200 ";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while srv.stdout().matches(logged).count() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let log = srv.stdout();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains(logged)).collect();
+    assert_eq!(lines.len(), 20, "{log}");
+    assert!(lines.iter().all(|l| l.contains("HeadlessChrome")), "{log}");
+}

@@ -64,15 +64,15 @@ pub async fn answer(guarded: &mut Guarded, shared: &Shared, tls: bool, repeat: R
     } else {
         &repeat.entry.body[..]
     };
-    let ok = send(guarded, &lines, !every.closes, body).await;
-    account(shared, guarded, &ctx, &repeat, ok.then_some(body.len()));
-    match (ok, every.closes) {
-        (true, false) => Taken::Answered,
-        (true, true) => {
+    let sent = send(guarded, &lines, !every.closes, body).await;
+    account(shared, guarded, &ctx, &repeat, sent, body.len());
+    match (sent, every.closes) {
+        (Sent::Whole, false) => Taken::Answered,
+        (Sent::Whole, true) => {
             let _ = guarded.shutdown().await;
             Taken::Closed
         }
-        (false, _) => Taken::Closed,
+        (Sent::Unflushed | Sent::Not, _) => Taken::Closed,
     }
 }
 
@@ -97,19 +97,47 @@ pub fn find(checked: &[u8], shared: &Shared, tls: bool) -> Option<Repeat> {
     })
 }
 
-/// Writes the answer and flushes it; false when the client is gone.
-async fn send(guarded: &mut Guarded, lines: &[&[u8]], keepalive: bool, body: &[u8]) -> bool {
-    let status = http::StatusCode::OK;
-    let written = write_prepared(guarded, status, lines, keepalive, body).await;
-    written.is_ok() && guarded.flush().await.is_ok()
+/// How far an answer got before the client went (or did not).
+#[derive(Clone, Copy)]
+enum Sent {
+    Whole,
+    /// Written, but the flush failed: the full path counts such an answer
+    /// as its status, with its bytes, incomplete.
+    Unflushed,
+    /// The write failed: 499, nothing sent (`fail_to_proxy`).
+    Not,
 }
 
-/// Metrics and the access-log line, as `proxy.rs`'s `logging` makes them:
-/// `sent` is None when the client left (499, as `fail_to_proxy` has it).
-fn account(shared: &Shared, guarded: &Guarded, ctx: &Ctx, repeat: &Repeat, sent: Option<usize>) {
+/// Writes the answer and flushes it.
+async fn send(guarded: &mut Guarded, lines: &[&[u8]], keepalive: bool, body: &[u8]) -> Sent {
+    let status = http::StatusCode::OK;
+    if write_prepared(guarded, status, lines, keepalive, body)
+        .await
+        .is_err()
+    {
+        return Sent::Not;
+    }
+    match guarded.flush().await {
+        Ok(()) => Sent::Whole,
+        Err(_) => Sent::Unflushed,
+    }
+}
+
+/// Metrics and the access-log line, as `proxy.rs`'s `logging` makes them
+/// (`body`: the body's length).
+fn account(
+    shared: &Shared,
+    guarded: &Guarded,
+    ctx: &Ctx,
+    repeat: &Repeat,
+    sent: Sent,
+    body: usize,
+) {
     let took = ctx.started.elapsed();
-    let status = if sent.is_some() { 200 } else { 499 };
-    let bytes = sent.unwrap_or(0);
+    let (status, bytes) = match sent {
+        Sent::Whole | Sent::Unflushed => (200, body),
+        Sent::Not => (499, 0),
+    };
     shared
         .metrics
         .answered(Kind::Static, status, took, bytes as u64);
@@ -127,7 +155,7 @@ fn account(shared: &Shared, guarded: &Guarded, ctx: &Ctx, repeat: &Repeat, sent:
         user_agent: &logged.user_agent,
         duration: took,
         request_id: &ctx.request_id,
-        complete: sent.is_some(),
+        complete: matches!(sent, Sent::Whole),
         work: None,
     });
 }

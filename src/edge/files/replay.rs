@@ -19,8 +19,8 @@
 //! and it is keyed by everything the rules read from such a head: method,
 //! Host, target, Accept-Encoding and TLS. It is given again only while
 //! looks at the file and those siblings find what the first looks found (`burst`: at most
-//! 1 ms old under load, fresh after an idle moment) and while the cache
-//! still holds its bytes. Each edge thread keeps its own answers: a
+//! 1 ms old under load, fresh after an idle moment) and while its bytes
+//! are still in memory (in the cache, or held by an answer on its way). Each edge thread keeps its own answers: a
 //! connection stays on the thread that accepted it.
 
 use super::cache::Entry;
@@ -58,8 +58,8 @@ const MAX_FIELDS: usize = 32;
 /// Answers kept per thread; past it, they are forgotten and relearned.
 const MAX_ANSWERS: usize = 1024;
 /// Longer keys (long query strings) are not kept: with `MAX_ANSWERS`, a
-/// client asking for a file under ever new targets holds at most ~1 MiB
-/// per thread.
+/// client asking for a file under ever new targets holds a few MiB per
+/// thread at most (each answer's key, and its paths, at most as long).
 const MAX_KEY: usize = 1024;
 
 /// A request head of the plain shape.
@@ -105,7 +105,10 @@ pub fn shape(raw: &[u8], max_fields: usize) -> Option<Plain<'_>> {
         _ => return None,
     };
     let target = req.path?.as_bytes();
-    if req.version != Some(1) || !target.starts_with(b"/") || req.headers.len() > max_fields {
+    // A fragment is dropped by pingora's parser (and so from its log),
+    // kept here: such a target takes the full path.
+    let pathlike = target.starts_with(b"/") && !target.contains(&b'#');
+    if req.version != Some(1) || !pathlike || req.headers.len() > max_fields {
         return None;
     }
     let mut plain = Plain {
@@ -134,9 +137,10 @@ pub fn shape(raw: &[u8], max_fields: usize) -> Option<Plain<'_>> {
         } else if !INERT.iter().any(|i| name.eq_ignore_ascii_case(i)) {
             return None;
         } else if name.eq_ignore_ascii_case("referer") {
-            plain.referer = Some(value);
+            // The first, as the full path's log takes it.
+            plain.referer.get_or_insert(value);
         } else if name.eq_ignore_ascii_case("user-agent") {
-            plain.user_agent = Some(value);
+            plain.user_agent.get_or_insert(value);
         }
     }
     (hosts == 1).then_some(plain)
@@ -277,6 +281,9 @@ mod tests {
                 .expect("HEAD")
                 .head_only
         );
+        // Repeated fields the log reads: the first, as the full path's.
+        let twice = "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: A\r\nUser-Agent: B\r\n\r\n";
+        assert_eq!(plain(twice).expect("plain").user_agent, Some(&b"A"[..]));
     }
 
     #[test]
@@ -294,6 +301,7 @@ mod tests {
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#top HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n",
         ] {
             assert!(plain(head).is_none(), "{head:?}");
