@@ -21,12 +21,13 @@ impl Edge {
     /// The request is the CA's HTTP-01 check: the prefix, for an ACME
     /// host, with `challenge = "http-01"`.
     pub(crate) fn is_acme_challenge(&self, req: &pingora_http::RequestHeader) -> bool {
-        let Some(acme) = &self.acme else {
+        let Some(acme) = self
+            .acme
+            .as_ref()
+            .filter(|_| self.may_be_acme_challenge(req.raw_path()))
+        else {
             return false;
         };
-        if !req.raw_path().starts_with(PREFIX) {
-            return false;
-        }
         let name = crate::edge::request::host_name(req);
         acme.answers_http(&name.to_ascii_lowercase())
     }

@@ -83,11 +83,11 @@ pub fn find(checked: &[u8], shared: &Shared, tls: bool) -> Option<Repeat> {
     }
     let plain = replay::shape(checked, shared.head_limits.max_headers)?;
     let entry = replay::recall(&plain, tls, &shared.static_mounts)?;
-    let lossy = |v: Option<&[u8]>| String::from_utf8_lossy(v.unwrap_or_default()).into_owned();
+    let lossy = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
     let logged = shared.state.log.enabled().then(|| Logged {
-        target: lossy(Some(plain.target)),
-        referer: lossy(plain.referer),
-        user_agent: lossy(plain.user_agent),
+        target: lossy(plain.target),
+        referer: lossy(plain.referer.unwrap_or_default()),
+        user_agent: lossy(plain.user_agent.unwrap_or_default()),
     });
     Some(Repeat {
         len: plain.len,

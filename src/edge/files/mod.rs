@@ -268,7 +268,7 @@ async fn send_file(
             }
             head.header.clone()
         }
-        None => head_for(sm, &v, (start, len, partial))?,
+        None => file_head(&sm.mount, &v, start, len, partial)?,
     };
     let status = resp.status.as_u16();
     if asked.head || len == 0 {
@@ -482,19 +482,6 @@ fn file_head(
         resp.insert_header("Content-Length", len.to_string())?;
     }
     Ok(resp)
-}
-
-/// The head of the answer. A whole cached file's (any answer but a 206) is
-/// built once per entry and cloned: the common answer of a static site.
-fn head_for(
-    sm: &StaticMount,
-    v: &Version,
-    (start, len, partial): (u64, u64, bool),
-) -> Result<ResponseHeader> {
-    match v.cached.as_ref().filter(|_| !partial) {
-        Some(entry) => Ok(whole_head(sm, v, entry)?.header.clone()),
-        None => file_head(&sm.mount, v, start, len, partial),
-    }
 }
 
 /// A cached file's whole-file head, built on first use for the mount that

@@ -222,16 +222,11 @@ pub fn recall(plain: &Plain, tls: bool, mounts: &[StaticMount]) -> Option<Arc<En
         let mut key = std::mem::take(&mut memo.key);
         key_into(plain, tls, &mut key);
         let found = memo.answers.get(&key[..]).map(still_true(mounts));
-        let entry = match found {
-            Some(Some(entry)) => Some(entry),
-            Some(None) => {
-                memo.answers.remove(&key[..]);
-                None
-            }
-            None => None,
-        };
+        if let Some(None) = found {
+            memo.answers.remove(&key[..]); // no longer true
+        }
         memo.key = key;
-        entry
+        found.flatten()
     })
 }
 
